@@ -1,0 +1,3 @@
+from twinbot.cli import main
+
+main()

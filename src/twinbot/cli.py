@@ -1,0 +1,213 @@
+"""The `twinbot` command line. Each command is a thin shell around one stage module."""
+
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from typer._click import exceptions as click_exceptions  # typer vendors click
+
+from twinbot import __version__
+from twinbot.errors import TwinbotError
+
+app = typer.Typer(
+    name="twinbot",
+    help="Turn your own chat history into a chat model that talks like you.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+_debug = False
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"twinbot {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version and exit.")
+    ] = False,
+    debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks on errors.")] = False,
+) -> None:
+    global _debug
+    _debug = debug or os.environ.get("TWINBOT_DEBUG") == "1"
+
+
+@app.command()
+def parse(
+    paths: Annotated[list[Path], typer.Argument(help="Export files or folders.", show_default=False)],
+    format: Annotated[
+        str | None, typer.Option("--format", "-f", help="Skip detection: discord-json, whatsapp, ...")
+    ] = None,
+    jsonl: Annotated[
+        bool, typer.Option("--jsonl", help="Write one normalized record per line to stdout.")
+    ] = False,
+    dayfirst: Annotated[
+        bool | None, typer.Option("--dayfirst/--monthfirst", help="WhatsApp date order (default: inferred).")
+    ] = None,
+) -> None:
+    """Read chat exports and show what is in them (or stream normalized records with --jsonl)."""
+    from twinbot.parse import run_parse
+
+    run_parse(paths, fmt=format, jsonl=jsonl, dayfirst=dayfirst)
+
+
+@app.command()
+def prepare(
+    paths: Annotated[list[Path], typer.Argument(help="Export files or folders.", show_default=False)],
+    me: Annotated[
+        list[str] | None, typer.Option("--me", help="Your author id or name; repeat for several accounts.")
+    ] = None,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder for train/eval data.")] = Path(
+        "data"
+    ),
+    model: Annotated[
+        str | None, typer.Option("--model", help="Tokenizer for token-length stats (id, folder or .gguf).")
+    ] = None,
+    seed: Annotated[int, typer.Option("--seed", help="Seed for the train/eval split.")] = 0,
+    format: Annotated[str | None, typer.Option("--format", "-f", help="Skip format detection.")] = None,
+    dayfirst: Annotated[
+        bool | None, typer.Option("--dayfirst/--monthfirst", help="WhatsApp date order (default: inferred).")
+    ] = None,
+    scrub: Annotated[bool, typer.Option("--scrub/--no-scrub", help="Replace PII with placeholders.")] = True,
+    split: Annotated[
+        str, typer.Option("--split", help="'conversation' (random) or 'time'.")
+    ] = "conversation",
+    eval_fraction: Annotated[
+        float, typer.Option("--eval-fraction", help="Share of conversations for eval.")
+    ] = 0.1,
+    session_gap: Annotated[
+        float, typer.Option("--session-gap", help="Minutes of silence that start a new conversation.")
+    ] = 30.0,
+    context_turns: Annotated[
+        int, typer.Option("--context-turns", help="Previous turns kept as context.")
+    ] = 8,
+    min_chars: Annotated[int, typer.Option("--min-chars", help="Drop messages shorter than this.")] = 1,
+    max_chars: Annotated[int, typer.Option("--max-chars", help="Drop messages longer than this.")] = 2000,
+    persona: Annotated[
+        str | None, typer.Option("--persona", help="Name used in the system prompt (default: your name).")
+    ] = None,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace an existing output folder.")
+    ] = False,
+) -> None:
+    """Turn exports into train.jsonl / eval.jsonl for the persona given by --me."""
+    from twinbot.prepare import PrepareOptions, run_prepare
+
+    run_prepare(
+        PrepareOptions(
+            paths=list(paths),
+            me=list(me or []),
+            out=out,
+            model=model,
+            seed=seed,
+            fmt=format,
+            dayfirst=dayfirst,
+            scrub=scrub,
+            split=split,
+            eval_fraction=eval_fraction,
+            session_gap_minutes=session_gap,
+            context_turns=context_turns,
+            min_chars=min_chars,
+            max_chars=max_chars,
+            persona=persona,
+            overwrite=overwrite,
+        )
+    )
+
+
+@app.command(context_settings={"allow_extra_args": False})
+def train(
+    data: Annotated[Path | None, typer.Option("--data", help="Folder made by `twinbot prepare`.")] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Run folder (adapter, checkpoints, logs).")
+    ] = None,
+    preset: Annotated[
+        str | None, typer.Option("--preset", help="baseline | optimized | aggressive | fast")
+    ] = None,
+    model: Annotated[str | None, typer.Option("--model", help="Base model: HF id, folder or .gguf.")] = None,
+    epochs: Annotated[float | None, typer.Option("--epochs")] = None,
+    max_steps: Annotated[
+        int | None, typer.Option("--max-steps", help="Stop after N optimizer steps.")
+    ] = None,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue from the last checkpoint in --out.")
+    ] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing run folder.")] = False,
+    config: Annotated[Path | None, typer.Option("--config", help="YAML file with training settings.")] = None,
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", help="Override any setting: KEY=VALUE (repeatable).")
+    ] = None,
+    print_config: Annotated[
+        bool, typer.Option("--print-config", help="Show the resolved settings and where each came from.")
+    ] = False,
+) -> None:
+    """LoRA fine-tune the base model on prepared data."""
+    from twinbot.config import resolve_train_config
+    from twinbot.train import main as train_main
+
+    resolved = resolve_train_config(
+        cli={
+            "data_dir": data,
+            "output_dir": out,
+            "preset": preset,
+            "base_model": model,
+            "epochs": epochs,
+            "max_steps": max_steps,
+        },
+        yaml_path=config,
+        overrides=list(set_ or []),
+    )
+    if print_config:
+        typer.echo(resolved.describe())
+        return
+    train_main(resolved.config, resume=resume, overwrite=overwrite)
+
+
+@app.command()
+def demo(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the demo's data and run.")] = Path(
+        "demo"
+    ),
+) -> None:
+    """Run the whole loop on the bundled sample with the embedded default model."""
+    from twinbot.demo import run_demo
+
+    run_demo(out)
+
+
+def main() -> None:
+    try:
+        rc = app(standalone_mode=False)
+    except TwinbotError as exc:
+        _fail(exc.render(), exc)
+    except click_exceptions.NoArgsIsHelpError as exc:
+        exc.show()
+        sys.exit(2)
+    except click_exceptions.UsageError as exc:
+        command = exc.ctx.command_path if exc.ctx else "twinbot"
+        _fail(f"{exc.format_message().rstrip('.')}; see `{command} --help`", exc)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except (typer.Abort, KeyboardInterrupt):
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
+    except BrokenPipeError:
+        sys.exit(0)
+    sys.exit(rc if isinstance(rc, int) else 0)
+
+
+def _fail(message: str, exc: BaseException) -> None:
+    if _debug or "--debug" in sys.argv:
+        traceback.print_exception(exc)
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(2)

@@ -1,0 +1,104 @@
+"""File helpers shared by every stage: atomic, user-only outputs; tolerant text inputs."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+from twinbot.errors import TwinbotError
+
+USER_ONLY_FILE = 0o600
+USER_ONLY_DIR = 0o700
+
+
+def make_user_only(path: Path) -> None:
+    """chmod to user-only (a no-op on Windows, where files inherit the profile's ACLs)."""
+    with contextlib.suppress(OSError):
+        path.chmod(USER_ONLY_DIR if path.is_dir() else USER_ONLY_FILE)
+
+
+@contextlib.contextmanager
+def atomic_dir(final: Path, overwrite: bool = False) -> Iterator[Path]:
+    """Yield a temp folder beside `final`; on success it replaces `final`, on error it is removed."""
+    final = Path(final)
+    if final.exists() and not overwrite and any(final.iterdir()):
+        raise TwinbotError("output folder exists and is not empty; pass --overwrite or pick another", final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
+    make_user_only(tmp)
+    try:
+        yield tmp
+        for p in tmp.rglob("*"):
+            make_user_only(p)
+        if final.exists():
+            old = final.with_name(f".{final.name}.old-{os.getpid()}")
+            final.rename(old)
+            tmp.rename(final)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            tmp.rename(final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+@contextlib.contextmanager
+def atomic_file(final: Path, mode: str = "w", encoding: str | None = "utf-8") -> Iterator[Any]:
+    """Open a temp file beside `final` for writing; it is renamed over `final` only on success."""
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{final.name}.tmp-", dir=final.parent)
+    tmp = Path(tmp_name)
+    try:
+        with open(fd, mode, encoding=None if "b" in mode else encoding, newline=None) as fh:
+            yield fh
+        make_user_only(tmp)
+        os.replace(tmp, final)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_json(path: Path, data: Any) -> None:
+    with atomic_file(path) as fh:
+        json.dump(data, fh, indent=2, ensure_ascii=False)
+        fh.write("\n")
+
+
+def write_jsonl(path: Path, rows: Iterable[dict[str, Any]]) -> int:
+    n = 0
+    with atomic_file(path) as fh:
+        for row in rows:
+            fh.write(json.dumps(row, ensure_ascii=False))
+            fh.write("\n")
+            n += 1
+    return n
+
+
+def read_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Yield (line number, object) for each non-blank line; a bad line is a TwinbotError naming it."""
+    try:
+        fh = open(path, encoding="utf-8-sig")
+    except OSError as exc:
+        raise TwinbotError(
+            f"cannot read file ({exc.strerror}); check the path and permissions", path
+        ) from exc
+    with fh:
+        for lineno, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise TwinbotError(f"not valid JSON ({exc.msg})", path, lineno) from exc
+            except UnicodeDecodeError as exc:
+                raise TwinbotError("not UTF-8 text", path, lineno) from exc
+            if not isinstance(obj, dict):
+                raise TwinbotError("expected a JSON object on each line", path, lineno)
+            yield lineno, obj
