@@ -34,6 +34,7 @@ class Message:
     kind: MessageKind = "text"
     reply_to: str | None = None
     attachments: int = 0
+    is_bot: bool = False  # the source marks the author as a bot (Discord isBot, Slack bot_message, ...)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -47,6 +48,7 @@ class Message:
             "kind": self.kind,
             "reply_to": self.reply_to,
             "attachments": self.attachments,
+            "is_bot": self.is_bot,
         }
 
     @classmethod
@@ -62,6 +64,7 @@ class Message:
             kind=data.get("kind", "text"),
             reply_to=None if data.get("reply_to") is None else str(data["reply_to"]),
             attachments=int(data.get("attachments") or 0),
+            is_bot=bool(data.get("is_bot", False)),
         )
 
 
