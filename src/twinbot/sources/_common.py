@@ -6,6 +6,8 @@ timestamp helpers, which raise `ValueError` so the caller can add the file and l
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import io
 import itertools
 import re
@@ -267,3 +269,19 @@ def in_chat_order(messages: Iterable[Message]) -> Iterator[Message]:
         chats.setdefault(message.chat_id, []).append(message)
     for chat in chats.values():
         yield from sort_chat(chat)
+
+
+@contextlib.contextmanager
+def gc_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector while building a large list of records.
+
+    Millions of live objects make every collection walk the whole heap again; reference counting still
+    frees everything that is dropped. Do not yield records to the caller inside this block.
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()

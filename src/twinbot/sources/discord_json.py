@@ -18,7 +18,7 @@ import ijson
 from twinbot.errors import TwinbotError
 from twinbot.records import Message, MessageKind
 from twinbot.sources import ParseOptions
-from twinbot.sources._common import head_text, open_binary, parse_iso_datetime, sort_chat
+from twinbot.sources._common import gc_paused, head_text, open_binary, parse_iso_datetime, sort_chat
 
 NAME = "discord-json"
 
@@ -27,7 +27,6 @@ try:
 except ImportError:  # pragma: no cover - depends on the installed wheel
     _ijson = ijson
 
-_TEXT_TYPES = frozenset({"Default", "Reply"})
 _SNIFF_HEAD = re.compile(r'^\s*\{\s*"guild"\s*:\s*\{')
 _CHANNEL_ID_IN_NAME = re.compile(r"\[(\d+)\](?: \[part \d+\])?$")
 _MAX_FOLDER_SNIFF = 20
@@ -73,8 +72,9 @@ def parse(path: Path, options: ParseOptions) -> Iterator[Message]:
         chats.setdefault(_read_chat_id(file), []).append(file)
     for chat_id, chat_files in chats.items():
         messages: list[Message] = []
-        for file in chat_files:
-            messages.extend(_parse_file(file, chat_id))
+        with gc_paused():
+            for file in chat_files:
+                messages.extend(_parse_file(file, chat_id))
         if len(chat_files) > 1:
             messages = _drop_duplicates(messages)
         yield from sort_chat(messages)
@@ -147,46 +147,51 @@ def _parse_file(path: Path, chat_id: str) -> Iterator[Message]:
 
 
 def _to_message(raw: dict[str, Any], chat_id: str, names: dict[str, str]) -> Message:
+    # The hot loop of large exports: plain indexing and positional construction on purpose.
     author = raw["author"]
-    author_id = _opaque_id(author["id"])
-    author_id = names.setdefault(author_id, author_id)
+    author_id = author["id"]
+    if type(author_id) is not str:
+        author_id = _opaque_id(author_id)
     display = author.get("nickname") or author.get("name") or author_id
-    if not isinstance(display, str):
+    if type(display) is not str:
         raise TypeError("author name")
-    display = names.setdefault(display, display)
+    display = names.setdefault(display, display)  # one copy per author, not per message
+    message_id = raw["id"]
+    if type(message_id) is not str:
+        message_id = _opaque_id(message_id)
 
-    message_type = raw.get("type") or "Default"
     content = raw.get("content") or ""
-    if not isinstance(content, str):
+    if type(content) is not str:
         raise TypeError("content")
     attachments = raw.get("attachments")
-    n_attachments = len(attachments) if isinstance(attachments, list) else 0
+    n_attachments = len(attachments) if type(attachments) is list else 0
+    message_type = raw.get("type") or "Default"
     kind: MessageKind
-    if message_type in _TEXT_TYPES:
-        kind = "text" if content.strip() else "media"
-    else:
-        kind = "call" if message_type == "Call" else "system"
-        content = ""  # exporter fallback text ("Started a call that lasted ...") is not the author's words
-
     reply_to = None
-    reference = raw.get("reference")
-    # system messages reference what they act on (a pinned message, a thread), forwards another chat
-    if reference and kind != "system" and reference.get("type") != "Forward":
-        message_id = reference.get("messageId")
-        reply_to = None if message_id is None else _opaque_id(message_id)
+    if message_type == "Default" or message_type == "Reply":
+        kind = "text" if content and not content.isspace() else "media"
+        reference = raw.get("reference")
+        if reference and reference.get("type") != "Forward":  # a forward points into another chat
+            reply_to = reference.get("messageId")
+            if reply_to is not None and type(reply_to) is not str:
+                reply_to = _opaque_id(reply_to)
+    else:
+        # exporter fallback text ("Started a call that lasted ...") is not the author's words
+        kind = "call" if message_type == "Call" else "system"
+        content = ""
 
     return Message(
-        platform=NAME,
-        chat_id=chat_id,
-        id=_opaque_id(raw["id"]),
-        timestamp=parse_iso_datetime(raw["timestamp"]),
-        author_id=author_id,
-        author=display,
-        text=content,
-        kind=kind,
-        reply_to=reply_to,
-        attachments=n_attachments,
-        is_bot=author.get("isBot") is True,
+        NAME,
+        chat_id,
+        message_id,
+        parse_iso_datetime(raw["timestamp"]),
+        names.setdefault(author_id, author_id),
+        display,
+        content,
+        kind,
+        reply_to,
+        n_attachments,
+        author.get("isBot") is True,
     )
 
 
@@ -194,7 +199,7 @@ def _opaque_id(value: object) -> str:
     """Ids stay strings; a number written by another tool is kept digit for digit (never via float)."""
     if isinstance(value, str):
         return value
-    if isinstance(value, int | Decimal) and not isinstance(value, bool):
+    if isinstance(value, (int, Decimal)) and not isinstance(value, bool):
         return str(value)
     raise TypeError("id")
 
