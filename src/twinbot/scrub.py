@@ -1,0 +1,319 @@
+"""PII scrubbing: replace emails, phone numbers, card numbers, IBANs, IP addresses and secrets in message
+text with typed placeholders (`<EMAIL>`, `<PHONE>`, `<CARD>`, `<IBAN>`, `<IP>`, `<SECRET>`).
+
+Built for throughput (about a microsecond for a typical chat line): every detector sits behind a cheap
+pre-check (no '@' -> no email search, no digit -> no digit patterns, short text -> no secret search), all
+patterns are compiled once, and candidates are validated in Python (Luhn, IBAN mod-97, IP ranges) only
+when a pattern fires.
+
+What counts (and what deliberately does not):
+- EMAIL: `local@domain.tld`. `@mentions` have no dot-TLD and are left alone.
+- PHONE: international numbers starting with `+` or `00` (8-15 digits); NANP `(555) 123-4567`,
+  `555-123-4567`, `555.123.4567`, `555 123 4567` (optional leading `1`); trunk-prefixed national numbers
+  starting with 0 (`020 7946 0958`, `06 12 34 56 78`, `0151 23456789`, `0612345678`; 10-12 digits, one
+  separator style throughout). Never: dates, times, prices, versions, or numbers under 10 digits without a
+  `+` prefix; digits inside URLs or after `#` (order numbers, hashtags, ids).
+- CARD: 13-19 digits, contiguous or in card groupings (4-4-4-4[-3], Amex 4-6-5, Diners 4-6-4) with one
+  separator style, issuer prefix 2-6, Luhn-valid.
+- IBAN: country code + check digits + BBAN (optionally grouped by spaces), the country's registered length
+  and a valid mod-97 checksum.
+- IP: IPv4 with every octet <= 255 and not part of a longer dotted number (`1.2.3.4.5`, `v1.2.3.4`); IPv6
+  validated by `ipaddress`.
+- SECRET: Discord bot tokens, `sk-...` / `sk_live_...` keys, GitHub `ghp_/gho_/ghu_/ghs_/ghr_` and
+  `github_pat_` tokens, AWS `AKIA/ASIA` key ids, Slack `xox?-` tokens, Google `AIza` keys, hex runs of 32+
+  characters, and base64-like runs of 32+ characters that mix upper case, lower case and digits with many
+  class changes (so `Hello-World-2023-Conference` style words survive). Generic runs inside URLs are left
+  alone (ids in links), the prefixed kinds are not.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Literal
+
+PiiType = Literal["EMAIL", "PHONE", "CARD", "IBAN", "IP", "SECRET"]
+PII_TYPES: tuple[PiiType, ...] = ("EMAIL", "PHONE", "CARD", "IBAN", "IP", "SECRET")
+
+
+@dataclass(frozen=True, slots=True)
+class PiiSpan:
+    start: int
+    end: int
+    type: PiiType
+
+
+# When two detections overlap, the one with the lower rank wins (then the longer one).
+_RANK: dict[PiiType, int] = {"SECRET": 0, "EMAIL": 1, "IBAN": 2, "CARD": 3, "IP": 4, "PHONE": 5}
+
+_DROP_ASCII_DIGITS = str.maketrans("", "", "0123456789")
+_URL = re.compile(r"(?:https?://|www\.)[^\s<>\"']+", re.IGNORECASE)
+
+_EMAIL = re.compile(
+    r"(?<![\w.%+'-])[A-Za-z0-9][A-Za-z0-9._%+'-]*@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
+    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*\.[A-Za-z]{2,24}(?![\w-])"
+)
+
+_SECRET_PREFIXED = re.compile(
+    r"(?<![\w-])(?:"
+    r"[MNO][A-Za-z\d_-]{23,27}\.[A-Za-z\d_-]{6}\.[A-Za-z\d_-]{27,40}"  # Discord bot token
+    r"|sk-(?:proj-|ant-)?[A-Za-z0-9_-]{20,}"  # OpenAI / Anthropic style keys
+    r"|[sr]k_(?:live|test)_[A-Za-z0-9]{16,}"  # Stripe
+    r"|gh[pousr]_[A-Za-z0-9]{36,}"  # GitHub tokens
+    r"|github_pat_[A-Za-z0-9_]{22,}"
+    r"|(?:AKIA|ASIA)[0-9A-Z]{16}"  # AWS access key id
+    r"|xox[abposr]-[A-Za-z0-9-]{10,}"  # Slack
+    r"|AIza[0-9A-Za-z_-]{35}"  # Google API key
+    r"|eyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}"  # JSON web token
+    r")(?![\w-])"
+)
+_SECRET_HEX = re.compile(r"(?<![\w+/=-])(?:[0-9a-f]{32,}|[0-9A-F]{32,})(?![\w+/=-])")
+_SECRET_B64 = re.compile(r"(?<![\w+/=-])[A-Za-z0-9+/_-]{32,}={0,2}(?![\w+/=-])")
+_LONG_RUN = re.compile(r"[A-Za-z0-9+/_-]{20,}")
+
+# Card: contiguous 13-19 digits, or card groupings with one separator style.
+_CARD = re.compile(
+    r"(?<![\w#@:/.,+-])(?<![\d][ -])"
+    r"(?:[2-6]\d{12,18}"
+    r"|[2-6]\d{3}([ -])\d{4}\1\d{4}\1\d{4}(?:\1\d{1,3})?"
+    r"|3\d{3}([ -])\d{6}\2\d{4,5})"
+    r"(?![\w]|[.,/:-]\d|[ -]\d)"
+)
+
+_IBAN = re.compile(r"(?<![\w#/-])([A-Z]{2})(\d{2})((?: ?[A-Z0-9]){10,30})")
+
+# Registered IBAN lengths (ISO 13616 registry).
+_IBAN_LENGTHS: dict[str, int] = {
+    "AD": 24, "AE": 23, "AL": 28, "AT": 20, "AZ": 28, "BA": 20, "BE": 16, "BG": 22, "BH": 22, "BR": 29,
+    "BY": 28, "CH": 21, "CR": 22, "CY": 28, "CZ": 24, "DE": 22, "DK": 18, "DO": 28, "EE": 20, "EG": 29,
+    "ES": 24, "FI": 18, "FO": 18, "FR": 27, "GB": 22, "GE": 22, "GI": 23, "GL": 18, "GR": 27, "GT": 28,
+    "HR": 21, "HU": 28, "IE": 22, "IL": 23, "IQ": 23, "IS": 26, "IT": 27, "JO": 30, "KW": 30, "KZ": 20,
+    "LB": 28, "LC": 32, "LI": 21, "LT": 20, "LU": 20, "LV": 21, "MC": 27, "MD": 24, "ME": 22, "MK": 19,
+    "MR": 27, "MT": 31, "MU": 30, "NL": 18, "NO": 15, "PK": 24, "PL": 28, "PS": 29, "PT": 25, "QA": 29,
+    "RO": 24, "RS": 22, "SA": 24, "SC": 31, "SE": 24, "SI": 19, "SK": 24, "SM": 27, "ST": 25, "SV": 28,
+    "TL": 23, "TN": 24, "TR": 26, "UA": 29, "VA": 22, "VG": 24, "XK": 20,
+}  # fmt: skip
+
+_OCTET = r"(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)"
+_IPV4 = re.compile(rf"(?<![\w.])(?<!\d\.){_OCTET}(?:\.{_OCTET}){{3}}(?![\w]|\.\d)")
+_IPV6 = re.compile(
+    r"(?<![\w:.])[0-9A-Fa-f]{0,4}(?::[0-9A-Fa-f]{0,4}){2,7}(?::\d{1,3}(?:\.\d{1,3}){3})?(?![\w:.])"
+)
+
+_PHONE_END = r"(?![\w]|[.,:/-]?\d)"
+_PHONE_INTL = re.compile(
+    r"(?<![\w+#/=.-])(?<!\d[ .-])(?:\+|00(?=[1-9]))[1-9]\d{0,3}(?:[ .-]?\(\d{1,4}\))?(?:[ .-]?\d++){1,6}"
+    + _PHONE_END
+)
+_PHONE_NANP = re.compile(
+    r"(?<![\w#/=.,+:-])(?<!\d[ .-])(?:1[ .-]?)?(?:\([2-9]\d{2}\) ?\d{3}[ .-]\d{4}|[2-9]\d{2}([ .-])\d{3}\1\d{4})"
+    + _PHONE_END
+)
+_PHONE_TRUNK = re.compile(
+    r"(?<![\w#/=.,+:-])(?<!\d[ .-])(?:0[1-9]\d{8,10}|0[1-9]\d{0,4}([ .-])\d{2,8}(?:\1\d{2,4}){0,3})"
+    + _PHONE_END
+)
+_SEPARATORS = re.compile(r"[ .()-]")
+
+
+def _luhn_ok(digits: str) -> bool:
+    total = 0
+    for i, ch in enumerate(reversed(digits)):
+        d = ord(ch) - 48
+        if i % 2:
+            d *= 2
+            if d > 9:
+                d -= 9
+        total += d
+    return total % 10 == 0
+
+
+def _iban_ok(compact: str) -> bool:
+    rearranged = compact[4:] + compact[:4]
+    numeric = "".join(str(int(ch, 36)) for ch in rearranged)
+    return int(numeric) % 97 == 1
+
+
+def _count_digits(text: str) -> int:
+    return sum(ch.isdigit() for ch in text)
+
+
+def _class_changes(token: str) -> float:
+    """Share of neighbouring characters that change class (upper/lower/digit/other): ~0.6 for random
+    base64, ~0.3 for words glued with dashes or camel case."""
+
+    def cls(ch: str) -> int:
+        if ch.isupper():
+            return 0
+        if ch.islower():
+            return 1
+        if ch.isdigit():
+            return 2
+        return 3
+
+    changes = 0
+    prev = cls(token[0])
+    for ch in token[1:]:
+        c = cls(ch)
+        if c != prev:
+            changes += 1
+        prev = c
+    return changes / (len(token) - 1)
+
+
+def _looks_like_hash(token: str) -> bool:
+    return any(c.isdigit() for c in token) and not token.isdigit() and len(set(token)) >= 8
+
+
+def _looks_random(token: str) -> bool:
+    body = token.rstrip("=")
+    has_upper = any(c.isupper() for c in body)
+    has_lower = any(c.islower() for c in body)
+    has_digit = any(c.isdigit() for c in body)
+    return has_upper and has_lower and has_digit and _class_changes(body) >= 0.4
+
+
+def _inside(spans: list[tuple[int, int]], start: int, end: int) -> bool:
+    return any(s < end and start < e for s, e in spans)
+
+
+def _iter_secret(text: str, urls: list[tuple[int, int]]) -> Iterator[PiiSpan]:
+    for m in _SECRET_PREFIXED.finditer(text):
+        yield PiiSpan(m.start(), m.end(), "SECRET")
+    for m in _SECRET_HEX.finditer(text):
+        if _looks_like_hash(m.group()) and not _inside(urls, m.start(), m.end()):
+            yield PiiSpan(m.start(), m.end(), "SECRET")
+    for m in _SECRET_B64.finditer(text):
+        if not _inside(urls, m.start(), m.end()) and _looks_random(m.group()):
+            yield PiiSpan(m.start(), m.end(), "SECRET")
+
+
+def _iter_iban(text: str) -> Iterator[PiiSpan]:
+    for m in _IBAN.finditer(text):
+        country = m.group(1)
+        length = _IBAN_LENGTHS.get(country)
+        if length is None:
+            continue
+        # Take exactly the registered number of characters; what follows is not part of the IBAN.
+        need = length - 4
+        pos = m.start(3)
+        end = m.end(3)
+        taken = 0
+        while pos < end and taken < need:
+            if text[pos] != " ":
+                taken += 1
+            pos += 1
+        if taken < need or (pos < len(text) and text[pos].isalnum()):
+            continue
+        compact = text[m.start() : pos].replace(" ", "")
+        if _iban_ok(compact):
+            yield PiiSpan(m.start(), pos, "IBAN")
+
+
+def _iter_card(text: str, urls: list[tuple[int, int]]) -> Iterator[PiiSpan]:
+    for m in _CARD.finditer(text):
+        digits = re.sub(r"\D", "", m.group())
+        if 13 <= len(digits) <= 19 and _luhn_ok(digits) and not _inside(urls, m.start(), m.end()):
+            yield PiiSpan(m.start(), m.end(), "CARD")
+
+
+def _iter_ipv4(text: str) -> Iterator[PiiSpan]:
+    for m in _IPV4.finditer(text):
+        yield PiiSpan(m.start(), m.end(), "IP")
+
+
+def _iter_ipv6(text: str) -> Iterator[PiiSpan]:
+    for m in _IPV6.finditer(text):
+        candidate = m.group()
+        if len(candidate) < 6 or sum(1 for part in candidate.split(":") if part) < 2:
+            continue
+        try:
+            ipaddress.IPv6Address(candidate)
+        except ValueError:
+            continue
+        yield PiiSpan(m.start(), m.end(), "IP")
+
+
+def _iter_phone(text: str, urls: list[tuple[int, int]]) -> Iterator[PiiSpan]:
+    for m in _PHONE_INTL.finditer(text):
+        raw = m.group()
+        if raw.startswith("00") and _SEPARATORS.search(raw) is None:
+            continue  # a bare 00-number is more likely an order number than a dialled one
+        digits = _count_digits(raw) - (2 if raw.startswith("00") else 0)
+        if 8 <= digits <= 15 and not _inside(urls, m.start(), m.end()):
+            yield PiiSpan(m.start(), m.end(), "PHONE")
+    for m in _PHONE_NANP.finditer(text):
+        if not _inside(urls, m.start(), m.end()):
+            yield PiiSpan(m.start(), m.end(), "PHONE")
+    for m in _PHONE_TRUNK.finditer(text):
+        if 10 <= _count_digits(m.group()) <= 12 and not _inside(urls, m.start(), m.end()):
+            yield PiiSpan(m.start(), m.end(), "PHONE")
+
+
+def find_pii(text: str) -> list[PiiSpan]:
+    """Non-overlapping PII spans in `text`, in order."""
+    has_at = "@" in text
+    # Digit patterns need a minimum number of digits: phones, IBANs 8+, cards 13+, IPv4 4 plus 3 dots.
+    digits = len(text) - len(text.translate(_DROP_ASCII_DIGITS))
+    has_digit = digits >= 4
+    long_enough = len(text) >= 20 and _LONG_RUN.search(text) is not None
+    maybe_ipv6 = "::" in text or text.count(":") >= 7
+    if not (has_at or has_digit or long_enough or maybe_ipv6):
+        return []
+    urls = (
+        [m.span() for m in _URL.finditer(text)]
+        if ("http" in text or "www." in text or "HTTP" in text or "WWW." in text)
+        else []
+    )
+    found: list[PiiSpan] = []
+    if long_enough:
+        found.extend(_iter_secret(text, urls))
+    if has_at:
+        found.extend(PiiSpan(m.start(), m.end(), "EMAIL") for m in _EMAIL.finditer(text))
+    if maybe_ipv6:
+        found.extend(_iter_ipv6(text))
+    if digits >= 8:
+        found.extend(_iter_iban(text))
+        found.extend(_iter_phone(text, urls))
+        if digits >= 13:
+            found.extend(_iter_card(text, urls))
+    if has_digit and text.count(".") >= 3:
+        found.extend(_iter_ipv4(text))
+    if len(found) <= 1:
+        return found
+    found.sort(key=lambda s: (_RANK[s.type], -(s.end - s.start), s.start))
+    chosen: list[PiiSpan] = []
+    for span in found:
+        if all(span.end <= c.start or c.end <= span.start for c in chosen):
+            chosen.append(span)
+    chosen.sort(key=lambda s: s.start)
+    return chosen
+
+
+@dataclass(slots=True)
+class Scrubber:
+    """Replaces PII with typed placeholders and keeps a running count per type."""
+
+    counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(PII_TYPES, 0))
+
+    def scrub(self, text: str) -> str:
+        spans = find_pii(text)
+        if not spans:
+            return text
+        parts: list[str] = []
+        pos = 0
+        for span in spans:
+            parts.append(text[pos : span.start])
+            parts.append(f"<{span.type}>")
+            self.counts[span.type] += 1
+            pos = span.end
+        parts.append(text[pos:])
+        return "".join(parts)
+
+
+def scrub_text(text: str) -> tuple[str, dict[str, int]]:
+    """One-off helper: the scrubbed text and the number of replacements per type."""
+    scrubber = Scrubber()
+    return scrubber.scrub(text), {k: v for k, v in scrubber.counts.items() if v}
