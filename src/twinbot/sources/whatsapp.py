@@ -11,14 +11,16 @@ means month-first (both in one file is an error). When every date is ambiguous (
 default is DAY-FIRST, the more common order worldwide; `--monthfirst` (ParseOptions.dayfirst=False)
 overrides it, as `--dayfirst` overrides the inference. A second streaming pass builds the messages, so
 memory stays bounded by the number of distinct dates and times, plus 8 bytes per message for the
-time-order check. Lines that are out of time order are put back in order (stable for equal times),
-holding only the messages between a late line and where it belongs.
+time-order check. When lines are out of time order (WhatsApp writes some late), a stable sort of message
+numbers (~40 bytes per message) says where each belongs, and the second pass holds back only the
+messages that come before a late one in the file.
 
 Records: platform "whatsapp"; chat_id from the file name ("WhatsApp Chat with Alex.txt" -> "Alex") or the
 zip's name; id = the 1-based line number of the message's header line; author/author_id = the sender as
 shown, with U+200E and U+202A..U+202C marks removed; timestamps naive local time. Kinds:
-    system  lines with no `Name: ` (encryption notice, "X created group", ...), the iOS notices that carry
-            the chat name as sender, and deleted messages ("This message was deleted": no text to learn)
+    system  lines with no `Name: ` (encryption notice, "X created group", ...); iOS notices, which carry
+            the chat's name as sender and a leading U+200E (author ""); deleted messages ("This message
+            was deleted": no text to learn from; the author is kept)
     media   `<Media omitted>`, `image omitted`, `<attached: ...>`, their translations, polls, locations
             (text "", attachments=1)
     call    "Missed voice call" / "Missed video call" (text "")
@@ -265,10 +267,8 @@ def parse(path: Path, options: ParseOptions) -> Iterator[Message]:
         )
     zip_chat_id = _chat_id_from_name(path.stem, path)
     for member in members:
-        member_stem = Path(member).stem
-        chat_id = (
-            zip_chat_id if member_stem == "_chat" or len(members) == 1 else _chat_id_from_name(member_stem)
-        )
+        # "WhatsApp Chat with Alex.txt" names its chat; "_chat.txt" (iOS) leaves it to the zip's name
+        chat_id = _chat_name(Path(member).stem) or zip_chat_id
         yield from _parse_source(path, _Source(chat_id, member), options)
 
 
@@ -311,13 +311,19 @@ def _chat_members(archive: zipfile.ZipFile) -> list[str]:
     return non_hidden if len(non_hidden) == 1 else []
 
 
-def _chat_id_from_name(stem: str, path: Path | None = None) -> str:
-    stem = _DUPLICATE_SUFFIX.sub("", stem.strip())
-    if stem == "_chat" and path is not None:
-        stem = _DUPLICATE_SUFFIX.sub("", path.resolve().parent.name.strip())
-    match = _CHAT_NAME.fullmatch(stem)
-    name = match.group(1).strip() if match else stem
-    return _MARKS.sub("", name) or "whatsapp"
+def _chat_name(stem: str) -> str | None:
+    """ "Alex" from "WhatsApp Chat with Alex" (and its translations, iOS's "WhatsApp Chat - Alex")."""
+    match = _CHAT_NAME.fullmatch(_DUPLICATE_SUFFIX.sub("", stem.strip()))
+    if match is None:
+        return None
+    return _MARKS.sub("", match.group(1)).strip() or None
+
+
+def _chat_id_from_name(stem: str, path: Path) -> str:
+    """The chat's name from the file's name; `_chat.txt` (an unzipped iOS export) from its folder's."""
+    if stem == "_chat":
+        stem = path.resolve().parent.name
+    return _chat_name(stem) or _MARKS.sub("", _DUPLICATE_SUFFIX.sub("", stem.strip())) or "whatsapp"
 
 
 def _open_binary(path: Path, source: _Source) -> IO[bytes]:
@@ -550,16 +556,19 @@ def _reorder(messages: Iterable[Message], order: list[int], path: Path) -> Itera
     """Emit messages (numbered in file order) in `order`, holding only those that arrive early."""
     waiting: dict[int, Message] = {}
     position = 0
+    count = len(order)
     for index, message in enumerate(messages):
+        if index >= count:
+            break
         if order[position] != index:
             waiting[index] = message
             continue
         yield message
         position += 1
-        while position < len(order) and order[position] in waiting:
+        while position < count and order[position] in waiting:
             yield waiting.pop(order[position])
             position += 1
-    if waiting:  # the two passes disagree: the file changed while being read
+    if position != count:  # the two passes disagree: the file changed while being read
         raise TwinbotError("the file changed while it was being read; run again", path)
 
 
