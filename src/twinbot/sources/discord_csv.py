@@ -127,6 +127,8 @@ def _parse_file(path: Path, chat_id: str, first_row: int) -> Iterator[Message]:
                 author = _DISCRIMINATOR.sub("", row[author_col]) or row[id_col]
                 author_id = row[id_col] or author
                 content = row[content_col]
+                if "\r" in content:
+                    content = content.replace("\r\n", "\n").replace("\r", "\n")
                 attachments = _count_attachments(row[attachments_col]) if attachments_col is not None else 0
                 yield Message(
                     NAME,
