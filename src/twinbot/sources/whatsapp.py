@@ -53,17 +53,17 @@ PLATFORM = "whatsapp"
 SNIFF_BYTES = 4096
 _ZIP_MAGIC = b"PK\x03\x04"
 
-# One header regex for both layouts. Groups: 1 "[" (iOS), 2 date, 3 date separator, 4 time.
+# One header regex for both layouts. Groups: 1 "[" (iOS), 2 date, 3 date separator, 4 time, of which
+# 5 hour, 6 minute, 7 second, 8 "a"/"p" of a 12-hour clock.
 _HEADER = re.compile(
     r"[\u200e\u200f\u202a-\u202c\ufeff]*"
     r"(\[)?"
     r"(\d{1,4}([./-]) ?\d{1,2}\3 ?\d{1,4}\.?)"
     r",? (?:à )?"
-    r"(\d{1,2}[:.]\d{2}(?:[:.]\d{2})?(?:[ \u202f\u00a0]?[AaPp]\.?[ \u202f\u00a0]?[Mm]\.?)?)"
+    r"((\d{1,2})[:.](\d{2})(?:[:.](\d{2}))?(?:[ \u202f\u00a0]?([AaPp])\.?[ \u202f\u00a0]?[Mm]\.?)?)"
     r"(?(1)\] ?| [-–] )"
 )
 _DATE_PARTS = re.compile(r"(\d{1,4})[./-] ?(\d{1,2})[./-] ?(\d{1,4})")
-_TIME_PARTS = re.compile(r"(\d{1,2})[:.](\d{2})(?:[:.](\d{2}))?(?:[ \u202f\u00a0]?([AaPp]))?")
 _MARKS = re.compile(r"[\u200e\u202a-\u202c]")
 
 _KEY_SECONDS_BITS = 17  # seconds of the day (< 86400 < 2**17) in the low bits of a per-message key
@@ -221,6 +221,7 @@ class _Scan:
     dates: dict[str, int]  # distinct date string -> index (in first-seen order)
     date_lines: list[int]  # index -> first line it appears on
     keys: array  # per message: date index << 17 | seconds of the day
+    times: dict[str, int]  # distinct time string -> seconds of the day
     in_file_order: bool  # dates never go back to an earlier one and times within a date never decrease
 
 
@@ -238,9 +239,7 @@ def sniff(path: Path) -> bool:
                     return False
                 with archive.open(members[0]) as member:
                     return _looks_like_chat(member.read(SNIFF_BYTES))
-        except (zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, EOFError, RuntimeError, ValueError):
-            return False
-        except NotImplementedError:
+        except (*_ZIP_ERRORS, ValueError):
             return False
     return _looks_like_chat(head)
 
@@ -443,20 +442,17 @@ def _scan(path: Path, source: _Source) -> _Scan:
                 date_lines.append(line_no)
             seconds = seconds_of.get(time_text)
             if seconds is None:
-                seconds = seconds_of[time_text] = _seconds(time_text, path, line_no)
+                seconds = seconds_of[time_text] = _seconds(match, path, line_no)
             keys.append(index << _KEY_SECONDS_BITS | seconds)
             if index < previous_index or (index == previous_index and seconds < previous_seconds):
                 in_order = False
             previous_index, previous_seconds = index, seconds
-    return _Scan(dates, date_lines, keys, in_order)
+    return _Scan(dates, date_lines, keys, seconds_of, in_order)
 
 
-def _seconds(time_text: str, path: Path, line_no: int) -> int:
-    parts = _TIME_PARTS.match(time_text)
-    assert parts is not None  # the header regex matched the same shape
-    hour, minute = int(parts.group(1)), int(parts.group(2))
-    second = int(parts.group(3) or 0)
-    marker = parts.group(4)
+def _seconds(header: re.Match[str], path: Path, line_no: int) -> int:
+    hour_text, minute_text, second_text, marker = header.group(5, 6, 7, 8)
+    hour, minute, second = int(hour_text), int(minute_text), int(second_text or 0)
     if marker is not None:
         if hour > 12:
             raise TwinbotError(
@@ -544,8 +540,11 @@ def _parse_source(path: Path, source: _Source, options: ParseOptions) -> Iterato
     ymd = _resolve_dates(scan, options, path)
     order = _time_order(scan, ymd)
     date_of = {text: ymd[index] for text, index in scan.dates.items()}
+    time_of = {
+        text: (seconds // 3600, seconds // 60 % 60, seconds % 60) for text, seconds in scan.times.items()
+    }
     del scan
-    messages = _messages(path, source, date_of)
+    messages = _messages(path, source, date_of, time_of)
     if order is None:
         yield from messages
     else:
@@ -559,7 +558,7 @@ def _reorder(messages: Iterable[Message], order: list[int], path: Path) -> Itera
     count = len(order)
     for index, message in enumerate(messages):
         if index >= count:
-            break
+            raise TwinbotError("the file changed while it was being read; run again", path)
         if order[position] != index:
             waiting[index] = message
             continue
@@ -572,10 +571,14 @@ def _reorder(messages: Iterable[Message], order: list[int], path: Path) -> Itera
         raise TwinbotError("the file changed while it was being read; run again", path)
 
 
-def _messages(path: Path, source: _Source, date_of: dict[str, tuple[int, int, int]]) -> Iterator[Message]:
+def _messages(
+    path: Path,
+    source: _Source,
+    date_of: dict[str, tuple[int, int, int]],
+    time_of: dict[str, tuple[int, int, int]],
+) -> Iterator[Message]:
     """Messages in file order. Lines keep their "\\n", so a message's lines join back with "".join."""
     chat_id = source.chat_id
-    times: dict[str, tuple[int, int, int]] = {}
     header = _HEADER.match
     marks = _MARKS.sub
     pending_line = 0
@@ -593,17 +596,14 @@ def _messages(path: Path, source: _Source, date_of: dict[str, tuple[int, int, in
                 yield _build(chat_id, pending_line, pending_when, pending_rest, continuation)
                 continuation = []
             date_text, time_text = match.group(2, 4)
-            hms = times.get(time_text)
-            if hms is None:
-                seconds = _seconds(time_text, path, line_no)
-                hms = times[time_text] = (seconds // 3600, seconds // 60 % 60, seconds % 60)
             try:
                 year, month, day = date_of[date_text]
+                hour, minute, second = time_of[time_text]
             except KeyError:
                 raise TwinbotError(
                     "the file changed while it was being read; run again", path, line_no
                 ) from None
-            pending_when = datetime(year, month, day, *hms)
+            pending_when = datetime(year, month, day, hour, minute, second)
             pending_line = line_no
             pending_rest = line[match.end() :]
     if pending_when is not None:
