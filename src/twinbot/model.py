@@ -54,12 +54,16 @@ _DIGIT_SPLITTING_PRE_TOKENIZERS = {"smollm", "starcoder", "refact"}
 _LOAD_HINT = "pass --model with a local folder or .gguf file"
 
 
+def _on_windows() -> bool:
+    return os.name == "nt"
+
+
 def cache_dir() -> Path:
     """`$TWINBOT_CACHE`, else `~/.cache/twinbot` (`%LOCALAPPDATA%/twinbot` on Windows)."""
     override = os.environ.get("TWINBOT_CACHE")
     if override:
         return Path(override).expanduser()
-    if os.name == "nt":
+    if _on_windows():
         local = os.environ.get("LOCALAPPDATA")
         base = Path(local) if local else Path.home() / "AppData" / "Local"
         return base / "twinbot"
@@ -113,7 +117,7 @@ def _is_complete_import(out_dir: Path) -> bool:
 
 def _one_line_reason(exc: BaseException) -> str:
     text = str(exc).strip() or type(exc).__name__
-    first = text.splitlines()[0].strip()
+    first = text.splitlines()[0].strip().rstrip(".")
     return first if len(first) <= 200 else first[:197] + "..."
 
 
