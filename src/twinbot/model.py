@@ -9,6 +9,7 @@ flagged as quantized; the weights are the exact dequantized GGUF weights.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import importlib.util
 import os
@@ -380,15 +381,22 @@ def apply_lora(
     return get_peft_model(model, config)
 
 
+@functools.lru_cache(maxsize=2)
+def _gguf_tokenizer_cached(gguf_path: Path, size: int, mtime_ns: int) -> PreTrainedTokenizerBase:
+    return _tokenizer_from_gguf(gguf_path)
+
+
 def _embedded_tokenizer() -> PreTrainedTokenizerBase:
-    """The embedded model's tokenizer, from its cached import when present (fast), else from the GGUF."""
+    """The embedded model's tokenizer (read-only use), from its cached import when present, else from the
+    GGUF (seconds; memoized per process so building several tiny models stays fast)."""
     from transformers import AutoTokenizer
 
     gguf_path = embedded_gguf_path()
     imported = imported_dir_for(gguf_path)
     if _is_complete_import(imported):
         return _finish_tokenizer(AutoTokenizer.from_pretrained(str(imported)))
-    return _tokenizer_from_gguf(gguf_path)
+    stat = gguf_path.stat()
+    return _gguf_tokenizer_cached(gguf_path, stat.st_size, stat.st_mtime_ns)
 
 
 def make_tiny_model(out_dir: Path, seed: int = 0) -> Path:
