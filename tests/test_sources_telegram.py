@@ -133,6 +133,26 @@ def test_media_with_caption_stays_text() -> None:
     assert (message.kind, message.text, message.attachments) == ("text", "caption here", 1)
 
 
+def test_message_without_text_or_media_is_system(tmp_path: Path) -> None:
+    data = {
+        "name": "N",
+        "type": "personal_chat",
+        "id": 1,
+        "messages": [
+            {"id": 1, "type": "message", "date_unixtime": "5", "from": "A", "from_id": "user1", "text": ""},
+            {
+                "id": 2,
+                "type": "message",
+                "date_unixtime": "6",
+                "from": "A",
+                "from_id": "user1",
+                "text": [" "],
+            },
+        ],
+    }
+    assert [m.kind for m in parse(write_json(tmp_path, data))] == ["system", "system"]
+
+
 def test_message_without_any_time_borrows_the_previous_time() -> None:
     messages = parse(SINGLE)
     ids = [m.id for m in messages]

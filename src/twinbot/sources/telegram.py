@@ -250,7 +250,7 @@ def _draft(raw: Any, position: int, path: Path) -> Message:
     else:
         author_id, author = _author(raw, "from", "from_id")
         text = _text(raw.get("text"))
-        kind = "text" if text.strip() or not attachments else "media"
+        kind = "text" if text.strip() else ("media" if attachments else "system")
     return Message(
         platform=NAME,
         chat_id="",
