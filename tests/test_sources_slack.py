@@ -65,7 +65,6 @@ def test_sniff_accepts_the_export_folder_and_its_zip(tmp_path: Path) -> None:
 def test_sniff_rejects_other_things(tmp_path: Path) -> None:
     assert not slack.sniff(tmp_path)  # empty folder
     assert not slack.sniff(EXPORT / "users.json")  # a single file
-    assert not slack.sniff(EXPORT / "general")  # one channel folder without the listings
     (tmp_path / "users.json").write_text('{"not": "a list"}')
     (tmp_path / "general").mkdir()
     (tmp_path / "general" / "2021-01-01.json").write_text("[]")
@@ -181,6 +180,23 @@ def test_message_without_ts_borrows_the_previous_time() -> None:
 def test_zip_gives_the_same_messages_as_the_folder(tmp_path: Path, prefix: str) -> None:
     archive = zip_folder(EXPORT, tmp_path / "ws.zip", prefix)
     assert [m.to_json() for m in parse(archive)] == [m.to_json() for m in parse(EXPORT)]
+
+
+def test_a_channel_folder_or_day_file_inside_an_export_parses_just_that() -> None:
+    assert slack.sniff(EXPORT / "general")
+    assert slack.sniff(EXPORT / "general" / "2021-01-08.json")
+    channel = parse(EXPORT / "general")
+    assert [m.to_json() for m in channel] == [m.to_json() for m in chat(EXPORT, "general")]
+    day = parse(EXPORT / "general" / "2021-01-08.json")
+    assert {m.timestamp.date().isoformat() for m in day} == {"2021-01-08"}
+    assert any(m.author == "annie" for m in day)  # names still come from the export's users.json
+
+
+def test_a_channel_folder_outside_an_export_is_not_slack(tmp_path: Path) -> None:
+    (tmp_path / "general").mkdir()
+    (tmp_path / "general" / "2021-01-01.json").write_text("[]")
+    assert not slack.sniff(tmp_path / "general")
+    assert not slack.sniff(tmp_path / "general" / "2021-01-01.json")
 
 
 def test_export_without_users_json_keeps_user_ids(tmp_path: Path) -> None:

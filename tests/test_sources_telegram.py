@@ -133,6 +133,19 @@ def test_media_with_caption_stays_text() -> None:
     assert (message.kind, message.text, message.attachments) == ("text", "caption here", 1)
 
 
+def test_text_entities_are_used_when_text_is_missing(tmp_path: Path) -> None:
+    entities = [{"type": "plain", "text": "only "}, {"type": "italic", "text": "entities"}]
+    data = {
+        "name": "N",
+        "type": "personal_chat",
+        "id": 1,
+        "messages": [
+            {"id": 1, "type": "message", "date_unixtime": "5", "from": "A", "text_entities": entities}
+        ],
+    }
+    assert [m.text for m in parse(write_json(tmp_path, data))] == ["only entities"]
+
+
 def test_message_without_text_or_media_is_system(tmp_path: Path) -> None:
     data = {
         "name": "N",

@@ -71,13 +71,22 @@ def _sniff_zip(path: Path) -> bool:
     return prefix is not None and any(_day_file_channel(name, prefix) for name in names)
 
 
+def _within_export(path: Path) -> tuple[Path, str | None, str | None]:
+    """(export root, channel, day file) for a channel folder or a day file inside an unzipped export."""
+    if path.is_dir() and not _sniff_folder(path) and _sniff_folder(path.parent):
+        return path.parent, path.name, None
+    if path.is_file() and _DAY_FILE.match(path.name) and _sniff_folder(path.parent.parent):
+        return path.parent.parent, path.parent.name, path.name
+    return path, None, None
+
+
 def sniff(path: Path) -> bool:
     path = Path(path)
     if path.is_dir():
-        return _sniff_folder(path)
+        return _sniff_folder(path) or _within_export(path)[1] is not None
     if is_zip(path):
         return _sniff_zip(path)
-    return False
+    return _within_export(path)[1] is not None
 
 
 # ---------------------------------------------------------------------------------------------- layout
@@ -316,7 +325,8 @@ def _channel(tree: ExportTree, channel: str, days: list[str], directory: SlackDi
 
 
 def parse(path: Path, options: ParseOptions | None = None) -> Iterator[Message]:
-    path = Path(path)
+    """Every channel of an export folder or .zip; one channel (or one day) when given its folder (file)."""
+    path, only_channel, only_day = _within_export(Path(path))
     if not path.is_dir() and not is_zip(path):
         raise TwinbotError(
             "a Slack export is a folder or a .zip (with users.json, channels.json and one folder per "
@@ -329,7 +339,9 @@ def parse(path: Path, options: ParseOptions | None = None) -> Iterator[Message]:
         if prefix is not None:
             for name in tree.names:
                 channel = _day_file_channel(name, prefix)
-                if channel is not None:
+                if channel is None or (only_channel is not None and channel != only_channel):
+                    continue
+                if only_day is None or PurePosixPath(name).name == only_day:
                     channels.setdefault(channel, []).append(name)
         if prefix is None or not channels:
             raise TwinbotError(

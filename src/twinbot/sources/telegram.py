@@ -201,6 +201,11 @@ def _text(value: Any) -> str:
     return ""
 
 
+def _message_text(raw: dict[str, Any]) -> str:
+    """`text`, or `text_entities` (the same pieces as a list) when a tool wrote only that."""
+    return _text(raw["text"]) if "text" in raw else _text(raw.get("text_entities"))
+
+
 def _opaque_id(value: Any) -> str | None:
     if value is None or isinstance(value, bool | dict | list):
         return None
@@ -246,10 +251,10 @@ def _draft(raw: Any, position: int, path: Path) -> Message:
         action = raw.get("action")
         action_text = action if isinstance(action, str) else ""
         kind: MessageKind = "call" if action_text in _CALL_ACTIONS else "system"
-        text = _text(raw.get("text")) or action_text
+        text = _message_text(raw) or action_text
     else:
         author_id, author = _author(raw, "from", "from_id")
-        text = _text(raw.get("text"))
+        text = _message_text(raw)
         kind = "text" if text.strip() else ("media" if attachments else "system")
     return Message(
         platform=NAME,
