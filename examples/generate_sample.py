@@ -102,6 +102,7 @@ SIGNATURE_EMOJI = ("💀", "✨", "🫠")
 SLANG = ("fr", "ngl", "lowkey", "bestie", "ok but", "deadass")
 SLANG_RE = re.compile(r"\b(?:fr|ngl|lowkey|bestie|ok but|deadass)\b")
 STRETCHED_RE = re.compile(r"([a-z])\1\1")  # three or more of one letter: sooo, nooo, yesss
+URL_RE = re.compile(r"https?://\S+")
 BURST_WEIGHTS = {1: 0.36, 2: 0.30, 3: 0.21, 4: 0.13}
 
 _PREFIX_SLANG = ("ngl ", "lowkey ", "ok but ", "deadass ", "bestie ")
@@ -683,7 +684,7 @@ THREADS: dict[str, list[str]] = {
         J^: perfect | noted | its going to be so good
         """,
         """
-        @phase=book
+        @phase=book @once
         A*: Itinerary: // Friday 4pm: leave from mine // Friday 7pm: arrive, dinner // Saturday: hike + lake // Sunday 11am: checkout
         A: {pin}
         J: perfect | ur so organized | i love this | screenshotting
@@ -695,6 +696,27 @@ THREADS: dict[str, list[str]] = {
         J: i can bring snacks | ill bring games | the blanket | i have a cooler
         B: I'll bring drinks. | I'll bring the board games.
         ?A: Great, updating the list.
+        """,
+        """
+        @phase=book
+        A: Who's driving to the cabin? I can take four people. | Carpool for the cabin: I have room for three.
+        J^: me pls | shotgun | ill bring snacks for the car
+        B: I'll ride with you too. | I'll take my car, then we're all set.
+        ?J1: road trip playlist is ready | perfect
+        """,
+        """
+        @phase=book
+        A: Food plan for the cabin: I'll do breakfast stuff, can someone do dinner? | Who's cooking at the cabin?
+        J: i can do dinner | tacos night at the cabin? | ill make my pasta
+        B: Yes to tacos! | I'll do the grill on Saturday.
+        ?A: Perfect, that's everything.
+        """,
+        """
+        @phase=book
+        J: ok its almost cabin time | countdown is on | i already packed
+        A=: Can't wait! | Counting the days. | You packed already??
+        J=: same | its going to be so good | its called being prepared
+        ?B: Weather looks sunny, by the way. Bring layers for the night.
         """,
         """
         @phase=book @once
@@ -923,7 +945,7 @@ class SimConfig:
 
 SAMPLE_DISCORD = SimConfig("discord", DISCORD_MESSAGES, SEED, datetime(2024, 2, 1, 19, 12, 5))
 SAMPLE_WHATSAPP = SimConfig(
-    "whatsapp", WHATSAPP_MESSAGES, SEED + 1, datetime(2024, 2, 8, 20, 41), mean_session_gap_hours=9.5
+    "whatsapp", WHATSAPP_MESSAGES, SEED + 1, datetime(2024, 2, 8, 20, 41), mean_session_gap_hours=8.0
 )
 
 
@@ -1435,7 +1457,7 @@ def style_stats(events: list[Event], juno: bool) -> StyleStats:
         final_period=rate(lambda t: t.rstrip().endswith(".")),
         signature_emoji=rate(lambda t: any(e in t for e in SIGNATURE_EMOJI)),
         slang=rate(lambda t: SLANG_RE.search(t.lower()) is not None),
-        stretched=rate(lambda t: STRETCHED_RE.search(t.lower()) is not None),
+        stretched=rate(lambda t: STRETCHED_RE.search(URL_RE.sub("", t.lower())) is not None),
         lmao=rate(lambda t: "LMAO" in t),
         haha=rate(lambda t: "haha" in t.lower()),
         mean_burst=sum(bursts) / len(bursts),
