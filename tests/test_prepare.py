@@ -395,3 +395,34 @@ def test_cli_prepare_writes_the_folder_and_bad_paths_fail_cleanly(tmp_path: Path
     assert bad.returncode == 2
     assert len(bad.stderr.strip().splitlines()) == 1 and "missing.jsonl" in bad.stderr
     assert not other.exists()
+
+
+def test_real_tokenizer_budget_and_lengths(tiny_model_dir: Path, tmp_path: Path) -> None:
+    from twinbot.model import load_tokenizer
+
+    out = tmp_path / "data"
+    options = PrepareOptions(
+        paths=[FIXTURE], me=["Sam"], out=out, model=str(tiny_model_dir), context_tokens=6
+    )
+    report = run_prepare(options)
+    assert report.token_lengths is not None
+    assert 0 < report.token_lengths["p50"] <= report.token_lengths["max"]
+    tokenizer = load_tokenizer(str(tiny_model_dir))
+    samples = read_samples(out / "train.jsonl") + read_samples(out / "eval.jsonl")
+    templated = [
+        len(tokenizer(tokenizer.apply_chat_template(s.to_json()["messages"], tokenize=False))["input_ids"])
+        for s in samples
+    ]
+    assert report.token_lengths["max"] == max(templated)
+    for sample in samples:
+        context = [t.content for t in sample.messages[1:-1]]
+        used = sum(len(ids) for ids in tokenizer(context, add_special_tokens=False)["input_ids"])
+        assert used <= 6 + 1, context  # decode/re-encode of a cut turn may shift one token
+
+
+def test_cli_bot_option_drops_that_author(tmp_path: Path) -> None:
+    out = tmp_path / "data"
+    result = _cli("prepare", str(FIXTURE), "--me", "Sam", "--out", str(out), "--bot", "kim", "--bot", "u-jo")
+    assert result.returncode == 0, result.stderr
+    report = json.loads((out / "report.json").read_text(encoding="utf-8"))
+    assert report["dropped"]["bot"] == 1 + 1 + 3  # PizzaBot (is_bot), Kim, and Jo's three non-system messages

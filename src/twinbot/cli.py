@@ -99,6 +99,15 @@ def prepare(
     overwrite: Annotated[
         bool, typer.Option("--overwrite", help="Replace an existing output folder.")
     ] = False,
+    context_chars: Annotated[
+        int, typer.Option("--context-chars", help="Context budget in characters (without --model).")
+    ] = 2000,
+    context_tokens: Annotated[
+        int, typer.Option("--context-tokens", help="Context budget in tokens (with --model).")
+    ] = 1024,
+    bot: Annotated[
+        list[str] | None, typer.Option("--bot", help="Another bot name or id to drop; repeatable.")
+    ] = None,
 ) -> None:
     """Turn exports into train.jsonl / eval.jsonl for the persona given by --me."""
     from twinbot.prepare import PrepareOptions, run_prepare
@@ -121,6 +130,9 @@ def prepare(
             max_chars=max_chars,
             persona=persona,
             overwrite=overwrite,
+            context_chars=context_chars,
+            context_tokens=context_tokens,
+            bot_names=list(bot or []),
         )
     )
 
