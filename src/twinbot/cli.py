@@ -182,7 +182,7 @@ def train(
     if print_config:
         typer.echo(resolved.describe())
         return
-    train_main(resolved.config, resume=resume, overwrite=overwrite)
+    train_main(resolved.config, resume=resume, overwrite=overwrite, sources=resolved.sources)
 
 
 @app.command()

@@ -1,0 +1,803 @@
+"""`twinbot train`: the LoRA fine-tuning recipe, one file read top to bottom.
+
+`main` checks the paths, data and model and loads everything (nothing is written to RUN until all of it
+worked), then `fit` runs the loop: micro-batches -> loss on supervised tokens only -> accumulate -> clip ->
+AdamW step -> eval / log / checkpoint. Built on transformers + peft + accelerate (device placement, DDP,
+mixed precision): `accelerate launch -m twinbot train ...` runs the same loop on several processes.
+
+Loss: summed token cross-entropy over the supervised targets of a whole optimizer step (every micro-batch of
+every process), divided by that step's supervised-token count. Logits are computed only at supervised
+positions (`logits_to_keep` with a boolean mask), which skips most of the vocabulary projection.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import math
+import shutil
+import signal
+import sys
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn
+
+import torch
+
+from twinbot.checkpoint import (
+    ADAPTER_DIR,
+    TrainState,
+    capture_rng_state,
+    checkpoint_name,
+    latest_checkpoint,
+    list_checkpoints,
+    load_adapter_weights,
+    load_checkpoint,
+    read_state,
+    save_checkpoint,
+)
+from twinbot.config import TrainConfig
+from twinbot.errors import TwinbotError
+from twinbot.fileio import atomic_dir, make_user_only, write_json
+from twinbot.metrics import MetricsLog, MetricsRow, peak_memory_bytes, token_progress
+from twinbot.tokens import (
+    IGNORE_INDEX,
+    Batch,
+    Row,
+    collate,
+    load_samples,
+    one_sample_rows,
+    pack_rows,
+    tokenize_samples,
+)
+
+if TYPE_CHECKING:
+    from accelerate import Accelerator
+
+MAX_NONFINITE_IN_A_ROW = 3
+CPU_AUTO_BATCH_SIZE = 4
+RUN_MARKER = "run.json"  # written first into every run folder: --overwrite only ever deletes run folders
+# Settings that may differ on --resume: they change neither the data order nor the update math.
+RESUMABLE_CHANGES = frozenset(
+    {"epochs", "max_steps", "eval_every", "eval_max_samples", "save_every", "keep_checkpoints", "log_every"}
+)
+
+
+@dataclass
+class TrainSummary:
+    output_dir: Path
+    adapter_dir: Path
+    steps: int
+    tokens_seen: int
+    supervised_tokens: int
+    tokens_per_second: float
+    supervised_tokens_per_second: float
+    wall_seconds: float
+    peak_memory_bytes: int
+    final_train_loss: float | None
+    final_eval_loss: float | None
+    precision: str
+
+
+@dataclass(frozen=True)
+class Precision:
+    mixed_precision: str  # accelerate's setting: "no" | "bf16" | "fp16"
+    base_dtype: torch.dtype  # frozen base weights; the LoRA weights stay fp32
+    name: str  # for summary.json
+    description: str  # the one line printed at start
+
+
+def main(
+    config: TrainConfig,
+    resume: bool = False,
+    overwrite: bool = False,
+    sources: dict[str, str] | None = None,
+) -> TrainSummary:
+    """Train a LoRA adapter into RUN (config.output_dir); see the module docstring."""
+    from accelerate.utils import set_seed
+    from transformers import get_scheduler
+
+    from twinbot.model import EMBEDDED_MODEL, apply_lora, load_model, load_tokenizer, resolve_model
+
+    run_dir, data_dir = check_paths(config, resume, overwrite)
+    accelerator, precision = make_accelerator(config)
+    checkpoint = latest_checkpoint(run_dir) if resume else None
+    resumed = read_state(checkpoint) if checkpoint else None
+    set_seed(config.seed)
+
+    model_spec = config.base_model or EMBEDDED_MODEL
+    resolved_model = resolve_model(config.base_model)
+    tokenizer = load_tokenizer(config.base_model)
+    train_rows = load_rows(data_dir / "train.jsonl", tokenizer, config, limit=0)
+    eval_path = data_dir / "eval.jsonl"
+    eval_rows = (
+        load_rows(eval_path, tokenizer, config, config.eval_max_samples) if eval_path.is_file() else []
+    )
+    model = load_model(
+        config.base_model,
+        precision.base_dtype,
+        pick_attention(config.attn_implementation, accelerator.device.type, precision.base_dtype),
+        accelerator.device,
+    )
+    model.config.use_cache = False
+    if config.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.enable_input_require_grads()
+    peft_model = apply_lora(
+        model,
+        config.lora_r,
+        config.lora_alpha,
+        config.lora_dropout,
+        target_modules(config.lora_target_modules),
+    )
+    peft_model.peft_config["default"].base_model_name_or_path = model_spec
+    # flash-attention kernels are variable-length: one padding-free row per micro-batch costs no extra
+    # attention. sdpa/eager attend over the whole row, so there rows stay separate (and padded).
+    flatten = peft_model.config._attn_implementation == "flash_attention_2"
+
+    if resumed is not None and config.batch_size == "auto":
+        batch_size = int(resumed.fingerprint["batch_size"])  # the probe could pick differently this time
+    elif config.batch_size == "auto":
+        batch_size = auto_batch_size(peft_model, train_rows, accelerator, tokenizer.pad_token_id, flatten)
+    else:
+        batch_size = config.batch_size
+    processes = accelerator.num_processes
+    data = TrainData(
+        train_rows, batch_size, config.gradient_accumulation_steps * processes, processes, config.seed
+    )
+    total_steps = config.max_steps or max(1, math.ceil(config.epochs * data.steps_per_epoch))
+
+    trainable = [p for p in peft_model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=config.learning_rate, weight_decay=config.weight_decay)
+    warmup_steps = math.ceil(config.warmup_ratio * total_steps)
+    schedule = "constant_with_warmup" if config.lr_scheduler == "constant" else config.lr_scheduler
+    scheduler = get_scheduler(
+        schedule, optimizer, num_warmup_steps=warmup_steps, num_training_steps=total_steps
+    )
+    training_model = torch.compile(peft_model) if config.torch_compile else peft_model
+    training_model, optimizer = accelerator.prepare(training_model, optimizer)
+
+    fingerprint = {
+        **config.model_dump(mode="json", exclude={"data_dir", "output_dir", "preset", "device"}),
+        "batch_size": batch_size,
+        "processes": accelerator.num_processes,
+        "base_model": model_spec,
+        "train_data_sha256": file_sha256(data_dir / "train.jsonl"),
+    }
+    state = TrainState(fingerprint=fingerprint)
+    if checkpoint is not None and resumed is not None:
+        check_resumable(resumed.fingerprint, fingerprint, checkpoint)
+        state = load_checkpoint(
+            checkpoint,
+            model=peft_model,
+            optimizer=optimizer,
+            scheduler=scheduler,
+            scaler=accelerator.scaler,
+            rank=accelerator.process_index,
+        )
+        state.fingerprint = fingerprint
+
+    # Everything is loaded and valid: only now is RUN written to.
+    if accelerator.is_main_process:
+        start_run_dir(run_dir, fresh=checkpoint is None, marker={"base_model": model_spec})
+    accelerator.wait_for_everyone()
+    say(accelerator, precision.description)
+    say(
+        accelerator,
+        f"data: {len(train_rows)} rows ({data.tokens:,} tokens, {data.supervised_tokens:,} supervised), "
+        f"{len(eval_rows)} eval rows; micro-batch {batch_size} x accumulation {config.gradient_accumulation_steps}"
+        f" x {accelerator.num_processes} process(es); {total_steps} steps",
+    )
+    if checkpoint is not None:
+        say(accelerator, f"resuming from {checkpoint} (step {state.step} of {total_steps})")
+    elif resume:
+        say(accelerator, f"no checkpoint in {run_dir}; starting from the beginning")
+
+    try:
+        return fit(
+            config=config,
+            sources=sources or {},
+            accelerator=accelerator,
+            precision=precision,
+            run_dir=run_dir,
+            model=training_model,
+            peft_model=peft_model,
+            tokenizer=tokenizer,
+            optimizer=optimizer,
+            scheduler=scheduler,
+            data=data,
+            eval_rows=eval_rows,
+            total_steps=total_steps,
+            state=state,
+            flatten=flatten,
+            model_spec=model_spec,
+            resolved_model=resolved_model,
+        )
+    finally:
+        accelerator.end_training()
+
+
+def fit(
+    *,
+    config: TrainConfig,
+    sources: dict[str, str],
+    accelerator: Accelerator,
+    precision: Precision,
+    run_dir: Path,
+    model: Any,
+    peft_model: Any,
+    tokenizer: Any,
+    optimizer: Any,
+    scheduler: Any,
+    data: TrainData,
+    eval_rows: list[Row],
+    total_steps: int,
+    state: TrainState,
+    flatten: bool,
+    model_spec: str,
+    resolved_model: str,
+) -> TrainSummary:
+    """The training loop: one iteration per optimizer step, until `total_steps`."""
+    pad_id = tokenizer.pad_token_id
+    rank, processes = accelerator.process_index, accelerator.num_processes
+    eval_every = config.eval_every or max(1, total_steps // 10)
+    save_every = config.save_every or max(1, total_steps // 10)
+    max_norm = config.max_grad_norm if config.max_grad_norm > 0 else math.inf
+    trainable = [p for p in peft_model.parameters() if p.requires_grad]
+    metrics = MetricsLog(run_dir, resume_step=state.step) if accelerator.is_main_process else None
+    total_tokens = state.tokens_seen + sum(data.step_tokens(s) for s in range(state.step, total_steps))
+    bar = token_progress(total_tokens, state.tokens_seen, enabled=accelerator.is_local_main_process)
+    session_start, session_tokens = time.perf_counter(), 0
+    elapsed_before = state.elapsed_seconds
+    logged_loss, logged_supervised = 0.0, 0
+
+    def checkpoint_now() -> None:
+        state.elapsed_seconds = elapsed_before + time.perf_counter() - session_start
+        rng_states = gather_rng_states(accelerator)
+        if accelerator.is_main_process:
+            save_checkpoint(
+                run_dir,
+                model=peft_model,
+                optimizer=optimizer,
+                scheduler=scheduler,
+                scaler=accelerator.scaler,
+                rng_states=rng_states,
+                state=state,
+                keep=config.keep_checkpoints,
+            )
+        accelerator.wait_for_everyone()
+
+    model.train()
+    with StopOnInterrupt() as interrupt:
+        while state.step < total_steps:
+            window = data.step_micro_batches(state.step)
+            window_supervised = sum(count_supervised(rows) for rows in window)
+            mine = window[rank::processes]
+            loss_sum = torch.zeros((), device=accelerator.device)
+            for index, rows in enumerate(mine):
+                if stop_requested(interrupt, accelerator):
+                    break
+                batch = make_batch(rows, pad_id, accelerator.device, flatten)
+                is_last = index == len(mine) - 1  # DDP syncs gradients on the last backward only
+                with contextlib.nullcontext() if is_last else accelerator.no_sync(model):
+                    loss = forward_loss(model, batch)
+                    # DDP averages gradients over processes: scale back up so the step's gradient is the
+                    # sum over all its supervised tokens divided by their count.
+                    accelerator.backward(loss * processes / window_supervised)
+                loss_sum += loss.detach()
+            if stop_requested(interrupt, accelerator):
+                optimizer.zero_grad(set_to_none=True)  # the unfinished step is dropped
+                if accelerator.is_main_process and metrics is not None:
+                    metrics.plot()
+                if not (run_dir / "checkpoints" / checkpoint_name(state.step) / "state.json").is_file():
+                    checkpoint_now()
+                say(
+                    accelerator,
+                    f"interrupted: checkpoint saved at step {state.step}; "
+                    f"run the same command with --resume to continue",
+                )
+                raise SystemExit(130)
+
+            grad_norm = float(accelerator.clip_grad_norm_(trainable, max_norm))
+            step_loss = float(accelerator.reduce(loss_sum, "sum")) / window_supervised
+            scaler = accelerator.scaler
+            finite = math.isfinite(step_loss) and (math.isfinite(grad_norm) or scaler is not None)
+            if finite or scaler is not None:
+                optimizer.step()  # with fp16 loss scaling, the scaler itself skips steps whose grads overflowed
+            optimizer.zero_grad(set_to_none=True)
+            lr = scheduler.get_last_lr()[0]
+            scheduler.step()
+            state.step += 1
+            step_tokens = data.step_tokens(state.step - 1)
+            state.tokens_seen += step_tokens
+            state.supervised_tokens += window_supervised
+            session_tokens += step_tokens
+
+            if finite:
+                state.nonfinite_in_a_row = 0
+                state.train_loss = step_loss
+                logged_loss += step_loss * window_supervised
+                logged_supervised += window_supervised
+                bar.set_postfix(loss=f"{step_loss:.4f}", refresh=False)
+            else:
+                state.nonfinite_in_a_row += 1
+                say(
+                    accelerator,
+                    f"warning: step {state.step}: loss or gradients are not finite; step skipped "
+                    f"({state.nonfinite_in_a_row} in a row)",
+                )
+                if state.nonfinite_in_a_row >= MAX_NONFINITE_IN_A_ROW:
+                    bar.close()
+                    roll_back(run_dir, peft_model, tokenizer, accelerator, config, state.step)
+            bar.update(step_tokens)
+
+            is_last_step = state.step == total_steps
+            evaluated = False
+            if eval_rows and (state.step % eval_every == 0 or is_last_step):
+                state.eval_loss = evaluate(
+                    accelerator.unwrap_model(model), eval_rows, data.micro_batch, pad_id, accelerator, flatten
+                )
+                evaluated = True
+            session_seconds = time.perf_counter() - session_start
+            if metrics is not None and (state.step % config.log_every == 0 or evaluated or is_last_step):
+                metrics.log(
+                    MetricsRow(
+                        step=state.step,
+                        epoch=round(state.step / data.steps_per_epoch, 4),
+                        tokens=state.tokens_seen,
+                        supervised_tokens=state.supervised_tokens,
+                        train_loss=logged_loss / logged_supervised if logged_supervised else None,
+                        eval_loss=state.eval_loss if evaluated else None,
+                        eval_ppl=perplexity(state.eval_loss) if evaluated else None,
+                        lr=lr,
+                        tokens_per_s=round(session_tokens / max(session_seconds, 1e-9), 2),
+                        elapsed_s=round(elapsed_before + session_seconds, 3),
+                    )
+                )
+                logged_loss, logged_supervised = 0.0, 0
+                if evaluated:
+                    metrics.plot()
+            if state.step % save_every == 0 or is_last_step:
+                checkpoint_now()
+    bar.close()
+
+    state.elapsed_seconds = elapsed_before + time.perf_counter() - session_start
+    adapter_dir = run_dir / ADAPTER_DIR
+    if accelerator.is_main_process:
+        save_adapter(peft_model, tokenizer, adapter_dir)
+        if metrics is not None:
+            metrics.plot()
+            metrics.close()
+    seconds = max(state.elapsed_seconds, 1e-9)
+    summary = TrainSummary(
+        output_dir=run_dir,
+        adapter_dir=adapter_dir,
+        steps=state.step,
+        tokens_seen=state.tokens_seen,
+        supervised_tokens=state.supervised_tokens,
+        tokens_per_second=round(state.tokens_seen / seconds, 2),
+        supervised_tokens_per_second=round(state.supervised_tokens / seconds, 2),
+        wall_seconds=round(state.elapsed_seconds, 3),
+        peak_memory_bytes=peak_memory_bytes(accelerator.device.type),
+        final_train_loss=state.train_loss,
+        final_eval_loss=state.eval_loss,
+        precision=precision.name,
+    )
+    if accelerator.is_main_process:
+        write_json(
+            run_dir / "summary.json",
+            {
+                **{k: str(v) if isinstance(v, Path) else v for k, v in asdict(summary).items()},
+                "final_eval_perplexity": perplexity(state.eval_loss),
+                "base_model": model_spec,
+                "base_model_path": resolved_model,
+                "device": str(accelerator.device),
+                "processes": accelerator.num_processes,
+                "micro_batch": data.micro_batch,
+                "metrics_csv": str(run_dir / "metrics.csv"),
+                "loss_png": str(run_dir / "loss.png"),
+                "tensorboard_dir": str(run_dir / "tb"),
+                "checkpoints": [str(p) for p in list_checkpoints(run_dir)],
+                "config": config.model_dump(mode="json"),
+                "sources": sources,
+            },
+        )
+        print(f"adapter written to {adapter_dir}")
+    accelerator.wait_for_everyone()
+    return summary
+
+
+# --- validation (nothing here writes) --------------------------------------------------------------------
+
+
+def check_paths(config: TrainConfig, resume: bool, overwrite: bool) -> tuple[Path, Path]:
+    """The run and data folders, or a TwinbotError saying what to pass instead."""
+    if config.data_dir is None:
+        raise TwinbotError("no training data: pass --data DIR (a folder made by `twinbot prepare`)")
+    if config.output_dir is None:
+        raise TwinbotError("no run folder: pass --out RUN (where the adapter, checkpoints and logs go)")
+    if resume and overwrite:
+        raise TwinbotError("--resume continues a run and --overwrite replaces it; pass only one")
+    data_dir, run_dir = Path(config.data_dir).expanduser(), Path(config.output_dir).expanduser()
+    if not data_dir.is_dir():
+        raise TwinbotError("data folder not found; pass the folder made by `twinbot prepare`", data_dir)
+    if not (data_dir / "train.jsonl").is_file():
+        raise TwinbotError(
+            "no train.jsonl here, so this is not a folder made by `twinbot prepare`; "
+            "run `twinbot prepare EXPORTS --me YOU --out DIR` and pass that DIR",
+            data_dir,
+        )
+    if run_dir.exists() and not run_dir.is_dir():
+        raise TwinbotError("run folder is a file; pick another --out", run_dir)
+    if run_dir.resolve() == data_dir.resolve() or run_dir.resolve() in data_dir.resolve().parents:
+        raise TwinbotError("the run folder must not contain the data folder; pick another --out", run_dir)
+    if run_dir.is_dir() and any(run_dir.iterdir()):
+        if not (resume or overwrite):
+            raise TwinbotError(
+                "run folder exists; pass --resume to continue it, --overwrite to replace it, "
+                "or pick another --out",
+                run_dir,
+            )
+        if not (run_dir / RUN_MARKER).is_file():
+            raise TwinbotError("folder exists and is not a twinbot run; pick another --out", run_dir)
+    return run_dir, data_dir
+
+
+def load_rows(path: Path, tokenizer: Any, config: TrainConfig, limit: int) -> list[Row]:
+    """Samples of `path` (the first `limit`, 0 = all) as token rows; train data must supervise something."""
+    samples = load_samples(path)
+    if limit:
+        samples = samples[:limit]
+    # a packed row holds whole samples, so no sample may be longer than a row
+    max_tokens = min(config.max_seq_len, config.row_tokens) if config.packing else config.max_seq_len
+    tokenized = tokenize_samples(samples, tokenizer, max_tokens)
+    is_train = path.name == "train.jsonl"
+    if is_train and not samples:
+        raise TwinbotError("train.jsonl has no samples; run `twinbot prepare` again with more data", path)
+    if is_train and not any(sample.num_supervised for sample in tokenized):
+        raise TwinbotError(
+            f"no supervised tokens: no sample keeps any of the persona's reply within {max_tokens} tokens; "
+            "raise MAX_SEQ_LEN (and ROW_TOKENS) or check the data",
+            path,
+        )
+    return pack_rows(tokenized, config.row_tokens) if config.packing else one_sample_rows(tokenized)
+
+
+def target_modules(setting: str) -> str | list[str]:
+    if setting.strip() == "all-linear":
+        return "all-linear"
+    return [name.strip() for name in setting.split(",") if name.strip()]
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def check_resumable(saved: dict[str, Any], current: dict[str, Any], checkpoint: Path) -> None:
+    changed = sorted(
+        k
+        for k in saved.keys() | current.keys()
+        if k not in RESUMABLE_CHANGES and saved.get(k) != current.get(k)
+    )
+    if changed:
+        what = ", ".join(
+            "the training data"
+            if k == "train_data_sha256"
+            else f"{k.upper()} ({saved.get(k)} -> {current.get(k)})"
+            for k in changed
+        )
+        raise TwinbotError(
+            f"cannot resume: changed since the run started: {what}; use the same settings, "
+            f"or start again with --overwrite",
+            checkpoint,
+        )
+
+
+# --- device, precision, batch size ----------------------------------------------------------------------
+
+
+def make_accelerator(config: TrainConfig) -> tuple[Accelerator, Precision]:
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
+
+    device = pick_device(config.device)
+    precision = pick_precision(config.use_fp16, device.split(":")[0])
+    if device.startswith("cuda:"):
+        torch.cuda.set_device(torch.device(device))
+    AcceleratorState._reset_state()  # a second run in the same process may use another precision
+    return Accelerator(cpu=device == "cpu", mixed_precision=precision.mixed_precision), precision
+
+
+def pick_device(requested: str) -> str:
+    """auto -> cuda > mps > cpu; an explicit device that is not there is an error."""
+    has_cuda = torch.cuda.is_available()
+    has_mps = torch.backends.mps.is_available()
+    if requested == "auto":
+        return "cuda" if has_cuda else "mps" if has_mps else "cpu"
+    if requested.startswith("cuda"):
+        index = int(requested.split(":")[1]) if ":" in requested else 0
+        if not has_cuda or index >= torch.cuda.device_count():
+            raise TwinbotError(
+                f"DEVICE={requested} but no such CUDA device is visible; use DEVICE=auto or cpu"
+            )
+    if requested == "mps" and not has_mps:
+        raise TwinbotError("DEVICE=mps but Apple MPS is not available; use DEVICE=auto or cpu")
+    return requested
+
+
+def cpu_has_bf16() -> bool:
+    """Native bf16 dot products (AVX512-BF16 or AMX); without them bf16 on CPU is slower than fp32."""
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
+
+
+def pick_precision(use_fp16: bool, device_type: str) -> Precision:
+    if not use_fp16:
+        return Precision("no", torch.float32, "fp32", f"precision: fp32 on {device_type} (USE_FP16=false)")
+    if device_type == "cuda":
+        if torch.cuda.is_bf16_supported():
+            return Precision("bf16", torch.bfloat16, "bf16", "precision: bf16 mixed precision on cuda")
+        return Precision(
+            "fp16",
+            torch.float16,
+            "fp16",
+            "precision: fp16 mixed precision with loss scaling on cuda (no bf16)",
+        )
+    if device_type == "mps":
+        return Precision("fp16", torch.float32, "fp16", "precision: fp16 autocast with loss scaling on mps")
+    if cpu_has_bf16():
+        return Precision(
+            "bf16", torch.bfloat16, "bf16", "precision: bf16 autocast on cpu (native bf16 support)"
+        )
+    return Precision("no", torch.float32, "fp32", "precision: fp32 on cpu (this CPU has no native bf16)")
+
+
+def pick_attention(setting: str, device_type: str, dtype: torch.dtype) -> str:
+    """auto = flash_attention_2 on CUDA with 16-bit weights when flash-attn is installed, else sdpa."""
+    if setting != "auto":
+        return setting
+    from transformers.utils import is_flash_attn_2_available
+
+    half = dtype in (torch.float16, torch.bfloat16)
+    return "flash_attention_2" if device_type == "cuda" and half and is_flash_attn_2_available() else "sdpa"
+
+
+def auto_batch_size(model: Any, rows: list[Row], accelerator: Accelerator, pad_id: int, flatten: bool) -> int:
+    """CPU: a fixed 4 rows. CUDA: the largest power of two of the longest row that survives forward+backward."""
+    if accelerator.device.type != "cuda":
+        return CPU_AUTO_BATCH_SIZE
+    longest = max(rows, key=lambda row: len(row.input_ids))
+    size, fits = 1, 0
+    while size <= len(rows):
+        out_of_memory = False
+        try:
+            with accelerator.autocast():
+                forward_loss(
+                    model, make_batch([longest] * size, pad_id, accelerator.device, flatten)
+                ).backward()
+        except torch.OutOfMemoryError:
+            out_of_memory = True
+        model.zero_grad(set_to_none=True)
+        torch.cuda.empty_cache()
+        if out_of_memory:
+            break
+        fits, size = size, size * 2
+    if fits == 0:
+        raise TwinbotError(
+            "one row does not fit in GPU memory; lower ROW_TOKENS / MAX_SEQ_LEN or set GRADIENT_CHECKPOINTING=true"
+        )
+    # every process must use the same micro-batch: take the smallest that fits everywhere
+    return int(accelerator.gather(torch.tensor([fits], device=accelerator.device)).min())
+
+
+# --- data ------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class TrainData:
+    """Token rows in a fixed order per epoch (from the seed), cut into optimizer-step windows.
+
+    A window holds `window` micro-batches of `micro_batch` rows: gradient accumulation x processes. Process
+    r takes micro-batches r, r + P, ... of each window. Step s always sees the same rows, so resume is exact.
+    """
+
+    rows: list[Row]
+    micro_batch: int
+    window: int
+    processes: int
+    seed: int
+    _epoch: int = field(default=-1, repr=False)
+    _batches: list[list[Row]] = field(default_factory=list, repr=False)
+
+    @property
+    def steps_per_epoch(self) -> int:
+        micro_batches = math.ceil(len(self.rows) / self.micro_batch)
+        return math.ceil(micro_batches / self.window)
+
+    @property
+    def tokens(self) -> int:
+        return sum(len(row.input_ids) for row in self.rows)
+
+    @property
+    def supervised_tokens(self) -> int:
+        return count_supervised(self.rows)
+
+    def epoch_micro_batches(self, epoch: int) -> list[list[Row]]:
+        if epoch != self._epoch:
+            order = torch.randperm(
+                len(self.rows), generator=torch.Generator().manual_seed(self.seed * 1009 + epoch)
+            )
+            shuffled = [self.rows[i] for i in order.tolist()]
+            self._batches = [
+                shuffled[i : i + self.micro_batch] for i in range(0, len(shuffled), self.micro_batch)
+            ]
+            self._epoch = epoch
+        return self._batches
+
+    def step_micro_batches(self, step: int) -> list[list[Row]]:
+        """Every micro-batch of optimizer step `step`, all processes together."""
+        epoch, index = divmod(step, self.steps_per_epoch)
+        batches = self.epoch_micro_batches(epoch)
+        window = batches[index * self.window : (index + 1) * self.window]
+        # A short last window: under DDP every process needs as many micro-batches as the others, so the
+        # window borrows micro-batches from the start of the epoch (as torch's DistributedSampler pads).
+        short = -len(window) % self.processes
+        return window + [batches[i % len(batches)] for i in range(short)]
+
+    def step_tokens(self, step: int) -> int:
+        return sum(len(row.input_ids) for rows in self.step_micro_batches(step) for row in rows)
+
+
+def count_supervised(rows: list[Row]) -> int:
+    return sum(sum(1 for t in row.target_ids if int(t) != IGNORE_INDEX) for row in rows)
+
+
+def make_batch(rows: list[Row], pad_id: int, device: torch.device, flatten: bool) -> Batch:
+    """Rows as [rows, longest] tensors padded at the end, or (flatten) as one padding-free row [1, total].
+
+    Position ids restart at every packed sample, which makes transformers' attention block-diagonal; the
+    padding tail gets positions of its own, so no real token sees it.
+    """
+    if flatten:
+        rows = [
+            Row(
+                input_ids=[t for row in rows for t in row.input_ids],
+                target_ids=[t for row in rows for t in row.target_ids],
+                position_ids=[t for row in rows for t in row.position_ids],
+            )
+        ]
+    return collate(rows, pad_id).to(device)
+
+
+# --- loss and evaluation -----------------------------------------------------------------------------------
+
+
+def token_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Summed cross-entropy, in fp32, of logits already taken at supervised positions only."""
+    return torch.nn.functional.cross_entropy(logits.float(), targets, reduction="sum")
+
+
+def forward_loss(model: Any, batch: Batch) -> torch.Tensor:
+    """Summed token loss of one micro-batch; logits only where a target is supervised."""
+    supervised = batch.target_ids != IGNORE_INDEX
+    output = model(
+        input_ids=batch.input_ids, position_ids=batch.position_ids, logits_to_keep=supervised, use_cache=False
+    )
+    return token_loss(output.logits, batch.target_ids[supervised])
+
+
+@torch.no_grad()
+def evaluate(
+    model: Any, rows: list[Row], micro_batch: int, pad_id: int, accelerator: Accelerator, flatten: bool
+) -> float:
+    """Mean loss per supervised eval token, over all processes (each takes every P-th micro-batch)."""
+    model.eval()
+    totals = torch.zeros(2, dtype=torch.float64, device=accelerator.device)
+    batches = [rows[i : i + micro_batch] for i in range(0, len(rows), micro_batch)]
+    for batch_rows in batches[accelerator.process_index :: accelerator.num_processes]:
+        batch = make_batch(batch_rows, pad_id, accelerator.device, flatten)
+        totals[0] += forward_loss(model, batch).double()
+        totals[1] += batch.num_supervised
+    model.train()
+    totals = accelerator.reduce(totals, "sum")
+    return float(totals[0] / totals[1])
+
+
+def perplexity(loss: float | None) -> float | None:
+    if loss is None or not math.isfinite(loss):
+        return None
+    return math.exp(min(loss, 700.0))
+
+
+# --- outputs ---------------------------------------------------------------------------------------------
+
+
+def start_run_dir(run_dir: Path, fresh: bool, marker: dict[str, Any]) -> None:
+    """A fresh run replaces the old one (check_paths made sure it is a run folder); resume keeps it."""
+    if fresh and run_dir.exists():
+        shutil.rmtree(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    make_user_only(run_dir)
+    write_json(run_dir / RUN_MARKER, {"twinbot_run": 1, **marker})
+
+
+def save_adapter(peft_model: Any, tokenizer: Any, adapter_dir: Path) -> None:
+    """RUN/adapter: PEFT files (adapter_config.json + adapter_model.safetensors) and the tokenizer."""
+    with atomic_dir(adapter_dir, overwrite=True) as tmp:
+        peft_model.save_pretrained(tmp, save_embedding_layers=False)
+        tokenizer.save_pretrained(tmp)
+
+
+def gather_rng_states(accelerator: Accelerator) -> list[dict[str, Any]]:
+    from accelerate.utils import gather_object
+
+    return list(gather_object([capture_rng_state()]))
+
+
+def roll_back(
+    run_dir: Path, peft_model: Any, tokenizer: Any, accelerator: Accelerator, config: TrainConfig, step: int
+) -> NoReturn:
+    """Stop after repeated non-finite steps: RUN/adapter becomes the last checkpoint's adapter."""
+    checkpoint = latest_checkpoint(run_dir)
+    if checkpoint is not None:
+        load_adapter_weights(peft_model, checkpoint / ADAPTER_DIR)
+        if accelerator.is_main_process:
+            save_adapter(peft_model, tokenizer, run_dir / ADAPTER_DIR)
+        where = f"{run_dir / ADAPTER_DIR} holds the last good checkpoint ({checkpoint.name})"
+    else:
+        where = "no checkpoint had been saved yet, so there is no adapter"
+    accelerator.wait_for_everyone()
+    raise TwinbotError(
+        f"training diverged: loss or gradients were not finite for {MAX_NONFINITE_IN_A_ROW} steps in a row "
+        f"(up to step {step}); {where}; try a lower LEARNING_RATE (now {config.learning_rate:g}) "
+        f"or USE_FP16=false, and start again with --overwrite",
+        run_dir,
+    )
+
+
+def say(accelerator: Accelerator, message: str) -> None:
+    """One status line on stderr from the main process (around the progress bar)."""
+    if accelerator.is_main_process:
+        from tqdm.auto import tqdm
+
+        tqdm.write(message, file=sys.stderr)
+
+
+# --- Ctrl-C ----------------------------------------------------------------------------------------------
+
+
+class StopOnInterrupt:
+    """The first Ctrl-C asks the loop to stop before its next micro-batch (it then saves a checkpoint at the
+    last completed step); a second Ctrl-C stops at once."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: Any = None
+
+    def __enter__(self) -> StopOnInterrupt:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+
+
+def stop_requested(interrupt: StopOnInterrupt, accelerator: Accelerator) -> bool:
+    """Whether any process was interrupted (all processes must stop at the same micro-batch)."""
+    if accelerator.num_processes == 1:
+        return interrupt.requested
+    flag = torch.tensor([float(interrupt.requested)], device=accelerator.device)
+    return bool(accelerator.reduce(flag, "sum").item() > 0)
