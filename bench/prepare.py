@@ -1,0 +1,356 @@
+"""Data-side benchmark: `twinbot parse` and `twinbot prepare` on big synthetic exports.
+
+Writes a DiscordChatExporter JSON export and a WhatsApp Android .txt export of N messages each (default
+1,000,000; the phrase banks of examples/generate_sample.py, scaled up), then measures, each in a fresh
+Python process so the peak RSS belongs to that run alone:
+
+  parse    every record of `twinbot.sources.parse_path(file)` consumed (what `twinbot parse` reads)
+  prepare  `twinbot.prepare.run_prepare` for the persona Juno (what `twinbot prepare --me Juno` does),
+           outputs written to a scratch folder and removed afterwards
+
+and prints a table (plus `--json PATH`) next to the targets: parse >= 100,000 messages/s, a full prepare
+of 1,000,000 messages in <= 30 s (the same rate, >= 33,333 messages/s, at other sizes; timed from the
+call, without the interpreter start, which the `wall s` column includes), peak RSS <= 1.5 GB.
+
+    python bench/prepare.py --messages 20000          # quick check (seconds)
+    python bench/prepare.py --json bench-prepare.json # the real thing (minutes; ~1 GB of scratch files)
+    python bench/prepare.py --data /tmp/tb-bench --keep   # keep the exports to rerun without generating
+
+Standard library only (plus twinbot itself). Peak RSS comes from `resource` (Linux, macOS); on Windows it
+is reported as unavailable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from pathlib import Path
+from types import ModuleType
+
+ROOT = Path(__file__).resolve().parents[1]
+GENERATOR = ROOT / "examples" / "generate_sample.py"
+ME = ("Juno", "junebug")
+
+PARSE_TARGET_RATE = 100_000  # messages/s
+PREPARE_TARGET_SECONDS_PER_MILLION = 30.0
+RSS_TARGET_BYTES = int(1.5 * 1024**3)
+DEFAULT_MESSAGES = 1_000_000
+SEED = 7
+
+
+def load_generator() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("twinbot_examples_generator", GENERATOR)
+    if spec is None or spec.loader is None:
+        raise SystemExit(f"cannot load the sample generator at {GENERATOR}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while the class is created
+    spec.loader.exec_module(module)
+    return module
+
+
+# --- the exports -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Export:
+    name: str  # the format, as `twinbot --format` names it
+    path: Path
+    messages: int
+    bytes: int
+
+
+def export_paths(folder: Path) -> dict[str, Path]:
+    return {"discord-json": folder / "bench-discord.json", "whatsapp": folder / "bench-whatsapp.txt"}
+
+
+def generate_exports(folder: Path, messages: int) -> tuple[list[Export], float]:
+    """Write both exports into `folder` (reusing them when a previous run wrote the same size)."""
+    generator = load_generator()
+    folder.mkdir(parents=True, exist_ok=True)
+    stamp = folder / "bench-exports.json"
+    paths = export_paths(folder)
+    generator_mtime = GENERATOR.stat().st_mtime_ns
+    wanted = {"messages": messages, "seed": SEED, "generator_mtime_ns": generator_mtime}
+    started = time.perf_counter()
+    fresh = not (
+        stamp.exists() and json.loads(stamp.read_text()) == wanted and all(p.exists() for p in paths.values())
+    )
+    if fresh:
+        stamp.unlink(missing_ok=True)
+        # Ten-ish years of a busy group: several threads per session, a few hours between sessions.
+        discord = generator.SimConfig(
+            "discord",
+            messages,
+            SEED,
+            datetime(2015, 6, 1, 18, 0),
+            threads_per_session=(3, 8),
+            mean_session_gap_hours=1.5,
+        )
+        whatsapp = generator.SimConfig(
+            "whatsapp",
+            messages,
+            SEED + 1,
+            datetime(2015, 6, 1, 19, 30),
+            threads_per_session=(3, 8),
+            mean_session_gap_hours=1.5,
+        )
+        for config, path, write in (
+            (discord, paths["discord-json"], generator.write_discord),
+            (whatsapp, paths["whatsapp"], generator.write_whatsapp),
+        ):
+            print(f"generating {path.name}: {messages:,} messages ...", flush=True)
+            with path.open("w", encoding="utf-8", newline="\n") as out:
+                written = write(config, out)
+            if written != messages:
+                raise SystemExit(f"generator wrote {written} messages instead of {messages}")
+        stamp.write_text(json.dumps(wanted))
+    seconds = time.perf_counter() - started
+    exports = [Export(name, path, messages, path.stat().st_size) for name, path in paths.items()]
+    return exports, seconds if fresh else 0.0
+
+
+# --- one measured run (the worker, in its own process) ------------------------------------------------
+
+
+def peak_rss_bytes() -> int | None:
+    try:
+        import resource
+    except ImportError:  # Windows
+        return None
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak if sys.platform == "darwin" else peak * 1024  # macOS reports bytes, Linux KiB
+
+
+def worker(kind: str, fmt: str, path: Path, scratch: Path, result: Path) -> None:
+    if importlib.util.find_spec("twinbot") is None:  # a checkout without `pip install -e .`
+        sys.path.insert(0, str(ROOT / "src"))
+    if kind == "parse":
+        from twinbot.sources import parse_path
+
+        started = time.perf_counter()
+        records = sum(1 for _ in parse_path(path))
+        seconds = time.perf_counter() - started
+    else:
+        from twinbot.prepare import PrepareOptions, run_prepare
+
+        out = scratch / f"prepare-{fmt}"
+        started = time.perf_counter()
+        report = run_prepare(PrepareOptions(paths=[path], me=list(ME), out=out, overwrite=True))
+        seconds = time.perf_counter() - started
+        records = _messages_read(report)
+        shutil.rmtree(out, ignore_errors=True)
+    result.write_text(
+        json.dumps({"records": records, "seconds": seconds, "peak_rss_bytes": peak_rss_bytes()})
+    )
+
+
+def _messages_read(report: object) -> int | None:
+    """Messages prepare read, from its report (None when the report shape is not the expected one)."""
+    stats = getattr(report, "stats", None)
+    value = getattr(stats, "messages_read", None) if stats is not None else None
+    return value if isinstance(value, int) else None
+
+
+# --- the parent: run, compare with the targets, report ---------------------------------------------
+
+
+@dataclass(slots=True)
+class Run:
+    benchmark: str  # "parse" | "prepare"
+    format: str
+    file: str
+    file_bytes: int
+    messages: int  # messages in the export
+    records: int | None  # what the parser yielded / prepare read
+    seconds: float  # the work itself (after imports)
+    wall_seconds: float  # the whole process, interpreter start and imports included
+    messages_per_s: float
+    megabytes_per_s: float
+    peak_rss_bytes: int | None
+    targets: dict[str, str] = field(default_factory=dict)
+    ok: bool = True
+    error: str | None = None
+
+
+def measure(kind: str, export: Export, scratch: Path, verbose: bool) -> Run:
+    result = scratch / f"result-{kind}-{export.name}.json"
+    result.unlink(missing_ok=True)
+    command = [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "--worker",
+        kind,
+        "--format",
+        export.name,
+        "--scratch",
+        str(scratch),
+        "--result",
+        str(result),
+        str(export.path),
+    ]
+    started = time.perf_counter()
+    done = subprocess.run(command, capture_output=not verbose, text=True, check=False)
+    wall = time.perf_counter() - started
+    run = Run(
+        kind, export.name, export.path.name, export.bytes, export.messages, None, 0.0, wall, 0.0, 0.0, None
+    )
+    if done.returncode != 0 or not result.exists():
+        tail = (done.stderr or "").strip().splitlines()[-1:] if not verbose else []
+        run.ok = False
+        run.error = f"exit code {done.returncode}" + (f": {tail[0]}" if tail else "")
+        return run
+    data = json.loads(result.read_text())
+    run.records = data["records"]
+    run.seconds = data["seconds"]
+    run.peak_rss_bytes = data["peak_rss_bytes"]
+    run.messages_per_s = export.messages / run.seconds if run.seconds else 0.0
+    run.megabytes_per_s = export.bytes / 1e6 / run.seconds if run.seconds else 0.0
+    check_targets(run)
+    return run
+
+
+def check_targets(run: Run) -> None:
+    checks: list[tuple[str, bool]] = []
+    if run.benchmark == "parse":
+        checks.append((f"rate >= {PARSE_TARGET_RATE:,}/s", run.messages_per_s >= PARSE_TARGET_RATE))
+    else:
+        # The work time: at small --messages the interpreter start (in wall_seconds) would dominate.
+        limit = PREPARE_TARGET_SECONDS_PER_MILLION * run.messages / 1_000_000
+        checks.append((f"time <= {limit:.3g} s", run.seconds <= limit))
+    if run.peak_rss_bytes is not None:
+        checks.append(("RSS <= 1.5 GB", run.peak_rss_bytes <= RSS_TARGET_BYTES))
+    run.targets = {name: "ok" if passed else "MISSED" for name, passed in checks}
+    run.ok = all(passed for _, passed in checks)
+
+
+def render_table(runs: list[Run]) -> str:
+    header = (
+        "benchmark",
+        "format",
+        "messages",
+        "records",
+        "MB",
+        "work s",
+        "wall s",
+        "msg/s",
+        "MB/s",
+        "peak RSS",
+    )
+    rows = [header]
+    for r in runs:
+        rss = f"{r.peak_rss_bytes / 1024**2:,.0f} MiB" if r.peak_rss_bytes is not None else "n/a"
+        rows.append(
+            (
+                r.benchmark,
+                r.format,
+                f"{r.messages:,}",
+                "?" if r.records is None else f"{r.records:,}",
+                f"{r.file_bytes / 1e6:,.1f}",
+                f"{r.seconds:.2f}",
+                f"{r.wall_seconds:.2f}",
+                f"{r.messages_per_s:,.0f}",
+                f"{r.megabytes_per_s:,.1f}",
+                rss,
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    lines = []
+    for n, row in enumerate(rows):
+        cells = [
+            c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True))
+        ]
+        line = "  ".join(cells)
+        if n == 0:
+            line += "  targets"
+        else:
+            r = runs[n - 1]
+            line += "  " + (r.error or ", ".join(f"{name}: {verdict}" for name, verdict in r.targets.items()))
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--messages", type=int, default=DEFAULT_MESSAGES, help="messages per export")
+    parser.add_argument("--data", type=Path, help="folder for the exports (default: a temp folder)")
+    parser.add_argument("--keep", action="store_true", help="keep the exports (reused by the next run)")
+    parser.add_argument("--only", choices=("parse", "prepare"), help="run one benchmark only")
+    parser.add_argument("--json", type=Path, help="also write the results as JSON to this file")
+    parser.add_argument("--verbose", action="store_true", help="show the workers' own output")
+    # internal: one measured run in a fresh process
+    parser.add_argument("--worker", choices=("parse", "prepare"), help=argparse.SUPPRESS)
+    parser.add_argument("--format", help=argparse.SUPPRESS)
+    parser.add_argument("--scratch", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--result", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("path", nargs="?", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+
+    if args.worker:
+        worker(args.worker, args.format, args.path, args.scratch, args.result)
+        return 0
+    if args.messages < 1000:
+        parser.error("--messages must be at least 1000")
+
+    folder = args.data or Path(tempfile.mkdtemp(prefix="twinbot-bench-"))
+    keep = args.keep or args.data is not None
+    try:
+        exports, generate_seconds = generate_exports(folder, args.messages)
+        if generate_seconds:
+            print(f"generated {len(exports)} exports in {generate_seconds:.1f} s into {folder}")
+        runs: list[Run] = []
+        for kind in ("parse", "prepare"):
+            if args.only and kind != args.only:
+                continue
+            for export in exports:
+                print(f"{kind} {export.path.name} ...", flush=True)
+                runs.append(measure(kind, export, folder, args.verbose))
+    finally:
+        for leftover in folder.glob("result-*.json"):
+            leftover.unlink()
+        if not keep:
+            shutil.rmtree(folder, ignore_errors=True)
+
+    print()
+    print(render_table(runs))
+    print(
+        f"\ntargets: parse >= {PARSE_TARGET_RATE:,} messages/s; prepare of 1,000,000 messages <= "
+        f"{PREPARE_TARGET_SECONDS_PER_MILLION:.0f} s (scaled to --messages); peak RSS <= 1.5 GB"
+    )
+    if args.messages < DEFAULT_MESSAGES and any(r.benchmark == "prepare" for r in runs):
+        print(f"note: at {args.messages:,} messages fixed costs (imports, the plot) weigh on prepare's time")
+    if args.json:
+        payload = {
+            "benchmark": "bench/prepare.py",
+            "messages_per_export": args.messages,
+            "generated_seconds": generate_seconds,
+            "machine": {
+                "python": platform.python_version(),
+                "platform": platform.platform(),
+                "cpus": os.cpu_count(),
+            },
+            "targets": {
+                "parse_messages_per_s": PARSE_TARGET_RATE,
+                "prepare_seconds_per_million": PREPARE_TARGET_SECONDS_PER_MILLION,
+                "peak_rss_bytes": RSS_TARGET_BYTES,
+            },
+            "runs": [asdict(r) for r in runs],
+            "ok": all(r.ok for r in runs),
+        }
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
+        print(f"wrote {args.json}")
+    return 0 if all(r.ok for r in runs) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
