@@ -546,6 +546,14 @@ def test_package_bad_input(tmp_path: Path) -> None:
     broken = tmp_path / "broken.zip"
     broken.write_bytes(zip_folder(PACKAGE, tmp_path / "ok.zip").read_bytes()[:200])
     assert ".zip" in _error(parse_package, broken).message
+    future_zip = (
+        tmp_path / "future.zip"
+    )  # "version needed to extract" 9.9: zipfile raises NotImplementedError
+    raw = bytearray(zip_folder(PACKAGE, tmp_path / "ok2.zip").read_bytes())
+    central = raw.index(b"PK\x01\x02")
+    raw[central + 6] = 99
+    future_zip.write_bytes(bytes(raw))
+    assert ".zip" in _error(parse_package, future_zip).message
     not_zip = tmp_path / "x.json"
     not_zip.write_text("{}", encoding="utf-8")
     assert _error(parse_package, not_zip).path == not_zip

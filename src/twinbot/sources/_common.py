@@ -25,6 +25,7 @@ UTF8_BOM = b"\xef\xbb\xbf"
 SNIFF_BYTES = 8192
 
 _timestamp_of = attrgetter("timestamp")
+_DAMAGED_ZIP = "not a readable .zip archive (damaged, incomplete or unsupported); download it again"
 
 
 # --- text -----------------------------------------------------------------------------------------
@@ -140,16 +141,14 @@ class ExportTree:
         try:
             self._zip = zipfile.ZipFile(self.root)
             infos = self._zip.infolist()
-        except IsADirectoryError as exc:  # pragma: no cover - handled by is_dir above
-            raise TwinbotError("cannot read folder", root) from exc
         except OSError as exc:
-            raise TwinbotError(
-                f"cannot read file ({exc.strerror}); check the path and permissions", root
-            ) from exc
-        except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, EOFError) as exc:
-            raise TwinbotError(
-                "not a readable .zip archive (damaged or incomplete); download it again", root
-            ) from exc
+            if exc.filename is not None:  # opening failed (otherwise: a seek or read inside damaged data)
+                raise TwinbotError(
+                    f"cannot read file ({exc.strerror}); check the path and permissions", root
+                ) from exc
+            raise TwinbotError(_DAMAGED_ZIP, root) from exc
+        except Exception as exc:  # zipfile raises many types on damaged archives (BadZipFile, struct.error)
+            raise TwinbotError(_DAMAGED_ZIP, root) from exc
         self.names = sorted(
             info.filename for info in infos if not info.is_dir() and not info.filename.startswith("__MACOSX/")
         )
@@ -179,22 +178,30 @@ class ExportTree:
         return io.BytesIO(self.read_bytes(name).removeprefix(UTF8_BOM))
 
     def read_bytes(self, name: str) -> bytes:
-        try:
-            if self._zip is None:
+        if self._zip is None:
+            try:
                 return self.display(name).read_bytes()
+            except OSError as exc:
+                raise TwinbotError(
+                    f"cannot read ({exc.strerror}); check the permissions", self.display(name)
+                ) from exc
+        try:
             return self._zip.read(name)
-        except OSError as exc:
+        except NotImplementedError as exc:
             raise TwinbotError(
-                f"cannot read ({exc.strerror}); check the permissions", self.display(name)
+                "cannot extract this file (unsupported compression); unpack the archive and pass the folder",
+                self.display(name),
             ) from exc
-        except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, EOFError, NotImplementedError) as exc:
-            # NotImplementedError: unsupported compression method; RuntimeError: encrypted (below)
+        except RuntimeError as exc:  # zipfile: "File ... is encrypted, password required"
             raise TwinbotError(
-                "cannot extract this file from the archive (damaged or unsupported)", self.display(name)
+                "cannot extract this file (the archive is password-protected); unpack it and pass the folder",
+                self.display(name),
             ) from exc
-        except RuntimeError as exc:
+        except (
+            Exception
+        ) as exc:  # damaged data: BadZipFile, zlib.error, EOFError, OSError from a bad seek, ...
             raise TwinbotError(
-                "cannot extract this file (the archive is password-protected)", self.display(name)
+                "cannot extract this file from the archive (damaged); download it again", self.display(name)
             ) from exc
 
     def read_text(self, name: str) -> str:
