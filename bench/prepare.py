@@ -87,22 +87,22 @@ def generate_exports(folder: Path, messages: int) -> tuple[list[Export], float]:
     )
     if fresh:
         stamp.unlink(missing_ok=True)
-        # Ten-ish years of a busy group: several threads per session, a few hours between sessions.
+        # About eleven years (a million messages) of a busy group from mid-2015 (Discord ids start in 2015): long sessions, short gaps.
         discord = generator.SimConfig(
             "discord",
             messages,
             SEED,
             datetime(2015, 6, 1, 18, 0),
-            threads_per_session=(3, 8),
-            mean_session_gap_hours=1.5,
+            threads_per_session=(5, 12),
+            mean_session_gap_hours=0.4,
         )
         whatsapp = generator.SimConfig(
             "whatsapp",
             messages,
             SEED + 1,
             datetime(2015, 6, 1, 19, 30),
-            threads_per_session=(3, 8),
-            mean_session_gap_hours=1.5,
+            threads_per_session=(5, 12),
+            mean_session_gap_hours=0.4,
         )
         for config, path, write in (
             (discord, paths["discord-json"], generator.write_discord),
