@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import traceback
 from pathlib import Path
@@ -198,6 +199,8 @@ def demo(
 
 
 def main() -> None:
+    if hasattr(signal, "SIGPIPE"):  # `twinbot parse --jsonl ... | head` ends quietly, like other Unix tools
+        signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     try:
         rc = app(standalone_mode=False)
     except TwinbotError as exc:

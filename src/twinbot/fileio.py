@@ -84,21 +84,23 @@ def write_jsonl(path: Path, rows: Iterable[dict[str, Any]]) -> int:
 def read_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
     """Yield (line number, object) for each non-blank line; a bad line is a TwinbotError naming it."""
     try:
-        fh = open(path, encoding="utf-8-sig")
+        fh = open(path, "rb")
     except OSError as exc:
         raise TwinbotError(
             f"cannot read file ({exc.strerror}); check the path and permissions", path
         ) from exc
     with fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
+        for lineno, raw in enumerate(fh, 1):
+            if lineno == 1 and raw.startswith(b"\xef\xbb\xbf"):
+                raw = raw[3:]
+            if not raw.strip():
                 continue
             try:
-                obj = json.loads(line)
+                obj = json.loads(raw.decode("utf-8"))
+            except UnicodeDecodeError as exc:
+                raise TwinbotError("not UTF-8 text; re-save the file as UTF-8", path, lineno) from exc
             except json.JSONDecodeError as exc:
                 raise TwinbotError(f"not valid JSON ({exc.msg})", path, lineno) from exc
-            except UnicodeDecodeError as exc:
-                raise TwinbotError("not UTF-8 text", path, lineno) from exc
             if not isinstance(obj, dict):
                 raise TwinbotError("expected a JSON object on each line", path, lineno)
             yield lineno, obj
