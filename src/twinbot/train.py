@@ -289,6 +289,7 @@ def fit(
                 loss_sum += loss.detach()
             if stop_requested(interrupt, accelerator):
                 optimizer.zero_grad(set_to_none=True)  # the unfinished step is dropped
+                bar.close()
                 if accelerator.is_main_process and metrics is not None:
                     metrics.plot()
                 if not (run_dir / "checkpoints" / checkpoint_name(state.step) / "state.json").is_file():
