@@ -170,3 +170,21 @@ def test_conversation_ids_are_stable_and_do_not_leak_the_chat_id() -> None:
     assert a == conversation_id("whatsapp", "Chat with +44 7700 900123", 0)
     assert a != conversation_id("whatsapp", "Chat with +44 7700 900123", 1)
     assert "7700" not in a
+
+
+def test_one_pass_splitting_agrees_with_session_bounds_on_random_chats() -> None:
+    import random
+
+    rng = random.Random(1)
+    for _ in range(50):
+        at = T0
+        messages = []
+        for i in range(rng.randint(1, 60)):
+            at += timedelta(seconds=rng.choice([0, 1, 59, 600, 1800, 1801, 86400]))
+            messages.append(msg(rng.choice(["a", "b", "me"]), str(i), at))
+        _, times = sort_chat(messages)
+        conversations = build_conversations(messages, ME)
+        bounds = session_bounds(times, 30.0)
+        assert [sum(len(t.texts) for t in c.turns) for c in conversations] == [e - s for s, e in bounds]
+        for c in conversations:
+            assert all(a.author_id != b.author_id for a, b in zip(c.turns, c.turns[1:], strict=False))

@@ -426,3 +426,25 @@ def test_cli_bot_option_drops_that_author(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     report = json.loads((out / "report.json").read_text(encoding="utf-8"))
     assert report["dropped"]["bot"] == 1 + 1 + 3  # PizzaBot (is_bot), Kim, and Jo's three non-system messages
+
+
+def test_sample_lines_are_exactly_json_dumps_of_the_samples(tmp_path: Path) -> None:
+    # The writer reuses the JSON of turns shared between samples; the result must be byte-identical.
+    messages = []
+    for i in range(30):
+        who = "Sam" if i % 3 == 2 else ["Alex", "Jo"][i % 2]
+        messages.append(msg(who, f'line {i} "quoted" é\\n' + "x" * (i * 7), T0 + timedelta(minutes=i)))
+    options = PrepareOptions(me=["Sam"], out=tmp_path / "data", context_chars=120, eval_fraction=0.0)
+    write_outputs(prepare_messages(messages, options), options)
+    lines = (tmp_path / "data" / "train.jsonl").read_text(encoding="utf-8").splitlines()
+    assert len(lines) == 10
+    for line in lines:
+        sample = Sample.from_json(json.loads(line))
+        assert line == json.dumps(sample.to_json(), ensure_ascii=False)
+    sample = Sample.from_json(json.loads(lines[0]))
+    sample.extra["weight"] = 2
+    assert prepare_module.sample_line(sample, {}) == json.dumps(sample.to_json(), ensure_ascii=False)
+    sample.extra.clear()
+    sample.style_only = True
+    sample.conversation_id = 'odd "id" \u2028'
+    assert prepare_module.sample_line(sample, {}) == json.dumps(sample.to_json(), ensure_ascii=False)

@@ -43,10 +43,13 @@ def time_key(ts: datetime) -> int:
     return (ts - _EPOCH_AWARE) // _ONE_US
 
 
+def chat_digest(platform: str, chat_id: str) -> str:
+    """Stable, opaque chat id: chat ids can hold names or phone numbers, so they are hashed, never written."""
+    return hashlib.sha256(f"{platform}\0{chat_id}".encode()).hexdigest()[:16]
+
+
 def conversation_id(platform: str, chat_id: str, index: int) -> str:
-    """Stable, opaque id: chat ids can hold names or phone numbers, so they are hashed, never written."""
-    digest = hashlib.sha256(f"{platform}\0{chat_id}".encode()).hexdigest()[:16]
-    return f"{digest}-{index}"
+    return f"{chat_digest(platform, chat_id)}-{index}"
 
 
 def sort_chat(messages: Sequence[Message]) -> tuple[list[Message], list[int]]:
@@ -73,61 +76,57 @@ def session_bounds(times_us: Sequence[int], gap_minutes: float) -> list[tuple[in
     return bounds
 
 
-def _turns(
-    messages: Sequence[Message],
-    times_us: Sequence[int],
-    me_ids: Collection[str],
-    style_only: bool,
-    style_gap_us: int,
-) -> list[Turn]:
-    turns: list[Turn] = []
-    current: Turn | None = None
-    previous_time = 0
-    for message, now in zip(messages, times_us, strict=True):
-        if current is not None and (
-            (not style_only and message.author_id == current.author_id)
-            or (style_only and now - previous_time <= style_gap_us)
-        ):
-            current.texts.append(message.text)
-            current.end = message.timestamp
-        else:
-            current = Turn(
-                author_id=message.author_id,
-                author=message.author,
-                is_me=style_only or message.author_id in me_ids,
-                texts=[message.text],
-                start=message.timestamp,
-                end=message.timestamp,
-            )
-            turns.append(current)
-        previous_time = now
-    return turns
-
-
 def chat_conversations(
     messages: Sequence[Message],
     times_us: Sequence[int],
     me_ids: Collection[str],
     options: SessionOptions,
 ) -> list[Conversation]:
-    """Conversations of one chat whose messages are already in time order (see `sort_chat`)."""
+    """Conversations of one chat whose messages are already in time order (see `sort_chat`).
+
+    One pass: a silence longer than the gap opens a new conversation (as `session_bounds` splits), and
+    inside a conversation a new turn starts when the author changes (style-only: after a pause).
+    """
     if not messages:
         return []
     first = messages[0]
-    style_only = first.platform in options.style_only_platforms
-    style_gap_us = round(options.style_turn_gap_minutes * _US_PER_MINUTE)
-    conversations = []
-    for index, (start, end) in enumerate(session_bounds(times_us, options.gap_minutes)):
-        turns = _turns(messages[start:end], times_us[start:end], me_ids, style_only, style_gap_us)
-        conversations.append(
-            Conversation(
-                id=conversation_id(first.platform, first.chat_id, index),
-                platform=first.platform,
-                chat_id=first.chat_id,
-                turns=turns,
-                style_only=style_only,
+    platform, chat_id = first.platform, first.chat_id
+    style_only = platform in options.style_only_platforms
+    gap = round(options.gap_minutes * _US_PER_MINUTE)
+    style_gap = round(options.style_turn_gap_minutes * _US_PER_MINUTE)
+    digest = chat_digest(platform, chat_id)
+    conversations: list[Conversation] = []
+    turns: list[Turn] = []
+    current: Turn | None = None
+    previous = 0
+    for message, now in zip(messages, times_us, strict=True):
+        if current is None or now - previous > gap:
+            turns = []
+            conversations.append(
+                Conversation(
+                    id=f"{digest}-{len(conversations)}",
+                    platform=platform,
+                    chat_id=chat_id,
+                    turns=turns,
+                    style_only=style_only,
+                )
             )
+            current = None
+        elif (now - previous <= style_gap) if style_only else (message.author_id == current.author_id):
+            current.texts.append(message.text)
+            current.end = message.timestamp
+            previous = now
+            continue
+        current = Turn(
+            author_id=message.author_id,
+            author=message.author,
+            is_me=style_only or message.author_id in me_ids,
+            texts=[message.text],
+            start=message.timestamp,
+            end=message.timestamp,
         )
+        turns.append(current)
+        previous = now
     return conversations
 
 

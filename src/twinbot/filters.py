@@ -122,31 +122,56 @@ def is_bot_author(message: Message, options: FilterOptions) -> bool:
     )
 
 
+class MessageFilter:
+    """`drop_reason` for a stream of messages, remembering which authors are bots by name."""
+
+    __slots__ = ("_bot_by_name", "options")
+
+    def __init__(self, options: FilterOptions) -> None:
+        self.options = options
+        self._bot_by_name: dict[tuple[str, str], bool] = {}
+
+    def __call__(self, message: Message) -> DropReason | None:
+        options = self.options
+        kind = message.kind
+        if kind != "text":
+            if kind == "system" and options.drop_system:
+                return "system"
+            if kind == "call" and options.drop_calls:
+                return "call"
+            if kind == "media" and options.drop_media_only:
+                return "media_only"
+        if options.drop_bots:
+            if message.is_bot:
+                return "bot"
+            key = (message.author_id, message.author)
+            bot = self._bot_by_name.get(key)
+            if bot is None:
+                bot = self._bot_by_name[key] = is_bot_author(message, options)
+            if bot:
+                return "bot"
+        text = message.text.strip()
+        if not text:
+            return "empty"
+        command = options._command
+        if command is not None and text[0] in options.command_prefixes and command.match(text):
+            return "bot_command"
+        if (
+            options.drop_link_only
+            and ("://" in text or "www." in text.lower())
+            and _LINK_ONLY.fullmatch(text)
+        ):
+            return "link_only"
+        if len(text) < options.min_chars:
+            return "too_short"
+        if len(message.text) > options.max_chars:
+            return "too_long"
+        return None
+
+
 def drop_reason(message: Message, options: FilterOptions) -> DropReason | None:
     """The reason this message alone is not training text, or None to keep it."""
-    kind = message.kind
-    if kind != "text":
-        if kind == "system" and options.drop_system:
-            return "system"
-        if kind == "call" and options.drop_calls:
-            return "call"
-        if kind == "media" and options.drop_media_only:
-            return "media_only"
-    if options.drop_bots and is_bot_author(message, options):
-        return "bot"
-    text = message.text.strip()
-    if not text:
-        return "empty"
-    command = options._command
-    if command is not None and command.match(text):
-        return "bot_command"
-    if options.drop_link_only and ("://" in text or "www." in text.lower()) and _LINK_ONLY.fullmatch(text):
-        return "link_only"
-    if len(text) < options.min_chars:
-        return "too_short"
-    if len(message.text) > options.max_chars:
-        return "too_long"
-    return None
+    return MessageFilter(options)(message)
 
 
 def sequence_drop_reasons(
@@ -157,32 +182,28 @@ def sequence_drop_reasons(
     reasons: list[DropReason | None] = [None] * len(messages)
     dup_window = int(options.duplicate_window_s * _US_PER_S)
     burst_window = int(options.burst_window_s * _US_PER_S)
-    check_bursts = (
-        burst_window > 0 and options.burst_max_messages > 0 and any(t % _US_PER_MINUTE for t in times_us)
-    )
+    burst_max = options.burst_max_messages
+    check_bursts = burst_window > 0 and burst_max > 0 and any(t % _US_PER_MINUTE for t in times_us)
     last_seen: dict[tuple[str, str], int] = {}
-    recent: deque[tuple[int, tuple[str, str]]] = deque()  # evicts last_seen entries older than the window
-    per_author: dict[str, deque[int]] = {}
+    prune_at = 4096  # drop expired last_seen entries whenever the dict doubles: bounded memory, linear time
+    recent: dict[str, deque[int]] = {}  # per author: times of the last `burst_max` messages
     for i, message in enumerate(messages):
         now = times_us[i]
         if dup_window > 0:
-            while recent and now - recent[0][0] >= dup_window:
-                old_time, old_key = recent.popleft()
-                if last_seen.get(old_key) == old_time:
-                    del last_seen[old_key]
             key = (message.author_id, message.text.strip())
             previous = last_seen.get(key)
             if previous is not None and now - previous < dup_window:
                 reasons[i] = "duplicate"
             last_seen[key] = now
-            recent.append((now, key))
+            if len(last_seen) > prune_at:
+                last_seen = {k: t for k, t in last_seen.items() if now - t < dup_window}
+                prune_at = max(4096, 2 * len(last_seen))
         if check_bursts:
-            window = per_author.get(message.author_id)
+            window = recent.get(message.author_id)
             if window is None:
-                window = per_author[message.author_id] = deque()
-            while window and now - window[0] > burst_window:
-                window.popleft()
-            if len(window) >= options.burst_max_messages and reasons[i] is None:
+                window = recent[message.author_id] = deque(maxlen=burst_max)
+            # Past the limit when the author's last `burst_max` messages all fall inside the window.
+            if len(window) == burst_max and now - window[0] <= burst_window and reasons[i] is None:
                 reasons[i] = "spam_burst"
             window.append(now)
     return reasons

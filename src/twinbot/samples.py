@@ -53,22 +53,23 @@ def chat_turns(conversation: Conversation) -> list[ChatTurn]:
         return [ChatTurn(role="assistant", content="\n".join(t.texts)) for t in conversation.turns]
     others = {t.author_id for t in conversation.turns if not t.is_me}
     name_lines = len(others) > 1
-    merged: list[ChatTurn] = []
+    roles: list[str] = []
+    parts: list[list[str]] = []  # joined once at the end: long runs of merged turns stay linear
     for turn in conversation.turns:
-        if turn.is_me:
-            role = "assistant"
-            content = "\n".join(turn.texts)
+        role = "assistant" if turn.is_me else "user"
+        if role == "user" and name_lines:
+            lines = [f"{turn.author}: {text}" for text in turn.texts]
         else:
-            role = "user"
-            if name_lines:
-                content = "\n".join(f"{turn.author}: {text}" for text in turn.texts)
-            else:
-                content = "\n".join(turn.texts)
-        if merged and merged[-1].role == role:
-            merged[-1] = ChatTurn(role=role, content=f"{merged[-1].content}\n{content}")
+            lines = turn.texts
+        if roles and roles[-1] == role:
+            parts[-1].extend(lines)
         else:
-            merged.append(ChatTurn(role=role, content=content))
-    return merged
+            roles.append(role)
+            parts.append(list(lines))
+    return [
+        ChatTurn(role="assistant" if role == "assistant" else "user", content="\n".join(lines))
+        for role, lines in zip(roles, parts, strict=True)
+    ]
 
 
 def count_samples(conversation: Conversation) -> int:

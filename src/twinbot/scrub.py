@@ -48,6 +48,7 @@ class PiiSpan:
 # When two detections overlap, the one with the lower rank wins (then the longer one).
 _RANK: dict[PiiType, int] = {"SECRET": 0, "EMAIL": 1, "IBAN": 2, "CARD": 3, "IP": 4, "PHONE": 5}
 
+_ANY_DIGIT = re.compile(r"[0-9]")
 _DROP_ASCII_DIGITS = str.maketrans("", "", "0123456789")
 _URL = re.compile(r"(?:https?://|www\.)[^\s<>\"']+", re.IGNORECASE)
 
@@ -256,7 +257,7 @@ def find_pii(text: str) -> list[PiiSpan]:
     """Non-overlapping PII spans in `text`, in order."""
     has_at = "@" in text
     # Digit patterns need a minimum number of digits: phones, IBANs 8+, cards 13+, IPv4 4 plus 3 dots.
-    digits = len(text) - len(text.translate(_DROP_ASCII_DIGITS))
+    digits = 0 if _ANY_DIGIT.search(text) is None else len(text) - len(text.translate(_DROP_ASCII_DIGITS))
     has_digit = digits >= 4
     long_enough = len(text) >= 20 and _LONG_RUN.search(text) is not None
     maybe_ipv6 = "::" in text or text.count(":") >= 7
