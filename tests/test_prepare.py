@@ -105,6 +105,22 @@ def test_prepare_messages_counts_reasons_persona_drops_pii_and_authors() -> None
     assert texts == ["hey, mail me at <EMAIL>", "sure thing", "call me <PHONE>"]
 
 
+def test_phone_number_display_names_are_scrubbed_in_samples(tmp_path: Path) -> None:
+    # WhatsApp names unsaved contacts by their number; names reach the samples as "Name: text" prefixes.
+    messages = [
+        msg("+44 7700 900123", "who's in?", T0),
+        msg("Jo", "me", T0 + timedelta(seconds=5)),
+        msg("Sam", "count me in", T0 + timedelta(seconds=9)),
+    ]
+    options = PrepareOptions(me=["Sam"], out=tmp_path / "data")
+    data = prepare_messages(messages, options)
+    assert "+44 7700 900123" in [a.author for a in data.stats.authors]  # the report is the user's own
+    write_outputs(data, options)
+    written = (tmp_path / "data" / "train.jsonl").read_text(encoding="utf-8")
+    assert "<PHONE>: who's in?\\nJo: me" in written
+    assert "7700" not in written
+
+
 def test_no_scrub_keeps_the_text() -> None:
     messages = [msg("Alex", "alex@example.com", T0), msg("Sam", "ok", T0 + timedelta(seconds=5))]
     data = prepare_messages(messages, PrepareOptions(me=["Sam"], scrub=False))

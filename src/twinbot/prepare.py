@@ -262,6 +262,8 @@ def _prepare_messages(messages: Iterable[Message], options: PrepareOptions) -> P
     sessions = options.session_options()
     style_platforms = sessions.style_only_platforms
     scrubber = Scrubber() if options.scrub else None
+    names_scrubber = Scrubber()  # not counted in the report: it sees each name once, not each message
+    scrubbed_names: dict[str, str] = {}
     shared: dict[str, str] = {}  # one copy of each repeated author string
     share = shared.setdefault
 
@@ -283,6 +285,11 @@ def _prepare_messages(messages: Iterable[Message], options: PrepareOptions) -> P
             continue
         if scrubber is not None:
             message.text = scrubber.scrub(message.text)
+            # Display names reach the samples ("Name: text"); WhatsApp shows unsaved contacts by number.
+            name = scrubbed_names.get(author)
+            if name is None:
+                name = scrubbed_names[author] = names_scrubber.scrub(author)
+            message.author = name
         key = (message.platform, message.chat_id)
         chat = chats.get(key)
         if chat is None:
@@ -297,6 +304,8 @@ def _prepare_messages(messages: Iterable[Message], options: PrepareOptions) -> P
     authors = _author_counts(pairs)
     me_ids = resolve_me(options.me, pairs, authors)
     persona = options.persona or _persona_name(me_ids, pairs)
+    if options.persona is None and scrubber is not None:
+        persona = names_scrubber.scrub(persona)
 
     conversations: list[Conversation] = []
     kept = 0
