@@ -187,6 +187,50 @@ def train(
 
 
 @app.command()
+def plan(
+    data: Annotated[Path | None, typer.Option("--data", help="Folder made by `twinbot prepare`.")] = None,
+    model: Annotated[str | None, typer.Option("--model", help="Base model: HF id, folder or .gguf.")] = None,
+    presets: Annotated[
+        str, typer.Option("--presets", help="Comma-separated presets to plan.")
+    ] = "baseline,optimized,aggressive,fast",
+    epochs: Annotated[float | None, typer.Option("--epochs")] = None,
+    start: Annotated[
+        str, typer.Option("--start", help="When training starts: now, 'fri 18:00', 'tomorrow 07:30', ISO.")
+    ] = "now",
+    calibrate_seconds: Annotated[
+        float, typer.Option("--calibrate-seconds", help="Real training per preset to measure its speed.")
+    ] = 60.0,
+    no_calibrate: Annotated[
+        bool, typer.Option("--no-calibrate", help="Rough analytic estimate instead (FLOPs / matmul speed).")
+    ] = False,
+    target_gpu: Annotated[
+        str | None, typer.Option("--target-gpu", help="Extrapolate to: rtx3060, rtx3090, rtx4090, l4, a100, h100.")
+    ] = None,
+    json_output: Annotated[bool, typer.Option("--json", help="Print the plan as JSON.")] = False,
+    config: Annotated[Path | None, typer.Option("--config", help="YAML file with training settings.")] = None,
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", help="Override any setting: KEY=VALUE (repeatable).")
+    ] = None,
+) -> None:
+    """How long training takes on this machine, per preset: measured, with a schedule and a recommendation."""
+    from twinbot.plan import run_plan
+
+    run_plan(
+        data,
+        model=model,
+        presets=presets,
+        epochs=epochs,
+        start=start,
+        calibrate_seconds=calibrate_seconds,
+        no_calibrate=no_calibrate,
+        target=target_gpu,
+        as_json=json_output,
+        yaml_path=config,
+        overrides=list(set_ or []),
+    )
+
+
+@app.command()
 def demo(
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the demo's data and run.")] = Path(
         "demo"

@@ -1,0 +1,580 @@
+"""`twinbot plan`: step and token counting, calibration, extrapolation, OOM reporting, JSON, schedules, errors."""
+
+from __future__ import annotations
+
+import json
+import random
+import sys
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from twinbot import cli, plan
+from twinbot.config import ENV_KEYS, TrainConfig
+from twinbot.errors import TwinbotError
+from twinbot.fileio import write_json, write_jsonl
+
+WORDS = ["ok", "sure", "later", "bus", "lunch", "see", "you", "again", "great", "maybe", "tomorrow", "yes"]
+# Small, fast settings shared by the tests that train: tiny rows, small LoRA, few eval samples.
+SMALL = {
+    "row_tokens": 128,
+    "max_seq_len": 128,
+    "lora_r": 4,
+    "lora_alpha": 8,
+    "eval_max_samples": 4,
+    "device": "cpu",
+}
+SMALL_SETS = ["--set", "ROW_TOKENS=128", "--set", "MAX_SEQ_LEN=128", "--set", "LORA_R=4"]
+SMALL_SETS += ["--set", "EVAL_MAX_SAMPLES=4", "--set", "DEVICE=cpu"]
+
+
+def sentence(rng: random.Random, low: int, high: int) -> str:
+    return " ".join(rng.choice(WORDS) for _ in range(rng.randint(low, high)))
+
+
+def sample(rng: random.Random, turns: int) -> dict[str, Any]:
+    messages = [{"role": "system", "content": "You are Sam. Reply the way Sam does."}]
+    for index in range(turns):
+        role = "user" if (turns - index) % 2 == 0 else "assistant"
+        messages.append({"role": role, "content": sentence(rng, 1, 12)})
+    return {"messages": messages, "conversation_id": f"c{rng.randint(0, 999)}", "style_only": False}
+
+
+def write_data(folder: Path, train: int = 12, eval_: int = 4, seed: int = 0) -> Path:
+    rng = random.Random(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    write_jsonl(folder / "train.jsonl", [sample(rng, rng.choice([1, 2, 4, 6])) for _ in range(train)])
+    if eval_:
+        write_jsonl(folder / "eval.jsonl", [sample(rng, 2) for _ in range(eval_)])
+    return folder
+
+
+def config_for(model_dir: Path, data_dir: Path, preset: str, **changes: Any) -> TrainConfig:
+    return plan.resolve_preset_configs(
+        [preset], data_dir, str(model_dir), None, overrides=[], environ={}, dotenv_path=None
+    )[preset].model_copy(update={**SMALL, **changes})
+
+
+@pytest.fixture
+def clean_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """No training settings from the environment or a .env file."""
+    for key in ENV_KEYS.values():
+        monkeypatch.delenv(key, raising=False)
+    workdir = tmp_path / "cwd"
+    workdir.mkdir()
+    monkeypatch.chdir(workdir)
+    return workdir
+
+
+def run_cli(
+    args: list[str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> tuple[int, str, str]:
+    monkeypatch.setattr(sys, "argv", ["twinbot", *args])
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main()
+    captured = capsys.readouterr()
+    return int(exit_info.value.code or 0), captured.out, captured.err
+
+
+# --- counting --------------------------------------------------------------------------------------------
+
+
+def test_steps_follow_the_origin_note_formula() -> None:
+    # 63k samples, micro-batch 1: the origin note's 3,938 / 1,969 steps; 984 is rounded down there, but the
+    # partial last step still runs
+    assert plan.optimizer_steps(63_000, 1, 16, 1) == 3_938
+    assert plan.optimizer_steps(63_000, 1, 32, 1) == 1_969
+    assert plan.optimizer_steps(63_000, 1, 64, 1) == 985
+    assert plan.optimizer_steps(63_000, 1, 16, 2) == 7_876
+    assert plan.optimizer_steps(63_000, 1, 16, 0.5) == 1_969
+    assert plan.optimizer_steps(1_000, 4, 1, 1) == 250  # packed rows, micro-batch 4
+    assert plan.optimizer_steps(1_000, 4, 1, 1, max_steps=7) == 7
+
+
+def test_evaluation_and_checkpoint_counts() -> None:
+    assert plan.cadence(0, 3_938) == 393
+    assert plan.events(393, 3_938) == 11  # ten at multiples of 393, plus the last step
+    assert plan.events(5, 10) == 2
+    assert plan.cadence(0, 3) == 1
+    assert plan.events(1, 3) == 3
+
+
+def test_token_counts_match_a_direct_tokenization(tiny_model_dir: Path, tmp_path: Path) -> None:
+    from twinbot.model import load_tokenizer
+    from twinbot.tokens import load_samples
+
+    data_dir = write_data(tmp_path / "data", train=10)
+    tokenizer = load_tokenizer(str(tiny_model_dir))
+    total = supervised = 0
+    for item in load_samples(data_dir / "train.jsonl"):
+        messages = [{"role": t.role, "content": t.content} for t in item.messages]
+        rendered = tokenizer.apply_chat_template(messages, tokenize=True, return_dict=True)["input_ids"]
+        total += len(rendered) - 1  # the template's newline after the final <|im_end|> is not trained on
+        supervised += len(tokenizer(item.messages[-1].content, add_special_tokens=False)["input_ids"]) + 1
+
+    data = plan.TokenizedData(data_dir, tokenizer)
+    for preset in ("baseline", "fast"):
+        config = config_for(tiny_model_dir, data_dir, preset, row_tokens=1024, max_seq_len=1024)
+        tokenized, _ = data.train(plan.max_tokens_for(config))
+        rows = plan.rows_for(config, tokenized)
+        work = plan.count_workload(config, rows, [], 1)
+        assert (work.tokens, work.supervised_tokens) == (total, supervised)
+    assert work.rows < 10  # packed: fewer rows than samples, the same tokens
+
+
+def test_counts_match_a_real_training_run(tiny_model_dir: Path, tmp_path: Path) -> None:
+    from twinbot.model import load_tokenizer
+    from twinbot.train import main as train_main
+
+    data_dir = write_data(tmp_path / "data", train=14, eval_=3)
+    config = config_for(
+        tiny_model_dir,
+        data_dir,
+        "baseline",
+        output_dir=tmp_path / "run",
+        gradient_accumulation_steps=4,
+        batch_size=2,
+        gradient_checkpointing=False,
+        save_every=2,
+        eval_every=3,
+        lora_dropout=0.0,
+    )
+    data = plan.TokenizedData(data_dir, load_tokenizer(str(tiny_model_dir)))
+    rows = plan.rows_for(config, data.train(plan.max_tokens_for(config))[0])
+    eval_rows = plan.rows_for(config, data.eval(plan.max_tokens_for(config), config.eval_max_samples)[0])
+    work = plan.count_workload(config, rows, eval_rows, 2)
+    summary = train_main(config)
+    assert work.steps == summary.steps == 2  # 14 samples / micro-batch 2 = 7 micro-batches / GA 4
+    assert work.tokens == summary.tokens_seen
+    assert work.supervised_tokens == summary.supervised_tokens
+    assert work.checkpoints == 1  # step 2 (the last)
+    assert work.evaluations == 1  # the last step only (3 > 2)
+
+
+# --- calibration and extrapolation -----------------------------------------------------------------------
+
+
+def test_calibration_with_a_tiny_budget_measures_speed(tiny_model_dir: Path, tmp_path: Path) -> None:
+    from twinbot.model import load_tokenizer
+
+    data_dir = write_data(tmp_path / "data")
+    config = config_for(tiny_model_dir, data_dir, "baseline")
+    tokenizer = load_tokenizer(str(tiny_model_dir))
+    data = plan.TokenizedData(data_dir, tokenizer)
+    rows = plan.rows_for(config, data.train(plan.max_tokens_for(config))[0])
+    eval_rows = plan.rows_for(config, data.eval(plan.max_tokens_for(config), 4)[0])
+    result = plan.calibrate(config, rows, eval_rows, tokenizer.pad_token_id, budget_seconds=0.3)
+    assert result.status == "ok", result.detail
+    assert result.train_tokens > 0 and result.train_seconds > 0
+    assert result.train_tokens / result.train_seconds > 0
+    assert result.warmup_micro_batches >= 1 and result.train_micro_batches >= 1
+    assert result.eval_tokens > 0 and result.eval_seconds > 0
+    assert result.checkpoint_seconds is not None and result.checkpoint_seconds > 0
+    assert result.peak_memory_bytes is not None and result.peak_memory_bytes > 0
+    assert result.precision == "fp32" and result.micro_batch == 1
+
+
+def fixed_workload(**changes: Any) -> plan.Workload:
+    values: dict[str, Any] = {
+        "micro_batch": 1,
+        "gradient_accumulation_steps": 16,
+        "rows": 63_000,
+        "micro_batches_per_epoch": 63_000,
+        "steps": 3_938,
+        "tokens": 1_000_000,
+        "supervised_tokens": 200_000,
+        "evaluations": 10,
+        "eval_tokens_per_evaluation": 5_000,
+        "checkpoints": 10,
+    }
+    return plan.Workload(**{**values, **changes})
+
+
+def fixed_calibration(**changes: Any) -> plan.Calibration:
+    values: dict[str, Any] = {
+        "status": "ok",
+        "device": "cpu",
+        "precision": "fp32",
+        "micro_batch": 1,
+        "budget_seconds": 60,
+        "load_seconds": 3.0,
+        "train_tokens": 1_000,
+        "train_seconds": 2.0,
+        "eval_tokens": 500,
+        "eval_seconds": 0.25,
+        "checkpoint_seconds": 0.5,
+    }
+    return plan.Calibration(**{**values, **changes})
+
+
+def test_extrapolation_arithmetic() -> None:
+    estimate = plan.extrapolate(fixed_workload(), fixed_calibration(), setup_seconds=7.0)
+    assert estimate.train_seconds == pytest.approx(1_000_000 * 2.0 / 1_000)  # 2 ms per token
+    assert estimate.eval_seconds == pytest.approx(10 * 5_000 * 0.25 / 500)
+    assert estimate.checkpoint_seconds == pytest.approx(11 * 0.5)  # 10 checkpoints + the final adapter
+    assert estimate.setup_seconds == pytest.approx(7.0 + 3.0)
+    assert estimate.total_seconds == pytest.approx(2_000 + 25 + 5.5 + 10)
+    assert estimate.hours == pytest.approx(estimate.total_seconds / 3600)
+
+    # no eval measured: forward-only at a third of a training token's cost
+    no_eval = plan.extrapolate(fixed_workload(), fixed_calibration(eval_tokens=0, eval_seconds=0.0), 0.0)
+    assert no_eval.eval_seconds == pytest.approx(10 * 5_000 * 0.002 / 3)
+
+    # gradient accumulation changes steps, not tokens, so not the time
+    fewer_steps = plan.extrapolate(
+        fixed_workload(steps=985, gradient_accumulation_steps=64), fixed_calibration(), 7.0
+    )
+    assert fewer_steps.train_seconds == estimate.train_seconds
+
+    logged = plan.extrapolate(
+        fixed_workload(), fixed_calibration(), 0.0, plan.Bookkeeping(1.0, 0.001, 0.2), log_every=1
+    )
+    assert logged.logging_seconds == pytest.approx(1.0 + (3_938 + 10) * 0.001 + 11 * 0.2)
+
+
+def test_target_gpu_scales_compute_by_published_peaks() -> None:
+    gpu = plan.target_gpu("RTX 4090")
+    assert plan.find_gpu("NVIDIA GeForce RTX 4090") == gpu
+    assert plan.find_gpu("NVIDIA H100 80GB HBM3") == plan.target_gpu("h100")
+    assert plan.find_gpu("a potato") is None
+    estimate = plan.extrapolate(fixed_workload(), fixed_calibration(), 7.0)
+    scaled = plan.scale_to_gpu(estimate, here_tflops=gpu.bf16_tflops / 10, gpu=gpu, precision_there="bf16")
+    assert scaled.train_seconds == pytest.approx(estimate.train_seconds / 10)
+    assert scaled.eval_seconds == pytest.approx(estimate.eval_seconds / 10)
+    assert scaled.setup_seconds == estimate.setup_seconds
+    assert scaled.extrapolated_to == "RTX 4090"
+    fp32 = plan.scale_to_gpu(estimate, here_tflops=gpu.fp32_tflops, gpu=gpu, precision_there="fp32")
+    assert fp32.train_seconds == pytest.approx(estimate.train_seconds)
+
+
+# --- whole plans -----------------------------------------------------------------------------------------
+
+
+def test_out_of_memory_preset_is_reported_in_the_table(
+    tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data_dir = write_data(tmp_path / "data")
+    configs = {
+        preset: config_for(tiny_model_dir, data_dir, preset, use_fp16=False)
+        for preset in ("baseline", "fast")
+    }
+    real_step, real_calibrate = plan.run_micro_batch, plan.calibrate
+
+    def out_of_memory(*args: Any, **kwargs: Any) -> int:
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    def calibrate(config: TrainConfig, *args: Any, **kwargs: Any) -> plan.Calibration:
+        monkeypatch.setattr(
+            plan, "run_micro_batch", out_of_memory if config.preset == "baseline" else real_step
+        )
+        return real_calibrate(config, *args, **kwargs)
+
+    monkeypatch.setattr(plan, "calibrate", calibrate)
+    result = plan.make_plan(configs, data_dir, calibrate_seconds=0.3, start=datetime(2026, 11, 27, 18, 0))
+    baseline, fast = result.presets
+    assert (baseline.status, fast.status) == ("out_of_memory", "ok")
+    assert baseline.estimate is None and baseline.done is None
+    assert fast.estimate is not None and fast.done is not None
+    text = plan.render(result)
+    baseline_row = next(line for line in text.splitlines() if line.startswith("| baseline"))
+    assert baseline_row.rstrip(" |").endswith("out of memory")
+    assert "baseline: out of memory" in text
+    assert "n/a (no baseline)" in text
+    assert result.recommendation.preset == "fast"
+
+
+def test_json_plan_schema(
+    tiny_model_dir: Path,
+    tmp_path: Path,
+    clean_env: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    data_dir = write_data(tmp_path / "data")
+    args = ["plan", "--data", str(data_dir), "--model", str(tiny_model_dir), "--presets", "baseline,fast"]
+    args += ["--calibrate-seconds", "0.3", "--start", "fri 18:00", "--json", *SMALL_SETS]
+    code, out, err = run_cli(args, monkeypatch, capsys)
+    assert code == 0, err
+    data = json.loads(out)
+    assert data["twinbot_plan"] == 1 and data["method"] == "calibrated"
+    assert data["data"]["train_samples"] == 12 and data["data"]["eval_samples"] == 4
+    assert [p["preset"] for p in data["presets"]] == ["baseline", "fast"]
+    for preset in data["presets"]:
+        assert preset["status"] == "ok"
+        assert preset["workload"]["steps"] >= 1 and preset["workload"]["tokens"] > 0
+        assert preset["calibration"]["train_tokens"] > 0
+        estimate = preset["estimate"]
+        parts = ("setup_seconds", "train_seconds", "eval_seconds", "checkpoint_seconds", "logging_seconds")
+        assert estimate["total_seconds"] == pytest.approx(sum(estimate[part] for part in parts))
+        assert datetime.fromisoformat(preset["done"]) > datetime.fromisoformat(preset["start"])
+    assert data["presets"][0]["time_saved"] == 0
+    assert datetime.fromisoformat(data["start"]).strftime("%a %H:%M") == "Fri 18:00"
+    assert data["recommendation"]["preset"] in ("baseline", "fast")
+    assert data["quality"]["measured"] is False
+    assert plan.Plan.model_validate(data).presets[1].preset == "fast"
+    assert "calibrating baseline" in err  # progress goes to stderr, not into the JSON
+
+
+def test_no_calibrate_is_a_rough_analytic_estimate(
+    tiny_model_dir: Path,
+    tmp_path: Path,
+    clean_env: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    data_dir = write_data(tmp_path / "data")
+    args = ["plan", "--data", str(data_dir), "--model", str(tiny_model_dir), "--no-calibrate"]
+    args += ["--presets", "baseline,optimized", "--target-gpu", "l4", *SMALL_SETS]
+    code, out, err = run_cli(args, monkeypatch, capsys)
+    assert code == 0, err
+    assert "rough (analytic)" in out
+    assert "extrapolation to L4" in out
+    assert "| baseline" in out and "| optimized" in out
+    assert "GA 16 -> 32 changes no compute" in out
+
+
+def test_model_shape_counts_lora_like_peft(tiny_model_dir: Path) -> None:
+    from twinbot.model import apply_lora, load_model
+
+    plain = plan.shape_of_spec(str(tiny_model_dir), 4, "all-linear")
+    peft_model = apply_lora(load_model(str(tiny_model_dir)), 4, 8, 0.0, "all-linear")
+    assert plan.model_shape(peft_model) == plain
+    # hidden 64, 2 layers, MLP 128, 4 query heads / 2 kv heads of 16: q,o 64x64, k,v 64x32, gate/up/down 64x128
+    per_layer = 2 * 64 * 64 + 2 * 64 * 32 + 3 * 64 * 128
+    assert plain.body_params == 2 * per_layer
+    assert plain.layers == 2 and plain.attention_dim == 64
+    assert plain.lora_params == 2 * 4 * (2 * (64 + 64) + 2 * (64 + 32) + 3 * (64 + 128))
+
+
+def test_startup_line_is_labeled_and_quick(tiny_model_dir: Path, tmp_path: Path) -> None:
+    from twinbot.model import load_model, load_tokenizer
+
+    data_dir = write_data(tmp_path / "data")
+    config = config_for(tiny_model_dir, data_dir, "baseline")
+    data = plan.TokenizedData(data_dir, load_tokenizer(str(tiny_model_dir)))
+    rows = plan.rows_for(config, data.train(plan.max_tokens_for(config))[0])
+    line = plan.startup_line(config, load_model(str(tiny_model_dir)), rows, [], 1, "cpu", "fp32")
+    assert line.startswith("plan: about ")
+    assert "1 steps" in line and "rough analytic estimate" in line
+
+
+# --- schedules -------------------------------------------------------------------------------------------
+
+WEDNESDAY = datetime(2026, 11, 25, 17, 16)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("now", WEDNESDAY),
+        ("", WEDNESDAY),
+        ("fri 18:00", datetime(2026, 11, 27, 18, 0)),
+        ("Friday 18:00", datetime(2026, 11, 27, 18, 0)),
+        ("wed 18:00", datetime(2026, 11, 25, 18, 0)),  # later today
+        ("wed 09:00", datetime(2026, 12, 2, 9, 0)),  # already past today: next week
+        ("mon", datetime(2026, 11, 30, 0, 0)),
+        ("tomorrow 07:30", datetime(2026, 11, 26, 7, 30)),
+        ("today 23:05", datetime(2026, 11, 25, 23, 5)),
+        ("18:30", datetime(2026, 11, 25, 18, 30)),
+        ("2026-12-01T06:00", datetime(2026, 12, 1, 6, 0)),
+        ("2026-12-01 06:00", datetime(2026, 12, 1, 6, 0)),
+    ],
+)
+def test_start_times(text: str, expected: datetime) -> None:
+    assert plan.parse_start(text, now=WEDNESDAY) == expected
+
+
+@pytest.mark.parametrize(
+    "text", ["someday", "fri 25:00", "fri 18:75", "12", "frogday 10:00", "fri 18:00:00x"]
+)
+def test_bad_start_times(text: str) -> None:
+    with pytest.raises(TwinbotError, match="--start"):
+        plan.parse_start(text, now=WEDNESDAY)
+
+
+def test_schedule_line_format() -> None:
+    settings = plan.PresetSettings(
+        precision="bf16",
+        use_fp16=True,
+        gradient_checkpointing=True,
+        packing=False,
+        row_tokens=1024,
+        batch_size=1,
+        gradient_accumulation_steps=32,
+        epochs=1,
+        max_steps=None,
+    )
+    start = datetime(2026, 11, 27, 18, 0)
+    done = datetime(2026, 11, 28, 3, 12)
+    preset = plan.PresetPlan(preset="optimized", status="ok", settings=settings, start=start, done=done)
+    assert plan.schedule_line(preset, start) == "optimized: fri 18:00 -> sat 03:12"
+    later = preset.model_copy(update={"done": datetime(2026, 12, 8, 3, 12)})
+    assert plan.schedule_line(later, start) == "optimized: fri 18:00 -> tue 2026-12-08 03:12"
+    oom = preset.model_copy(update={"done": None, "status": "out_of_memory"})
+    assert plan.schedule_line(oom, start) == "optimized: out of memory"
+
+
+# --- recommendation and quality --------------------------------------------------------------------------
+
+
+def preset_plan(name: str, seconds: float, precision: str, ga: int, **settings: Any) -> plan.PresetPlan:
+    values: dict[str, Any] = {
+        "precision": precision,
+        "use_fp16": precision != "fp32",
+        "gradient_checkpointing": True,
+        "packing": False,
+        "row_tokens": 1024,
+        "batch_size": 1,
+        "gradient_accumulation_steps": ga,
+        "epochs": 1,
+        "max_steps": None,
+    }
+    values.update(settings)
+    estimate = plan.Estimate(
+        method="calibrated", setup_seconds=0, train_seconds=seconds, eval_seconds=0, checkpoint_seconds=0
+    )
+    return plan.PresetPlan(
+        preset=name,
+        status="ok",
+        settings=plan.PresetSettings(**values),
+        estimate=estimate,
+        start=WEDNESDAY,
+    )
+
+
+def original_presets() -> list[plan.PresetPlan]:
+    return [
+        preset_plan("baseline", 10 * 3600, "fp32", 16),
+        preset_plan("optimized", 5 * 3600, "bf16", 32),
+        preset_plan("aggressive", 5.1 * 3600, "bf16", 64),
+    ]
+
+
+def test_recommendation_names_what_saves_time() -> None:
+    quality = plan.Quality(measured=False, note=plan.NOT_MEASURED)
+    result = plan.recommend(original_presets(), quality)
+    assert result.preset == "optimized"
+    assert result.reason.startswith(
+        "optimized: GA 16 -> 32 changes no compute; 16-bit (bf16) is what saves time here (2.0x faster than baseline)"
+    )
+    assert "quality not measured yet" in result.reason
+    assert "\n" not in result.reason
+
+    fast = preset_plan(
+        "fast", 2 * 3600, "bf16", 1, packing=True, gradient_checkpointing=False, batch_size="auto"
+    )
+    reason = plan.recommend([*original_presets(), fast], quality).reason
+    assert reason.startswith(
+        "fast: GA 16 -> 1 changes no compute; 16-bit (bf16), packing into 1024-token rows"
+    )
+    assert "no gradient checkpointing" in reason
+
+
+def test_recommendation_uses_measured_quality(tmp_path: Path) -> None:
+    data_dir = write_data(tmp_path / "data")
+    fast = preset_plan("fast", 2 * 3600, "bf16", 1, packing=True, gradient_checkpointing=False)
+    presets = [*original_presets(), fast]
+    results = [
+        {"preset": "baseline", "eval_loss": 2.30},
+        {"preset": "optimized", "eval_loss": 2.31, "style_distance": 0.2},
+        {"preset": "fast", "eval_loss": 2.50},
+    ]
+    sha = plan.file_sha256(data_dir / "train.jsonl")
+    write_json(data_dir / plan.COMPARE_FILE, {"twinbot_compare": 1, "train_sha256": sha, "results": results})
+    quality = plan.read_quality(data_dir)
+    assert quality.measured
+    result = plan.recommend(presets, quality)
+    assert result.preset == "optimized"  # fast is faster, but measurably worse
+    assert "measured eval loss 2.310 vs best 2.300" in result.reason
+    assert "fast is faster but its eval loss is 2.500" in result.reason
+
+    # measured on other data: ignored, and said so
+    write_json(
+        data_dir / plan.COMPARE_FILE, {"twinbot_compare": 1, "train_sha256": "0" * 64, "results": results}
+    )
+    stale = plan.read_quality(data_dir)
+    assert not stale.measured and "other data" in stale.note
+    assert plan.recommend(presets, stale).preset == "fast"
+
+    (data_dir / plan.COMPARE_FILE).write_text("{not json", encoding="utf-8")
+    assert not plan.read_quality(data_dir).measured
+
+
+# --- bad input -------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("make_args", "message"),
+    [
+        (lambda data, model: ["plan"], "no training data: pass --data DIR"),
+        (lambda data, model: ["plan", "--data", str(data / "missing")], "data folder not found"),
+        (lambda data, model: ["plan", "--data", str(data.parent)], "no train.jsonl here"),
+        (lambda data, model: ["plan", "--data", str(data), "--presets", "turbo"], "unknown preset 'turbo'"),
+        (lambda data, model: ["plan", "--data", str(data), "--start", "someday"], "--start 'someday'"),
+        (lambda data, model: ["plan", "--data", str(data), "--target-gpu", "voodoo2"], "unknown GPU"),
+        (
+            lambda data, model: ["plan", "--data", str(data), "--model", model, "--calibrate-seconds", "0"],
+            "--calibrate-seconds must be more than 0",
+        ),
+        (lambda data, model: ["plan", "--data", str(data), "--epochs", "0"], "EPOCHS"),
+    ],
+)
+def test_bad_input_is_one_line_exit_2(
+    make_args: Any,
+    message: str,
+    tiny_model_dir: Path,
+    tmp_path: Path,
+    clean_env: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    data_dir = write_data(tmp_path / "data" / "prepared")
+    code, out, err = run_cli(make_args(data_dir, str(tiny_model_dir)), monkeypatch, capsys)
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    assert message.lower() in lines[0].lower()
+    assert out == ""
+
+
+def test_bad_data_is_one_line_exit_2(
+    tiny_model_dir: Path,
+    tmp_path: Path,
+    clean_env: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    (data_dir / "train.jsonl").write_text('{"messages": "You are Sam"}\n', encoding="utf-8")
+    code, _, err = run_cli(
+        ["plan", "--data", str(data_dir), "--model", str(tiny_model_dir), "--no-calibrate"],
+        monkeypatch,
+        capsys,
+    )
+    assert code == 2
+    assert (
+        err.strip().splitlines()[-1].startswith(f"error: {data_dir / 'train.jsonl'}:1: not a twinbot sample")
+    )
+    assert "You are Sam" not in err  # never echo message text
+
+
+def test_every_preset_failing_is_an_error_after_the_table(
+    tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data_dir = write_data(tmp_path / "data")
+
+    def broken(*args: Any, **kwargs: Any) -> int:
+        raise RuntimeError("cuDNN error: CUDNN_STATUS_INTERNAL_ERROR")
+
+    monkeypatch.setattr(plan, "run_micro_batch", broken)
+    configs = {"baseline": config_for(tiny_model_dir, data_dir, "baseline")}
+    monkeypatch.setattr(plan, "resolve_preset_configs", lambda *args, **kwargs: configs)
+    with pytest.raises(
+        TwinbotError, match=r"no preset could be calibrated .*baseline: RuntimeError: cuDNN error"
+    ):
+        plan.run_plan(data_dir, model=str(tiny_model_dir), presets="baseline", calibrate_seconds=0.2)
+    assert "failed" in capsys.readouterr().out
