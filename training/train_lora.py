@@ -56,7 +56,7 @@ def run(argv: list[str] | None = None) -> int:
         return 0
     from twinbot.train import main as train_main
 
-    train_main(resolved.config, resume=args.resume, overwrite=args.overwrite)
+    train_main(resolved.config, resume=args.resume, overwrite=args.overwrite, sources=resolved.sources)
     return 0
 
 
