@@ -213,6 +213,29 @@ def test_gradient_accumulation_matches_one_big_batch(tiny_model_dir: Path, tmp_p
     assert math.isclose(*losses, rel_tol=1e-5)
 
 
+def test_gradient_checkpointing_gives_the_same_update(
+    tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from transformers import modeling_utils
+
+    recomputed: list[bool] = []
+    original = modeling_utils.checkpoint
+
+    def counting_checkpoint(*args: Any, **kwargs: Any) -> Any:
+        recomputed.append(kwargs.get("use_reentrant", True))
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(modeling_utils, "checkpoint", counting_checkpoint)
+    data = train_only_data(tmp_path)
+    for name, checkpointing in (("plain", False), ("recompute", True)):
+        config = make_config(
+            tiny_model_dir, tmp_path / name, data, max_steps=2, gradient_checkpointing=checkpointing
+        )
+        train.main(config)
+        assert bool(recomputed) == checkpointing and not any(recomputed)  # non-reentrant only
+    assert_same_adapter(tmp_path / "plain" / "adapter", tmp_path / "recompute" / "adapter")
+
+
 # --- validation: bad input is an error and writes nothing ------------------------------------------------
 
 

@@ -123,8 +123,12 @@ def main(
     )
     model.config.use_cache = False
     if config.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        model.enable_input_require_grads()
+        # `activation_checkpointing_enable` is the name from transformers 5.23 on
+        enable = (
+            getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable
+        )
+        enable({"use_reentrant": False})
+        model.enable_input_require_grads()  # frozen embeddings: the recomputed layers need an input with grad
     peft_model = apply_lora(
         model,
         config.lora_r,

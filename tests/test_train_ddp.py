@@ -1,0 +1,95 @@
+"""`accelerate launch -m twinbot train` with 2 CPU processes (DDP over gloo) matches one process."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.distributed
+from safetensors.torch import load_file
+
+from twinbot import train
+from twinbot.config import ENV_KEYS, TrainConfig
+
+FIXTURE_DATA = Path(__file__).parent / "fixtures" / "train" / "data"
+
+pytestmark = pytest.mark.skipif(
+    not (torch.distributed.is_available() and torch.distributed.is_gloo_available()),
+    reason="this torch build has no torch.distributed with gloo, so it cannot run CPU processes together",
+)
+
+SETTINGS = {
+    "use_fp16": False,
+    "packing": True,
+    "row_tokens": 128,
+    "max_seq_len": 128,
+    "batch_size": 1,
+    "learning_rate": 1e-3,
+    "warmup_ratio": 0.0,
+    "lora_r": 4,
+    "lora_alpha": 8,
+    "lora_dropout": 0.0,
+    "device": "cpu",
+    "seed": 0,
+}
+STEPS = 3
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_two_processes_match_one_process_with_the_same_global_batch(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    shutil.copy(FIXTURE_DATA / "train.jsonl", data / "train.jsonl")
+
+    # 2 processes x 1 micro-batch each ...
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2"]
+    launch += ["--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
+    launch += ["--main_process_port", str(_free_port()), "-m", "twinbot", "train"]
+    args = ["--data", str(data), "--out", str(tmp_path / "ddp"), "--model", str(tiny_model_dir)]
+    args += ["--max-steps", str(STEPS), "--set", "GRADIENT_ACCUMULATION_STEPS=1"]
+    for name, value in SETTINGS.items():
+        args += ["--set", f"{ENV_KEYS[name]}={value}"]
+    env = {k: v for k, v in os.environ.items() if k not in ENV_KEYS.values()}
+    env["OMP_NUM_THREADS"] = "1"
+    result = subprocess.run(
+        [*launch, *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert "x 2 process(es)" in result.stderr
+
+    # ... equals 1 process x 2 accumulated micro-batches
+    single = train.main(
+        TrainConfig(
+            **SETTINGS,
+            base_model=str(tiny_model_dir),
+            data_dir=data,
+            output_dir=tmp_path / "single",
+            max_steps=STEPS,
+            gradient_accumulation_steps=2,
+        )
+    )
+
+    ddp_summary = json.loads((tmp_path / "ddp" / "summary.json").read_text())
+    assert ddp_summary["processes"] == 2 and ddp_summary["steps"] == STEPS
+    assert ddp_summary["supervised_tokens"] == single.supervised_tokens
+    assert ddp_summary["tokens_seen"] == single.tokens_seen
+    assert abs(ddp_summary["final_train_loss"] - single.final_train_loss) < 1e-5
+    ddp_adapter = load_file(tmp_path / "ddp" / "adapter" / "adapter_model.safetensors")
+    single_adapter = load_file(tmp_path / "single" / "adapter" / "adapter_model.safetensors")
+    assert ddp_adapter.keys() == single_adapter.keys()
+    for name, tensor in ddp_adapter.items():
+        torch.testing.assert_close(tensor, single_adapter[name], rtol=1e-4, atol=1e-6, msg=name)
