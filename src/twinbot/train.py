@@ -30,7 +30,6 @@ from twinbot.checkpoint import (
     ADAPTER_DIR,
     TrainState,
     capture_rng_state,
-    checkpoint_name,
     latest_checkpoint,
     list_checkpoints,
     load_adapter_weights,
@@ -89,6 +88,30 @@ class Precision:
     description: str  # the one line printed at start
 
 
+@dataclass
+class Run:
+    """Everything `setup` loaded and `fit` trains."""
+
+    config: TrainConfig
+    sources: dict[str, str]
+    run_dir: Path
+    accelerator: Accelerator
+    precision: Precision
+    model: Any  # what the loop calls: the PEFT model, wrapped by accelerate (DDP, autocast) / torch.compile
+    peft_model: Any  # the PEFT model itself, for saving and loading adapter weights
+    tokenizer: Any
+    optimizer: Any
+    scheduler: Any
+    data: TrainData
+    eval_rows: list[Row]
+    total_steps: int
+    state: TrainState  # fresh, or restored from `resumed_from`
+    resumed_from: Path | None
+    flatten: bool  # one padding-free row per micro-batch (flash-attention) instead of padded rows
+    model_spec: str  # the base model as the user named it (recorded in the adapter and summary)
+    model_path: str  # where it was loaded from
+
+
 def main(
     config: TrainConfig,
     resume: bool = False,
@@ -96,6 +119,15 @@ def main(
     sources: dict[str, str] | None = None,
 ) -> TrainSummary:
     """Train a LoRA adapter into RUN (config.output_dir); see the module docstring."""
+    run = setup(config, resume, overwrite, sources or {})
+    try:
+        return fit(run)
+    finally:
+        run.accelerator.end_training()
+
+
+def setup(config: TrainConfig, resume: bool, overwrite: bool, sources: dict[str, str]) -> Run:
+    """Check paths, data and model, and load everything. Writes nothing: bad input leaves RUN untouched."""
     from accelerate.utils import set_seed
     from transformers import get_scheduler
 
@@ -105,23 +137,22 @@ def main(
     accelerator, precision = make_accelerator(config)
     checkpoint = latest_checkpoint(run_dir) if resume else None
     resumed = read_state(checkpoint) if checkpoint else None
+    if resume and checkpoint is None:
+        say(accelerator, f"no checkpoint in {run_dir}; starting from the beginning")
     set_seed(config.seed)
 
     model_spec = config.base_model or EMBEDDED_MODEL
-    resolved_model = resolve_model(config.base_model)
+    model_path = resolve_model(config.base_model)
     tokenizer = load_tokenizer(config.base_model)
-    train_rows = load_rows(data_dir / "train.jsonl", tokenizer, config, limit=0)
+    train_rows = load_rows(data_dir / "train.jsonl", tokenizer, config, limit=0, required=True)
     eval_path = data_dir / "eval.jsonl"
     eval_rows = (
         load_rows(eval_path, tokenizer, config, config.eval_max_samples) if eval_path.is_file() else []
     )
-    model = load_model(
-        config.base_model,
-        precision.base_dtype,
-        pick_attention(config.attn_implementation, accelerator.device.type, precision.base_dtype),
-        accelerator.device,
-    )
-    model.config.use_cache = False
+
+    attention = pick_attention(config.attn_implementation, accelerator.device.type, precision.base_dtype)
+    model = load_model(config.base_model, precision.base_dtype, attention, accelerator.device)
+    model.config.use_cache = False  # with a cache, transformers would not keep packed samples apart
     if config.gradient_checkpointing:
         # `activation_checkpointing_enable` is the name from transformers 5.23 on
         enable = (
@@ -129,13 +160,8 @@ def main(
         )
         enable({"use_reentrant": False})
         model.enable_input_require_grads()  # frozen embeddings: the recomputed layers need an input with grad
-    peft_model = apply_lora(
-        model,
-        config.lora_r,
-        config.lora_alpha,
-        config.lora_dropout,
-        target_modules(config.lora_target_modules),
-    )
+    targets = target_modules(config.lora_target_modules)
+    peft_model = apply_lora(model, config.lora_r, config.lora_alpha, config.lora_dropout, targets)
     peft_model.peft_config["default"].base_model_name_or_path = model_spec
     # flash-attention kernels are variable-length: one padding-free row per micro-batch costs no extra
     # attention. sdpa/eager attend over the whole row, so there rows stay separate (and padded).
@@ -148,9 +174,8 @@ def main(
     else:
         batch_size = config.batch_size
     processes = accelerator.num_processes
-    data = TrainData(
-        train_rows, batch_size, config.gradient_accumulation_steps * processes, processes, config.seed
-    )
+    window = config.gradient_accumulation_steps * processes
+    data = TrainData(train_rows, batch_size, window, processes, config.seed)
     total_steps = config.max_steps or max(1, math.ceil(config.epochs * data.steps_per_epoch))
 
     trainable = [p for p in peft_model.parameters() if p.requires_grad]
@@ -160,13 +185,13 @@ def main(
     scheduler = get_scheduler(
         schedule, optimizer, num_warmup_steps=warmup_steps, num_training_steps=total_steps
     )
-    training_model = torch.compile(peft_model) if config.torch_compile else peft_model
-    training_model, optimizer = accelerator.prepare(training_model, optimizer)
+    model = torch.compile(peft_model) if config.torch_compile else peft_model
+    model, optimizer = accelerator.prepare(model, optimizer)
 
     fingerprint = {
         **config.model_dump(mode="json", exclude={"data_dir", "output_dir", "preset", "device"}),
         "batch_size": batch_size,
-        "processes": accelerator.num_processes,
+        "processes": processes,
         "base_model": model_spec,
         "train_data_sha256": file_sha256(data_dir / "train.jsonl"),
     }
@@ -182,88 +207,70 @@ def main(
             rank=accelerator.process_index,
         )
         state.fingerprint = fingerprint
+    return Run(
+        config=config,
+        sources=sources,
+        run_dir=run_dir,
+        accelerator=accelerator,
+        precision=precision,
+        model=model,
+        peft_model=peft_model,
+        tokenizer=tokenizer,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        data=data,
+        eval_rows=eval_rows,
+        total_steps=total_steps,
+        state=state,
+        resumed_from=checkpoint,
+        flatten=flatten,
+        model_spec=model_spec,
+        model_path=model_path,
+    )
+
+
+def fit(run: Run) -> TrainSummary:
+    """The training loop: one iteration per optimizer step, until `total_steps`."""
+    config, accelerator, data, state = run.config, run.accelerator, run.data, run.state
+    model, optimizer, scheduler = run.model, run.optimizer, run.scheduler
+    run_dir, total_steps = run.run_dir, run.total_steps
 
     # Everything is loaded and valid: only now is RUN written to.
     if accelerator.is_main_process:
-        start_run_dir(run_dir, fresh=checkpoint is None, marker={"base_model": model_spec})
+        start_run_dir(run_dir, fresh=run.resumed_from is None, marker={"base_model": run.model_spec})
     accelerator.wait_for_everyone()
-    say(accelerator, precision.description)
+    say(accelerator, run.precision.description)
     say(
         accelerator,
-        f"data: {len(train_rows)} rows ({data.tokens:,} tokens, {data.supervised_tokens:,} supervised), "
-        f"{len(eval_rows)} eval rows; micro-batch {batch_size} x accumulation {config.gradient_accumulation_steps}"
-        f" x {accelerator.num_processes} process(es); {total_steps} steps",
+        f"data: {len(data.rows)} rows ({data.tokens:,} tokens, {data.supervised_tokens:,} supervised), "
+        f"{len(run.eval_rows)} eval rows; micro-batch {data.micro_batch} x accumulation "
+        f"{config.gradient_accumulation_steps} x {accelerator.num_processes} process(es); {total_steps} steps",
     )
-    if checkpoint is not None:
-        say(accelerator, f"resuming from {checkpoint} (step {state.step} of {total_steps})")
-    elif resume:
-        say(accelerator, f"no checkpoint in {run_dir}; starting from the beginning")
+    if run.resumed_from is not None:
+        say(accelerator, f"resuming from {run.resumed_from} (step {state.step} of {total_steps})")
 
-    try:
-        return fit(
-            config=config,
-            sources=sources or {},
-            accelerator=accelerator,
-            precision=precision,
-            run_dir=run_dir,
-            model=training_model,
-            peft_model=peft_model,
-            tokenizer=tokenizer,
-            optimizer=optimizer,
-            scheduler=scheduler,
-            data=data,
-            eval_rows=eval_rows,
-            total_steps=total_steps,
-            state=state,
-            flatten=flatten,
-            model_spec=model_spec,
-            resolved_model=resolved_model,
-        )
-    finally:
-        accelerator.end_training()
-
-
-def fit(
-    *,
-    config: TrainConfig,
-    sources: dict[str, str],
-    accelerator: Accelerator,
-    precision: Precision,
-    run_dir: Path,
-    model: Any,
-    peft_model: Any,
-    tokenizer: Any,
-    optimizer: Any,
-    scheduler: Any,
-    data: TrainData,
-    eval_rows: list[Row],
-    total_steps: int,
-    state: TrainState,
-    flatten: bool,
-    model_spec: str,
-    resolved_model: str,
-) -> TrainSummary:
-    """The training loop: one iteration per optimizer step, until `total_steps`."""
-    pad_id = tokenizer.pad_token_id
+    pad_id = run.tokenizer.pad_token_id
     rank, processes = accelerator.process_index, accelerator.num_processes
-    eval_every = config.eval_every or max(1, total_steps // 10)
-    save_every = config.save_every or max(1, total_steps // 10)
+    eval_every = config.eval_every or math.ceil(total_steps / 10)
+    save_every = config.save_every or math.ceil(total_steps / 10)
     max_norm = config.max_grad_norm if config.max_grad_norm > 0 else math.inf
-    trainable = [p for p in peft_model.parameters() if p.requires_grad]
+    trainable = [p for p in run.peft_model.parameters() if p.requires_grad]
     metrics = MetricsLog(run_dir, resume_step=state.step) if accelerator.is_main_process else None
     total_tokens = state.tokens_seen + sum(data.step_tokens(s) for s in range(state.step, total_steps))
     bar = token_progress(total_tokens, state.tokens_seen, enabled=accelerator.is_local_main_process)
     session_start, session_tokens = time.perf_counter(), 0
     elapsed_before = state.elapsed_seconds
     logged_loss, logged_supervised = 0.0, 0
+    saved_step = state.step if run.resumed_from is not None else -1
 
     def checkpoint_now() -> None:
+        nonlocal saved_step
         state.elapsed_seconds = elapsed_before + time.perf_counter() - session_start
-        rng_states = gather_rng_states(accelerator)
+        rng_states = gather_rng_states(accelerator)  # every process's: dropout draws differ per process
         if accelerator.is_main_process:
             save_checkpoint(
                 run_dir,
-                model=peft_model,
+                model=run.peft_model,
                 optimizer=optimizer,
                 scheduler=scheduler,
                 scaler=accelerator.scaler,
@@ -272,6 +279,7 @@ def fit(
                 keep=config.keep_checkpoints,
             )
         accelerator.wait_for_everyone()
+        saved_step = state.step
 
     model.train()
     with StopOnInterrupt() as interrupt:
@@ -283,7 +291,7 @@ def fit(
             for index, rows in enumerate(mine):
                 if stop_requested(interrupt, accelerator):
                     break
-                batch = make_batch(rows, pad_id, accelerator.device, flatten)
+                batch = make_batch(rows, pad_id, accelerator.device, run.flatten)
                 is_last = index == len(mine) - 1  # DDP syncs gradients on the last backward only
                 with contextlib.nullcontext() if is_last else accelerator.no_sync(model):
                     loss = forward_loss(model, batch)
@@ -296,7 +304,7 @@ def fit(
                 bar.close()
                 if accelerator.is_main_process and metrics is not None:
                     metrics.plot()
-                if not (run_dir / "checkpoints" / checkpoint_name(state.step) / "state.json").is_file():
+                if saved_step != state.step:
                     checkpoint_now()
                 say(
                     accelerator,
@@ -315,6 +323,7 @@ def fit(
             lr = scheduler.get_last_lr()[0]
             scheduler.step()
             state.step += 1
+            state.epoch = state.step // data.steps_per_epoch  # the data position is (epoch, step)
             step_tokens = data.step_tokens(state.step - 1)
             state.tokens_seen += step_tokens
             state.supervised_tokens += window_supervised
@@ -335,14 +344,19 @@ def fit(
                 )
                 if state.nonfinite_in_a_row >= MAX_NONFINITE_IN_A_ROW:
                     bar.close()
-                    roll_back(run_dir, peft_model, tokenizer, accelerator, config, state.step)
+                    roll_back(run_dir, run.peft_model, run.tokenizer, accelerator, config, state.step)
             bar.update(step_tokens)
 
             is_last_step = state.step == total_steps
             evaluated = False
-            if eval_rows and (state.step % eval_every == 0 or is_last_step):
+            if run.eval_rows and (state.step % eval_every == 0 or is_last_step):
                 state.eval_loss = evaluate(
-                    accelerator.unwrap_model(model), eval_rows, data.micro_batch, pad_id, accelerator, flatten
+                    accelerator.unwrap_model(model),
+                    run.eval_rows,
+                    data.micro_batch,
+                    pad_id,
+                    accelerator,
+                    run.flatten,
                 )
                 evaluated = True
             session_seconds = time.perf_counter() - session_start
@@ -362,7 +376,7 @@ def fit(
                     )
                 )
                 logged_loss, logged_supervised = 0.0, 0
-                if evaluated:
+                if evaluated and not is_last_step:  # the last plot is drawn at the end
                     metrics.plot()
             if state.step % save_every == 0 or is_last_step:
                 checkpoint_now()
@@ -371,7 +385,7 @@ def fit(
     state.elapsed_seconds = elapsed_before + time.perf_counter() - session_start
     adapter_dir = run_dir / ADAPTER_DIR
     if accelerator.is_main_process:
-        save_adapter(peft_model, tokenizer, adapter_dir)
+        save_adapter(run.peft_model, run.tokenizer, adapter_dir)
         if metrics is not None:
             metrics.plot()
             metrics.close()
@@ -388,7 +402,7 @@ def fit(
         peak_memory_bytes=peak_memory_bytes(accelerator.device.type),
         final_train_loss=state.train_loss,
         final_eval_loss=state.eval_loss,
-        precision=precision.name,
+        precision=run.precision.name,
     )
     if accelerator.is_main_process:
         write_json(
@@ -396,8 +410,8 @@ def fit(
             {
                 **{k: str(v) if isinstance(v, Path) else v for k, v in asdict(summary).items()},
                 "final_eval_perplexity": perplexity(state.eval_loss),
-                "base_model": model_spec,
-                "base_model_path": resolved_model,
+                "base_model": run.model_spec,
+                "base_model_path": run.model_path,
                 "device": str(accelerator.device),
                 "processes": accelerator.num_processes,
                 "micro_batch": data.micro_batch,
@@ -406,7 +420,7 @@ def fit(
                 "tensorboard_dir": str(run_dir / "tb"),
                 "checkpoints": [str(p) for p in list_checkpoints(run_dir)],
                 "config": config.model_dump(mode="json"),
-                "sources": sources,
+                "sources": run.sources,
             },
         )
         print(f"adapter written to {adapter_dir}")
@@ -450,18 +464,19 @@ def check_paths(config: TrainConfig, resume: bool, overwrite: bool) -> tuple[Pat
     return run_dir, data_dir
 
 
-def load_rows(path: Path, tokenizer: Any, config: TrainConfig, limit: int) -> list[Row]:
-    """Samples of `path` (the first `limit`, 0 = all) as token rows; train data must supervise something."""
+def load_rows(
+    path: Path, tokenizer: Any, config: TrainConfig, limit: int, required: bool = False
+) -> list[Row]:
+    """Samples of `path` (the first `limit`, 0 = all) as token rows; `required` data must supervise something."""
     samples = load_samples(path)
     if limit:
         samples = samples[:limit]
     # a packed row holds whole samples, so no sample may be longer than a row
     max_tokens = min(config.max_seq_len, config.row_tokens) if config.packing else config.max_seq_len
     tokenized = tokenize_samples(samples, tokenizer, max_tokens)
-    is_train = path.name == "train.jsonl"
-    if is_train and not samples:
-        raise TwinbotError("train.jsonl has no samples; run `twinbot prepare` again with more data", path)
-    if is_train and not any(sample.num_supervised for sample in tokenized):
+    if required and not samples:
+        raise TwinbotError("no samples; run `twinbot prepare` again with more data", path)
+    if required and not any(sample.num_supervised for sample in tokenized):
         raise TwinbotError(
             f"no supervised tokens: no sample keeps any of the persona's reply within {max_tokens} tokens; "
             "raise MAX_SEQ_LEN (and ROW_TOKENS) or check the data",
@@ -578,6 +593,7 @@ def auto_batch_size(model: Any, rows: list[Row], accelerator: Accelerator, pad_i
     if accelerator.device.type != "cuda":
         return CPU_AUTO_BATCH_SIZE
     longest = max(rows, key=lambda row: len(row.input_ids))
+    model.train()  # as in training: dropout masks take memory too
     size, fits = 1, 0
     while size <= len(rows):
         out_of_memory = False
