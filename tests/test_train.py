@@ -148,6 +148,84 @@ def test_bf16_autocast_and_auto_batch_size_on_cpu(
     assert all(t.dtype == torch.float32 for t in adapter_tensors(run / "adapter").values())
 
 
+# --- device, precision, batch size, data order (no model needed) --------------------------------------------
+
+
+def test_precision_choice(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert train.pick_precision(False, "cpu").name == "fp32"
+    monkeypatch.setattr(train, "cpu_has_bf16", lambda: True)
+    chosen = train.pick_precision(True, "cpu")
+    assert (chosen.name, chosen.mixed_precision, chosen.base_dtype) == ("bf16", "bf16", torch.bfloat16)
+    monkeypatch.setattr(train, "cpu_has_bf16", lambda: False)
+    assert train.pick_precision(True, "cpu").mixed_precision == "no"
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: True)
+    assert train.pick_precision(True, "cuda").name == "bf16"
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: False)
+    chosen = train.pick_precision(True, "cuda")
+    assert (chosen.name, chosen.mixed_precision, chosen.base_dtype) == ("fp16", "fp16", torch.float16)
+    assert "loss scaling" in chosen.description
+
+
+def test_device_choice(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    assert train.pick_device("auto") == "cpu"
+    with pytest.raises(TwinbotError, match="DEVICE=cuda"):
+        train.pick_device("cuda")
+    with pytest.raises(TwinbotError, match="DEVICE=mps"):
+        train.pick_device("mps")
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)
+    assert train.pick_device("auto") == "mps"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    assert train.pick_device("auto") == "cuda" and train.pick_device("cuda:0") == "cuda:0"
+    with pytest.raises(TwinbotError, match="DEVICE=cuda:1"):
+        train.pick_device("cuda:1")
+
+
+def test_auto_batch_size_is_the_largest_power_of_two_that_fits() -> None:
+    tried: list[int] = []
+
+    def fits_up_to_6(size: int) -> bool:
+        tried.append(size)
+        return size <= 6
+
+    assert train.largest_power_of_two(fits_up_to_6, limit=100) == 4 and tried == [1, 2, 4, 8]
+    assert train.largest_power_of_two(lambda size: True, limit=3) == 2  # never more than the data has
+    assert train.largest_power_of_two(lambda size: False, limit=8) == 0
+
+
+def _rows(count: int) -> list[Any]:
+    from twinbot.tokens import Row
+
+    return [
+        Row(input_ids=[i] * (i + 2), target_ids=[-100, i] + [-100] * i, position_ids=list(range(i + 2)))
+        for i in range(count)
+    ]
+
+
+def test_data_order_is_fixed_per_epoch_and_windows_cover_every_row() -> None:
+    rows = _rows(7)
+    data = train.TrainData(rows, micro_batch=2, window=2, processes=1, seed=3)
+    assert data.steps_per_epoch == 2  # 4 micro-batches (the last one short), 2 per step
+    epoch0 = [row.input_ids[0] for s in (0, 1) for batch in data.step_micro_batches(s) for row in batch]
+    epoch1 = [row.input_ids[0] for s in (2, 3) for batch in data.step_micro_batches(s) for row in batch]
+    assert sorted(epoch0) == sorted(epoch1) == list(range(7)) and epoch0 != epoch1
+    again = train.TrainData(rows, micro_batch=2, window=2, processes=1, seed=3)
+    assert [row.input_ids[0] for batch in again.step_micro_batches(2) for row in batch] == epoch1[:4]
+    assert data.step_tokens(0) == sum(
+        len(row.input_ids) for batch in data.step_micro_batches(0) for row in batch
+    )
+
+
+def test_short_last_window_gives_every_process_the_same_number_of_micro_batches() -> None:
+    data = train.TrainData(_rows(5), micro_batch=1, window=4, processes=2, seed=0)  # accumulation 2 x 2
+    assert data.steps_per_epoch == 2
+    assert len(data.step_micro_batches(0)) == 4
+    last = data.step_micro_batches(1)  # 1 micro-batch left, padded with the epoch's first
+    assert len(last) == 2 and last[1] is data.step_micro_batches(0)[0]
+
+
 # --- loss math --------------------------------------------------------------------------------------------
 
 

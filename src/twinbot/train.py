@@ -594,27 +594,35 @@ def auto_batch_size(model: Any, rows: list[Row], accelerator: Accelerator, pad_i
         return CPU_AUTO_BATCH_SIZE
     longest = max(rows, key=lambda row: len(row.input_ids))
     model.train()  # as in training: dropout masks take memory too
-    size, fits = 1, 0
-    while size <= len(rows):
+
+    def fits(size: int) -> bool:
         out_of_memory = False
         try:
             with accelerator.autocast():
-                forward_loss(
-                    model, make_batch([longest] * size, pad_id, accelerator.device, flatten)
-                ).backward()
+                batch = make_batch([longest] * size, pad_id, accelerator.device, flatten)
+                forward_loss(model, batch).backward()
         except torch.OutOfMemoryError:
             out_of_memory = True
         model.zero_grad(set_to_none=True)
         torch.cuda.empty_cache()
-        if out_of_memory:
-            break
-        fits, size = size, size * 2
-    if fits == 0:
+        return not out_of_memory
+
+    size = largest_power_of_two(fits, limit=len(rows))
+    # every process must use the same micro-batch: the smallest that fits everywhere
+    size = int(accelerator.gather(torch.tensor([size], device=accelerator.device)).min())
+    if size == 0:
         raise TwinbotError(
             "one row does not fit in GPU memory; lower ROW_TOKENS / MAX_SEQ_LEN or set GRADIENT_CHECKPOINTING=true"
         )
-    # every process must use the same micro-batch: take the smallest that fits everywhere
-    return int(accelerator.gather(torch.tensor([fits], device=accelerator.device)).min())
+    return size
+
+
+def largest_power_of_two(fits: Any, limit: int) -> int:
+    """The largest 1, 2, 4, ... <= limit for which `fits(size)` holds (trying upwards); 0 if not even 1."""
+    size, largest = 1, 0
+    while size <= limit and fits(size):
+        largest, size = size, size * 2
+    return largest
 
 
 # --- data ------------------------------------------------------------------------------------------------
