@@ -266,7 +266,7 @@ def fit(run: Run) -> TrainSummary:
     def checkpoint_now() -> None:
         nonlocal saved_step
         state.elapsed_seconds = elapsed_before + time.perf_counter() - session_start
-        rng_states = gather_rng_states(accelerator)  # every process's: dropout draws differ per process
+        rng_states = gather_rng_states(accelerator)  # one per process: each restores its own on resume
         if accelerator.is_main_process:
             save_checkpoint(
                 run_dir,
@@ -285,6 +285,7 @@ def fit(run: Run) -> TrainSummary:
     with StopOnInterrupt() as interrupt:
         while state.step < total_steps:
             window = data.step_micro_batches(state.step)
+            # every process knows the whole window, so this equals an all-reduce of per-process counts
             window_supervised = sum(count_supervised(rows) for rows in window)
             mine = window[rank::processes]
             loss_sum = torch.zeros((), device=accelerator.device)
