@@ -219,6 +219,10 @@ def test_extrapolation_arithmetic() -> None:
     assert estimate.total_seconds == pytest.approx(2_000 + 25 + 5.5 + 10)
     assert estimate.hours == pytest.approx(estimate.total_seconds / 3600)
 
+    # the warm-up's cost beyond the steady speed is paid once by a real run too
+    warm = plan.extrapolate(fixed_workload(), fixed_calibration(warmup_tokens=100, warmup_seconds=1.0), 7.0)
+    assert warm.setup_seconds == pytest.approx(7.0 + 3.0 + (1.0 - 100 * 0.002))
+
     # no eval measured: forward-only at a third of a training token's cost
     no_eval = plan.extrapolate(fixed_workload(), fixed_calibration(eval_tokens=0, eval_seconds=0.0), 0.0)
     assert no_eval.eval_seconds == pytest.approx(10 * 5_000 * 0.002 / 3)

@@ -230,6 +230,8 @@ class Calibration(BaseModel):
     budget_seconds: float
     load_seconds: float = 0.0  # model load, LoRA, micro-batch probe
     warmup_micro_batches: int = 0
+    warmup_tokens: int = 0
+    warmup_seconds: float = 0.0  # includes the first optimizer step (AdamW allocates its state)
     train_micro_batches: int = 0
     train_tokens: int = 0  # real tokens in the timed micro-batches
     train_seconds: float = 0.0
@@ -242,6 +244,11 @@ class Calibration(BaseModel):
     @property
     def seconds_per_token(self) -> float:
         return self.train_seconds / self.train_tokens
+
+    @property
+    def warmup_penalty_seconds(self) -> float:
+        """What the warm-up cost beyond the steady speed: a real run pays it once too."""
+        return max(0.0, self.warmup_seconds - self.warmup_tokens * self.seconds_per_token)
 
 
 def run_micro_batch(model: Any, rows: list[Row], pad_id: int, accelerator: Accelerator, flatten: bool) -> int:
@@ -463,7 +470,7 @@ def _measure(
 
     # warm-up (not timed): the largest micro-batch first, an optimizer step, then until the warm-up share
     while True:
-        run_micro_batch(model, next_batch(), pad_id, accelerator, flatten)
+        result.warmup_tokens += run_micro_batch(model, next_batch(), pad_id, accelerator, flatten)
         result.warmup_micro_batches += 1
         if result.warmup_micro_batches == 1:
             optimizer_step()
@@ -471,6 +478,7 @@ def _measure(
         if time.perf_counter() - started >= WARMUP_SHARE * budget:
             break
     optimizer.zero_grad(set_to_none=True)
+    result.warmup_seconds = time.perf_counter() - started
 
     timed_start = time.perf_counter()
     while True:
@@ -618,7 +626,8 @@ def extrapolate(
     bookkeeping: Bookkeeping | None = None,
     log_every: int = 1,
 ) -> Estimate:
-    """Measured seconds per token x the run's tokens, plus evaluations, checkpoint saves and logging.
+    """Measured seconds per token x the run's tokens, plus evaluations, checkpoint saves and logging; setup
+    is reading and tokenizing the data, loading the model and the warm-up's extra cost.
 
     Evaluation: forward-only seconds per eval token as measured (else EVAL_COST_SHARE of a training
     token's). Checkpoints: one measured save per checkpoint, plus the final adapter save.
@@ -631,7 +640,7 @@ def extrapolate(
     save = calibration.checkpoint_seconds or 0.0
     return Estimate(
         method="calibrated",
-        setup_seconds=setup_seconds + calibration.load_seconds,
+        setup_seconds=setup_seconds + calibration.load_seconds + calibration.warmup_penalty_seconds,
         train_seconds=workload.tokens * per_token,
         eval_seconds=workload.evaluations * workload.eval_tokens_per_evaluation * eval_per_token,
         checkpoint_seconds=(workload.checkpoints + 1) * save,
