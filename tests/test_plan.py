@@ -95,8 +95,8 @@ def test_steps_follow_the_origin_note_formula() -> None:
 
 
 def test_evaluation_and_checkpoint_counts() -> None:
-    assert plan.cadence(0, 3_938) == 393
-    assert plan.events(393, 3_938) == 11  # ten at multiples of 393, plus the last step
+    assert plan.cadence(0, 3_938) == 394
+    assert plan.events(394, 3_938) == 10  # nine at multiples of 394, plus the last step
     assert plan.events(5, 10) == 2
     assert plan.cadence(0, 3) == 1
     assert plan.events(1, 3) == 3
@@ -126,6 +126,7 @@ def test_token_counts_match_a_direct_tokenization(tiny_model_dir: Path, tmp_path
 
 
 def test_counts_match_a_real_training_run(tiny_model_dir: Path, tmp_path: Path) -> None:
+    from twinbot.checkpoint import list_checkpoints
     from twinbot.model import load_tokenizer
     from twinbot.train import main as train_main
 
@@ -138,8 +139,7 @@ def test_counts_match_a_real_training_run(tiny_model_dir: Path, tmp_path: Path) 
         gradient_accumulation_steps=4,
         batch_size=2,
         gradient_checkpointing=False,
-        save_every=2,
-        eval_every=3,
+        keep_checkpoints=10,
         lora_dropout=0.0,
     )
     data = plan.TokenizedData(data_dir, load_tokenizer(str(tiny_model_dir)))
@@ -150,8 +150,38 @@ def test_counts_match_a_real_training_run(tiny_model_dir: Path, tmp_path: Path) 
     assert work.steps == summary.steps == 2  # 14 samples / micro-batch 2 = 7 micro-batches / GA 4
     assert work.tokens == summary.tokens_seen
     assert work.supervised_tokens == summary.supervised_tokens
-    assert work.checkpoints == 1  # step 2 (the last)
-    assert work.evaluations == 1  # the last step only (3 > 2)
+    metrics = (tmp_path / "run" / "metrics.csv").read_text(encoding="utf-8").splitlines()
+    header = metrics[0].split(",")
+    evaluated = [line for line in metrics[1:] if line.split(",")[header.index("eval_loss")]]
+    assert work.evaluations == len(evaluated) == 2
+    assert work.checkpoints == len(list_checkpoints(tmp_path / "run")) == 2
+
+
+def model_traits(model: Any) -> tuple[Any, ...]:
+    trainable = sorted((name, tuple(p.shape)) for name, p in model.named_parameters() if p.requires_grad)
+    return (
+        next(model.parameters()).dtype,
+        model.config._attn_implementation,
+        any(getattr(module, "gradient_checkpointing", False) for module in model.modules()),
+        model.config.use_cache,
+        trainable,
+    )
+
+
+@pytest.mark.parametrize("preset", ["baseline", "fast"])
+def test_calibration_builds_the_model_as_train_does(
+    preset: str, tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    from twinbot import train
+
+    data_dir = write_data(tmp_path / "data")
+    config = config_for(tiny_model_dir, data_dir, preset, output_dir=tmp_path / "run")
+    run = train.setup(config, resume=False, overwrite=False, sources={})
+    accelerator, precision = train.make_accelerator(config)
+    mine, flatten = plan.load_training_model(config, accelerator, precision)
+    assert flatten == run.flatten
+    assert model_traits(mine) == model_traits(run.peft_model)
+    assert model_traits(mine)[2] is config.gradient_checkpointing
 
 
 # --- calibration and extrapolation -----------------------------------------------------------------------
@@ -236,7 +266,8 @@ def test_extrapolation_arithmetic() -> None:
     logged = plan.extrapolate(
         fixed_workload(), fixed_calibration(), 0.0, plan.Bookkeeping(1.0, 0.001, 0.2), log_every=1
     )
-    assert logged.logging_seconds == pytest.approx(1.0 + (3_938 + 10) * 0.001 + 11 * 0.2)
+    # a row per step; a plot after each evaluation but the last, and one at the end
+    assert logged.logging_seconds == pytest.approx(1.0 + 3_938 * 0.001 + 10 * 0.2)
 
 
 def test_target_gpu_scales_compute_by_published_peaks() -> None:

@@ -79,12 +79,16 @@ def optimizer_steps(
 
 def cadence(every: int, total_steps: int) -> int:
     """`train`'s EVAL_EVERY / SAVE_EVERY: 0 means about 10 times per run."""
-    return every or max(1, total_steps // 10)
+    return every or math.ceil(total_steps / 10)
 
 
 def events(every: int, total_steps: int) -> int:
     """How many evaluations / checkpoints a run makes: every `every` steps, and always at the last step."""
     return total_steps // every + (1 if total_steps % every else 0)
+
+
+def supervised_count(row: Row) -> int:
+    return len(row.target_ids) - row.target_ids.count(IGNORE_INDEX)
 
 
 class Workload(BaseModel):
@@ -118,7 +122,7 @@ def count_workload(
     data = TrainData(list(rows), micro_batch, config.gradient_accumulation_steps, 1, config.seed)
     steps = config.max_steps or max(1, math.ceil(config.epochs * data.steps_per_epoch))
     lengths = {id(row): len(row.input_ids) for row in rows}
-    supervised = {id(row): sum(1 for t in row.target_ids if t != IGNORE_INDEX) for row in rows}
+    supervised = {id(row): supervised_count(row) for row in rows}
     tokens = supervised_tokens = 0
     for step in range(steps):
         for batch in data.step_micro_batches(step):
@@ -340,8 +344,8 @@ def _sync(device: torch.device) -> None:
 
 
 def load_training_model(config: TrainConfig, accelerator: Accelerator, precision: Any) -> tuple[Any, bool]:
-    """The PEFT model as `train.main` builds it (same dtype, attention, checkpointing, LoRA); and whether
-    micro-batches are flattened into one padding-free row (flash-attention)."""
+    """The PEFT model as `train.setup` builds it (same dtype, attention, checkpointing, LoRA; tests compare
+    the two); and whether micro-batches are flattened into one padding-free row (flash-attention)."""
     from twinbot.model import apply_lora, load_model
     from twinbot.train import pick_attention, target_modules
 
@@ -353,7 +357,10 @@ def load_training_model(config: TrainConfig, accelerator: Accelerator, precision
     )
     model.config.use_cache = False
     if config.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        enable = (
+            getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable
+        )
+        enable({"use_reentrant": False})
         model.enable_input_require_grads()
     peft_model = apply_lora(
         model,
@@ -400,7 +407,8 @@ def calibrate(
                 trainable, lr=config.learning_rate, weight_decay=config.weight_decay
             )
             scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
-            model, optimizer = accelerator.prepare(peft_model, optimizer)
+            compiled = torch.compile(peft_model) if config.torch_compile else peft_model
+            model, optimizer = accelerator.prepare(compiled, optimizer)
             model.train()
             result.load_seconds = time.perf_counter() - started
             _measure(
@@ -576,9 +584,10 @@ class Bookkeeping:
 
     def run_seconds(self, workload: Workload, log_every: int) -> float:
         """Logs are opened once, a row is written every LOG_EVERY steps and at each evaluation, the loss is
-        plotted at each evaluation and at the end."""
-        rows = workload.steps // log_every + workload.evaluations
-        return self.open_seconds + rows * self.row_seconds + (workload.evaluations + 1) * self.plot_seconds
+        plotted after each evaluation but the last, and at the end."""
+        rows = workload.steps if log_every == 1 else workload.steps // log_every + workload.evaluations
+        plots = max(workload.evaluations, 1)
+        return self.open_seconds + rows * self.row_seconds + plots * self.plot_seconds
 
 
 @functools.lru_cache(maxsize=1)
@@ -744,7 +753,7 @@ def epoch_flops(
     total = 0.0
     for batch in batches:
         width = max(len(row.input_ids) for row in batch)
-        supervised = sum(1 for row in batch for t in row.target_ids if t != IGNORE_INDEX)
+        supervised = sum(supervised_count(row) for row in batch)
         total += micro_batch_flops(shape, width, len(batch), supervised, checkpointing, train)
     return total
 
