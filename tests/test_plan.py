@@ -391,9 +391,14 @@ def test_startup_line_is_labeled_and_quick(tiny_model_dir: Path, tmp_path: Path)
     config = config_for(tiny_model_dir, data_dir, "baseline")
     data = plan.TokenizedData(data_dir, load_tokenizer(str(tiny_model_dir)))
     rows = plan.rows_for(config, data.train(plan.max_tokens_for(config))[0])
-    line = plan.startup_line(config, load_model(str(tiny_model_dir)), rows, [], 1, "cpu", "fp32")
-    assert line.startswith("plan: about ")
-    assert "1 steps" in line and "rough analytic estimate" in line
+    model = load_model(str(tiny_model_dir))
+    plan.matmul_gflops.cache_clear()
+    rng_before = torch.get_rng_state()
+    line = plan.startup_line(config, model, rows, [], 1, "cpu", "fp32")
+    assert torch.equal(torch.get_rng_state(), rng_before)  # training after it draws the same dropout masks
+    assert line.startswith("plan: at least ")
+    assert "1 steps" in line and "rough analytic lower bound" in line
+    assert plan.startup_line(config, object(), rows, [], 1, "cpu", "fp32").startswith("plan: no estimate (")
 
 
 # --- schedules -------------------------------------------------------------------------------------------

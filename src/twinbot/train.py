@@ -248,6 +248,14 @@ def fit(run: Run) -> TrainSummary:
     )
     if run.resumed_from is not None:
         say(accelerator, f"resuming from {run.resumed_from} (step {state.step} of {total_steps})")
+    elif accelerator.is_main_process:  # the plan line (docs/plan.md): about a second, never raises
+        from twinbot.plan import startup_line
+
+        device, precision = str(accelerator.device), run.precision.name
+        line = startup_line(
+            config, run.peft_model, data.rows, run.eval_rows, data.micro_batch, device, precision
+        )
+        say(accelerator, line)
 
     pad_id = run.tokenizer.pad_token_id
     rank, processes = accelerator.process_index, accelerator.num_processes
