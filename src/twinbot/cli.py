@@ -242,6 +242,79 @@ def demo(
     run_demo(out)
 
 
+_ModelArg = Annotated[
+    str, typer.Argument(help="RUN folder from `twinbot train` (or adapter / merged folder / .gguf).")
+]
+_Temperature = Annotated[float, typer.Option("--temperature", help="0 = greedy (always the likeliest).")]
+_TopP = Annotated[float, typer.Option("--top-p", help="Nucleus sampling: keep this share of probability.")]
+_MaxNewTokens = Annotated[int, typer.Option("--max-new-tokens", help="Longest reply, in tokens.")]
+_Seed = Annotated[int | None, typer.Option("--seed", help="Fixed seed: reproducible sampling.")]
+_RepetitionPenalty = Annotated[float, typer.Option("--repetition-penalty", help="1 = off.")]
+_Device = Annotated[str, typer.Option("--device", help="auto, cpu, cuda, mps.")]
+
+
+@app.command()
+def chat(
+    run: _ModelArg,
+    temperature: _Temperature = 0.7,
+    top_p: _TopP = 0.9,
+    max_new_tokens: _MaxNewTokens = 128,
+    seed: _Seed = None,
+    repetition_penalty: _RepetitionPenalty = 1.1,
+    system: Annotated[
+        str | None, typer.Option("--system", help="System prompt (default: the one used in training).")
+    ] = None,
+    device: _Device = "auto",
+) -> None:
+    """Chat with the trained persona in the terminal (/reset, /system TEXT, /quit)."""
+    from twinbot.chat import run_chat
+    from twinbot.inference import GenerationSettings
+
+    settings = GenerationSettings(
+        temperature=temperature,
+        top_p=top_p,
+        max_new_tokens=max_new_tokens,
+        seed=seed,
+        repetition_penalty=repetition_penalty,
+    )
+    run_chat(run, settings, device=device, system=system)
+
+
+@app.command()
+def discord(
+    run: _ModelArg,
+    channel: Annotated[
+        list[int] | None,
+        typer.Option("--channel", help="Channel id where the bot answers every message; repeatable."),
+    ] = None,
+    history: Annotated[int, typer.Option("--history", help="Recent messages per channel the bot sees.")] = 10,
+    rate_limit: Annotated[
+        float, typer.Option("--rate-limit", help="Seconds between two replies to the same user.")
+    ] = 5.0,
+    temperature: _Temperature = 0.7,
+    top_p: _TopP = 0.9,
+    max_new_tokens: _MaxNewTokens = 128,
+    seed: _Seed = None,
+    repetition_penalty: _RepetitionPenalty = 1.1,
+    device: _Device = "auto",
+) -> None:
+    """Run the persona as a Discord bot (token from the DISCORD_TOKEN environment variable)."""
+    from twinbot.discord_bot import DiscordOptions, run_discord
+    from twinbot.inference import GenerationSettings
+
+    settings = GenerationSettings(
+        temperature=temperature,
+        top_p=top_p,
+        max_new_tokens=max_new_tokens,
+        seed=seed,
+        repetition_penalty=repetition_penalty,
+    )
+    options = DiscordOptions(
+        channels=frozenset(channel or []), history=history, rate_limit_seconds=rate_limit, settings=settings
+    )
+    run_discord(run, options, device=device)
+
+
 def main() -> None:
     if hasattr(signal, "SIGPIPE"):  # `twinbot parse --jsonl ... | head` ends quietly, like other Unix tools
         signal.signal(signal.SIGPIPE, signal.SIG_DFL)
