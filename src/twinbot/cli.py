@@ -368,6 +368,44 @@ def discord(
     run_discord(run, options, device=device)
 
 
+@app.command()
+def serve(
+    run: Annotated[
+        str, typer.Argument(help="RUN folder from `twinbot train` (or adapter / merged folder / .gguf).")
+    ],
+    host: Annotated[
+        str, typer.Option("--host", help="Address to listen on (127.0.0.1: this machine only).")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="Port to listen on.")] = 8000,
+    api_key: Annotated[
+        str | None,
+        typer.Option(
+            "--api-key",
+            envvar="TWINBOT_API_KEY",
+            show_default=False,
+            help="Require `Authorization: Bearer KEY` on API requests.",
+        ),
+    ] = None,
+    max_concurrent: Annotated[int, typer.Option("--max-concurrent", help="Generations running at once.")] = 2,
+    max_queue: Annotated[
+        int, typer.Option("--max-queue", help="Requests waiting for a slot before 429.")
+    ] = 16,
+    device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda, mps.")] = "auto",
+) -> None:
+    """Serve the model over an OpenAI-compatible API with a web chat page at /."""
+    from twinbot.serve import run_serve
+
+    run_serve(
+        run,
+        host=host,
+        port=port,
+        api_key=api_key,
+        max_concurrent=max_concurrent,
+        max_queue=max_queue,
+        device=device,
+    )
+
+
 def main() -> None:
     if hasattr(signal, "SIGPIPE"):  # `twinbot parse --jsonl ... | head` ends quietly, like other Unix tools
         signal.signal(signal.SIGPIPE, signal.SIG_DFL)

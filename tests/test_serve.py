@@ -1,0 +1,360 @@
+"""`twinbot serve`: the OpenAI-compatible API, tested with the official `openai` client over loopback."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+from typer.testing import CliRunner
+
+from twinbot.records import ChatTurn
+from twinbot.serve import SamplingRequest, ServeLimits, ServerThread, create_app
+
+PRIVATE = "my-private-words-7781"  # must never come back in an error message
+
+
+class FakeEngine:
+    """A ReplyEngine that streams the words of `reply`, `delay` seconds per word, counting what it made."""
+
+    def __init__(
+        self, reply: str = "hey there, how are you", delay: float = 0.0, system_prompt: str | None = None
+    ) -> None:
+        self.name = "fake-twin"
+        self.system_prompt = system_prompt
+        self.context_window = 512
+        self.reply = reply
+        self.delay = delay
+        self.calls: list[tuple[list[ChatTurn], SamplingRequest]] = []
+        self.generated = 0
+        self.started = threading.Event()
+        self.finished = threading.Event()
+        self.saw_stop = False
+        self.threads: list[str] = []
+
+    def count_prompt_tokens(self, messages: Sequence[ChatTurn], max_new_tokens: int) -> int:
+        return sum(len(turn.content.split()) + 3 for turn in messages)
+
+    def count_tokens(self, text: str) -> int:
+        return len(text.split())
+
+    def stream(
+        self, messages: Sequence[ChatTurn], sampling: SamplingRequest, stop: threading.Event
+    ) -> Iterator[str]:
+        self.calls.append((list(messages), sampling))
+        self.threads.append(threading.current_thread().name)
+        self.started.set()
+        try:
+            for index, word in enumerate(self.reply.split(" ")[: sampling.max_new_tokens]):
+                if stop.is_set():
+                    self.saw_stop = True
+                    return
+                time.sleep(self.delay)
+                self.generated += 1
+                yield word if index == 0 else " " + word
+        finally:
+            self.saw_stop = self.saw_stop or stop.is_set()
+            self.finished.set()
+
+
+def serve(engine: FakeEngine, **kwargs: object) -> ServerThread:
+    return ServerThread(create_app(engine, **kwargs))  # type: ignore[arg-type]
+
+
+def client(server: ServerThread, api_key: str = "unused") -> openai.OpenAI:
+    return openai.OpenAI(base_url=server.base_url + "/v1", api_key=api_key, max_retries=0, timeout=30)
+
+
+def test_reply_with_usage_and_the_runs_system_prompt() -> None:
+    engine = FakeEngine(system_prompt="You are Sam.")
+    with serve(engine) as server:
+        result = client(server).chat.completions.create(
+            model="whatever",
+            messages=[{"role": "user", "content": "hi"}],
+            temperature=0,
+            max_tokens=50,
+            seed=3,
+        )
+    assert result.object == "chat.completion"
+    assert result.model == "fake-twin"
+    assert result.choices[0].message.role == "assistant"
+    assert result.choices[0].message.content == "hey there, how are you"
+    assert result.choices[0].finish_reason == "stop"
+    assert result.usage is not None
+    assert (result.usage.prompt_tokens, result.usage.completion_tokens) == (6 + 4, 5)
+    assert result.usage.total_tokens == 15
+    messages, sampling = engine.calls[0]
+    assert messages == [ChatTurn("system", "You are Sam."), ChatTurn("user", "hi")]
+    assert sampling == SamplingRequest(temperature=0.0, top_p=0.9, max_new_tokens=50, seed=3)
+    assert engine.threads[0] != threading.main_thread().name
+
+
+def test_client_system_prompt_replaces_the_runs_and_max_tokens_gives_length() -> None:
+    engine = FakeEngine(system_prompt="You are Sam.")
+    with serve(engine) as server:
+        result = client(server).chat.completions.create(
+            model="x",
+            messages=[
+                {"role": "system", "content": "Be brief."},
+                {
+                    "role": "user",
+                    "content": [{"type": "text", "text": "hi "}, {"type": "text", "text": "you"}],
+                },
+            ],
+            max_completion_tokens=2,
+        )
+    assert result.choices[0].message.content == "hey there,"
+    assert result.choices[0].finish_reason == "length"
+    assert engine.calls[0][0] == [ChatTurn("system", "Be brief."), ChatTurn("user", "hi you")]
+
+
+def test_stream_chunks_usage_and_done() -> None:
+    engine = FakeEngine()
+    with serve(engine) as server:
+        stream = client(server).chat.completions.create(
+            model="x",
+            messages=[{"role": "user", "content": "hi"}],
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+        chunks = list(stream)
+        with httpx.stream(
+            "POST",
+            server.base_url + "/v1/chat/completions",
+            json={"messages": [{"role": "user", "content": "hi"}], "stream": True},
+        ) as raw:
+            assert raw.headers["content-type"].startswith("text/event-stream")
+            events = raw.read().decode().split("\n\n")
+    assert all(chunk.object == "chat.completion.chunk" for chunk in chunks)
+    assert chunks[0].choices[0].delta.role == "assistant"
+    text = "".join(chunk.choices[0].delta.content or "" for chunk in chunks if chunk.choices)
+    assert text == "hey there, how are you"
+    assert len([chunk for chunk in chunks if chunk.choices and chunk.choices[0].delta.content]) == 5
+    finishing = [chunk.choices[0].finish_reason for chunk in chunks if chunk.choices]
+    assert finishing[-1] == "stop" and set(finishing[:-1]) == {None}
+    assert chunks[-1].choices == [] and chunks[-1].usage is not None
+    assert (chunks[-1].usage.prompt_tokens, chunks[-1].usage.completion_tokens) == (4, 5)
+    assert all(chunk.usage is None for chunk in chunks[:-1])
+    # Raw wire format: `data: {json}` events ending with `data: [DONE]`; no usage chunk unless asked.
+    assert events[-2:] == ["data: [DONE]", ""]
+    payloads = [json.loads(event.removeprefix("data: ")) for event in events[:-2]]
+    assert all(event.startswith("data: ") for event in events[:-2])
+    assert all(payload["choices"] for payload in payloads) and "usage" not in payloads[0]
+
+
+def test_models_health_and_page() -> None:
+    with serve(FakeEngine()) as server:
+        models = client(server).models.list()
+        health = httpx.get(server.base_url + "/health").json()
+        page = httpx.get(server.base_url + "/")
+    assert [model.id for model in models.data] == ["fake-twin"]
+    assert health["status"] == "ok" and health["model"] == "fake-twin" and health["auth"] is False
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert 'id="prompt"' in page.text and "/v1/chat/completions" in page.text
+    # No external resources: nothing loaded from another origin, and the CSP forbids it anyway.
+    assert "http://" not in page.text and "https://" not in page.text and "src=" not in page.text
+    assert "default-src 'none'" in page.headers["content-security-policy"]
+
+
+def test_api_key_required_on_the_api_but_not_for_health() -> None:
+    engine = FakeEngine()
+    with serve(engine, api_key="k-123") as server:
+        for key in ("wrong", "k-1234", "k-12"):
+            with pytest.raises(openai.AuthenticationError) as caught:
+                client(server, api_key=key).chat.completions.create(
+                    model="x", messages=[{"role": "user", "content": "hi"}]
+                )
+            assert caught.value.status_code == 401
+            assert caught.value.body["code"] == "invalid_api_key"  # type: ignore[index]
+        assert httpx.post(server.base_url + "/v1/chat/completions", json={}).status_code == 401
+        assert httpx.get(server.base_url + "/v1/models").status_code == 401
+        assert httpx.get(server.base_url + "/health").status_code == 200
+        good = client(server, api_key="k-123")
+        assert good.models.list().data[0].id == "fake-twin"
+        reply = good.chat.completions.create(model="x", messages=[{"role": "user", "content": "hi"}])
+    assert reply.choices[0].message.content == "hey there, how are you"
+    assert len(engine.calls) == 1  # refused requests never reached the model
+
+
+@pytest.mark.parametrize(
+    ("body", "param"),
+    [
+        ({"messages": []}, "messages"),
+        ({"messages": [{"role": "robot", "content": PRIVATE}]}, "messages.0.role"),
+        ({"messages": [{"role": "user", "content": PRIVATE}], "temperature": 5}, "temperature"),
+        ({"messages": [{"role": "user", "content": PRIVATE}], "max_tokens": 100_000}, "max_tokens"),
+        ({"messages": [{"role": "user", "content": PRIVATE}], "max_tokens": 0}, "max_tokens"),
+        ({"messages": [{"role": "user", "content": PRIVATE}], "n": 2}, "n"),
+        ({"messages": [{"role": "user", "content": PRIVATE * 100}]}, "messages"),
+        ({"messages": [{"role": "user", "content": PRIVATE}] * 20}, "messages"),
+        ({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": PRIVATE}]}]}, None),
+        ({"messages": "hi " + PRIVATE}, "messages"),
+    ],
+)
+def test_invalid_requests_get_openai_shaped_400_without_message_text(body: dict, param: str | None) -> None:
+    engine = FakeEngine()
+    limits = ServeLimits(max_tokens=64, max_prompt_chars=1000, max_messages=10)
+    with serve(engine, limits=limits) as server:
+        response = httpx.post(server.base_url + "/v1/chat/completions", json=body)
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert set(error) == {"message", "type", "param", "code"}
+    assert error["type"] == "invalid_request_error" and error["message"]
+    if param is not None:
+        assert error["param"] == param
+    assert PRIVATE not in response.text
+    assert engine.calls == []
+
+
+def test_bad_json_and_unknown_route() -> None:
+    with serve(FakeEngine()) as server:
+        bad = httpx.post(
+            server.base_url + "/v1/chat/completions",
+            content=b"{not json",
+            headers={"content-type": "application/json"},
+        )
+        missing = httpx.get(server.base_url + "/v1/nothing")
+    assert bad.status_code == 400 and "not valid JSON" in bad.json()["error"]["message"]
+    assert missing.status_code == 404 and missing.json()["error"]["type"] == "not_found_error"
+
+
+def _stream_in_background(server: ServerThread, results: list[str]) -> threading.Thread:
+    def consume() -> None:
+        stream = client(server).chat.completions.create(
+            model="x", messages=[{"role": "user", "content": "hi"}], stream=True, max_tokens=64
+        )
+        results.append("".join(c.choices[0].delta.content or "" for c in stream if c.choices))
+
+    thread = threading.Thread(target=consume, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_full_queue_gets_429_and_the_loop_stays_responsive() -> None:
+    engine = FakeEngine(reply=" ".join(["word"] * 30), delay=0.02)
+    with serve(engine, max_concurrent=1, max_queue=1) as server:
+        results: list[str] = []
+        first = _stream_in_background(server, results)
+        assert engine.started.wait(10)
+        second = _stream_in_background(server, results)  # waits in the queue
+        deadline = time.monotonic() + 5
+        while httpx.get(server.base_url + "/health").json()["queued"] != 1:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        started = time.monotonic()
+        health = httpx.get(server.base_url + "/health").json()
+        assert time.monotonic() - started < 0.5  # generation does not block the event loop
+        assert (health["running"], health["queued"]) == (1, 1)
+        with pytest.raises(openai.RateLimitError) as caught:
+            client(server).chat.completions.create(model="x", messages=[{"role": "user", "content": "hi"}])
+        assert caught.value.status_code == 429
+        first.join(10)
+        second.join(10)
+        assert results == [" ".join(["word"] * 30)] * 2
+        # Slots come back: a new request is served once the others are done.
+        reply = client(server).chat.completions.create(
+            model="x", messages=[{"role": "user", "content": "hi"}]
+        )
+    assert reply.choices[0].message.content
+    assert len(engine.calls) == 3
+
+
+def test_disconnect_mid_stream_stops_the_generation() -> None:
+    engine = FakeEngine(reply=" ".join(["word"] * 200), delay=0.02)
+    with serve(engine, max_concurrent=1, max_queue=0) as server:
+        with httpx.stream(
+            "POST",
+            server.base_url + "/v1/chat/completions",
+            json={"messages": [{"role": "user", "content": "hi"}], "stream": True, "max_tokens": 200},
+        ) as response:
+            first_word = next(line for line in response.iter_lines() if '"content":"word"' in line)
+        assert first_word.startswith("data: ")
+        assert engine.finished.wait(5), "the generation kept running after the client left"
+        assert engine.saw_stop
+        assert engine.generated < 100
+        # Its slot is free again (max_concurrent=1, no queue): the next request is served, not refused.
+        deadline = time.monotonic() + 5
+        while httpx.get(server.base_url + "/health").json()["running"] != 0:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        engine.reply = "ok"
+        reply = client(server).chat.completions.create(
+            model="x", messages=[{"role": "user", "content": "hi"}]
+        )
+    assert reply.choices[0].message.content == "ok"
+
+
+def test_disconnect_while_waiting_for_a_plain_reply_stops_the_generation() -> None:
+    engine = FakeEngine(reply=" ".join(["word"] * 200), delay=0.02)
+    with serve(engine) as server:
+        with pytest.raises(httpx.ReadTimeout):
+            httpx.post(
+                server.base_url + "/v1/chat/completions",
+                json={"messages": [{"role": "user", "content": "hi"}], "max_tokens": 200},
+                timeout=0.5,
+            )
+        assert engine.finished.wait(5)
+    assert engine.saw_stop and engine.generated < 100
+
+
+def test_cli_serve_binds_loopback_and_never_prints_the_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    import uvicorn
+
+    import twinbot.inference
+    import twinbot.serve
+    from twinbot.cli import app
+
+    listened: list[tuple[str, int]] = []
+    monkeypatch.setattr(twinbot.inference, "load_for_inference", lambda spec, device="auto": FakeEngine())
+    monkeypatch.setattr(
+        twinbot.serve, "_listen", lambda host, port: listened.append((host, port)) or _Dummy()
+    )
+    monkeypatch.setattr(uvicorn.Server, "run", lambda self, sockets=None: None)
+    monkeypatch.setenv("TWINBOT_API_KEY", "env-secret-key")
+    result = CliRunner().invoke(app, ["serve", "some-run"])
+    assert result.exit_code == 0, result.output
+    assert listened == [("127.0.0.1", 8000)]
+    assert "API key: set" in result.output and "env-secret-key" not in result.output
+    monkeypatch.delenv("TWINBOT_API_KEY")
+    result = CliRunner().invoke(app, ["serve", "some-run", "--host", "0.0.0.0", "--port", "9001"])
+    assert listened[-1] == ("0.0.0.0", 9001)
+    assert "API key: not set" in result.output and "warning" in result.output
+
+
+class _Dummy:
+    def close(self) -> None:
+        pass
+
+
+def test_real_model_streams_the_same_reply_as_a_plain_request(tiny_model_dir: Path) -> None:
+    from twinbot.inference import build_prompt_ids, load_for_inference
+
+    lm = load_for_inference(str(tiny_model_dir), device="cpu")
+    messages = [{"role": "user", "content": "hello, how was your day?"}]
+    with ServerThread(create_app(lm)) as server:
+        api = client(server)
+        plain = api.chat.completions.create(model=lm.name, messages=messages, temperature=0, max_tokens=12)
+        chunks = list(
+            api.chat.completions.create(
+                model=lm.name,
+                messages=messages,
+                temperature=0,
+                max_tokens=12,
+                stream=True,
+                stream_options={"include_usage": True},
+            )
+        )
+    streamed = "".join(chunk.choices[0].delta.content or "" for chunk in chunks if chunk.choices)
+    assert plain.choices[0].message.content == streamed
+    assert "<|im_start|>" not in streamed and "<|im_end|>" not in streamed
+    turns = [ChatTurn("user", messages[0]["content"])]
+    if lm.system_prompt:
+        turns.insert(0, ChatTurn("system", lm.system_prompt))
+    assert plain.usage is not None and chunks[-1].usage is not None
+    assert plain.usage.prompt_tokens == len(build_prompt_ids(lm, turns, 12)) == chunks[-1].usage.prompt_tokens
+    assert 0 <= plain.usage.completion_tokens <= 12
