@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.twinbot-installed
 DEMO_DIR := demo
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup demo test lint bench clean chromium
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -21,7 +21,16 @@ setup: $(STAMP)
 demo: setup
 	$(PY) -m twinbot demo --out $(DEMO_DIR)
 
-test: setup
+# The web chat test drives Debian's `chromium` headless; install it where apt-get can (CI), else it skips.
+chromium:
+	@if [ -x /usr/bin/chromium ]; then :; \
+	elif command -v apt-get >/dev/null 2>&1; then \
+		SUDO=$$([ "$$(id -u)" = 0 ] || echo "sudo -n"); \
+		{ $$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q chromium; } \
+			|| echo "note: could not install chromium; the web chat browser test will be skipped"; \
+	else echo "note: no chromium and no apt-get; the web chat browser test will be skipped"; fi
+
+test: setup chromium
 	$(PY) -m ruff check .
 	$(PY) -m pytest -q
 
