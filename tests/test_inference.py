@@ -1,0 +1,337 @@
+"""twinbot.inference: loading errors, prompt trimming, the token loop, and stop handling.
+
+Stop handling is checked with a scripted model (the real SmolLM2 tokenizer behind a model that emits a
+fixed token sequence): it would go on to write the other side of the conversation, and must not.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import replace
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+import torch
+
+from twinbot.errors import TwinbotError
+from twinbot.inference import (
+    GenerationSettings,
+    LoadedModel,
+    PersonaInfo,
+    build_prompt_ids,
+    generate_reply,
+    load_for_inference,
+    read_persona_info,
+    speakers_in,
+    stop_token_ids,
+    stream_reply,
+    with_system_prompt,
+    write_persona_info,
+)
+from twinbot.records import ChatTurn
+
+GREEDY = GenerationSettings(temperature=0.0, max_new_tokens=64, repetition_penalty=1.0)
+
+
+class ScriptedModel(torch.nn.Module):
+    """Emits `script` token by token whatever the prompt, then `filler` forever; records its prompts."""
+
+    def __init__(self, script: list[int], vocab_size: int, filler: int | None = None) -> None:
+        super().__init__()
+        self.anchor = torch.nn.Parameter(torch.zeros(1))  # gives the model a device
+        self.script = script
+        self.vocab_size = vocab_size
+        self.filler = filler
+        self.prompts: list[list[int]] = []
+        self.calls = 0
+        self.on_call: Any = None
+
+    def forward(self, input_ids: torch.Tensor, cache: int | None = None, **_: Any) -> SimpleNamespace:
+        self.calls += 1
+        if self.on_call is not None:
+            self.on_call(self.calls)
+        step = 0 if cache is None else cache
+        if cache is None:
+            self.prompts.append(input_ids[0].tolist())
+        token = self.script[step] if step < len(self.script) else self.filler
+        assert token is not None, "the script ran out: generation did not stop"
+        logits = torch.full((1, input_ids.shape[1], self.vocab_size), -30.0)
+        logits[0, -1, token] = 30.0
+        return SimpleNamespace(logits=logits, cache=step + 1)
+
+
+@pytest.fixture(scope="session")
+def tokenizer(tiny_model_dir: Path) -> Any:
+    from twinbot.model import load_tokenizer
+
+    return load_tokenizer(str(tiny_model_dir))
+
+
+def scripted_lm(
+    tokenizer: Any,
+    pieces: list[str],
+    filler: str | None = None,
+    system_prompt: str | None = "You are Sam.",
+    context_window: int = 2048,
+) -> LoadedModel:
+    """A LoadedModel whose model writes `pieces` (each encoded separately, so "<|" + "im_start|>" stays
+    ordinary text while "<|im_start|>" in one piece is the special token)."""
+    script = [t for piece in pieces for t in tokenizer.encode(piece, add_special_tokens=False)]
+    filler_id = tokenizer.encode(filler, add_special_tokens=False)[0] if filler else None
+    model = ScriptedModel(script, len(tokenizer), filler_id)
+    return LoadedModel(
+        model=model,  # type: ignore[arg-type]
+        tokenizer=tokenizer,
+        kind="base",
+        source="scripted",
+        system_prompt=system_prompt,
+        context_window=context_window,
+        name="scripted",
+        stop_token_ids=stop_token_ids(tokenizer),
+    )
+
+
+def ask(text: str = "hi") -> list[ChatTurn]:
+    return [ChatTurn("system", "You are Sam."), ChatTurn("user", text)]
+
+
+# --- stop handling ----------------------------------------------------------------------------------------
+
+
+def test_reply_ends_at_end_of_turn_and_keeps_its_lines(tokenizer: Any) -> None:
+    lm = scripted_lm(tokenizer, ["hey\nwhat's up<|im_end|>", "\nnever shown"])
+    assert generate_reply(lm, ask(), GREEDY) == "hey\nwhat's up"
+
+
+@pytest.mark.parametrize(
+    ("pieces", "history"),
+    [
+        (["ok cool\n<|im_start|>user\nso what do you think<|im_end|>"], ask()),  # the special token
+        (["ok cool\n", "<|", "im_start|>user\nso what"], ask()),  # spelled out with ordinary tokens
+        (["ok cool\nuser: so what do you think"], ask()),  # a role line
+        (["ok cool\n\nUser: so what"], ask()),
+        (["ok cool\nBob: really?"], [ChatTurn("user", "Bob: hi\nAnn: yo")]),  # another speaker's line
+    ],
+)
+def test_the_bot_never_writes_the_other_side(
+    tokenizer: Any, pieces: list[str], history: list[ChatTurn]
+) -> None:
+    lm = scripted_lm(tokenizer, pieces, filler=" blah")
+    streamed = list(stream_reply(lm, history, GREEDY))
+    assert "".join(streamed) == "ok cool"
+    for piece in streamed:  # nothing of the other turn ever reached the screen, not even briefly
+        assert "<" not in piece and "user" not in piece.lower() and "Bob" not in piece
+
+
+def test_other_speakers_from_settings_end_the_reply(tokenizer: Any) -> None:
+    lm = scripted_lm(tokenizer, ["sure thing\nMaria: no way<|im_end|>"])
+    settings = GenerationSettings(temperature=0.0, repetition_penalty=1.0, other_speakers=("Maria",))
+    assert generate_reply(lm, ask(), settings) == "sure thing"
+    assert generate_reply(lm, ask(), GREEDY) == "sure thing\nMaria: no way"  # unknown name: a normal line
+
+
+def test_a_reply_that_opens_with_another_turn_is_empty(tokenizer: Any) -> None:
+    lm = scripted_lm(tokenizer, ["user: hello?<|im_end|>"])
+    assert generate_reply(lm, ask(), GREEDY) == ""
+
+
+def test_streamed_pieces_join_to_the_reply_and_hold_back_partial_markers(tokenizer: Any) -> None:
+    lm = scripted_lm(tokenizer, ["a\nus", "ually fine\nuse", "rs agree<|im_end|>"])
+    pieces = list(stream_reply(lm, ask(), GREEDY))
+    assert "".join(pieces) == "a\nusually fine\nusers agree"
+    assert len(pieces) > 1
+
+
+def test_max_new_tokens_caps_the_reply(tokenizer: Any) -> None:
+    lm = scripted_lm(tokenizer, [], filler=" la")
+    reply = generate_reply(lm, ask(), GenerationSettings(temperature=0.0, max_new_tokens=5))
+    assert reply == "la la la la la"
+    assert lm.model.calls == 5  # type: ignore[union-attr]
+
+
+def test_stop_event_ends_generation_early(tokenizer: Any) -> None:
+    lm = scripted_lm(tokenizer, [], filler=" la")
+    stop = threading.Event()
+    settings = GenerationSettings(temperature=0.0, max_new_tokens=1000)
+    received = []
+    for piece in stream_reply(lm, ask(), settings, stop=stop):
+        received.append(piece)
+        if len(received) == 3:
+            stop.set()  # as a server does when the client disconnects
+    assert 3 <= len(received) <= 4
+    assert lm.model.calls < 10  # type: ignore[union-attr]
+
+
+def test_stop_event_from_another_thread(tokenizer: Any) -> None:
+    lm = scripted_lm(tokenizer, [], filler=" la")
+    stop = threading.Event()
+    lm.model.on_call = lambda calls: stop.set() if calls == 20 else None  # type: ignore[union-attr]
+    # generate_reply has no stop argument; stream_reply does: drive it in a worker like the server would
+    results: list[str] = []
+    thread = threading.Thread(
+        target=lambda: results.append(
+            "".join(stream_reply(lm, ask(), GenerationSettings(max_new_tokens=1000), stop=stop))
+        )
+    )
+    thread.start()
+    thread.join(timeout=30)
+    assert not thread.is_alive()
+    assert results and results[0].count("la") <= 20
+
+
+def test_speakers_are_found_only_in_name_line_turns() -> None:
+    turns = [
+        ChatTurn("user", "Bob: hi\nAnn: yo there"),
+        ChatTurn("assistant", "Me: not me"),
+        ChatTurn("user", "note: this is just text\nand more"),
+    ]
+    assert speakers_in(turns) == ["Bob", "Ann"]
+
+
+# --- prompts ----------------------------------------------------------------------------------------------
+
+
+def test_prompt_uses_the_chat_template_with_the_generation_prompt(tokenizer: Any) -> None:
+    lm = scripted_lm(tokenizer, [])
+    ids = build_prompt_ids(lm, ask("hello there"), max_new_tokens=16)
+    text = tokenizer.decode(ids)
+    assert text.startswith("<|im_start|>system\nYou are Sam.<|im_end|>")
+    assert text.endswith("<|im_start|>user\nhello there<|im_end|>\n<|im_start|>assistant\n")
+
+
+def test_history_is_trimmed_oldest_turns_first(tokenizer: Any) -> None:
+    lm = scripted_lm(tokenizer, [], context_window=120)
+    history = [ChatTurn("system", "You are Sam.")]
+    for i in range(30):
+        history += [ChatTurn("user", f"question number {i}"), ChatTurn("assistant", f"answer number {i}")]
+    history.append(ChatTurn("user", "the newest question"))
+    ids = build_prompt_ids(lm, history, max_new_tokens=40)
+    assert len(ids) <= 120 - 40
+    text = tokenizer.decode(ids)
+    assert text.startswith("<|im_start|>system\nYou are Sam.")
+    assert "the newest question" in text and "answer number 29" in text
+    assert "question number 0" not in text
+    first_turn = text.split("<|im_start|>")[2]
+    assert first_turn.startswith("user\n")  # no leading assistant turn after trimming
+    # the fewest turns dropped: one more turn would not fit
+    kept = text.count("number")
+    assert kept >= 2
+
+
+def test_a_too_long_newest_turn_keeps_its_end(tokenizer: Any) -> None:
+    lm = scripted_lm(tokenizer, [], context_window=100)
+    long_text = " ".join(f"w{i}" for i in range(400)) + " THE END"
+    ids = build_prompt_ids(lm, ask(long_text), max_new_tokens=20)
+    assert len(ids) <= 80
+    assert "THE END<|im_end|>" in tokenizer.decode(ids)
+
+
+def test_no_room_for_the_prompt_is_a_user_error(tokenizer: Any) -> None:
+    lm = scripted_lm(tokenizer, [], context_window=100)
+    with pytest.raises(TwinbotError, match="max new tokens"):
+        build_prompt_ids(lm, ask(), max_new_tokens=100)
+    with pytest.raises(TwinbotError, match="system prompt"):
+        build_prompt_ids(lm, [ChatTurn("system", "long " * 200), ChatTurn("user", "x")], max_new_tokens=20)
+
+
+def test_with_system_prompt_prefers_the_override(tokenizer: Any) -> None:
+    lm = scripted_lm(tokenizer, [], system_prompt="persona")
+    history = [ChatTurn("user", "hi")]
+    assert with_system_prompt(lm, history)[0] == ChatTurn("system", "persona")
+    assert with_system_prompt(lm, history, "other")[0] == ChatTurn("system", "other")
+    lm.system_prompt = None
+    assert with_system_prompt(lm, history) == history
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        GenerationSettings(max_new_tokens=0),
+        GenerationSettings(temperature=-1),
+        GenerationSettings(top_p=0),
+        GenerationSettings(repetition_penalty=0),
+    ],
+)
+def test_bad_settings_are_user_errors(tokenizer: Any, settings: GenerationSettings) -> None:
+    with pytest.raises(TwinbotError):
+        generate_reply(scripted_lm(tokenizer, ["x"]), ask(), settings)
+
+
+# --- the real tiny model ----------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny_lm(tiny_model_dir: Path) -> LoadedModel:
+    return load_for_inference(str(tiny_model_dir), device="cpu")
+
+
+def test_merged_folder_loads_as_merged(tiny_lm: LoadedModel, tiny_model_dir: Path) -> None:
+    assert tiny_lm.kind == "merged"
+    assert tiny_lm.context_window == 2048
+    assert tiny_lm.tokenizer.convert_tokens_to_ids("<|im_end|>") in tiny_lm.stop_token_ids
+    assert "float32 on cpu" in tiny_lm.describe()
+
+
+def test_greedy_loop_matches_transformers_generate(tiny_lm: LoadedModel) -> None:
+    from twinbot.inference import _token_stream
+
+    prompt = build_prompt_ids(tiny_lm, ask("what are you up to"), 12)
+    no_stops = LoadedModel(**{**tiny_lm.__dict__, "stop_token_ids": frozenset()})
+    ours = list(_token_stream(no_stops, prompt, GenerationSettings(temperature=0, max_new_tokens=12), None))
+    with torch.inference_mode():
+        theirs = tiny_lm.model.generate(  # type: ignore[operator]
+            torch.tensor([prompt]),
+            attention_mask=torch.ones(1, len(prompt), dtype=torch.long),
+            max_new_tokens=12,
+            min_new_tokens=12,
+            do_sample=False,
+            repetition_penalty=1.1,
+            eos_token_id=None,
+            suppress_tokens=None,
+        )[0, len(prompt) :].tolist()
+    assert len(ours) == 12
+    assert ours == theirs
+
+
+def test_seeded_sampling_is_reproducible(tiny_lm: LoadedModel) -> None:
+    settings = GenerationSettings(temperature=1.0, top_p=1.0, max_new_tokens=12, seed=7)
+    first = generate_reply(tiny_lm, ask(), settings)
+    assert first == generate_reply(tiny_lm, ask(), settings)
+    others = {generate_reply(tiny_lm, ask(), replace(settings, seed=s)) for s in (1, 2, 3)}
+    assert len(others | {first}) > 1
+
+
+# --- loading ----------------------------------------------------------------------------------------------
+
+
+def test_missing_and_wrong_specs_are_one_line_errors(tmp_path: Path) -> None:
+    with pytest.raises(TwinbotError, match="no such file"):
+        load_for_inference(str(tmp_path / "nope"), device="cpu")
+    with pytest.raises(TwinbotError, match="not found"):
+        load_for_inference(str(tmp_path / "nope.gguf"), device="cpu")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(TwinbotError, match="not a model folder"):
+        load_for_inference(tmp_path / "empty", device="cpu")
+    unfinished = tmp_path / "run"
+    unfinished.mkdir()
+    (unfinished / "run.json").write_text("{}")
+    with pytest.raises(TwinbotError, match="no adapter yet"):
+        load_for_inference(unfinished, device="cpu")
+    with pytest.raises(TwinbotError, match="device"):
+        load_for_inference(str(tmp_path / "nope"), device="warp-drive")
+
+
+def test_adapter_without_a_base_model_is_a_user_error(tmp_path: Path) -> None:
+    (tmp_path / "adapter_config.json").write_text("{}")
+    with pytest.raises(TwinbotError, match="base model"):
+        load_for_inference(tmp_path, device="cpu")
+
+
+def test_persona_info_round_trips(tmp_path: Path) -> None:
+    write_persona_info(tmp_path / "twinbot.json", PersonaInfo("You are Sam.", "base"))
+    assert read_persona_info(tmp_path / "twinbot.json") == PersonaInfo("You are Sam.", "base")
+    assert read_persona_info(tmp_path / "missing.json") is None
+    (tmp_path / "bad.json").write_text("not json")
+    assert read_persona_info(tmp_path / "bad.json") is None
