@@ -7,6 +7,7 @@ fixed token sequence): it would go on to write the other side of the conversatio
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
@@ -36,12 +37,12 @@ GREEDY = GenerationSettings(temperature=0.0, max_new_tokens=64, repetition_penal
 
 
 class ScriptedModel(torch.nn.Module):
-    """Emits `script` token by token whatever the prompt, then `filler` forever; records its prompts."""
+    """Emits a script token by token whatever the prompt, then `filler` forever; records its prompts."""
 
-    def __init__(self, script: list[int], vocab_size: int, filler: int | None = None) -> None:
+    def __init__(self, scripts: list[list[int]], vocab_size: int, filler: int | None = None) -> None:
         super().__init__()
         self.anchor = torch.nn.Parameter(torch.zeros(1))  # gives the model a device
-        self.script = script
+        self.scripts = scripts  # generation i follows scripts[i] (the last one once they run out)
         self.vocab_size = vocab_size
         self.filler = filler
         self.prompts: list[list[int]] = []
@@ -55,7 +56,8 @@ class ScriptedModel(torch.nn.Module):
         step = 0 if cache is None else cache
         if cache is None:
             self.prompts.append(input_ids[0].tolist())
-        token = self.script[step] if step < len(self.script) else self.filler
+        script = self.scripts[min(len(self.prompts), len(self.scripts)) - 1]
+        token = script[step] if step < len(script) else self.filler
         assert token is not None, "the script ran out: generation did not stop"
         logits = torch.full((1, input_ids.shape[1], self.vocab_size), -30.0)
         logits[0, -1, token] = 30.0
@@ -75,12 +77,17 @@ def scripted_lm(
     filler: str | None = None,
     system_prompt: str | None = "You are Sam.",
     context_window: int = 2048,
+    later: Sequence[list[str]] = (),
 ) -> LoadedModel:
     """A LoadedModel whose model writes `pieces` (each encoded separately, so "<|" + "im_start|>" stays
-    ordinary text while "<|im_start|>" in one piece is the special token)."""
-    script = [t for piece in pieces for t in tokenizer.encode(piece, add_special_tokens=False)]
+    ordinary text while "<|im_start|>" in one piece is the special token); later generations follow
+    `later` in turn."""
+    scripts = [
+        [t for piece in script for t in tokenizer.encode(piece, add_special_tokens=False)]
+        for script in [pieces, *later]
+    ]
     filler_id = tokenizer.encode(filler, add_special_tokens=False)[0] if filler else None
-    model = ScriptedModel(script, len(tokenizer), filler_id)
+    model = ScriptedModel(scripts, len(tokenizer), filler_id)
     return LoadedModel(
         model=model,  # type: ignore[arg-type]
         tokenizer=tokenizer,
@@ -296,10 +303,10 @@ def test_greedy_loop_matches_transformers_generate(tiny_lm: LoadedModel) -> None
 
 
 def test_seeded_sampling_is_reproducible(tiny_lm: LoadedModel) -> None:
-    settings = GenerationSettings(temperature=1.0, top_p=1.0, max_new_tokens=12, seed=7)
+    settings = GenerationSettings(temperature=1.0, top_p=1.0, max_new_tokens=8, seed=7)
     first = generate_reply(tiny_lm, ask(), settings)
     assert first == generate_reply(tiny_lm, ask(), settings)
-    others = {generate_reply(tiny_lm, ask(), replace(settings, seed=s)) for s in (1, 2, 3)}
+    others = {generate_reply(tiny_lm, ask(), replace(settings, seed=s)) for s in (1, 2)}
     assert len(others | {first}) > 1
 
 

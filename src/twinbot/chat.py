@@ -152,7 +152,11 @@ def _is_tty(stream: TextIO) -> bool:
 
 
 def _quiet_transformers() -> None:
+    import warnings
+
     from transformers.utils import logging as hf_logging
+
+    warnings.filterwarnings("ignore", category=FutureWarning)  # deprecation notices from library internals
 
     hf_logging.disable_progress_bar()
     hf_logging.set_verbosity_error()

@@ -654,8 +654,10 @@ def _token_stream(
             if greedy:
                 token = int(torch.argmax(scores, dim=-1)[0])
             else:
-                probs = torch.softmax(scores, dim=-1).cpu()
-                token = int(torch.multinomial(probs[0], num_samples=1, generator=generator)[0])
+                # exponential-race sampling: argmax(p / E) with E ~ Exp(1) draws from p, faster than multinomial
+                probs = torch.softmax(scores[0], dim=-1).cpu()
+                noise = torch.empty_like(probs).exponential_(1.0, generator=generator)
+                token = int(torch.argmax(probs / noise))
             if token in lm.stop_token_ids:
                 return
             yield token
