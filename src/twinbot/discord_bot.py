@@ -52,8 +52,8 @@ class SeenMessage:
     from_bot: bool  # written by this bot
 
 
-# history -> reply text (runs in a worker thread)
-Generate = Callable[[list[ChatTurn]], str]
+# (history, names of the people in it) -> reply text; runs in a worker thread
+Generate = Callable[[list[ChatTurn], tuple[str, ...]], str]
 
 
 def split_for_discord(text: str, limit: int = DISCORD_LIMIT) -> list[str]:
@@ -129,9 +129,10 @@ class TwinDiscordBot:
         history = self._history(message.channel.id)
         history.append(SeenMessage(author.id, _display_name(author), text, from_bot=False))
         turns = history_turns(list(history))
+        speakers = tuple(dict.fromkeys(seen.author for seen in history if not seen.from_bot))
         async with message.channel.typing(), self._generation_lock:
             try:
-                reply = await asyncio.to_thread(self.generate, turns)
+                reply = await asyncio.to_thread(self.generate, turns, speakers)
             except TwinbotError as exc:
                 log.warning("generation failed: %s", exc)
                 return []
@@ -179,8 +180,8 @@ def history_turns(history: Sequence[SeenMessage]) -> list[ChatTurn]:
 def generator_for(lm: LoadedModel, settings: GenerationSettings) -> Generate:
     from twinbot.inference import generate_reply, speakers_in, with_system_prompt
 
-    def generate(turns: list[ChatTurn]) -> str:
-        names = tuple(speakers_in(turns))
+    def generate(turns: list[ChatTurn], speakers: tuple[str, ...]) -> str:
+        names = (*speakers, *speakers_in(turns))  # a "Name:" line of any of them ends the reply
         tuned = GenerationSettings(
             temperature=settings.temperature,
             top_p=settings.top_p,
