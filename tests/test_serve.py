@@ -338,23 +338,82 @@ def test_real_model_streams_the_same_reply_as_a_plain_request(tiny_model_dir: Pa
     messages = [{"role": "user", "content": "hello, how was your day?"}]
     with ServerThread(create_app(lm)) as server:
         api = client(server)
-        plain = api.chat.completions.create(model=lm.name, messages=messages, temperature=0, max_tokens=12)
+        # Seeded sampling: the random tiny model's greedy reply is only newlines (stripped to nothing).
+        plain = api.chat.completions.create(
+            model=lm.name, messages=messages, temperature=1.0, seed=7, max_tokens=12
+        )
         chunks = list(
             api.chat.completions.create(
                 model=lm.name,
                 messages=messages,
-                temperature=0,
+                temperature=1.0,
+                seed=7,
                 max_tokens=12,
                 stream=True,
                 stream_options={"include_usage": True},
             )
         )
     streamed = "".join(chunk.choices[0].delta.content or "" for chunk in chunks if chunk.choices)
-    assert plain.choices[0].message.content == streamed
+    assert streamed and plain.choices[0].message.content == streamed
+    assert len([chunk for chunk in chunks if chunk.choices and chunk.choices[0].delta.content]) > 1
     assert "<|im_start|>" not in streamed and "<|im_end|>" not in streamed
     turns = [ChatTurn("user", messages[0]["content"])]
     if lm.system_prompt:
         turns.insert(0, ChatTurn("system", lm.system_prompt))
     assert plain.usage is not None and chunks[-1].usage is not None
     assert plain.usage.prompt_tokens == len(build_prompt_ids(lm, turns, 12)) == chunks[-1].usage.prompt_tokens
-    assert 0 <= plain.usage.completion_tokens <= 12
+    assert 0 < plain.usage.completion_tokens <= 12
+    assert plain.usage.completion_tokens == chunks[-1].usage.completion_tokens
+
+
+class FailingEngine(FakeEngine):
+    def __init__(self, error: Exception) -> None:
+        super().__init__()
+        self.error = error
+
+    def stream(
+        self, messages: Sequence[ChatTurn], sampling: SamplingRequest, stop: threading.Event
+    ) -> Iterator[str]:
+        yield "partial"
+        raise self.error
+
+
+def test_generation_errors_are_openai_shaped_and_free_the_slot(caplog: pytest.LogCaptureFixture) -> None:
+    from twinbot.errors import TwinbotError
+
+    with serve(FailingEngine(RuntimeError(PRIVATE)), max_concurrent=1, max_queue=0) as server:
+        with pytest.raises(openai.InternalServerError) as caught:
+            client(server).chat.completions.create(model="x", messages=[{"role": "user", "content": "hi"}])
+        assert caught.value.body["type"] == "server_error"  # type: ignore[index]
+        with httpx.stream(
+            "POST",
+            server.base_url + "/v1/chat/completions",
+            json={"messages": [{"role": "user", "content": "hi"}], "stream": True},
+        ) as response:
+            events = response.read().decode().split("\n\n")
+        assert json.loads(events[-3].removeprefix("data: "))["error"]["type"] == "server_error"
+        assert events[-2] == "data: [DONE]"
+    assert PRIVATE not in caplog.text and "RuntimeError" in caplog.text
+    failing = FailingEngine(TwinbotError("top-p must be in (0, 1]"))
+    with serve(failing) as server, pytest.raises(openai.BadRequestError) as bad:
+        client(server).chat.completions.create(model="x", messages=[{"role": "user", "content": "hi"}])
+    assert bad.value.body["message"] == "top-p must be in (0, 1]"  # type: ignore[index]
+
+
+def test_oversized_body_is_refused_before_it_is_read() -> None:
+    engine = FakeEngine()
+    with serve(engine, limits=ServeLimits(max_prompt_chars=1000)) as server:
+        response = httpx.post(
+            server.base_url + "/v1/chat/completions",
+            json={"messages": [{"role": "user", "content": PRIVATE * 10_000}]},
+        )
+
+        def chunks() -> Iterator[bytes]:  # no Content-Length: counted while reading
+            yield b'{"messages": [{"role": "user", "content": "'
+            yield b"x" * 200_000
+            yield b'"}]}'
+
+        chunked = httpx.post(server.base_url + "/v1/chat/completions", content=chunks())
+    assert response.status_code == 413 and chunked.status_code == 413
+    assert response.json()["error"]["message"].startswith("the request body is too large")
+    assert engine.calls == []

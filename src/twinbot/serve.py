@@ -474,10 +474,7 @@ def create_app(
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request) -> Any:
         check_key(request)
-        try:
-            raw = await request.json()
-        except (ValueError, UnicodeDecodeError):
-            raise ApiError(400, "the request body is not valid JSON") from None
+        raw = await _read_json_body(request, max_bytes=4 * limits.max_prompt_chars + 65_536)
         try:
             body = ChatCompletionRequest.model_validate(raw)
         except ValidationError as exc:
@@ -514,8 +511,7 @@ def create_app(
             async for piece in generation.pieces_until_done(request):
                 parts.append(piece)
         except Exception as exc:
-            log.error("generation failed (%s)", type(exc).__name__)
-            raise ApiError(500, "generation failed; see the server log", error_type="server_error") from None
+            raise _generation_error(exc) from None
         text = "".join(parts)
         usage = await asyncio.to_thread(_usage, engine, prepared, text)
         return {
@@ -536,14 +532,40 @@ def create_app(
     return app
 
 
+async def _read_json_body(request: Request, max_bytes: int) -> Any:
+    """The JSON body, refusing (413) bodies over `max_bytes` before reading them whole."""
+    too_large = ApiError(413, f"the request body is too large (at most {max_bytes} bytes)")
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > max_bytes:
+        raise too_large
+    body = bytearray()
+    async for chunk in request.stream():
+        body.extend(chunk)
+        if len(body) > max_bytes:
+            raise too_large
+    try:
+        return json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        raise ApiError(400, "the request body is not valid JSON") from None
+
+
 def _is_engine(candidate: object) -> bool:
     return callable(getattr(candidate, "stream", None)) and callable(
         getattr(candidate, "count_prompt_tokens", None)
     )
 
 
+def _generation_error(exc: Exception) -> ApiError:
+    if isinstance(exc, TwinbotError):  # a problem with the request's settings; its message has no text
+        return ApiError(400, exc.message)
+    log.error("generation failed (%s)", type(exc).__name__)  # not the message: it could quote input
+    return ApiError(500, "generation failed; see the server log", error_type="server_error")
+
+
 def _usage(engine: ReplyEngine, prepared: _Prepared, text: str) -> dict[str, int]:
-    completion = engine.count_tokens(text)
+    # The reply text re-encoded; that can differ slightly from the generated ids (special tokens, merges),
+    # so it is capped at what the request allowed.
+    completion = min(engine.count_tokens(text), prepared.sampling.max_new_tokens)
     return {
         "prompt_tokens": prepared.prompt_tokens,
         "completion_tokens": completion,
@@ -583,9 +605,7 @@ async def _stream_events(
                 parts.append(piece)
                 yield _sse(chunk({"content": piece}, None))
         except Exception as exc:
-            log.error("generation failed (%s)", type(exc).__name__)
-            error = ApiError(500, "generation failed; see the server log", error_type="server_error")
-            yield _sse(error.body())
+            yield _sse(_generation_error(exc).body())
             yield _sse("[DONE]")
             return
         if await request.is_disconnected():
