@@ -41,10 +41,7 @@ REPORT_FILE = "report.html"
 DEFAULT_SAMPLES = 32
 DEFAULT_MAX_NEW_TOKENS = 48
 DEFAULT_LOSS_SAMPLES = 256
-GENERATION_BATCH = 8
 LOSS_BATCH = 8
-IM_END = "<|im_end|>"
-OTHER_TURN_MARKERS = ("<|im_start|>", "<|im_end|>", "<|endoftext|>")
 
 
 @dataclass(frozen=True)
@@ -176,63 +173,21 @@ def perplexity(loss: float | None) -> float | None:
 # --- generation -------------------------------------------------------------------------------------------------
 
 
-def prompt_ids(tokenizer: Any, messages: Sequence[ChatTurn], budget: int) -> list[int]:
-    """The chat-template prompt (with the assistant header); oldest non-system turns dropped to fit `budget`."""
-    turns = list(messages)
-    while True:
-        ids = tokenizer.apply_chat_template(
-            [{"role": t.role, "content": t.content} for t in turns], add_generation_prompt=True, tokenize=True
-        )
-        if hasattr(ids, "keys"):
-            ids = ids["input_ids"]
-        ids = list(ids)
-        droppable = [i for i, t in enumerate(turns) if t.role != "system"]
-        if len(ids) <= budget or len(droppable) <= 1:
-            return ids[-budget:]
-        del turns[droppable[0]]
+def generate_replies(lm: Any, contexts: Sequence[Sequence[ChatTurn]], options: EvalOptions) -> list[str]:
+    """Replies to every context with `twinbot.inference` (what chat and serve use); context i is sampled with
+    seed `options.seed + i`, for every model alike, so base and adapter get the same draws."""
+    from twinbot.inference import GenerationSettings, generate_reply
 
-
-def clean_reply(text: str) -> str:
-    """The reply up to the end of its turn: never a special token or the start of another turn."""
-    for marker in OTHER_TURN_MARKERS:
-        text = text.split(marker, 1)[0]
-    return text.strip()
-
-
-@torch.no_grad()
-def generate_replies(
-    model: Any, tokenizer: Any, contexts: Sequence[Sequence[ChatTurn]], options: EvalOptions, budget: int
-) -> list[str]:
-    """Replies to every context, in batches (left-padded); batch b samples with seed `options.seed + b`.
-
-    The same contexts, batches and seeds are used for every model, so base and adapter are compared on equal
-    terms; temperature 0 is greedy.
-    """
-    device = next(model.parameters()).device
-    end_id = tokenizer.convert_tokens_to_ids(IM_END)
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else end_id
-    replies: list[str] = []
-    for number, start in enumerate(range(0, len(contexts), GENERATION_BATCH)):
-        prompts = [prompt_ids(tokenizer, c, budget) for c in contexts[start : start + GENERATION_BATCH]]
-        width = max(map(len, prompts))
-        input_ids = torch.tensor([[pad_id] * (width - len(p)) + p for p in prompts], device=device)
-        attention = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=device)
-        torch.manual_seed(options.seed + number)
-        sampling = options.temperature > 0
-        output = model.generate(
-            input_ids=input_ids,
-            attention_mask=attention,
+    replies = []
+    for number, context in enumerate(contexts):
+        settings = GenerationSettings(
+            temperature=options.temperature,
+            top_p=options.top_p,
             max_new_tokens=options.max_new_tokens,
-            do_sample=sampling,
-            temperature=options.temperature if sampling else None,
-            top_p=options.top_p if sampling else None,
-            top_k=None,
             repetition_penalty=options.repetition_penalty,
-            eos_token_id=end_id,
-            pad_token_id=pad_id,
+            seed=options.seed + number,
         )
-        for row in output[:, width:]:
-            replies.append(clean_reply(tokenizer.decode(row, skip_special_tokens=False)))
+        replies.append(generate_reply(lm, context, settings))
     return replies
 
 
@@ -240,11 +195,9 @@ def generate_replies(
 
 
 def run_eval(options: EvalOptions, quiet: bool = False) -> EvalResult:
-    from peft import PeftModel
-
-    from twinbot.model import load_model, load_tokenizer
+    from twinbot.inference import load_for_inference
     from twinbot.tokens import load_samples, one_sample_rows, tokenize_samples
-    from twinbot.train import file_sha256, pick_device
+    from twinbot.train import file_sha256
 
     run_dir = Path(options.run_dir).expanduser()
     if options.samples < 1:
@@ -268,27 +221,23 @@ def run_eval(options: EvalOptions, quiet: bool = False) -> EvalResult:
     if not contexts:
         raise TwinbotError("no held-out sample answers someone else's turn; prepare more data", data_dir)
 
-    device = torch.device(pick_device(options.device))
-    dtype = torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
-    tokenizer = load_tokenizer(base_spec)
-    model = load_model(base_spec, dtype=dtype, device=device)
-    model.config.use_cache = True
-    model = PeftModel.from_pretrained(model, str(adapter_dir))
+    lm = load_for_inference(run_dir, device=options.device)
+    model, tokenizer = lm.model, lm.tokenizer
+    device = next(model.parameters()).device
     model.eval()
 
     loss_pool = eval_samples if options.loss_samples <= 0 else eval_samples[: options.loss_samples]
     rows = one_sample_rows(tokenize_samples(loss_pool, tokenizer, max_seq_len))
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    budget = max(16, max_seq_len - options.max_new_tokens)
     messages = [s.messages[:-1] for s in contexts]
 
     say(f"eval: loss on {len(rows)} held-out replies, generation for {len(contexts)} contexts, base model")
     with model.disable_adapter():
         base_loss = mean_loss(model, rows, pad_id, device)
-        base_replies = generate_replies(model, tokenizer, messages, options, budget)
+        base_replies = generate_replies(lm, messages, options)
     say("eval: the same with the adapter")
     adapter_loss = mean_loss(model, rows, pad_id, device)
-    adapter_replies = generate_replies(model, tokenizer, messages, options, budget)
+    adapter_replies = generate_replies(lm, messages, options)
 
     real_replies = [s.messages[-1].content for s in contexts]
     real_style = fingerprint(real_replies)
@@ -322,7 +271,6 @@ def run_eval(options: EvalOptions, quiet: bool = False) -> EvalResult:
             "top_p": options.top_p,
             "repetition_penalty": options.repetition_penalty,
             "max_new_tokens": options.max_new_tokens,
-            "batch": GENERATION_BATCH,
         },
         real_style=real_style.to_json(),
         base=model_eval("base", base_loss, base_replies),
