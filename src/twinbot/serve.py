@@ -19,6 +19,7 @@ import importlib.resources
 import ipaddress
 import json
 import logging
+import os
 import socket
 import threading
 import time
@@ -631,6 +632,12 @@ async def _stream_events(
 # ---- running the server ----
 
 
+def _allow_quick_rebind(sock: socket.socket) -> None:
+    # On Windows SO_REUSEADDR would let two servers share a port; elsewhere it only skips TIME_WAIT.
+    if os.name != "nt":
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+
+
 def is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
@@ -651,7 +658,7 @@ class ServerThread:
 
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self.socket = socket.socket(family, socket.SOCK_STREAM)
-        self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        _allow_quick_rebind(self.socket)
         self.socket.bind((host, port))
         self.socket.listen(128)
         self.host = host
@@ -698,19 +705,20 @@ def run_serve(
         raise TwinbotError("--port must be between 1 and 65535")
     api_key = api_key or None
     Admission(max_concurrent, max_queue)  # validate the limits before the slow model load
-    lm = load_for_inference(run, device=device)
-    app = create_app(lm, api_key=api_key, max_concurrent=max_concurrent, max_queue=max_queue)
-    shown_host = f"[{host}]" if ":" in host else host
-    print(f"serving {lm.name} at http://{shown_host}:{port}/ (API key: {'set' if api_key else 'not set'})")
-    if not is_loopback(host) and api_key is None:
-        print(
-            f"warning: listening on {host} without an API key: anyone who can reach this machine can use "
-            f"the model; set --api-key or {API_KEY_ENV}"
-        )
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s")
-    listener = _listen(host, port)
-    server = uvicorn.Server(uvicorn.Config(app, log_level="info", lifespan="off"))
+    listener = _listen(host, port)  # a taken port fails at once, not after loading the model
     try:
+        lm = load_for_inference(run, device=device)
+        app = create_app(lm, api_key=api_key, max_concurrent=max_concurrent, max_queue=max_queue)
+        shown_host = f"[{host}]" if ":" in host else host
+        key_state = "set" if api_key else "not set"
+        print(f"serving {lm.name} at http://{shown_host}:{port}/ (API key: {key_state}); Ctrl-C stops")
+        if not is_loopback(host) and api_key is None:
+            print(
+                f"warning: listening on {host} without an API key: anyone who can reach this machine can "
+                f"use the model; set --api-key or {API_KEY_ENV}"
+            )
+        logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s")
+        server = uvicorn.Server(uvicorn.Config(app, log_level="info", lifespan="off"))
         server.run(sockets=[listener])
     finally:
         listener.close()
@@ -722,7 +730,7 @@ def _listen(host: str, port: int) -> socket.socket:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
         family, _, _, _, address = infos[0]
         listener = socket.socket(family, socket.SOCK_STREAM)
-        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        _allow_quick_rebind(listener)
         listener.bind(address)
         listener.listen(2048)
     except OSError as exc:
