@@ -718,7 +718,9 @@ def run_serve(
                 f"use the model; set --api-key or {API_KEY_ENV}"
             )
         logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s")
-        server = uvicorn.Server(uvicorn.Config(app, log_level="info", lifespan="off"))
+        server = uvicorn.Server(
+            uvicorn.Config(app, log_level="info", lifespan="off", timeout_graceful_shutdown=5)
+        )
         server.run(sockets=[listener])
     finally:
         listener.close()
