@@ -24,11 +24,12 @@ if TYPE_CHECKING:
 SAMPLE_FILES = ("sample-discord.json", "sample-whatsapp.txt")
 SAMPLE_ME = ("junebug", "Juno")  # the persona of the bundled sample, Juno (examples/README.md)
 DEMO_MARKER = ".twinbot-demo"
-# Chosen from measured speed: the embedded model trained at ~40-60 tokens/s (packed 1024-token rows, bf16, 2
-# busy CPU cores). One row per step gives ~4x more optimizer updates than the fast preset's 4 rows for the
-# same tokens, which is what a few-minute demo needs; 16 steps = ~16k tokens, ~3-4 minutes.
-DEMO_MAX_STEPS = 16
-DEMO_OVERRIDES = ("BATCH_SIZE=1",)
+# Measured on 2 CPU cores (embedded model, packed 1024-token rows, bf16): ~200 tokens/s when the cores are
+# free, 25-40 tokens/s when shared. 32 one-row steps = ~32k tokens = ~3 minutes on a free 2-core machine.
+# One row per step (instead of the fast preset's 4) and a higher learning rate give a few minutes of training
+# enough optimizer updates for the persona's style to show; everything else is the fast preset.
+DEMO_MAX_STEPS = 32
+DEMO_OVERRIDES = ("BATCH_SIZE=1", "LEARNING_RATE=1e-3")
 DEMO_PROMPTS = 6
 MAX_NEW_TOKENS = 40
 IM_END = "<|im_end|>"
@@ -92,7 +93,9 @@ def run_demo(
             f"eval loss {_loss(summary.final_eval_loss)}"
         )
 
-        console.print(f"[bold]3/3 compare[/] base model vs adapter on {prompts} held-out prompts (greedy)")
+        console.print(
+            f"[bold]3/3 compare[/] base model vs adapter on {prompts} held-out prompts (fixed-seed sampling)"
+        )
         samples = pick_prompts(data_dir / "eval.jsonl", prompts)
         replies = compare_replies(samples, model, summary.adapter_dir, max_new_tokens)
     replies_path = out / "replies.json"
@@ -192,10 +195,10 @@ def compare_replies(
     tokenizer = load_tokenizer(model)
     base_model = load_model(model)
     base_model.eval()
-    base = [generate_reply(base_model, tokenizer, sample, max_new_tokens) for sample in samples]
+    base = [generate_reply(base_model, tokenizer, s, max_new_tokens, seed=i) for i, s in enumerate(samples)]
     tuned_model = PeftModel.from_pretrained(base_model, str(adapter_dir))
     tuned_model.eval()
-    tuned = [generate_reply(tuned_model, tokenizer, sample, max_new_tokens) for sample in samples]
+    tuned = [generate_reply(tuned_model, tokenizer, s, max_new_tokens, seed=i) for i, s in enumerate(samples)]
     return [
         DemoReply(
             context=_last_line(sample.messages[-2].content),
@@ -207,8 +210,12 @@ def compare_replies(
     ]
 
 
-def generate_reply(model: Any, tokenizer: Any, sample: Sample, max_new_tokens: int) -> str:
-    """Greedy reply to the sample's context (everything before its last, assistant, turn)."""
+def generate_reply(model: Any, tokenizer: Any, sample: Sample, max_new_tokens: int, seed: int = 0) -> str:
+    """A reply to the sample's context (everything before its last, assistant, turn).
+
+    Sampled with a fixed seed (temperature 0.7, top-p 0.9): the same prompt and seed give base and adapter
+    the same random stream, and re-runs give the same replies. Greedy decoding makes a 135M model loop.
+    """
     import torch
 
     context = [{"role": turn.role, "content": turn.content} for turn in sample.messages[:-1]]
@@ -218,13 +225,15 @@ def generate_reply(model: Any, tokenizer: Any, sample: Sample, max_new_tokens: i
     device = next(model.parameters()).device
     input_ids = encoded["input_ids"].to(device)
     eos = tokenizer.convert_tokens_to_ids(IM_END)
+    torch.manual_seed(seed)
     with torch.inference_mode():
         output = model.generate(
             input_ids=input_ids,
             attention_mask=encoded["attention_mask"].to(device),
             max_new_tokens=max_new_tokens,
-            do_sample=False,
-            repetition_penalty=1.2,  # a 135M model loops without it; the same for base and adapter
+            do_sample=True,
+            temperature=0.7,
+            top_p=0.9,
             eos_token_id=eos,
             pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos,
         )
