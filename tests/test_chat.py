@@ -170,3 +170,16 @@ def test_chat_on_a_missing_run_is_a_user_error(tmp_path: Path) -> None:
         run_chat(
             str(tmp_path / "missing-run"), GREEDY, device="cpu", stdin=io.StringIO(""), out=io.StringIO()
         )
+
+
+def test_ctrl_c_during_a_reply_stops_it_and_the_repl_goes_on(tokenizer: Any) -> None:
+    lm = scripted_lm(tokenizer, [], filler=" la", later=[["next<|im_end|>"]])
+
+    def interrupt(calls: int) -> None:
+        if calls == 4:
+            raise KeyboardInterrupt
+
+    lm.model.on_call = interrupt  # type: ignore[union-attr]
+    out, _, session = repl(lm, "sing\nagain\n")
+    assert out.splitlines() == [f"{REPLY_PREFIX}la la la [stopped]", f"{REPLY_PREFIX}next"]
+    assert session.history[1] == ChatTurn("assistant", "la la la")

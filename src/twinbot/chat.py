@@ -7,6 +7,7 @@ window at each turn (oldest turns first). Commands: /reset, /system TEXT, /quit.
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -77,12 +78,21 @@ def run_repl(
     note: Callable[[str], None],
 ) -> None:
     """Read lines until /quit, end of input or Ctrl-C at the prompt."""
+    use_input = interactive and stdin is sys.stdin and out is sys.stdout
+    if use_input:
+        with contextlib.suppress(ImportError):
+            import readline  # noqa: F401  (line editing and history for input(), where available)
     while True:
-        if interactive:
-            out.write(USER_PROMPT)
-            out.flush()
         try:
-            line = stdin.readline()
+            if use_input:
+                line = input(USER_PROMPT) + "\n"
+            else:
+                if interactive:
+                    out.write(USER_PROMPT)
+                    out.flush()
+                line = stdin.readline()
+        except EOFError:
+            line = ""
         except KeyboardInterrupt:
             out.write("\n")
             return
