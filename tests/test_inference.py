@@ -342,3 +342,20 @@ def test_persona_info_round_trips(tmp_path: Path) -> None:
     assert read_persona_info(tmp_path / "missing.json") is None
     (tmp_path / "bad.json").write_text("not json")
     assert read_persona_info(tmp_path / "bad.json") is None
+
+
+def test_gguf_persona_from_metadata_or_sidecar(tmp_path: Path) -> None:
+    import gguf
+
+    from twinbot.inference import GGUF_SYSTEM_PROMPT_KEY, _gguf_persona
+
+    path = tmp_path / "model.gguf"
+    writer = gguf.GGUFWriter(str(path), arch="llama")
+    writer.add_string(GGUF_SYSTEM_PROMPT_KEY, "You are Sam.")
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    assert _gguf_persona(path) == "You are Sam."
+    write_persona_info(tmp_path / "model.gguf.twinbot.json", PersonaInfo("From the sidecar.", None))
+    assert _gguf_persona(path) == "From the sidecar."
