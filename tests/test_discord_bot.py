@@ -316,6 +316,8 @@ def test_client_routes_messages_to_the_bot() -> None:
     async def scenario() -> None:
         client = make_client(bot)
         assert client.intents.message_content
+        mentions = client.allowed_mentions
+        assert mentions is not None and not (mentions.everyone or mentions.users or mentions.roles)
         await client.on_message(FakeMessage(ALICE, channel, "hello"))  # type: ignore[attr-defined]
 
     asyncio.run(scenario())

@@ -217,7 +217,8 @@ def make_client(bot: TwinDiscordBot) -> Any:
 
     intents = discord.Intents.default()
     intents.message_content = True
-    client = discord.Client(intents=intents)
+    # the model's text may contain @everyone or <@id>: its replies never ping anyone
+    client = discord.Client(intents=intents, allowed_mentions=discord.AllowedMentions.none())
 
     @client.event
     async def on_ready() -> None:
