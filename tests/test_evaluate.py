@@ -1,0 +1,215 @@
+"""`twinbot eval`: pieces on hand-made inputs, the whole stage on the tiny model, and (slow) the real claim on
+the embedded default: a short `fast` training moves the adapter's style closer to the persona than the base
+model's."""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import stat
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from twinbot.errors import TwinbotError
+from twinbot.evaluate import (
+    EVAL_DIR,
+    EVAL_FILE,
+    REPORT_FILE,
+    EvalOptions,
+    EvalResult,
+    ReplyRow,
+    last_lines,
+    mean_loss,
+    perplexity,
+    pick_contexts,
+    read_summary,
+    resolve_data_dir,
+    run_eval,
+    summary_lines,
+    write_outputs,
+)
+from twinbot.records import ChatTurn, Sample
+
+
+def _sample(conversation: str, *turns: tuple[str, str]) -> Sample:
+    return Sample(messages=[ChatTurn(role, text) for role, text in turns], conversation_id=conversation)
+
+
+def test_pick_contexts_is_seeded_and_keeps_replies_to_someone() -> None:
+    samples = [
+        _sample(str(i), ("system", "s"), ("user", f"Ann: hi {i}"), ("assistant", f"reply {i}"))
+        for i in range(20)
+    ]
+    samples.insert(3, _sample("x", ("system", "s"), ("assistant", "style only")))
+    first = pick_contexts(samples, 5, seed=1)
+    assert first == pick_contexts(samples, 5, seed=1)
+    assert first != pick_contexts(samples, 5, seed=2)
+    assert len(first) == 5 and all(s.messages[-2].role == "user" for s in first)
+    assert [samples.index(s) for s in first] == sorted(samples.index(s) for s in first)
+    assert len(pick_contexts(samples, 100, seed=0)) == 20
+
+
+def test_last_lines_and_perplexity() -> None:
+    assert last_lines("a\n\nb\nc\nd", 2) == "c\nd"
+    assert perplexity(0.0) == 1.0 and perplexity(None) is None and perplexity(float("nan")) is None
+    assert perplexity(2.0) == pytest.approx(math.e**2)
+
+
+def test_read_summary_and_data_dir_errors(tmp_path: Path) -> None:
+    with pytest.raises(TwinbotError, match=r"no summary\.json"):
+        read_summary(tmp_path)
+    (tmp_path / "summary.json").write_text("[1]", encoding="utf-8")
+    with pytest.raises(TwinbotError, match="no config"):
+        read_summary(tmp_path)
+    summary = {"config": {"data_dir": str(tmp_path / "nowhere")}}
+    with pytest.raises(TwinbotError, match=r"no train\.jsonl here"):
+        resolve_data_dir(EvalOptions(run_dir=tmp_path), summary)
+    with pytest.raises(TwinbotError, match="pass --data"):
+        resolve_data_dir(EvalOptions(run_dir=tmp_path), {"config": {}})
+
+
+def test_mean_loss_is_the_supervised_token_cross_entropy(tiny_model_dir: Path) -> None:
+    from twinbot.model import load_model, load_tokenizer
+    from twinbot.tokens import IGNORE_INDEX, one_sample_rows, tokenize_samples
+
+    tokenizer = load_tokenizer(str(tiny_model_dir))
+    model = load_model(str(tiny_model_dir)).eval()
+    samples = [
+        _sample("a", ("system", "be Juno"), ("user", "Ann: hi"), ("assistant", "heyyy 💀")),
+        _sample("b", ("system", "be Juno"), ("user", "Bo: lunch?"), ("assistant", "ok but where\nfr")),
+    ]
+    rows = one_sample_rows(tokenize_samples(samples, tokenizer, 256))
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for row in rows:
+            logits = model(input_ids=torch.tensor([row.input_ids])).logits[0].float()
+            targets = torch.tensor(row.target_ids)
+            keep = targets != IGNORE_INDEX
+            total += float(torch.nn.functional.cross_entropy(logits[keep], targets[keep], reduction="sum"))
+            count += int(keep.sum())
+    assert mean_loss(model, rows, tokenizer.pad_token_id, torch.device("cpu")) == pytest.approx(
+        total / count, rel=1e-4
+    )
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> Path:
+    from twinbot.demo import prepare_sample, train_demo
+
+    root = tmp_path_factory.mktemp("eval-tiny")
+    prepare_sample(root / "data")
+    train_demo(root / "data", root / "run", str(tiny_model_dir), max_steps=2)  # step 1 is LR warm-up
+    return root / "run"
+
+
+TINY_OPTIONS = dict(samples=3, max_new_tokens=4, loss_samples=6, canaries=("zz-canary",))
+
+
+@pytest.fixture(scope="module")
+def tiny_result(tiny_run: Path) -> EvalResult:
+    return run_eval(EvalOptions(run_dir=tiny_run, **TINY_OPTIONS), quiet=True)
+
+
+def test_eval_on_tiny_model_writes_json_and_report(tiny_run: Path, tiny_result: EvalResult) -> None:
+    out = tiny_run / EVAL_DIR
+    saved = json.loads((out / EVAL_FILE).read_text(encoding="utf-8"))
+    assert saved["twinbot_eval"] == 1 and len(saved["rows"]) == 3 and saved["loss_samples"] == 6
+    for name in ("base", "adapter"):
+        model = saved[name]
+        assert math.isfinite(model["eval_loss"])
+        assert model["perplexity"] == pytest.approx(math.exp(model["eval_loss"]))
+        assert 0 <= model["style_distance"]["score"] <= 1
+        assert model["memorisation"]["replies"] == 3
+    assert saved["canaries_checked"] == 1
+    # the adapter changed something: its loss differs from the base model's
+    assert saved["base"]["eval_loss"] != saved["adapter"]["eval_loss"]
+    eval_rows = (Path(saved["data_dir"]) / "eval.jsonl").read_text(encoding="utf-8").splitlines()
+    real = {json.loads(line)["messages"][-1]["content"] for line in eval_rows}
+    assert all(row["real"] in real for row in saved["rows"])
+
+    report = (out / REPORT_FILE).read_text(encoding="utf-8")
+    assert report.count("data:image/png;base64,") == 3
+    assert "<script" not in report and 'src="http' not in report
+    if sys.platform != "win32":
+        for path in (out / EVAL_FILE, out / REPORT_FILE):
+            assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+    lines = "\n".join(summary_lines(tiny_result))
+    assert "style dist" in lines and all(r.real not in lines for r in tiny_result.rows if len(r.real) > 3)
+
+
+def test_eval_is_reproducible(tiny_run: Path, tiny_result: EvalResult) -> None:
+    again = run_eval(EvalOptions(run_dir=tiny_run, **TINY_OPTIONS), quiet=True)  # fixed seeds
+    assert [(r.real, r.base, r.adapter) for r in again.rows] == [
+        (r.real, r.base, r.adapter) for r in tiny_result.rows
+    ]
+    assert again.adapter.eval_loss == tiny_result.adapter.eval_loss
+
+
+def test_report_escapes_message_text(tmp_path: Path, tiny_result: EvalResult) -> None:
+    result = copy.deepcopy(tiny_result)
+    result.rows = [ReplyRow("<script>alert(1)</script>", "a & b", "<b>bold</b>", "ok")]
+    write_outputs(tmp_path, result)
+    report = (tmp_path / REPORT_FILE).read_text(encoding="utf-8")
+    assert "<script>" not in report and "&lt;script&gt;alert(1)&lt;/script&gt;" in report
+    assert "a &amp; b" in report and "&lt;b&gt;bold&lt;/b&gt;" in report
+
+
+def test_eval_cli_errors_are_one_line(tmp_path: Path) -> None:
+    import subprocess
+
+    out = subprocess.run(
+        [sys.executable, "-m", "twinbot", "eval", str(tmp_path)], capture_output=True, text=True, check=False
+    )
+    assert out.returncode == 2 and out.stderr.startswith("error: ") and "no summary.json" in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1
+
+
+# --- the real test -------------------------------------------------------------------------------------------
+
+# A short `fast` run that reliably moves the style (measured, see the test's docstring): small rows so that
+# many optimizer steps fit in the time, a higher learning rate than the preset's 2.5e-4.
+REAL_STEPS = 24
+REAL_OVERRIDES = ("BATCH_SIZE=1", "ROW_TOKENS=128", "MAX_SEQ_LEN=128", "LEARNING_RATE=1e-3", "SEED=0")
+
+
+@pytest.mark.slow
+def test_fast_training_moves_style_towards_the_persona(tmp_path: Path) -> None:
+    """Bundled sample (persona Juno), embedded SmolLM2-135M, `fast` preset for REAL_STEPS steps, then eval on
+    16 seeded held-out contexts: the adapter's style distance must be below the base model's."""
+    from twinbot.config import resolve_train_config
+    from twinbot.demo import prepare_sample
+    from twinbot.train import main as train_main
+
+    started = time.monotonic()
+    prepare_sample(tmp_path / "data")
+    resolved = resolve_train_config(
+        cli={
+            "preset": "fast",
+            "data_dir": tmp_path / "data",
+            "output_dir": tmp_path / "run",
+            "max_steps": REAL_STEPS,
+        },
+        overrides=[
+            f"EVAL_EVERY={REAL_STEPS}",
+            "EVAL_MAX_SAMPLES=4",
+            f"SAVE_EVERY={REAL_STEPS}",
+            *REAL_OVERRIDES,
+        ],
+        environ={},
+        dotenv_path=None,
+    )
+    train_main(resolved.config, overwrite=True, sources=resolved.sources)
+    result = run_eval(
+        EvalOptions(run_dir=tmp_path / "run", samples=16, max_new_tokens=24, loss_samples=16), quiet=True
+    )
+    base, adapter = result.base.style_distance.score, result.adapter.style_distance.score
+    print(f"style distance base {base:.3f} adapter {adapter:.3f}; {time.monotonic() - started:.0f} s")
+    assert adapter < base
+    assert result.adapter.eval_loss is not None and result.base.eval_loss is not None
+    assert result.adapter.eval_loss < result.base.eval_loss
