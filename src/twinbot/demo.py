@@ -6,7 +6,6 @@ replies of the base model and of the trained adapter to held-out prompts side by
 
 from __future__ import annotations
 
-import json
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -24,8 +23,9 @@ if TYPE_CHECKING:
 SAMPLE_FILES = ("sample-discord.json", "sample-whatsapp.txt")
 SAMPLE_ME = ("junebug", "Juno")  # the persona of the bundled sample, Juno (examples/README.md)
 DEMO_MARKER = ".twinbot-demo"
-# Measured on 2 CPU cores (embedded model, packed 1024-token rows, bf16): ~200 tokens/s when the cores are
-# free, 25-40 tokens/s when shared. 32 one-row steps = ~32k tokens = ~3 minutes on a free 2-core machine.
+# Measured on 2 CPU cores shared with other jobs (embedded model, packed 1024-token rows, bf16): ~200 tokens/s
+# in the quietest steps, 10-40 tokens/s under heavy load. 32 one-row steps = ~32k tokens: ~3 minutes on two
+# free cores (plus ~1 minute of loading and generation); proportionally longer on a busy machine.
 # One row per step (instead of the fast preset's 4) and a higher learning rate give a few minutes of training
 # enough optimizer updates for the persona's style to show; everything else is the fast preset.
 DEMO_MAX_STEPS = 32
@@ -255,7 +255,3 @@ def replies_table(replies: list[DemoReply]) -> Any:
 def _last_line(text: str) -> str:
     lines = [line for line in text.splitlines() if line.strip()]
     return lines[-1] if lines else ""
-
-
-def load_replies(path: Path) -> list[DemoReply]:
-    return [DemoReply(**row) for row in json.loads(path.read_text(encoding="utf-8"))]
