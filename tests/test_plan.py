@@ -207,6 +207,19 @@ def test_calibration_with_a_tiny_budget_measures_speed(tiny_model_dir: Path, tmp
     assert result.precision == "fp32" and result.micro_batch == 1
 
 
+def test_calibration_order_spreads_over_lengths() -> None:
+    rng = random.Random(1)
+    sizes = [rng.randint(10, 1000) for _ in range(500)]
+    order = plan.spread_order(sizes)
+    assert sorted(order) == list(range(500))  # every micro-batch, once
+    first = sorted(sizes[i] for i in order[:8])
+    ranked = sorted(sizes)
+    assert first[0] <= ranked[125] and first[-1] >= ranked[375]  # short and long ones early
+    mean_of_first = sum(sizes[i] for i in order[:16]) / 16
+    assert abs(mean_of_first - sum(sizes) / 500) < 0.1 * sum(sizes) / 500
+    assert plan.spread_order([5]) == [0] and plan.spread_order([]) == []
+
+
 def fixed_workload(**changes: Any) -> plan.Workload:
     values: dict[str, Any] = {
         "micro_batch": 1,

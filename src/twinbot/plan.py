@@ -19,7 +19,6 @@ import functools
 import gc
 import hashlib
 import math
-import random
 import re
 import sys
 import tempfile
@@ -189,6 +188,10 @@ class TokenizedData:
         self.read_seconds = time.perf_counter() - started
         self._train: dict[int, tuple[list[TokenizedSample], float]] = {}
         self._eval: dict[tuple[int, int], tuple[list[TokenizedSample], float]] = {}
+
+    @property
+    def tokenized_limits(self) -> set[int]:
+        return set(self._train)
 
     def train(self, max_tokens: int) -> tuple[list[TokenizedSample], float]:
         """Tokenized train samples (those with something supervised left) and the seconds it took."""
@@ -456,8 +459,8 @@ def _measure(
     trainable = [p for p in model.parameters() if p.requires_grad]
     max_norm = config.max_grad_norm if config.max_grad_norm > 0 else math.inf
     batches = TrainData(rows, micro_batch, 1, 1, config.seed).epoch_micro_batches(0)
-    order = list(range(len(batches)))
-    random.Random(config.seed).shuffle(order)
+    sizes = [sum(len(row.input_ids) for row in batch) for batch in batches]
+    order = spread_order(sizes)
     largest = max(order, key=lambda i: len(batches[i]) * max(len(row.input_ids) for row in batches[i]))
     order.remove(largest)
     order.insert(0, largest)
@@ -505,10 +508,12 @@ def _measure(
     if not eval_rows:
         return
     eval_model = accelerator.unwrap_model(model)
-    eval_batches = [eval_rows[i : i + micro_batch] for i in range(0, len(eval_rows), micro_batch)]
-    random.Random(config.seed).shuffle(eval_batches)
-    if len(eval_batches) > 1:
-        evaluate(eval_model, eval_batches.pop(), micro_batch, pad_id, accelerator, flatten)  # warm-up
+    chunks = [eval_rows[i : i + micro_batch] for i in range(0, len(eval_rows), micro_batch)]
+    eval_batches = [chunks[i] for i in spread_order([sum(len(r.input_ids) for r in c) for c in chunks])]
+    # an untimed warm-up unless the training part already used up its share (slow micro-batches)
+    if len(eval_batches) > 1 and time.perf_counter() - started < (TRAIN_SHARE + EVAL_SHARE) / 2 * budget:
+        evaluate(eval_model, eval_batches[0], micro_batch, pad_id, accelerator, flatten)
+        eval_batches = eval_batches[1:]
     for batch in eval_batches:
         eval_start = time.perf_counter()
         evaluate(eval_model, batch, micro_batch, pad_id, accelerator, flatten)
@@ -517,6 +522,30 @@ def _measure(
         result.eval_tokens += sum(len(row.input_ids) for row in batch)
         if time.perf_counter() - started >= EVAL_SHARE * budget:
             break
+
+
+def spread_order(sizes: Sequence[int]) -> list[int]:
+    """Indices in an order whose every prefix spreads over the whole range of `sizes`: the van der Corput
+    sequence (1/2, 1/4, 3/4, 1/8, ...) over the indices sorted by size. A calibration that only gets
+    through a few micro-batches then still sees short and long ones in their proportions, which a random
+    sample of a few does not guarantee (per-token cost depends on length)."""
+    count = len(sizes)
+    by_size = sorted(range(count), key=lambda i: (sizes[i], i))
+    order: list[int] = []
+    seen: set[int] = set()
+    k = 1
+    while len(order) < count and k < 4 * count:
+        fraction, denominator, rest = 0.0, 1.0, k
+        while rest:
+            denominator *= 2
+            rest, bit = divmod(rest, 2)
+            fraction += bit / denominator
+        index = by_size[min(count - 1, int(fraction * count))]
+        if index not in seen:
+            seen.add(index)
+            order.append(index)
+        k += 1
+    return order + [i for i in by_size if i not in seen]
 
 
 def _time_checkpoint(peft_model: Any, optimizer: Any, scheduler: Any, accelerator: Accelerator) -> float:
@@ -1136,6 +1165,10 @@ def make_plan(
             tokenizers[spec] = load_tokenizer(spec)
             datasets[spec] = TokenizedData(data_dir, tokenizers[spec])
         data = datasets[spec]
+        if max_tokens_for(config) not in data.tokenized_limits:
+            say(
+                f"tokenizing {len(data.train_samples):,} train samples (up to {max_tokens_for(config)} tokens each)..."
+            )
         tokenized, tokenize_seconds = data.train(max_tokens_for(config))
         eval_tokenized, eval_seconds = data.eval(max_tokens_for(config), config.eval_max_samples)
         rows, eval_rows = rows_for(config, tokenized), rows_for(config, eval_tokenized)
