@@ -242,6 +242,26 @@ def demo(
     run_demo(out)
 
 
+@app.command()
+def export(
+    run: Annotated[Path, typer.Argument(help="RUN folder from `twinbot train`.", show_default=False)],
+    out: Annotated[
+        Path,
+        typer.Argument(help="Output: a folder (merged, ollama) or a .gguf file (gguf).", show_default=False),
+    ],
+    to: Annotated[str, typer.Option("--to", help="merged | gguf | ollama", show_default=False)],
+    dtype: Annotated[str, typer.Option("--dtype", help="Merged weights: bf16 | fp16 | fp32.")] = "bf16",
+    gguf_type: Annotated[
+        str | None, typer.Option("--type", help="GGUF weights: f32 | f16 | q8_0 (default f16).")
+    ] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing output.")] = False,
+) -> None:
+    """Export the fine-tuned model (adapter merged in) for transformers, llama.cpp/GGUF or Ollama."""
+    from twinbot.export import run_export
+
+    run_export(run, to, out, dtype=dtype, gguf_type=gguf_type, overwrite=overwrite)
+
+
 @app.command(name="eval")
 def eval_(
     run: Annotated[Path, typer.Argument(help="RUN folder made by `twinbot train`.", show_default=False)],
