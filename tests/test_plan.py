@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
 import sys
@@ -535,7 +536,7 @@ def test_recommendation_uses_measured_quality(tmp_path: Path) -> None:
         {"preset": "optimized", "eval_loss": 2.31, "style_distance": 0.2},
         {"preset": "fast", "eval_loss": 2.50},
     ]
-    sha = plan.file_sha256(data_dir / "train.jsonl")
+    sha = hashlib.sha256((data_dir / "train.jsonl").read_bytes()).hexdigest()
     write_json(data_dir / plan.COMPARE_FILE, {"twinbot_compare": 1, "train_sha256": sha, "results": results})
     quality = plan.read_quality(data_dir)
     assert quality.measured

@@ -6,7 +6,7 @@ epoch, so it changes the number of steps and not the work. What changes the seco
 packing, gradient checkpointing, micro-batch size and kernels, and those are what calibration measures.
 
 For each preset: count the exact tokens after templating and masking (the same rows `train` builds), run a
-short real training run on a random sample of those micro-batches (after a warm-up) to measure seconds per
+short real training run on micro-batches spread over the lengths (after a warm-up) to measure seconds per
 token and peak memory, time evaluation and one checkpoint save, and extrapolate to the whole run. Without
 calibration, an analytic estimate divides the run's FLOPs by this machine's measured matmul speed (rough).
 docs/plan.md explains the arithmetic.
@@ -17,8 +17,8 @@ from __future__ import annotations
 import contextlib
 import functools
 import gc
-import hashlib
 import math
+import os
 import re
 import sys
 import tempfile
@@ -317,10 +317,11 @@ class PeakMemory:
             self._stop.set()
             self._thread.join()
             self.peak = max(self.peak, _rss_bytes() or 0)
-        else:
+        else:  # no way to read the current resident memory: the process's peak so far
             from twinbot.metrics import peak_memory_bytes
 
-            self.peak = peak_memory_bytes(self.device.type)
+            with contextlib.suppress(ImportError):
+                self.peak = peak_memory_bytes(self.device.type)
 
 
 def _rss_bytes() -> int | None:
@@ -331,8 +332,6 @@ def _rss_bytes() -> int | None:
     except ImportError:
         pass
     try:
-        import os
-
         pages = int(Path("/proc/self/statm").read_text().split()[1])
         return pages * os.sysconf("SC_PAGE_SIZE")
     except (OSError, ValueError, IndexError, AttributeError):
@@ -1004,6 +1003,8 @@ def read_quality(data_dir: Path) -> Quality:
         compare = CompareFile.model_validate_json(path.read_bytes())
     except (OSError, pydantic.ValidationError):
         return Quality(measured=False, note=f"{path} is not a `twinbot compare` result; {NOT_MEASURED}")
+    from twinbot.train import file_sha256
+
     if compare.train_sha256 != file_sha256(data_dir / "train.jsonl"):
         return Quality(
             measured=False, note=f"{path} was measured on other data (train.jsonl changed); {NOT_MEASURED}"
@@ -1012,14 +1013,6 @@ def read_quality(data_dir: Path) -> Quality:
     if not results:
         return Quality(measured=False, note=f"{path} holds no measured results; {NOT_MEASURED}")
     return Quality(measured=True, source=str(path), note=f"measured quality from {path}", results=results)
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 # --- the plan --------------------------------------------------------------------------------------------
