@@ -204,7 +204,7 @@ def plan(
         bool, typer.Option("--no-calibrate", help="Rough analytic estimate instead (FLOPs / matmul speed).")
     ] = False,
     target_gpu: Annotated[
-        str | None, typer.Option("--target-gpu", help="Extrapolate to: rtx3060, rtx3090, rtx4090, l4, a100, h100.")
+        str | None, typer.Option("--target-gpu", help="Extrapolate to rtx3060/3090/4090, l4, a100, h100.")
     ] = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print the plan as JSON.")] = False,
     config: Annotated[Path | None, typer.Option("--config", help="YAML file with training settings.")] = None,
@@ -260,59 +260,6 @@ def export(
     from twinbot.export import run_export
 
     run_export(run, to, out, dtype=dtype, gguf_type=gguf_type, overwrite=overwrite)
-
-
-@app.command(name="eval")
-def eval_(
-    run: Annotated[Path, typer.Argument(help="RUN folder made by `twinbot train`.", show_default=False)],
-    data: Annotated[
-        Path | None, typer.Option("--data", help="Prepared data (default: the run's training data).")
-    ] = None,
-    samples: Annotated[
-        int, typer.Option("--samples", help="Held-out contexts to generate replies for.")
-    ] = 32,
-    seed: Annotated[int, typer.Option("--seed", help="Seed for picking contexts and sampling.")] = 0,
-    max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", help="Tokens per generated reply.")] = 48,
-    loss_samples: Annotated[
-        int, typer.Option("--loss-samples", help="Held-out replies in the loss (0 = all).")
-    ] = 256,
-    canary: Annotated[
-        list[str] | None,
-        typer.Option("--canary", help="A planted string to look for in replies; repeatable."),
-    ] = None,
-    device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda, mps.")] = "auto",
-) -> None:
-    """Measure a run on held-out replies: loss, style vs the real person, memorisation; RUN/eval/."""
-    from twinbot.evaluate import EVAL_DIR, EvalOptions, run_eval, summary_lines
-
-    result = run_eval(
-        EvalOptions(
-            run_dir=run,
-            data_dir=data,
-            samples=samples,
-            seed=seed,
-            max_new_tokens=max_new_tokens,
-            loss_samples=loss_samples,
-            canaries=tuple(canary or ()),
-            device=device,
-        )
-    )
-    typer.echo("\n".join(summary_lines(result)))
-    typer.echo(f"results: {run / EVAL_DIR} (eval.json, report.html; they contain message text)")
-
-
-@app.command()
-def compare(
-    runs: Annotated[list[Path], typer.Argument(help="RUN folders evaluated with `twinbot eval`.")],
-    out: Annotated[
-        Path | None,
-        typer.Option("--out", "-o", help="Folder for the table and plot (default: RUN1's parent)."),
-    ] = None,
-) -> None:
-    """One table and plot across evaluated runs; writes DATA/compare.json for `twinbot plan`."""
-    from twinbot.compare import run_compare
-
-    run_compare(list(runs), out)
 
 
 _ModelArg = Annotated[
@@ -386,6 +333,59 @@ def discord(
         channels=frozenset(channel or []), history=history, rate_limit_seconds=rate_limit, settings=settings
     )
     run_discord(run, options, device=device)
+
+
+@app.command(name="eval")
+def eval_(
+    run: Annotated[Path, typer.Argument(help="RUN folder made by `twinbot train`.", show_default=False)],
+    data: Annotated[
+        Path | None, typer.Option("--data", help="Prepared data (default: the run's training data).")
+    ] = None,
+    samples: Annotated[
+        int, typer.Option("--samples", help="Held-out contexts to generate replies for.")
+    ] = 32,
+    seed: Annotated[int, typer.Option("--seed", help="Seed for picking contexts and sampling.")] = 0,
+    max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", help="Tokens per generated reply.")] = 48,
+    loss_samples: Annotated[
+        int, typer.Option("--loss-samples", help="Held-out replies in the loss (0 = all).")
+    ] = 256,
+    canary: Annotated[
+        list[str] | None,
+        typer.Option("--canary", help="A planted string to look for in replies; repeatable."),
+    ] = None,
+    device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda, mps.")] = "auto",
+) -> None:
+    """Measure a run on held-out replies: loss, style vs the real person, memorisation; RUN/eval/."""
+    from twinbot.evaluate import EVAL_DIR, EvalOptions, run_eval, summary_lines
+
+    result = run_eval(
+        EvalOptions(
+            run_dir=run,
+            data_dir=data,
+            samples=samples,
+            seed=seed,
+            max_new_tokens=max_new_tokens,
+            loss_samples=loss_samples,
+            canaries=tuple(canary or ()),
+            device=device,
+        )
+    )
+    typer.echo("\n".join(summary_lines(result)))
+    typer.echo(f"results: {run / EVAL_DIR} (eval.json, report.html; they contain message text)")
+
+
+@app.command()
+def compare(
+    runs: Annotated[list[Path], typer.Argument(help="RUN folders evaluated with `twinbot eval`.")],
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", "-o", help="Folder for the table and plot (default: RUN1's parent)."),
+    ] = None,
+) -> None:
+    """One table and plot across evaluated runs; writes DATA/compare.json for `twinbot plan`."""
+    from twinbot.compare import run_compare
+
+    run_compare(list(runs), out)
 
 
 @app.command()
