@@ -989,8 +989,8 @@ class Quality(BaseModel):
 
 
 NOT_MEASURED = (
-    "quality not measured yet: train the candidates and compare final_eval_loss in each RUN/summary.json "
-    f"(or run `twinbot compare`, which writes DATA/{COMPARE_FILE})"
+    "quality not measured yet: train the candidates, `twinbot eval` each RUN, then `twinbot compare RUN ...` "
+    f"writes DATA/{COMPARE_FILE} for the next plan"
 )
 
 
