@@ -1227,6 +1227,8 @@ def make_plan(
             if calibration.micro_batch is not None:
                 note = f"auto: {calibration.micro_batch} rows" if config.batch_size == "auto" else None
                 plan.workload = count_workload(config, rows, eval_rows, calibration.micro_batch, note)
+            elif config.batch_size != "auto":  # failed before the micro-batch was known: counts still hold
+                plan.workload = count_workload(config, rows, eval_rows, config.batch_size)
             if calibration.status == "ok" and plan.workload is not None:
                 plan.estimate = extrapolate(
                     plan.workload, calibration, setup_seconds, measure_bookkeeping(), config.log_every
