@@ -99,6 +99,8 @@ def test_run_writes_adapter_checkpoints_logs_and_summary(
     assert adapter_config["base_model_name_or_path"] == str(tiny_model_dir)
     assert adapter_config["r"] == 4 and adapter_config["peft_type"] == "LORA"
     assert AutoTokenizer.from_pretrained(run / "adapter").chat_template
+    persona = json.loads((run / "adapter" / "twinbot.json").read_text())  # for chat / serve / export
+    assert persona == {"system_prompt": SYSTEM_PROMPT, "base_model": str(tiny_model_dir)}
 
     # The adapter loads onto the base model with plain PEFT and changes its output.
     base = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
@@ -562,3 +564,4 @@ def test_repeated_nonfinite_steps_roll_back_to_the_last_checkpoint(
     assert last is not None and last.name == "step-0000004"
     assert_same_adapter(run / "adapter", last / "adapter", rtol=0, atol=0)
     assert_same_adapter(run / "adapter", run / "checkpoints" / "step-0000003" / "adapter", rtol=0, atol=0)
+

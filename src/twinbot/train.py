@@ -40,6 +40,7 @@ from twinbot.checkpoint import (
 from twinbot.config import TrainConfig
 from twinbot.errors import TwinbotError
 from twinbot.fileio import atomic_dir, make_user_only, write_json
+from twinbot.inference import PERSONA_FILE, PersonaInfo, write_persona_info
 from twinbot.metrics import MetricsLog, MetricsRow, peak_memory_bytes, token_progress
 from twinbot.tokens import (
     IGNORE_INDEX,
@@ -110,6 +111,7 @@ class Run:
     flatten: bool  # one padding-free row per micro-batch (flash-attention) instead of padded rows
     model_spec: str  # the base model as the user named it (recorded in the adapter and summary)
     model_path: str  # where it was loaded from
+    persona: PersonaInfo  # the training system prompt, saved beside the adapter for chat/serve/export
 
 
 def main(
@@ -225,6 +227,9 @@ def setup(config: TrainConfig, resume: bool, overwrite: bool, sources: dict[str,
         resumed_from=checkpoint,
         flatten=flatten,
         model_spec=model_spec,
+        persona=PersonaInfo(
+            system_prompt=first_system_prompt(data_dir / "train.jsonl"), base_model=model_spec
+        ),
         model_path=model_path,
     )
 
@@ -353,7 +358,7 @@ def fit(run: Run) -> TrainSummary:
                 )
                 if state.nonfinite_in_a_row >= MAX_NONFINITE_IN_A_ROW:
                     bar.close()
-                    roll_back(run_dir, run.peft_model, run.tokenizer, accelerator, config, state.step)
+                    roll_back(run, state.step)
             bar.update(step_tokens)
 
             is_last_step = state.step == total_steps
@@ -394,7 +399,7 @@ def fit(run: Run) -> TrainSummary:
     state.elapsed_seconds = elapsed_before + time.perf_counter() - session_start
     adapter_dir = run_dir / ADAPTER_DIR
     if accelerator.is_main_process:
-        save_adapter(run.peft_model, run.tokenizer, adapter_dir)
+        save_adapter(run.peft_model, run.tokenizer, adapter_dir, run.persona)
         if metrics is not None:
             metrics.plot()
             metrics.close()
@@ -765,11 +770,21 @@ def start_run_dir(run_dir: Path, fresh: bool, marker: dict[str, Any]) -> None:
     write_json(run_dir / RUN_MARKER, {"twinbot_run": 1, **marker})
 
 
-def save_adapter(peft_model: Any, tokenizer: Any, adapter_dir: Path) -> None:
-    """RUN/adapter: PEFT files (adapter_config.json + adapter_model.safetensors) and the tokenizer."""
+def save_adapter(peft_model: Any, tokenizer: Any, adapter_dir: Path, persona: PersonaInfo) -> None:
+    """RUN/adapter: PEFT files (adapter_config.json + adapter_model.safetensors), the tokenizer and
+    twinbot.json (the persona's system prompt and the base model)."""
     with atomic_dir(adapter_dir, overwrite=True) as tmp:
         peft_model.save_pretrained(tmp, save_embedding_layers=False)
         tokenizer.save_pretrained(tmp)
+        write_persona_info(tmp / PERSONA_FILE, persona)
+
+
+def first_system_prompt(path: Path) -> str | None:
+    """The system prompt of the first training sample (prepare writes the same one into every sample)."""
+    for sample in load_samples(path)[:1]:
+        if sample.messages and sample.messages[0].role == "system":
+            return sample.messages[0].content
+    return None
 
 
 def gather_rng_states(accelerator: Accelerator) -> list[dict[str, Any]]:
@@ -778,15 +793,14 @@ def gather_rng_states(accelerator: Accelerator) -> list[dict[str, Any]]:
     return list(gather_object([capture_rng_state()]))
 
 
-def roll_back(
-    run_dir: Path, peft_model: Any, tokenizer: Any, accelerator: Accelerator, config: TrainConfig, step: int
-) -> NoReturn:
+def roll_back(run: Run, step: int) -> NoReturn:
     """Stop after repeated non-finite steps: RUN/adapter becomes the last checkpoint's adapter."""
+    run_dir, peft_model, accelerator, config = run.run_dir, run.peft_model, run.accelerator, run.config
     checkpoint = latest_checkpoint(run_dir)
     if checkpoint is not None:
         load_adapter_weights(peft_model, checkpoint / ADAPTER_DIR)
         if accelerator.is_main_process:
-            save_adapter(peft_model, tokenizer, run_dir / ADAPTER_DIR)
+            save_adapter(peft_model, run.tokenizer, run_dir / ADAPTER_DIR, run.persona)
         where = f"{run_dir / ADAPTER_DIR} holds the last good checkpoint ({checkpoint.name})"
     else:
         where = "no checkpoint had been saved yet, so there is no adapter"
