@@ -100,7 +100,7 @@ def test_run_writes_adapter_checkpoints_logs_and_summary(
     assert adapter_config["r"] == 4 and adapter_config["peft_type"] == "LORA"
     assert AutoTokenizer.from_pretrained(run / "adapter").chat_template
     persona = json.loads((run / "adapter" / "twinbot.json").read_text())  # for chat / serve / export
-    assert persona == {"system_prompt": SYSTEM_PROMPT, "base_model": str(tiny_model_dir)}
+    assert SYSTEM_PROMPT in persona["system_prompt"] and persona["base_model"] == str(tiny_model_dir)
 
     # The adapter loads onto the base model with plain PEFT and changes its output.
     base = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
