@@ -252,13 +252,15 @@ def test_the_bot_never_writes_the_other_side_in_a_group(tmp_path: Path, tiny_mod
 # --- token and client -------------------------------------------------------------------------------------
 
 
-def test_token_only_from_the_environment(tmp_path: Path) -> None:
+def test_token_only_from_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / ".env").write_text(
+        "DISCORD_TOKEN=from-dotenv\n", encoding="utf-8"
+    )  # a file is not the environment
     with pytest.raises(TwinbotError, match="DISCORD_TOKEN environment variable") as info:
-        discord_token(environ={}, dotenv_path=tmp_path / ".env")
+        discord_token(environ={})
     assert "\n" not in str(info.value)
-    assert discord_token(environ={"DISCORD_TOKEN": " abc.def "}, dotenv_path=None) == "abc.def"
-    (tmp_path / ".env").write_text("DISCORD_TOKEN=from-dotenv\n", encoding="utf-8")
-    assert discord_token(environ={}, dotenv_path=tmp_path / ".env") == "from-dotenv"
+    assert discord_token(environ={"DISCORD_TOKEN": " abc.def "}) == "abc.def"
 
 
 def test_cli_has_no_token_flag_and_fails_without_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:

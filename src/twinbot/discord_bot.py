@@ -5,7 +5,7 @@ bots (itself included), rate-limits each user, shows "typing..." while it genera
 remembers a short per-channel history, and splits long replies at Discord's 2,000-character limit. A reply
 made of several lines goes out as several messages, the way the persona writes.
 
-The token comes only from the DISCORD_TOKEN environment variable (or a .env file in the current folder),
+The token comes only from the DISCORD_TOKEN environment variable,
 and is never printed. Nothing here logs message text.
 
 `TwinDiscordBot.handle` holds all message logic and needs no network: tests drive it with fake messages.
@@ -21,7 +21,6 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from twinbot.errors import TwinbotError
@@ -195,14 +194,10 @@ def generator_for(lm: LoadedModel, settings: GenerationSettings) -> Generate:
     return generate
 
 
-def discord_token(environ: dict[str, str] | None = None, dotenv_path: Path | None = Path(".env")) -> str:
-    """DISCORD_TOKEN from the environment, else from ./.env; a one-line error when it is not set."""
+def discord_token(environ: dict[str, str] | None = None) -> str:
+    """DISCORD_TOKEN from the environment only; a one-line error when it is not set."""
     environ = dict(os.environ) if environ is None else environ
     token = (environ.get(TOKEN_VARIABLE) or "").strip()
-    if not token and dotenv_path is not None and dotenv_path.is_file():
-        from dotenv import dotenv_values
-
-        token = (dotenv_values(dotenv_path).get(TOKEN_VARIABLE) or "").strip()
     if not token:
         raise TwinbotError(
             f"set the {TOKEN_VARIABLE} environment variable to your bot's token (Discord developer portal "
