@@ -240,6 +240,19 @@ def test_failed_verification_is_an_error_and_leaves_no_output(
     assert not out.exists() and list(out.parent.iterdir()) == []
 
 
+def test_a_write_failure_is_one_line_and_leaves_no_temp_file(
+    tiny_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def disk_full(*args: object, **kwargs: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(ex, "write_gguf", disk_full)
+    out = tmp_path / "out" / "twin.gguf"
+    with pytest.raises(TwinbotError, match=r"export failed: .*No space left on device") as info:
+        ex.export(tiny_run, "gguf", out)
+    assert "\n" not in str(info.value) and list(out.parent.iterdir()) == []
+
+
 def test_existing_output_is_kept_without_overwrite(tiny_run: Path, tmp_path: Path) -> None:
     folder = tmp_path / "taken"
     folder.mkdir()

@@ -622,6 +622,25 @@ def export(
     overwrite: bool = False,
 ) -> ExportResult:
     """Export RUN to `target` at `out`, verify it against the adapter model, then publish it."""
+    try:
+        return _export(run, target, out, dtype, gguf_type, overwrite)
+    except TwinbotError:
+        raise
+    except Exception as exc:  # a library failure (disk full, unreadable weights...) is still one line
+        reason = (str(exc).strip() or type(exc).__name__).splitlines()[0][:200]
+        raise TwinbotError(
+            f"export failed: {reason}; nothing was written (--debug shows details)", out
+        ) from exc
+
+
+def _export(
+    run: Path,
+    target: ExportTarget,
+    out: Path,
+    dtype: MergedDtype,
+    gguf_type: GgufType | None,
+    overwrite: bool,
+) -> ExportResult:
     if target not in TARGETS:
         raise TwinbotError(f"unknown export target '{target}'; use one of: {', '.join(TARGETS)}")
     if dtype not in MERGED_DTYPES:
