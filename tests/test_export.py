@@ -285,6 +285,17 @@ def test_bad_paths_and_options_are_one_line_errors(tiny_run: Path, tmp_path: Pat
         ex.export(tiny_run, "merged", tmp_path / "m", dtype="int8")  # type: ignore[arg-type]
 
 
+def test_persona_prompt_from_the_stored_file_or_the_training_data(tiny_run: Path, tmp_path: Path) -> None:
+    assert ex.read_run(tiny_run).system_prompt == SYSTEM_PROMPT  # from summary.json's data_dir
+    run = tmp_path / "run"
+    (run / "adapter").mkdir(parents=True)
+    (run / "adapter" / "adapter_config.json").write_text('{"base_model_name_or_path": "b"}', encoding="utf-8")
+    assert ex.read_run(run) == ex.RunInfo(run / "adapter", "b", None)
+    stored = {"system_prompt": "You are Kim.", "base_model": "b"}
+    (run / "adapter" / ex.PERSONA_FILE).write_text(json.dumps(stored), encoding="utf-8")
+    assert ex.read_run(run).system_prompt == "You are Kim."  # what `twinbot train` stores beside the adapter
+
+
 def test_unsupported_architecture_is_named(tmp_path: Path) -> None:
     from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig
 

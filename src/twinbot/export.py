@@ -147,7 +147,8 @@ def read_run(run: Path) -> RunInfo:
     adapter_config = _read_json(adapter_dir / "adapter_config.json")
     base_model = summary.get("base_model") or adapter_config.get("base_model_name_or_path") or None
     data_dir = (summary.get("config") or {}).get("data_dir")
-    system_prompt = None
+    stored = _read_json(adapter_dir / PERSONA_FILE) if (adapter_dir / PERSONA_FILE).is_file() else {}
+    system_prompt = stored.get("system_prompt") if isinstance(stored.get("system_prompt"), str) else None
     if isinstance(data_dir, str) and data_dir:
         # a relative data_dir was relative to where `twinbot train` ran: try here, then beside the run
         for candidate in (Path(data_dir).expanduser(), run.parent / data_dir):
