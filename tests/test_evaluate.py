@@ -172,8 +172,10 @@ def test_eval_cli_errors_are_one_line(tmp_path: Path) -> None:
 
 # --- the real test -------------------------------------------------------------------------------------------
 
-# A short `fast` run that reliably moves the style (measured, see the test's docstring): small rows so that
-# many optimizer steps fit in the time, a higher learning rate than the preset's 2.5e-4.
+# A short `fast` run that reliably moves the style: small rows so that many optimizer steps fit in the time, a
+# higher learning rate than the preset's 2.5e-4. Measured (seed 0): style distance base 0.374, adapter 0.235,
+# eval loss 6.68 -> 4.87; 82 s on a quiet 2-core machine (embedded model already imported). 16 steps and 12
+# contexts gave 0.340 vs 0.330: too close to rely on.
 REAL_STEPS = 24
 REAL_OVERRIDES = ("BATCH_SIZE=1", "ROW_TOKENS=128", "MAX_SEQ_LEN=128", "LEARNING_RATE=1e-3", "SEED=0")
 
