@@ -160,7 +160,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     # Why each choice: docs/training.md, "The fast preset".
     "fast": {
         "packing": True,
-        "row_tokens": 1024,
+        "row_tokens": 512,
         "batch_size": "auto",
         "gradient_accumulation_steps": 1,
         "use_fp16": True,
