@@ -19,7 +19,7 @@ import re
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, get_args
 
 from twinbot.records import Message
 
@@ -36,19 +36,7 @@ DropReason = Literal[
     "duplicate",
     "spam_burst",
 ]
-DROP_REASONS: tuple[DropReason, ...] = (
-    "system",
-    "call",
-    "media_only",
-    "bot",
-    "bot_command",
-    "empty",
-    "link_only",
-    "too_short",
-    "too_long",
-    "duplicate",
-    "spam_burst",
-)
+DROP_REASONS: tuple[DropReason, ...] = get_args(DropReason)
 
 # Well-known chat bots, matched case-insensitively against the display name and the author id.
 DEFAULT_BOT_NAMES: frozenset[str] = frozenset(
