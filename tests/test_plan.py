@@ -158,33 +158,6 @@ def test_counts_match_a_real_training_run(tiny_model_dir: Path, tmp_path: Path) 
     assert work.checkpoints == len(list_checkpoints(tmp_path / "run")) == 2
 
 
-def model_traits(model: Any) -> tuple[Any, ...]:
-    trainable = sorted((name, tuple(p.shape)) for name, p in model.named_parameters() if p.requires_grad)
-    return (
-        next(model.parameters()).dtype,
-        model.config._attn_implementation,
-        any(getattr(module, "gradient_checkpointing", False) for module in model.modules()),
-        model.config.use_cache,
-        trainable,
-    )
-
-
-@pytest.mark.parametrize("preset", ["baseline", "fast"])
-def test_calibration_builds_the_model_as_train_does(
-    preset: str, tiny_model_dir: Path, tmp_path: Path
-) -> None:
-    from twinbot import train
-
-    data_dir = write_data(tmp_path / "data")
-    config = config_for(tiny_model_dir, data_dir, preset, output_dir=tmp_path / "run")
-    run = train.setup(config, resume=False, overwrite=False, sources={})
-    accelerator, precision = train.make_accelerator(config)
-    mine, flatten = plan.load_training_model(config, accelerator, precision)
-    assert flatten == run.flatten
-    assert model_traits(mine) == model_traits(run.peft_model)
-    assert model_traits(mine)[2] is config.gradient_checkpointing
-
-
 # --- calibration and extrapolation -----------------------------------------------------------------------
 
 

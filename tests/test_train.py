@@ -564,4 +564,3 @@ def test_repeated_nonfinite_steps_roll_back_to_the_last_checkpoint(
     assert last is not None and last.name == "step-0000004"
     assert_same_adapter(run / "adapter", last / "adapter", rtol=0, atol=0)
     assert_same_adapter(run / "adapter", run / "checkpoints" / "step-0000003" / "adapter", rtol=0, atol=0)
-

@@ -85,8 +85,10 @@ class TrainConfig(BaseModel):
     keep_checkpoints: int = Field(2, ge=1, description="How many recent checkpoints to keep.")
     log_every: int = Field(1, ge=1, description="Log loss/throughput every N optimizer steps.")
     device: str = Field("auto", description="auto | cpu | cuda | cuda:N | mps.")
-    attn_implementation: Literal["auto", "sdpa", "flash_attention_2", "eager"] = Field(
-        "auto", description="auto = flash_attention_2 on CUDA when installed, else sdpa."
+    attn_implementation: Literal["auto", "sdpa", "packed_sdpa", "flash_attention_2", "eager"] = Field(
+        "auto",
+        description="auto = flash_attention_2 on CUDA when installed, packed_sdpa for packed rows on CPU, "
+        "else sdpa.",
     )
     torch_compile: bool = Field(False, description="torch.compile the model (slow start, faster steps).")
 
@@ -166,6 +168,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "use_fp16": True,
         "gradient_checkpointing": False,
         "learning_rate": 2.5e-4,
+        "lora_dropout": 0.0,
         "epochs": 1,
     },
 }

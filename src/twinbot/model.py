@@ -23,6 +23,8 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 
 import torch
 
+from twinbot.attention import PACKED_SDPA
+from twinbot.attention import register as register_packed_sdpa
 from twinbot.errors import TwinbotError
 from twinbot.fileio import USER_ONLY_DIR, atomic_dir, make_user_only, write_json
 
@@ -348,11 +350,14 @@ def load_model(
     attn_implementation: str = "sdpa",
     device: str | torch.device = "cpu",
 ) -> PreTrainedModel:
-    """The causal LM of `spec` in `dtype` on `device` (flash_attention_2 falls back to sdpa if unusable)."""
+    """The causal LM of `spec` in `dtype` on `device` (flash_attention_2 falls back to sdpa if unusable;
+    `packed_sdpa` is twinbot's attention for packed training rows, see attention.py)."""
     from transformers import AutoModelForCausalLM
 
     target = torch.device(device)
     attention = _pick_attention(attn_implementation, dtype, target)
+    if attention == PACKED_SDPA:
+        register_packed_sdpa()
     resolved = resolve_model(spec)
     try:
         model = _from_pretrained(AutoModelForCausalLM, resolved, dtype=dtype, attn_implementation=attention)

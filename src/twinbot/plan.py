@@ -345,35 +345,6 @@ def _sync(device: torch.device) -> None:
         torch.mps.synchronize()
 
 
-def load_training_model(config: TrainConfig, accelerator: Accelerator, precision: Any) -> tuple[Any, bool]:
-    """The PEFT model as `train.setup` builds it (same dtype, attention, checkpointing, LoRA; tests compare
-    the two); and whether micro-batches are flattened into one padding-free row (flash-attention)."""
-    from twinbot.model import apply_lora, load_model
-    from twinbot.train import pick_attention, target_modules
-
-    model = load_model(
-        config.base_model,
-        precision.base_dtype,
-        pick_attention(config.attn_implementation, accelerator.device.type, precision.base_dtype),
-        accelerator.device,
-    )
-    model.config.use_cache = False
-    if config.gradient_checkpointing:
-        enable = (
-            getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable
-        )
-        enable({"use_reentrant": False})
-        model.enable_input_require_grads()
-    peft_model = apply_lora(
-        model,
-        config.lora_r,
-        config.lora_alpha,
-        config.lora_dropout,
-        target_modules(config.lora_target_modules),
-    )
-    return peft_model, peft_model.config._attn_implementation == "flash_attention_2"
-
-
 def calibrate(
     config: TrainConfig,
     rows: list[Row],
@@ -384,7 +355,7 @@ def calibrate(
     """Train `config` for about `budget_seconds` on random micro-batches of `rows`, after a warm-up that
     includes the largest micro-batch (so the peak memory is the run's); then time evaluation and one
     checkpoint save. Out of memory and other failures come back as a status, never as an exception."""
-    from twinbot.train import auto_batch_size, make_accelerator
+    from twinbot.train import auto_batch_size, load_training_model, make_accelerator
 
     accelerator, precision = make_accelerator(config)
     device = accelerator.device
@@ -398,7 +369,7 @@ def calibrate(
     try:
         with peak:
             started = time.perf_counter()
-            peft_model, flatten = load_training_model(config, accelerator, precision)
+            peft_model, flatten = load_training_model(config, accelerator.device, precision)
             if config.batch_size == "auto":
                 micro_batch = auto_batch_size(peft_model, rows, accelerator, pad_id, flatten)
             else:

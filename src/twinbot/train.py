@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 import torch
 
+from twinbot.attention import PACKED_SDPA
 from twinbot.checkpoint import (
     ADAPTER_DIR,
     TrainState,
@@ -56,6 +57,8 @@ from twinbot.tokens import (
 if TYPE_CHECKING:
     from accelerate import Accelerator
 
+# Attention that attends within each packed sample by itself, so a micro-batch can be one padding-free row.
+VARIABLE_LENGTH_ATTENTION = frozenset({"flash_attention_2", PACKED_SDPA})
 MAX_NONFINITE_IN_A_ROW = 3
 CPU_AUTO_BATCH_SIZE = 4
 RUN_MARKER = "run.json"  # written first into every run folder: --overwrite only ever deletes run folders
@@ -133,7 +136,7 @@ def setup(config: TrainConfig, resume: bool, overwrite: bool, sources: dict[str,
     from accelerate.utils import set_seed
     from transformers import get_scheduler
 
-    from twinbot.model import EMBEDDED_MODEL, apply_lora, load_model, load_tokenizer, resolve_model
+    from twinbot.model import EMBEDDED_MODEL, load_tokenizer, resolve_model
 
     run_dir, data_dir = check_paths(config, resume, overwrite)
     accelerator, precision = make_accelerator(config)
@@ -152,22 +155,8 @@ def setup(config: TrainConfig, resume: bool, overwrite: bool, sources: dict[str,
         load_rows(eval_path, tokenizer, config, config.eval_max_samples) if eval_path.is_file() else []
     )
 
-    attention = pick_attention(config.attn_implementation, accelerator.device.type, precision.base_dtype)
-    model = load_model(config.base_model, precision.base_dtype, attention, accelerator.device)
-    model.config.use_cache = False  # with a cache, transformers would not keep packed samples apart
-    if config.gradient_checkpointing:
-        # `activation_checkpointing_enable` is the name from transformers 5.23 on
-        enable = (
-            getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable
-        )
-        enable({"use_reentrant": False})
-        model.enable_input_require_grads()  # frozen embeddings: the recomputed layers need an input with grad
-    targets = target_modules(config.lora_target_modules)
-    peft_model = apply_lora(model, config.lora_r, config.lora_alpha, config.lora_dropout, targets)
+    peft_model, flatten = load_training_model(config, accelerator.device, precision)
     peft_model.peft_config["default"].base_model_name_or_path = model_spec
-    # flash-attention kernels are variable-length: one padding-free row per micro-batch costs no extra
-    # attention. sdpa/eager attend over the whole row, so there rows stay separate (and padded).
-    flatten = peft_model.config._attn_implementation == "flash_attention_2"
 
     if resumed is not None and config.batch_size == "auto":
         batch_size = int(resumed.fingerprint["batch_size"])  # the probe could pick differently this time
@@ -499,6 +488,26 @@ def load_rows(
     return pack_rows(tokenized, config.row_tokens) if config.packing else one_sample_rows(tokenized)
 
 
+def load_training_model(config: TrainConfig, device: torch.device, precision: Precision) -> tuple[Any, bool]:
+    """The base model with LoRA applied, as training uses it; and whether micro-batches are flattened into
+    one padding-free row (attention that keeps packed samples apart without a mask, so padding is waste)."""
+    from twinbot.model import apply_lora, load_model
+
+    attention = pick_attention(config.attn_implementation, device.type, precision.base_dtype, config.packing)
+    model = load_model(config.base_model, precision.base_dtype, attention, device)
+    model.config.use_cache = False  # with a cache, transformers would not keep packed samples apart
+    if config.gradient_checkpointing:
+        # `activation_checkpointing_enable` is the name from transformers 5.23 on
+        enable = (
+            getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable
+        )
+        enable({"use_reentrant": False})
+        model.enable_input_require_grads()  # frozen embeddings: the recomputed layers need an input with grad
+    targets = target_modules(config.lora_target_modules)
+    peft_model = apply_lora(model, config.lora_r, config.lora_alpha, config.lora_dropout, targets)
+    return peft_model, peft_model.config._attn_implementation in VARIABLE_LENGTH_ATTENTION
+
+
 def target_modules(setting: str) -> str | list[str]:
     if setting.strip() == "all-linear":
         return "all-linear"
@@ -592,14 +601,17 @@ def pick_precision(use_fp16: bool, device_type: str) -> Precision:
     return Precision("no", torch.float32, "fp32", "precision: fp32 on cpu (this CPU has no native bf16)")
 
 
-def pick_attention(setting: str, device_type: str, dtype: torch.dtype) -> str:
-    """auto = flash_attention_2 on CUDA with 16-bit weights when flash-attn is installed, else sdpa."""
+def pick_attention(setting: str, device_type: str, dtype: torch.dtype, packing: bool) -> str:
+    """auto = flash_attention_2 on CUDA with 16-bit weights when flash-attn is installed; packed_sdpa for
+    packed rows on CPU (measured: docs/training.md, "Attention"); else sdpa."""
     if setting != "auto":
         return setting
     from transformers.utils import is_flash_attn_2_available
 
     half = dtype in (torch.float16, torch.bfloat16)
-    return "flash_attention_2" if device_type == "cuda" and half and is_flash_attn_2_available() else "sdpa"
+    if device_type == "cuda" and half and is_flash_attn_2_available():
+        return "flash_attention_2"
+    return PACKED_SDPA if packing and device_type == "cpu" else "sdpa"
 
 
 def auto_batch_size(model: Any, rows: list[Row], accelerator: Accelerator, pad_id: int, flatten: bool) -> int:

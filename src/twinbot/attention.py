@@ -1,0 +1,127 @@
+"""Attention for packed token rows that costs what the samples cost, not what the rows cost.
+
+With sdpa, a packed row gets a block-diagonal mask and every row pays full row x row attention: a 512-token
+row of ~100-token samples does about five times the attention work it needs, and the mask keeps the CPU
+kernel from skipping the causal upper half. `packed_sdpa` instead cuts the micro-batch at the position-id
+restarts, gathers the samples into buckets of equal padded length (multiples of BUCKET_TOKENS), runs one
+causal sdpa per bucket and scatters the outputs back. Padding sits at the end of each sample, after every
+real token, so causal attention never lets a real query see it; its outputs are dropped and get no gradient.
+
+Use it with `attn_implementation=PACKED_SDPA` (`register()` makes it known to transformers, which then
+builds no mask), `position_ids` that restart at 0 at every sample, and `use_cache=False`. Training only: it
+refuses calls whose queries and keys differ in length (generation with a KV cache).
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+PACKED_SDPA = "packed_sdpa"
+BUCKET_TOKENS = 32
+
+
+@dataclass(frozen=True)
+class PackedLayout:
+    """Where each sample of a micro-batch goes: `buckets` holds (padded length, gather index into the
+    flattened [batch * row] tokens) per bucket; `inverse[t]` is token t's place in the bucket outputs."""
+
+    buckets: list[tuple[int, torch.Tensor]]
+    inverse: torch.Tensor
+
+
+def packed_layout(position_ids: torch.Tensor) -> PackedLayout:
+    """Samples start where the position ids restart at 0 (and at every row start)."""
+    rows, row_length = position_ids.shape
+    total = rows * row_length
+    starts = set((position_ids.reshape(-1) == 0).nonzero().flatten().tolist())
+    starts.update(range(0, total, row_length))
+    bounds = [*sorted(starts), total]
+    segments = [(start, end - start) for start, end in itertools.pairwise(bounds)]
+
+    by_size: dict[int, list[tuple[int, int]]] = {}
+    for start, length in segments:
+        by_size.setdefault(-(-length // BUCKET_TOKENS) * BUCKET_TOKENS, []).append((start, length))
+    buckets: list[tuple[int, torch.Tensor]] = []
+    inverse = [0] * total
+    offset = 0  # where the current bucket's outputs begin in the concatenated outputs
+    for size in sorted(by_size):
+        members = by_size[size]
+        gather = [min(start + i, total - 1) for start, _ in members for i in range(size)]
+        for slot, (start, length) in enumerate(members):
+            base = offset + slot * size
+            inverse[start : start + length] = range(base, base + length)
+        buckets.append((size, torch.tensor(gather, device=position_ids.device)))
+        offset += len(members) * size
+    return PackedLayout(buckets, torch.tensor(inverse, device=position_ids.device))
+
+
+_last_layout: tuple[torch.Tensor, PackedLayout] | None = None
+
+
+def _layout_for(position_ids: torch.Tensor, rows: int) -> PackedLayout:
+    """Every layer of one forward pass gets the same position_ids tensor: build its layout once."""
+    global _last_layout
+    if _last_layout is None or _last_layout[0] is not position_ids:
+        _last_layout = (position_ids, packed_layout(position_ids.expand(rows, -1)))
+    return _last_layout[1]
+
+
+def packed_sdpa_attention(
+    module: torch.nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    dropout: float = 0.0,
+    scaling: float | None = None,
+    position_ids: torch.Tensor | None = None,
+    **kwargs: Any,
+) -> tuple[torch.Tensor, None]:
+    """transformers' attention-function signature: query [B, H, T, D], key/value [B, Hkv, T, D] ->
+    ([B, T, H, D], None)."""
+    rows, heads, length, head_dim = query.shape
+    if key.shape[2] != length or position_ids is None or attention_mask is not None:
+        raise RuntimeError(
+            f"{PACKED_SDPA} attention is for training on packed rows (position_ids, no mask, no KV cache); "
+            f"load the model with attn_implementation='sdpa' for generation"
+        )
+    layout = _layout_for(position_ids, rows)
+    # The CPU flash kernel is faster in fp32 than in bf16 at sample lengths (~100 tokens); GPUs keep 16-bit.
+    compute_dtype = torch.float32 if query.device.type == "cpu" else query.dtype
+
+    def tokens_first(states: torch.Tensor) -> torch.Tensor:
+        return states.transpose(1, 2).reshape(rows * length, states.shape[1], head_dim).to(compute_dtype)
+
+    q, k, v = tokens_first(query), tokens_first(key), tokens_first(value)
+    outputs = []
+    with torch.autocast(query.device.type, enabled=False):
+        for size, gather in layout.buckets:
+
+            def bucket(states: torch.Tensor, size: int = size, gather: torch.Tensor = gather) -> torch.Tensor:
+                return (
+                    states.index_select(0, gather).view(-1, size, states.shape[1], head_dim).transpose(1, 2)
+                )
+
+            out = torch.nn.functional.scaled_dot_product_attention(
+                bucket(q),
+                bucket(k),
+                bucket(v),
+                dropout_p=dropout,
+                is_causal=True,
+                scale=scaling,
+                enable_gqa=key.shape[1] != heads,
+            )
+            outputs.append(out.transpose(1, 2).reshape(-1, heads, head_dim))
+    merged = torch.cat(outputs).index_select(0, layout.inverse)
+    return merged.view(rows, length, heads, head_dim).to(query.dtype), None
+
+
+def register() -> None:
+    """Make `attn_implementation=PACKED_SDPA` known to transformers (idempotent)."""
+    from transformers import AttentionInterface
+
+    AttentionInterface.register(PACKED_SDPA, packed_sdpa_attention)

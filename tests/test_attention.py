@@ -1,0 +1,145 @@
+"""packed_sdpa computes the same attention as sdpa with transformers' block-diagonal mask, and the same as
+running every sample on its own: logits, loss and LoRA gradients."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import pytest
+import torch
+
+from twinbot import train
+from twinbot.attention import BUCKET_TOKENS, PACKED_SDPA, packed_layout
+from twinbot.tokens import Row
+
+SAMPLE_LENGTHS = [[37, 100, 5, 1, 60], [200, 33, 32], [64]]  # one-token samples, bucket edges, a lone row
+
+
+def random_rows(lengths: list[list[int]], seed: int = 0) -> list[Row]:
+    generator = torch.Generator().manual_seed(seed)
+    rows = []
+    for row_lengths in lengths:
+        total = sum(row_lengths)
+        ids = torch.randint(0, 2000, (total,), generator=generator).tolist()
+        targets = torch.randint(0, 2000, (total,), generator=generator).tolist()
+        targets = [t if i % 3 else -100 for i, t in enumerate(targets)]  # some unsupervised positions
+        positions = [p for length in row_lengths for p in range(length)]
+        rows.append(Row(input_ids=ids, target_ids=targets, position_ids=positions))
+    return rows
+
+
+def load(model_dir: Path, attention: str, dtype: torch.dtype = torch.float32) -> torch.nn.Module:
+    from twinbot.model import load_model
+
+    model = load_model(str(model_dir), dtype, attention, "cpu")
+    model.config.use_cache = False
+    return model
+
+
+def logits(model: torch.nn.Module, rows: list[Row], flatten: bool) -> torch.Tensor:
+    batch = train.make_batch(rows, 0, torch.device("cpu"), flatten)
+    with torch.no_grad():
+        out = model(input_ids=batch.input_ids, position_ids=batch.position_ids, use_cache=False).logits
+    real = [len(row) for row in rows]
+    if flatten:
+        return out[0]
+    return torch.cat([out[i, :length] for i, length in enumerate(real)])
+
+
+def test_packed_sdpa_equals_block_diagonal_sdpa_and_each_sample_alone(tiny_model_dir: Path) -> None:
+    rows = random_rows(SAMPLE_LENGTHS)
+    reference = logits(load(tiny_model_dir, "sdpa"), rows, flatten=False)
+    packed = load(tiny_model_dir, PACKED_SDPA)
+    torch.testing.assert_close(logits(packed, rows, flatten=False), reference, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(logits(packed, rows, flatten=True), reference, rtol=1e-5, atol=1e-5)
+
+    sdpa = load(tiny_model_dir, "sdpa")
+    alone = []
+    for row in rows:
+        starts = [i for i, p in enumerate(row.position_ids) if p == 0] + [len(row)]
+        for start, end in itertools.pairwise(starts):
+            ids = torch.tensor([row.input_ids[start:end]])
+            with torch.no_grad():
+                alone.append(sdpa(input_ids=ids, use_cache=False).logits[0])
+    torch.testing.assert_close(torch.cat(alone), reference, rtol=1e-5, atol=1e-5)
+
+
+def lora_gradients(
+    model_dir: Path, attention: str, rows: list[Row], flatten: bool
+) -> dict[str, torch.Tensor]:
+    from twinbot.model import apply_lora
+
+    torch.manual_seed(0)
+    model = apply_lora(load(model_dir, attention), 8, 16, 0.0, "all-linear")
+    for name, param in model.named_parameters():
+        if "lora_B" in name:  # nonzero B so that every LoRA weight gets a gradient
+            torch.nn.init.normal_(param, std=0.02, generator=torch.Generator().manual_seed(len(name)))
+    loss = train.forward_loss(model, train.make_batch(rows, 0, torch.device("cpu"), flatten))
+    loss.backward()
+    return {name: p.grad.clone() for name, p in model.named_parameters() if p.requires_grad}
+
+
+def test_packed_sdpa_gives_the_same_lora_gradients(tiny_model_dir: Path) -> None:
+    rows = random_rows(SAMPLE_LENGTHS, seed=1)
+    reference = lora_gradients(tiny_model_dir, "sdpa", rows, flatten=False)
+    packed = lora_gradients(tiny_model_dir, PACKED_SDPA, rows, flatten=True)
+    assert reference.keys() == packed.keys() and len(reference) > 0
+    for name, grad in reference.items():
+        assert grad.abs().sum() > 0, name
+        torch.testing.assert_close(packed[name], grad, rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_packed_sdpa_in_bf16_autocast_stays_close_to_fp32(tiny_model_dir: Path) -> None:
+    """As training runs it on a bf16 CPU: bf16 weights under autocast. Attention itself runs in fp32 on
+    CPU; the error is the bf16 matmuls', the same as plain sdpa's in bf16."""
+    rows = random_rows(SAMPLE_LENGTHS, seed=2)
+    reference = logits(load(tiny_model_dir, "sdpa"), rows, flatten=False)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        packed = logits(load(tiny_model_dir, PACKED_SDPA, torch.bfloat16), rows, flatten=True).float()
+        sdpa = logits(load(tiny_model_dir, "sdpa", torch.bfloat16), rows, flatten=False).float()
+    packed_error = (packed - reference).abs().max()
+    sdpa_error = (sdpa - reference).abs().max()
+    assert packed_error <= 1.5 * sdpa_error + 1e-3
+
+
+def test_layout_buckets_and_inverse() -> None:
+    positions = torch.tensor([[0, 1, 2, 0, 0, 1], [0, 1, 2, 3, 4, 5]])  # samples 3, 1, 2 | 6
+    layout = packed_layout(positions)
+    assert [size for size, _ in layout.buckets] == [BUCKET_TOKENS]
+    size, gather = layout.buckets[0]
+    assert len(gather) == 4 * size  # four samples, each padded to one bucket
+    flat_tokens = torch.arange(12)
+    # gathering, then reading back through `inverse`, returns every token to its own place
+    torch.testing.assert_close(
+        flat_tokens.index_select(0, gather).index_select(0, layout.inverse), flat_tokens
+    )
+    # each sample's bucket slot starts at the sample's first token
+    starts = gather.view(4, size)[:, 0].tolist()
+    assert sorted(starts) == [0, 3, 4, 6]
+
+
+def test_a_row_that_does_not_start_at_position_zero_is_still_cut_at_the_row() -> None:
+    layout = packed_layout(torch.tensor([[5, 6, 7], [8, 9, 10]]))
+    starts = [start for size, gather in layout.buckets for start in gather.view(-1, size)[:, 0].tolist()]
+    assert sorted(starts) == [0, 3]
+
+
+def test_packed_sdpa_refuses_generation_with_a_cache(tiny_model_dir: Path) -> None:
+    model = load(tiny_model_dir, PACKED_SDPA)
+    with pytest.raises(RuntimeError, match="load the model with attn_implementation='sdpa'"):
+        model.generate(torch.tensor([[1, 2, 3]]), max_new_tokens=2, do_sample=False)
+
+
+@pytest.mark.parametrize(
+    ("device", "packing", "expected"),
+    [("cpu", True, PACKED_SDPA), ("cpu", False, "sdpa"), ("cuda", True, "sdpa"), ("mps", True, "sdpa")],
+)
+def test_auto_attention(device: str, packing: bool, expected: str) -> None:
+    """Without flash-attn installed (CPU-only test machines), CUDA keeps sdpa; packed_sdpa is CPU's."""
+    from transformers.utils import is_flash_attn_2_available
+
+    if device == "cuda" and is_flash_attn_2_available():
+        expected = "flash_attention_2"
+    assert train.pick_attention("auto", device, torch.bfloat16, packing) == expected
+    assert train.pick_attention("eager", device, torch.bfloat16, packing) == "eager"
