@@ -1,13 +1,24 @@
-"""Training throughput: each twinbot preset vs TRL's SFTTrainer with its default settings.
+"""Training throughput: each twinbot preset vs TRL's SFTTrainer with its default settings, against the
+hardware ceiling measured in the same run; then eval loss of `fast` vs `baseline` after the same tokens.
 
 Same data (the bundled sample, prepared), same model (embedded default unless --model) and the same LoRA
-(r=16, alpha=32, dropout 0.05, all linear layers). Each run gets a warm-up, then a fixed wall-time budget;
-tokens/s come from each run's own counters (twinbot: TrainSummary; SFTTrainer: the batches it consumed).
-"tokens" are non-padding tokens; "supervised" tokens have a loss (twinbot: the final reply only; SFTTrainer's
-defaults: every token), so the tokens/s ratio is the like-for-like comparison.
+(r=16, alpha=32, all linear layers; LoRA dropout as each preset sets it, peft's default 0 for SFTTrainer).
+Each run gets a warm-up, then a fixed wall-time budget; tokens/s come from each run's own counters
+(twinbot: TrainSummary; SFTTrainer: the batches it consumed). "tokens" are non-padding tokens; "supervised"
+tokens have a loss (twinbot: the final reply only; SFTTrainer's defaults: every token), so the tokens/s
+ratio is the like-for-like comparison.
 
-    python bench/train_throughput.py                            # all runs, ~75 s each
-    python bench/train_throughput.py --seconds 5 --model DIR    # quick end-to-end check
+Ceiling: this machine's dense 16-bit matmul speed (2048^3 products, measured here) divided by the FLOPs of a
+standard LoRA step per token: 4 x the frozen matmul parameters (forward, and input gradients backward; the
+LM head at every position) plus attention over the whole `fast` row (forward 4 x row x attention width per
+layer, backward twice that). Work a trainer skips (LM head at unsupervised positions, attention across
+packed samples) is not subtracted: that is how a trainer gets closer to the ceiling.
+
+Quality: `baseline` and `fast` (two seeds, for the noise) each train one epoch on the same first
+--quality-samples training samples and are evaluated on the whole eval split.
+
+    python bench/train_throughput.py                            # all runs, ~75 s each, then quality
+    python bench/train_throughput.py --seconds 5 --quality-samples 20 --model DIR   # quick check
 """
 
 from __future__ import annotations
@@ -34,7 +45,31 @@ from twinbot.errors import TwinbotError  # noqa: E402
 
 TWINBOT_PRESETS = ("baseline", "optimized", "aggressive", "fast")
 SFT_RUN = "sft"
-LORA = {"lora_r": 16, "lora_alpha": 32, "lora_dropout": 0.05, "lora_target_modules": "all-linear"}
+COMPILED = "+compile"  # a preset run name with this suffix trains with TORCH_COMPILE=true
+LORA = {"lora_r": 16, "lora_alpha": 32, "lora_target_modules": "all-linear"}
+CEILING_MATMUL_SIZE = 2048
+QUALITY_SEEDS = (42, 43)
+
+
+@dataclass
+class Ceiling:
+    device: str
+    precision: str
+    matmul_gflops: float  # dense size^3 products in `precision`, measured in this run
+    row_tokens: int
+    flops_per_token: float
+    tokens_per_second: float
+
+
+@dataclass
+class QualityResult:
+    name: str
+    seed: int
+    samples: int
+    tokens: int
+    steps: int
+    eval_loss: float | None
+    seconds: float
 
 
 @dataclass
@@ -48,8 +83,10 @@ class RunResult:
     supervised_tokens_per_second: float
     precision: str
     peak_memory_bytes: int | None
+    lora_dropout: float
     tokens_ratio_vs_sft: float | None = None
     supervised_ratio_vs_sft: float | None = None
+    fraction_of_ceiling: float | None = None
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -78,15 +115,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="Results file.",
     )
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda (both trainers).")
+    parser.add_argument(
+        "--quality-samples",
+        type=int,
+        default=300,
+        help="Training samples for the fast-vs-baseline eval-loss comparison; 0 skips it.",
+    )
     args = parser.parse_args(argv)
     runs = [run.strip() for run in args.runs.split(",") if run.strip()]
-    unknown = [run for run in runs if run not in (*TWINBOT_PRESETS, SFT_RUN)]
+    unknown = [run for run in runs if run.removesuffix(COMPILED) not in (*TWINBOT_PRESETS, SFT_RUN)]
     if unknown or not runs:
         parser.error(
-            f"--runs: unknown {', '.join(unknown) or '(none)'}; use {', '.join(TWINBOT_PRESETS)}, sft"
+            f"--runs: unknown {', '.join(unknown) or '(none)'}; use {', '.join(TWINBOT_PRESETS)}, sft "
+            f"(a preset with {COMPILED} trains with torch.compile)"
         )
-    if args.seconds <= 0 or args.warmup_steps < 1:
-        parser.error("--seconds must be > 0 and --warmup-steps >= 1")
+    if args.seconds <= 0 or args.warmup_steps < 1 or args.quality_samples < 0:
+        parser.error("--seconds must be > 0, --warmup-steps >= 1 and --quality-samples >= 0")
     args.runs = runs
     return args
 
@@ -103,7 +147,7 @@ def prepare_data(workdir: Path) -> Path:
 
 
 def run_twinbot(
-    preset: str,
+    name: str,
     data_dir: Path,
     model: str | None,
     seconds: float,
@@ -111,60 +155,143 @@ def run_twinbot(
     workdir: Path,
     device: str,
 ) -> RunResult:
-    """A warm-up run of at least `warmup_steps` + 1 micro-batches measures the step time; the timed run gets
-    enough steps to fill `seconds`, and its TrainSummary gives the numbers (its loop time, without loading)."""
+    """A sizing run of at least `warmup_steps` + 1 micro-batches measures the step time; the timed run gets
+    enough steps to fill `seconds` after its first step, and its metrics.csv gives the numbers from the end
+    of that first step (which holds torch.compile's compilation and first-call costs) to the end of the run."""
     from twinbot.config import PRESETS
     from twinbot.metrics import read_metrics
 
+    preset, compiled = name.removesuffix(COMPILED), name.endswith(COMPILED)
     accumulation = int(PRESETS[preset]["gradient_accumulation_steps"])
-    warmup_run_steps = max(1, math.ceil((warmup_steps + 1) / accumulation))
-    warmup = _twinbot_train(preset, data_dir, model, warmup_run_steps, workdir / f"{preset}-warmup", device)
-    rows = read_metrics(warmup.output_dir / "metrics.csv")
-    if len(rows) >= 2:  # without the first (cold) step
-        seconds_per_step = (rows[-1].elapsed_s - rows[0].elapsed_s) / (rows[-1].step - rows[0].step)
-    else:
-        seconds_per_step = warmup.wall_seconds / max(warmup.steps, 1)
-    steps = max(1, math.ceil(seconds / max(seconds_per_step, 1e-6)))
-    summary = _twinbot_train(preset, data_dir, model, steps, workdir / preset, device)
+    sizing_steps = max(2, math.ceil((warmup_steps + 1) / accumulation) + 1)
+    sizing = _twinbot_train(
+        preset, data_dir, model, workdir / f"{name}-sizing", device, sizing_steps, compiled=compiled
+    )
+    rows = read_metrics(sizing.output_dir / "metrics.csv")
+    seconds_per_step = (rows[-1].elapsed_s - rows[0].elapsed_s) / (rows[-1].step - rows[0].step)
+    steps = 1 + max(1, math.ceil(seconds / max(seconds_per_step, 1e-6)))
+    summary = _twinbot_train(preset, data_dir, model, workdir / name, device, steps, compiled=compiled)
+    rows = read_metrics(summary.output_dir / "metrics.csv")
+    first, last = rows[0], rows[-1]
+    elapsed = last.elapsed_s - first.elapsed_s
     return RunResult(
-        name=preset,
-        steps=summary.steps,
-        tokens=summary.tokens_seen,
-        supervised_tokens=summary.supervised_tokens,
-        seconds=summary.wall_seconds,
-        tokens_per_second=summary.tokens_per_second,
-        supervised_tokens_per_second=summary.supervised_tokens_per_second,
+        name=name,
+        steps=last.step - first.step,
+        tokens=last.tokens - first.tokens,
+        supervised_tokens=last.supervised_tokens - first.supervised_tokens,
+        seconds=round(elapsed, 3),
+        tokens_per_second=(last.tokens - first.tokens) / elapsed,
+        supervised_tokens_per_second=(last.supervised_tokens - first.supervised_tokens) / elapsed,
         precision=summary.precision,
         peak_memory_bytes=summary.peak_memory_bytes,
+        lora_dropout=preset_config(preset).lora_dropout,
     )
+
+
+def preset_config(preset: str, **settings: Any) -> Any:
+    from twinbot.config import resolve_train_config
+
+    resolved = resolve_train_config(
+        cli={"preset": preset, **LORA, **settings}, overrides=[], environ={}, dotenv_path=None
+    )
+    return resolved.config
 
 
 def _twinbot_train(
-    preset: str, data_dir: Path, model: str | None, max_steps: int, out: Path, device: str
+    preset: str,
+    data_dir: Path,
+    model: str | None,
+    out: Path,
+    device: str,
+    max_steps: int | None,
+    evaluate: bool = False,
+    seed: int = 42,
+    compiled: bool = False,
 ) -> Any:
-    from twinbot.config import resolve_train_config
+    """A twinbot training run. Timed runs (`evaluate` off) skip evaluation and checkpoints inside the run
+    (the final step still saves and evaluates 1 eval row); quality runs evaluate the whole eval split once."""
     from twinbot.train import main as train_main
 
-    resolved = resolve_train_config(
-        cli={
-            "preset": preset,
-            "base_model": model,
-            "data_dir": data_dir,
-            "output_dir": out,
-            "max_steps": max_steps,
-            **LORA,
-        },
-        overrides=[
-            f"DEVICE={device}",
-            f"EVAL_EVERY={max_steps + 1}",  # no evaluation inside the timed window
-            "EVAL_MAX_SAMPLES=1",
-            f"SAVE_EVERY={max_steps + 1}",
-            "LOG_EVERY=1",
-        ],
-        environ={},
-        dotenv_path=None,
+    never = (max_steps or 1_000_000) + 1
+    config = preset_config(
+        preset,
+        base_model=model,
+        data_dir=data_dir,
+        output_dir=out,
+        max_steps=max_steps,
+        device=device,
+        seed=seed,
+        eval_every=never,
+        eval_max_samples=0 if evaluate else 1,
+        save_every=never,
+        log_every=1,
+        torch_compile=compiled,
     )
-    return train_main(resolved.config, overwrite=True, sources=resolved.sources)
+    return train_main(config, overwrite=True)
+
+
+# --- ceiling and quality --------------------------------------------------------------------------
+
+
+def measure_ceiling(model: str | None, device: str) -> Ceiling:
+    """See the module docstring; precision and row length are the `fast` preset's on this device."""
+    from twinbot.plan import matmul_gflops, shape_of_spec
+    from twinbot.train import make_accelerator
+
+    fast = preset_config("fast", device=device)
+    accelerator, precision = make_accelerator(fast)
+    speed_precision = precision.name
+    gflops = matmul_gflops(str(accelerator.device), speed_precision, seconds=3.0, size=CEILING_MATMUL_SIZE)
+    shape = shape_of_spec(model, fast.lora_r, fast.lora_target_modules)
+    flops = 4 * (shape.body_params + shape.head_params) + 12 * shape.layers * shape.attention_dim * (
+        fast.row_tokens
+    )
+    return Ceiling(
+        device=str(accelerator.device),
+        precision=speed_precision,
+        matmul_gflops=round(gflops, 1),
+        row_tokens=fast.row_tokens,
+        flops_per_token=flops,
+        tokens_per_second=round(gflops * 1e9 / flops, 1),
+    )
+
+
+def quality_data(data_dir: Path, samples: int, workdir: Path) -> Path:
+    """The first `samples` training samples and the whole eval split, as a prepared-data folder."""
+    out = workdir / f"quality-{samples}"
+    out.mkdir(parents=True, exist_ok=True)
+    lines = (data_dir / "train.jsonl").read_text(encoding="utf-8").splitlines(keepends=True)
+    if len(lines) < samples:
+        raise TwinbotError(f"--quality-samples {samples}: the data has only {len(lines)} training samples")
+    (out / "train.jsonl").write_text("".join(lines[:samples]), encoding="utf-8")
+    (out / "eval.jsonl").write_text((data_dir / "eval.jsonl").read_text(encoding="utf-8"), encoding="utf-8")
+    return out
+
+
+def run_quality(
+    data_dir: Path, samples: int, model: str | None, workdir: Path, device: str
+) -> list[QualityResult]:
+    subset = quality_data(data_dir, samples, workdir)
+    runs = [("baseline", QUALITY_SEEDS[0])] + [("fast", seed) for seed in QUALITY_SEEDS]
+    results = []
+    for preset, seed in runs:
+        print(f"== quality: {preset} seed {seed}, one epoch of {samples} samples", file=sys.stderr)
+        started = time.perf_counter()
+        summary = _twinbot_train(
+            preset, subset, model, workdir / f"quality-{preset}-{seed}", device, None, True, seed
+        )
+        results.append(
+            QualityResult(
+                name=preset,
+                seed=seed,
+                samples=samples,
+                tokens=summary.tokens_seen,
+                steps=summary.steps,
+                eval_loss=summary.final_eval_loss,
+                seconds=round(time.perf_counter() - started, 1),
+            )
+        )
+    return results
 
 
 # --- TRL SFTTrainer ---------------------------------------------------------------------------------
@@ -249,7 +376,7 @@ def run_sft(
         peft_config=LoraConfig(
             r=LORA["lora_r"],
             lora_alpha=LORA["lora_alpha"],
-            lora_dropout=LORA["lora_dropout"],
+            # lora_dropout: peft's default (0.0), as the `fast` preset
             target_modules=LORA["lora_target_modules"],
             task_type="CAUSAL_LM",
         ),
@@ -273,13 +400,16 @@ def run_sft(
         supervised_tokens_per_second=supervised / elapsed,
         precision=precision,
         peak_memory_bytes=peak,
+        lora_dropout=0.0,
     )
 
 
 # --- report -------------------------------------------------------------------------------------------
 
 
-def add_ratios(results: list[RunResult]) -> None:
+def add_ratios(results: list[RunResult], ceiling: Ceiling) -> None:
+    for result in results:
+        result.fraction_of_ceiling = result.tokens_per_second / ceiling.tokens_per_second
     sft = next((r for r in results if r.name == SFT_RUN), None)
     if sft is None:
         return
@@ -292,12 +422,19 @@ def add_ratios(results: list[RunResult]) -> None:
             )
 
 
-def print_table(results: list[RunResult]) -> None:
+def print_tables(results: list[RunResult], ceiling: Ceiling, quality: list[QualityResult]) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    console = Console(width=max(Console().width, 120))
+    console.print(
+        f"ceiling: {ceiling.precision} matmul {ceiling.matmul_gflops:.0f} GFLOP/s on {ceiling.device} / "
+        f"{ceiling.flops_per_token / 1e6:.0f} MFLOP per token ({ceiling.row_tokens}-token rows) = "
+        f"{ceiling.tokens_per_second:.0f} tokens/s"
+    )
     table = Table(title="training throughput (after warm-up)")
-    for header in ("run", "precision", "steps", "seconds", "tokens/s", "x SFT", "supervised/s", "x SFT"):
+    headers = ("run", "precision", "dropout", "steps", "seconds", "tokens/s", "of ceiling", "x SFT")
+    for header in (*headers, "supervised/s", "x SFT"):
         table.add_column(header, justify="left" if header in ("run", "precision") else "right")
 
     def ratio(value: float | None) -> str:
@@ -307,14 +444,26 @@ def print_table(results: list[RunResult]) -> None:
         table.add_row(
             r.name if r.name != SFT_RUN else "TRL SFTTrainer",
             r.precision,
+            f"{r.lora_dropout:g}",
             str(r.steps),
             f"{r.seconds:.1f}",
             f"{r.tokens_per_second:.0f}",
+            "-" if r.fraction_of_ceiling is None else f"{r.fraction_of_ceiling:.0%}",
             ratio(r.tokens_ratio_vs_sft),
             f"{r.supervised_tokens_per_second:.0f}",
             ratio(r.supervised_ratio_vs_sft),
         )
-    Console(width=max(Console().width, 110)).print(table)
+    console.print(table)
+    if quality:
+        table = Table(title="eval loss after the same tokens (whole eval split)")
+        for header in ("run", "seed", "samples", "tokens", "steps", "eval loss", "seconds"):
+            table.add_column(header, justify="left" if header == "run" else "right")
+        for q in quality:
+            loss = "-" if q.eval_loss is None else f"{q.eval_loss:.4f}"
+            table.add_row(
+                q.name, str(q.seed), str(q.samples), str(q.tokens), str(q.steps), loss, f"{q.seconds:.0f}"
+            )
+        console.print(table)
 
 
 def environment(args: argparse.Namespace) -> dict[str, Any]:
@@ -343,8 +492,9 @@ def environment(args: argparse.Namespace) -> dict[str, Any]:
             "tokens: non-padding tokens through forward and backward, per second of the timed window",
             "supervised: tokens with a loss; twinbot supervises the final reply only, SFTTrainer's defaults "
             "every token, so compare the tokens/s column across trainers",
-            "twinbot: the timed run's TrainSummary (training loop incl. its final eval of 1 row and checkpoint, "
-            "after a separate warm-up run); SFTTrainer: batches counted in compute_loss after warmup_steps",
+            "twinbot: the timed run's metrics.csv from the end of its first step to the end of its last (incl. "
+            "the final eval of 1 row), after a separate sizing run; SFTTrainer: batches counted in "
+            "compute_loss after warmup_steps",
         ],
     }
 
@@ -355,6 +505,7 @@ def run(argv: list[str] | None = None) -> list[RunResult]:
     with tempfile.TemporaryDirectory(prefix="twinbot-bench-") as tmp:
         workdir = Path(tmp)
         data_dir = args.data if args.data is not None else prepare_data(workdir)
+        ceiling = measure_ceiling(args.model, args.device)
         for name in args.runs:
             print(f"== {name}: warm-up {args.warmup_steps} steps, then {args.seconds:g} s", file=sys.stderr)
             if name == SFT_RUN:
@@ -364,9 +515,19 @@ def run(argv: list[str] | None = None) -> list[RunResult]:
                     name, data_dir, args.model, args.seconds, args.warmup_steps, workdir, args.device
                 )
             results.append(result)
-    add_ratios(results)
-    print_table(results)
-    report = {"environment": environment(args), "results": [asdict(r) for r in results]}
+        quality = (
+            run_quality(data_dir, args.quality_samples, args.model, workdir, args.device)
+            if args.quality_samples
+            else []
+        )
+    add_ratios(results, ceiling)
+    print_tables(results, ceiling, quality)
+    report = {
+        "environment": environment(args),
+        "ceiling": asdict(ceiling),
+        "results": [asdict(r) for r in results],
+        "quality": [asdict(q) for q in quality],
+    }
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     print(f"wrote {args.json}", file=sys.stderr)

@@ -605,3 +605,21 @@ def test_every_preset_failing_is_an_error_after_the_table(
     ):
         plan.run_plan(data_dir, model=str(tiny_model_dir), presets="baseline", calibrate_seconds=0.2)
     assert "failed" in capsys.readouterr().out
+
+
+def test_attention_flops_follow_the_attention_implementation() -> None:
+    """Whole-row attention pays row x row per row; per-sample attention (packed_sdpa, flash-attention) pays
+    the sum of squared sample lengths, and its micro-batch is one padding-free row."""
+    from twinbot.tokens import Row
+
+    shape = plan.ModelShape(body_params=0, head_params=0, lora_params=0, layers=2, attention_dim=8)
+    rows = [
+        Row(input_ids=[1] * 6, target_ids=[-100] * 6, position_ids=[0, 1, 2, 0, 1, 0]),  # samples 3, 2, 1
+        Row(input_ids=[1] * 4, target_ids=[-100] * 4, position_ids=[0, 1, 2, 3]),
+    ]
+    assert [plan.sample_lengths(row) for row in rows] == [[3, 2, 1], [4]]
+    forward = 2 * shape.layers * shape.attention_dim  # per attended (query, key) pair, causal-halved
+    assert plan.epoch_flops(shape, [rows], False, train=False) == forward * 2 * 6 * 6
+    assert plan.epoch_flops(shape, [rows], False, False, per_sample_attention=True) == forward * (
+        9 + 4 + 1 + 16
+    )

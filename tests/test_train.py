@@ -564,3 +564,15 @@ def test_repeated_nonfinite_steps_roll_back_to_the_last_checkpoint(
     assert last is not None and last.name == "step-0000004"
     assert_same_adapter(run / "adapter", last / "adapter", rtol=0, atol=0)
     assert_same_adapter(run / "adapter", run / "checkpoints" / "step-0000003" / "adapter", rtol=0, atol=0)
+
+
+def test_torch_compile_trains_the_same_adapter(tiny_model_dir: Path, tmp_path: Path) -> None:
+    """TORCH_COMPILE=true (packed_sdpa attention left out of the graphs) computes what eager mode does."""
+    common = {"max_steps": 3, "attn_implementation": "packed_sdpa"}
+    eager = train.main(make_config(tiny_model_dir, tmp_path / "eager", **common))
+    compiled = train.main(make_config(tiny_model_dir, tmp_path / "compiled", torch_compile=True, **common))
+    assert compiled.final_eval_loss is not None and eager.final_eval_loss is not None
+    assert abs(compiled.final_eval_loss - eager.final_eval_loss) < 1e-4
+    assert_same_adapter(
+        tmp_path / "eager" / "adapter", tmp_path / "compiled" / "adapter", rtol=1e-3, atol=1e-5
+    )

@@ -121,7 +121,8 @@ def packed_sdpa_attention(
 
 
 def register() -> None:
-    """Make `attn_implementation=PACKED_SDPA` known to transformers (idempotent)."""
+    """Make `attn_implementation=PACKED_SDPA` known to transformers (idempotent). torch.compile leaves it
+    out of its graphs (its shapes depend on the data); the layers around it still compile."""
     from transformers import AttentionInterface
 
-    AttentionInterface.register(PACKED_SDPA, packed_sdpa_attention)
+    AttentionInterface.register(PACKED_SDPA, torch.compiler.disable(packed_sdpa_attention))

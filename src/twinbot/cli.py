@@ -138,17 +138,27 @@ def prepare(
     )
 
 
+# Options that `train` and `plan` share.
+_DataOption = Annotated[Path | None, typer.Option("--data", help="Folder made by `twinbot prepare`.")]
+_BaseModelOption = Annotated[str | None, typer.Option("--model", help="Base model: HF id, folder or .gguf.")]
+_EpochsOption = Annotated[float | None, typer.Option("--epochs", help="Passes over the training data.")]
+_ConfigOption = Annotated[Path | None, typer.Option("--config", help="YAML file with training settings.")]
+_SetOption = Annotated[
+    list[str] | None, typer.Option("--set", help="Override any setting: KEY=VALUE (repeatable).")
+]
+
+
 @app.command(context_settings={"allow_extra_args": False})
 def train(
-    data: Annotated[Path | None, typer.Option("--data", help="Folder made by `twinbot prepare`.")] = None,
+    data: _DataOption = None,
     out: Annotated[
         Path | None, typer.Option("--out", "-o", help="Run folder (adapter, checkpoints, logs).")
     ] = None,
     preset: Annotated[
         str | None, typer.Option("--preset", help="baseline | optimized | aggressive | fast")
     ] = None,
-    model: Annotated[str | None, typer.Option("--model", help="Base model: HF id, folder or .gguf.")] = None,
-    epochs: Annotated[float | None, typer.Option("--epochs")] = None,
+    model: _BaseModelOption = None,
+    epochs: _EpochsOption = None,
     max_steps: Annotated[
         int | None, typer.Option("--max-steps", help="Stop after N optimizer steps.")
     ] = None,
@@ -156,10 +166,8 @@ def train(
         bool, typer.Option("--resume", help="Continue from the last checkpoint in --out.")
     ] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing run folder.")] = False,
-    config: Annotated[Path | None, typer.Option("--config", help="YAML file with training settings.")] = None,
-    set_: Annotated[
-        list[str] | None, typer.Option("--set", help="Override any setting: KEY=VALUE (repeatable).")
-    ] = None,
+    config: _ConfigOption = None,
+    set_: _SetOption = None,
     print_config: Annotated[
         bool, typer.Option("--print-config", help="Show the resolved settings and where each came from.")
     ] = False,
@@ -188,12 +196,12 @@ def train(
 
 @app.command()
 def plan(
-    data: Annotated[Path | None, typer.Option("--data", help="Folder made by `twinbot prepare`.")] = None,
-    model: Annotated[str | None, typer.Option("--model", help="Base model: HF id, folder or .gguf.")] = None,
+    data: _DataOption = None,
+    model: _BaseModelOption = None,
     presets: Annotated[
         str, typer.Option("--presets", help="Comma-separated presets to plan.")
     ] = "baseline,optimized,aggressive,fast",
-    epochs: Annotated[float | None, typer.Option("--epochs")] = None,
+    epochs: _EpochsOption = None,
     start: Annotated[
         str, typer.Option("--start", help="When training starts: now, 'fri 18:00', 'tomorrow 07:30', ISO.")
     ] = "now",
@@ -207,10 +215,8 @@ def plan(
         str | None, typer.Option("--target-gpu", help="Extrapolate to rtx3060/3090/4090, l4, a100, h100.")
     ] = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print the plan as JSON.")] = False,
-    config: Annotated[Path | None, typer.Option("--config", help="YAML file with training settings.")] = None,
-    set_: Annotated[
-        list[str] | None, typer.Option("--set", help="Override any setting: KEY=VALUE (repeatable).")
-    ] = None,
+    config: _ConfigOption = None,
+    set_: _SetOption = None,
 ) -> None:
     """How long training takes on this machine, per preset: measured, with a schedule and a recommendation."""
     from twinbot.plan import run_plan

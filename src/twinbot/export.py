@@ -606,6 +606,22 @@ def _check_output(target: ExportTarget, out: Path, run: Path, overwrite: bool) -
             raise TwinbotError("output folder exists and is not empty; pass --overwrite or pick another", out)
 
 
+def _verify(
+    prompts: list[list[int]],
+    reference: list[torch.Tensor],
+    exported: list[torch.Tensor],
+    precision: str,
+    out: Path,
+) -> Verification:
+    """Compare the export's logits with the adapter's and say how close; raise (the output is then not
+    published) when they are too far apart."""
+    verification = compare(prompts, reference, exported, precision)
+    say(verification.describe())
+    if not verification.passed:
+        raise _fail_verification(verification, out)
+    return verification
+
+
 def _fail_verification(verification: Verification, out: Path) -> TwinbotError:
     return TwinbotError(
         f"the exported model does not match the adapter model ({verification.describe()}); "
@@ -672,10 +688,7 @@ def _export(
                 tmp / PERSONA_FILE,
                 {"base_model": info.base_model, "dtype": dtype, "system_prompt": info.system_prompt},
             )
-            verification = compare(prompts, reference, load_merged_logits(tmp, prompts), dtype)
-            say(verification.describe())
-            if not verification.passed:
-                raise _fail_verification(verification, out)
+            verification = _verify(prompts, reference, load_merged_logits(tmp, prompts), dtype, out)
         say(f"merged model written to {out}")
         return ExportResult("merged", out, dtype, verification)
 
@@ -684,10 +697,7 @@ def _export(
         with _atomic_gguf(out, overwrite) as tmp_file:
             say(f"writing GGUF ({precision}) ...")
             write_gguf(merged, tokenizer, tmp_file, precision, out.stem, info.system_prompt)
-            verification = compare(prompts, reference, load_gguf_logits(tmp_file, prompts), precision)
-            say(verification.describe())
-            if not verification.passed:
-                raise _fail_verification(verification, out)
+            verification = _verify(prompts, reference, load_gguf_logits(tmp_file, prompts), precision, out)
         say(f"GGUF written to {out}")
         return ExportResult("gguf", out, precision, verification)
 
@@ -699,10 +709,7 @@ def _export(
         (tmp / OLLAMA_MODELFILE).write_text(
             modelfile_text(tokenizer.chat_template, info.system_prompt), encoding="utf-8"
         )
-        verification = compare(prompts, reference, load_gguf_logits(model_file, prompts), precision)
-        say(verification.describe())
-        if not verification.passed:
-            raise _fail_verification(verification, out)
+        verification = _verify(prompts, reference, load_gguf_logits(model_file, prompts), precision, out)
     say(f"Ollama model written to {out}; run: ollama create NAME -f {out / OLLAMA_MODELFILE}")
     return ExportResult("ollama", out, precision, verification)
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import gc
+import itertools
 import math
 import os
 import re
@@ -380,7 +381,7 @@ def calibrate(
                 trainable, lr=config.learning_rate, weight_decay=config.weight_decay
             )
             scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
-            compiled = torch.compile(peft_model) if config.torch_compile else peft_model
+            compiled = torch.compile(peft_model, dynamic=True) if config.torch_compile else peft_model
             model, optimizer = accelerator.prepare(compiled, optimizer)
             model.train()
             result.load_seconds = time.perf_counter() - started
@@ -477,7 +478,7 @@ def _measure(
 
     if not eval_rows:
         return
-    eval_model = accelerator.unwrap_model(model)
+    eval_model = accelerator.unwrap_model(model, keep_torch_compile=False)
     chunks = [eval_rows[i : i + micro_batch] for i in range(0, len(eval_rows), micro_batch)]
     eval_batches = [chunks[i] for i in spread_order([sum(len(r.input_ids) for r in c) for c in chunks])]
     # an untimed warm-up unless the training part already used up its share (slow micro-batches)
@@ -724,19 +725,28 @@ def shape_of_spec(spec: str | None, lora_r: int, lora_targets: str | list[str]) 
 
 
 def micro_batch_flops(
-    shape: ModelShape, width: int, rows: int, supervised: int, checkpointing: bool, train: bool
+    shape: ModelShape,
+    width: int,
+    rows: int,
+    supervised: int,
+    checkpointing: bool,
+    train: bool,
+    attention_pairs: int | None = None,
 ) -> float:
     """FLOPs of one micro-batch of `rows` rows padded to `width` tokens.
 
     Forward: 2 x params per token through the frozen projections and LoRA, attention scores and values
-    (4 x width x query width per token and layer, halved for the causal mask), and the output projection at
-    supervised positions only. Backward: frozen weights need gradients for their inputs only (2 x params,
-    no weight gradients); LoRA needs both (4 x); attention twice its forward. Checkpointing recomputes the
-    forward once more.
+    (4 x query width per (query, key) pair and layer, halved for the causal mask), and the output projection
+    at supervised positions only. `attention_pairs` is the sum of squared attended lengths: rows x width^2
+    when attention spans whole rows (sdpa's block-diagonal mask), the sum of squared sample lengths when
+    it runs per sample (packed_sdpa, flash-attention). Backward: frozen weights need gradients for their
+    inputs only (2 x params, no weight gradients); LoRA needs both (4 x); attention twice its forward.
+    Checkpointing recomputes the forward once more.
     """
     tokens = rows * width
+    pairs = attention_pairs if attention_pairs is not None else rows * width * width
     linear = 2 * (shape.body_params + shape.lora_params) * tokens
-    attention = 2 * shape.layers * shape.attention_dim * width * tokens
+    attention = 2 * shape.layers * shape.attention_dim * pairs
     head = 2 * shape.head_params * supervised
     forward = linear + attention + head
     if not train:
@@ -746,14 +756,28 @@ def micro_batch_flops(
     return forward + backward + recompute
 
 
+def sample_lengths(row: Row) -> list[int]:
+    """The lengths of the samples packed into `row` (position ids restart at 0 at each)."""
+    starts = [i for i, position in enumerate(row.position_ids) if position == 0] or [0]
+    return [end - start for start, end in itertools.pairwise([*starts, len(row.position_ids)])]
+
+
 def epoch_flops(
-    shape: ModelShape, batches: Sequence[Sequence[Row]], checkpointing: bool, train: bool
+    shape: ModelShape,
+    batches: Sequence[Sequence[Row]],
+    checkpointing: bool,
+    train: bool,
+    per_sample_attention: bool = False,
 ) -> float:
     total = 0.0
     for batch in batches:
-        width = max(len(row.input_ids) for row in batch)
+        if per_sample_attention:  # one padding-free row: no padding, attention within each sample
+            width, rows = sum(len(row.input_ids) for row in batch), 1
+            pairs = sum(length * length for row in batch for length in sample_lengths(row))
+        else:
+            width, rows, pairs = max(len(row.input_ids) for row in batch), len(batch), None
         supervised = sum(supervised_count(row) for row in batch)
-        total += micro_batch_flops(shape, width, len(batch), supervised, checkpointing, train)
+        total += micro_batch_flops(shape, width, rows, supervised, checkpointing, train, pairs)
     return total
 
 
@@ -761,10 +785,11 @@ _DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 @functools.lru_cache(maxsize=8)
-def matmul_gflops(device: str, precision: str, seconds: float = 0.25) -> float:
-    """This machine's dense matmul speed (GFLOP/s) in `precision` (fp32 | bf16 | fp16): a short loop."""
+def matmul_gflops(device: str, precision: str, seconds: float = 0.25, size: int | None = None) -> float:
+    """This machine's dense matmul speed (GFLOP/s) in `precision` (fp32 | bf16 | fp16): a short loop of
+    size x size products (default 1024 on CPU, 4096 on GPUs)."""
     target = torch.device(device)
-    size = 1024 if target.type == "cpu" else 4096
+    size = size or (1024 if target.type == "cpu" else 4096)
     # a private generator: `train` calls this after seeding, and must draw the same dropout masks as without
     generator = torch.Generator(device=target).manual_seed(0)
     a = torch.randn(size, size, device=target, generator=generator).to(_DTYPES[precision])
@@ -805,16 +830,20 @@ def analytic_estimate(
 ) -> Estimate:
     """Rough: FLOPs of the run / this machine's matmul speed. Real training reaches only part of the matmul
     peak (small matrices, attention, optimizer, Python), so this usually comes out optimistic."""
-    from twinbot.train import TrainData
+    from twinbot.train import VARIABLE_LENGTH_ATTENTION, TrainData, pick_attention
 
+    attention = pick_attention(
+        config.attn_implementation, torch.device(device).type, _DTYPES[precision], config.packing
+    )
+    per_sample = attention in VARIABLE_LENGTH_ATTENTION
     batches = TrainData(list(rows), workload.micro_batch, 1, 1, config.seed).epoch_micro_batches(0)
     tokens_per_epoch = sum(len(row.input_ids) for row in rows)
-    per_epoch = epoch_flops(shape, batches, config.gradient_checkpointing, train=True)
+    per_epoch = epoch_flops(shape, batches, config.gradient_checkpointing, True, per_sample)
     train_flops = per_epoch * workload.tokens / max(tokens_per_epoch, 1)
     eval_batches = [
         eval_rows[i : i + workload.micro_batch] for i in range(0, len(eval_rows), workload.micro_batch)
     ]
-    eval_flops = workload.evaluations * epoch_flops(shape, eval_batches, False, train=False)
+    eval_flops = workload.evaluations * epoch_flops(shape, eval_batches, False, False, per_sample)
     speed = matmul_gflops(device, precision) * 1e9
     checkpoint_bytes = shape.lora_params * 12  # fp32 weights + AdamW's two moments
     return Estimate(

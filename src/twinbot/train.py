@@ -176,7 +176,8 @@ def setup(config: TrainConfig, resume: bool, overwrite: bool, sources: dict[str,
     scheduler = get_scheduler(
         schedule, optimizer, num_warmup_steps=warmup_steps, num_training_steps=total_steps
     )
-    model = torch.compile(peft_model) if config.torch_compile else peft_model
+    # dynamic: packed micro-batches change length every step; one compile instead of one per length
+    model = torch.compile(peft_model, dynamic=True) if config.torch_compile else peft_model
     model, optimizer = accelerator.prepare(model, optimizer)
 
     fingerprint = {
@@ -354,7 +355,7 @@ def fit(run: Run) -> TrainSummary:
             evaluated = False
             if run.eval_rows and (state.step % eval_every == 0 or is_last_step):
                 state.eval_loss = evaluate(
-                    accelerator.unwrap_model(model),
+                    run.peft_model,  # not the compiled model: eval mode would compile a second graph
                     run.eval_rows,
                     data.micro_batch,
                     pad_id,
@@ -751,13 +752,15 @@ def forward_loss(model: Any, batch: Batch) -> torch.Tensor:
 def evaluate(
     model: Any, rows: list[Row], micro_batch: int, pad_id: int, accelerator: Accelerator, flatten: bool
 ) -> float:
-    """Mean loss per supervised eval token, over all processes (each takes every P-th micro-batch)."""
+    """Mean loss per supervised eval token, over all processes (each takes every P-th micro-batch).
+    `model` is the PEFT model itself (no DDP, no torch.compile), in the run's mixed precision."""
     model.eval()
     totals = torch.zeros(2, dtype=torch.float64, device=accelerator.device)
     batches = [rows[i : i + micro_batch] for i in range(0, len(rows), micro_batch)]
     for batch_rows in batches[accelerator.process_index :: accelerator.num_processes]:
         batch = make_batch(batch_rows, pad_id, accelerator.device, flatten)
-        totals[0] += forward_loss(model, batch).double()
+        with accelerator.autocast():
+            totals[0] += forward_loss(model, batch).double()
         totals[1] += batch.num_supervised
     model.train()
     totals = accelerator.reduce(totals, "sum")
