@@ -90,7 +90,11 @@ class TrainConfig(BaseModel):
         description="auto = flash_attention_2 on CUDA when installed, packed_sdpa for packed rows on CPU, "
         "else sdpa.",
     )
-    torch_compile: bool = Field(False, description="torch.compile the model (slow start, faster steps).")
+    torch_compile: bool = Field(
+        False,
+        description="torch.compile the model: compiles at the first step (needs a C++ compiler; Triton on "
+        "GPUs), then faster steps.",
+    )
 
     @field_validator("preset", "lr_scheduler", "attn_implementation", "device", mode="before")
     @classmethod

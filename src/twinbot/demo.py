@@ -218,7 +218,9 @@ def generate_reply(model: Any, tokenizer: Any, sample: Sample, max_new_tokens: i
     """
     import torch
 
-    context = [{"role": turn.role, "content": turn.content} for turn in sample.messages[:-1]]
+    from twinbot.tokens import template_messages
+
+    context = template_messages(sample.messages[:-1], tokenizer)
     encoded = tokenizer.apply_chat_template(
         context, add_generation_prompt=True, return_tensors="pt", return_dict=True
     )

@@ -434,15 +434,14 @@ def load_for_inference(
 # --- prompts -------------------------------------------------------------------------------------------
 
 
-def _as_dicts(turns: Sequence[ChatTurn]) -> list[dict[str, str]]:
-    return [{"role": turn.role, "content": turn.content} for turn in turns]
-
-
 def _encode_chat(tokenizer: Any, turns: Sequence[ChatTurn]) -> list[int]:
     from jinja2 import TemplateError
 
+    from twinbot.tokens import template_messages
+
     try:
-        rendered = tokenizer.apply_chat_template(_as_dicts(turns), add_generation_prompt=True, tokenize=False)
+        messages = template_messages(turns, tokenizer)
+        rendered = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
     except TemplateError as exc:
         raise TwinbotError(
             f"the model's chat template rejects this conversation ({exc.message or type(exc).__name__})"

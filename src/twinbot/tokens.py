@@ -13,6 +13,8 @@ With `use_cache=True` transformers skips that detection and samples would attend
 
 from __future__ import annotations
 
+import functools
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -192,8 +194,29 @@ def _targets(input_ids: list[int], start: int, end: int) -> list[int]:
     return targets
 
 
-def _as_dicts(turns: Sequence[ChatTurn]) -> list[dict[str, str]]:
-    return [{"role": turn.role, "content": turn.content} for turn in turns]
+ZERO_WIDTH_SPACE = "\u200b"
+
+
+@functools.lru_cache(maxsize=8)
+def _added_tokens_pattern(tokens: tuple[str, ...]) -> re.Pattern[str] | None:
+    spelled = sorted((t for t in tokens if len(t) > 1), key=len, reverse=True)
+    return re.compile("|".join(re.escape(t) for t in spelled)) if spelled else None
+
+
+def plain_text(text: str, tokenizer: PreTrainedTokenizerBase) -> str:
+    """`text` with every spelled-out added token ("<|im_end|>") broken by a zero-width space after its first
+    character. The tokenizer turns such strings into the special token itself, so a message quoting one would
+    end its turn early or forge a turn of the other side; broken, it stays text."""
+    tokens = tuple(token.content for token in tokenizer.added_tokens_decoder.values())
+    pattern = _added_tokens_pattern(tokens)
+    if pattern is None:
+        return text
+    return pattern.sub(lambda match: match.group(0)[0] + ZERO_WIDTH_SPACE + match.group(0)[1:], text)
+
+
+def template_messages(turns: Sequence[ChatTurn], tokenizer: PreTrainedTokenizerBase) -> list[dict[str, str]]:
+    """Turns as chat templates take them, their text made plain (see `plain_text`)."""
+    return [{"role": turn.role, "content": plain_text(turn.content, tokenizer)} for turn in turns]
 
 
 def tokenize_sample(
@@ -210,7 +233,7 @@ def tokenize_sample(
     final = messages[-1]
 
     def attempt(dropped: int) -> tuple[list[int], int, int]:
-        return _final_turn_ids(tokenizer, _as_dicts([*head, *context[dropped:], final]))
+        return _final_turn_ids(tokenizer, template_messages([*head, *context[dropped:], final], tokenizer))
 
     ids, start, end = attempt(0)
     if len(ids) > max_tokens and context:

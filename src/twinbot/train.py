@@ -604,7 +604,7 @@ def pick_precision(use_fp16: bool, device_type: str) -> Precision:
 
 def pick_attention(setting: str, device_type: str, dtype: torch.dtype, packing: bool) -> str:
     """auto = flash_attention_2 on CUDA with 16-bit weights when flash-attn is installed; packed_sdpa for
-    packed rows on CPU (measured: docs/training.md, "Attention"); else sdpa."""
+    packed rows on CPU (measured: docs/training.md, "The fast preset"); else sdpa."""
     if setting != "auto":
         return setting
     from transformers.utils import is_flash_attn_2_available
