@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import sys
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +21,7 @@ import numpy as np
 import torch
 
 from twinbot.errors import TwinbotError
-from twinbot.fileio import atomic_dir, make_user_only, read_jsonl, write_json
+from twinbot.fileio import atomic_dir, atomic_path, make_user_only, read_jsonl, write_json
 
 if TYPE_CHECKING:
     import gguf
@@ -575,17 +573,8 @@ def _atomic_gguf(final: Path, overwrite: bool) -> Iterator[Path]:
         raise TwinbotError("output file exists; pass --overwrite or pick another", final)
     if final.is_dir():
         raise TwinbotError("output path is a folder; pass a file name ending in .gguf", final)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{final.stem}.tmp-", suffix=".gguf", dir=final.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
+    with atomic_path(final, suffix=".gguf") as tmp:
         yield tmp
-        make_user_only(tmp)
-        os.replace(tmp, final)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def _check_output(target: ExportTarget, out: Path, run: Path, overwrite: bool) -> None:

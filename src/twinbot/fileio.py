@@ -49,20 +49,31 @@ def atomic_dir(final: Path, overwrite: bool = False) -> Iterator[Path]:
 
 
 @contextlib.contextmanager
-def atomic_file(final: Path, mode: str = "w", encoding: str | None = "utf-8") -> Iterator[Any]:
-    """Open a temp file beside `final` for writing; it is renamed over `final` only on success."""
+def atomic_path(final: Path, suffix: str = "") -> Iterator[Path]:
+    """Yield a temp file path beside `final` (ending in `suffix`, for writers and readers that go by the
+    extension); on success it is made user-only and renamed over `final`, on error it is removed."""
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{final.name}.tmp-", dir=final.parent)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{final.name}.tmp-", suffix=suffix, dir=final.parent)
+    os.close(fd)
     tmp = Path(tmp_name)
     try:
-        with open(fd, mode, encoding=None if "b" in mode else encoding, newline=None) as fh:
-            yield fh
+        yield tmp
         make_user_only(tmp)
         os.replace(tmp, final)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+@contextlib.contextmanager
+def atomic_file(final: Path, mode: str = "w", encoding: str | None = "utf-8") -> Iterator[Any]:
+    """Open a temp file beside `final` for writing; it is renamed over `final` only on success."""
+    with (
+        atomic_path(final) as tmp,
+        open(tmp, mode, encoding=None if "b" in mode else encoding, newline=None) as fh,
+    ):
+        yield fh
 
 
 def write_json(path: Path, data: Any) -> None:
