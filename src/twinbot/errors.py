@@ -19,3 +19,11 @@ class TwinbotError(Exception):
         if self.path is not None:
             where = f"{self.path}:{self.line}: " if self.line is not None else f"{self.path}: "
         return f"{where}{self.message}"
+
+
+def one_line(exc: BaseException, limit: int = 200) -> str:
+    """A library exception as one short line for a TwinbotError message: its first line, without a
+    trailing period, cut at `limit` characters (the type name when the message is empty)."""
+    text = str(exc).strip() or type(exc).__name__
+    first = text.splitlines()[0].strip().rstrip(".")
+    return first if len(first) <= limit else first[: limit - 3] + "..."

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 import torch
 
-from twinbot.errors import TwinbotError
+from twinbot.errors import TwinbotError, one_line
 from twinbot.fileio import atomic_dir, atomic_path, make_user_only, read_jsonl, write_json
 
 if TYPE_CHECKING:
@@ -189,9 +189,7 @@ def _base_config(base_model: str | None) -> PretrainedConfig:
         return AutoConfig.from_pretrained(resolved)
     except Exception as exc:
         name = base_model or EMBEDDED_MODEL
-        raise TwinbotError(
-            f"cannot read the base model's config ({name}): {str(exc).splitlines()[0]}"
-        ) from exc
+        raise TwinbotError(f"cannot read the base model's config ({name}): {one_line(exc)}") from exc
 
 
 def check_gguf_support(config: PretrainedConfig) -> None:
@@ -243,7 +241,7 @@ def load_adapter_model(info: RunInfo) -> tuple[PeftModel, PreTrainedTokenizerBas
         tokenizer = AutoTokenizer.from_pretrained(str(info.adapter_dir))
     except Exception as exc:
         raise TwinbotError(
-            f"cannot load the adapter onto its base model: {str(exc).splitlines()[0]}; "
+            f"cannot load the adapter onto its base model: {one_line(exc)}; "
             "was the run trained from a different base model?",
             info.adapter_dir,
         ) from exc
@@ -633,9 +631,8 @@ def export(
     except TwinbotError:
         raise
     except Exception as exc:  # a library failure (disk full, unreadable weights...) is still one line
-        reason = (str(exc).strip() or type(exc).__name__).splitlines()[0][:200]
         raise TwinbotError(
-            f"export failed: {reason}; nothing was written (--debug shows details)", out
+            f"export failed: {one_line(exc)}; nothing was written (--debug shows details)", out
         ) from exc
 
 

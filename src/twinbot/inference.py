@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 
-from twinbot.errors import TwinbotError
+from twinbot.errors import TwinbotError, one_line
 from twinbot.records import ChatTurn
 
 if TYPE_CHECKING:
@@ -315,13 +315,11 @@ def _tokenizer_from_folder(folder: Path, fallback_spec: str | None) -> Any:
 def _with_adapter(base_model: Any, adapter_dir: Path) -> Any:
     from peft import PeftModel
 
-    from twinbot.model import _one_line_reason
-
     try:
         return PeftModel.from_pretrained(base_model, str(adapter_dir), is_trainable=False)
     except Exception as exc:
         raise TwinbotError(
-            f"cannot load the adapter: {_one_line_reason(exc)}; was it trained on this base model?",
+            f"cannot load the adapter: {one_line(exc)}; was it trained on this base model?",
             adapter_dir,
         ) from exc
 

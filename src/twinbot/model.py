@@ -25,7 +25,7 @@ import torch
 
 from twinbot.attention import PACKED_SDPA
 from twinbot.attention import register as register_packed_sdpa
-from twinbot.errors import TwinbotError
+from twinbot.errors import TwinbotError, one_line
 from twinbot.fileio import USER_ONLY_DIR, atomic_dir, make_user_only, write_json
 
 if TYPE_CHECKING:
@@ -116,12 +116,6 @@ def resolve_model(spec: str | None) -> str:
 
 def _is_complete_import(out_dir: Path) -> bool:
     return (out_dir / IMPORT_MARKER).is_file()
-
-
-def _one_line_reason(exc: BaseException) -> str:
-    text = str(exc).strip() or type(exc).__name__
-    first = text.splitlines()[0].strip().rstrip(".")
-    return first if len(first) <= 200 else first[:197] + "..."
 
 
 _GGUF_SCALAR_SIZES = {0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8}
@@ -264,7 +258,7 @@ def import_gguf(gguf_path: Path, out_dir: Path) -> Path:
             raise
         except Exception as exc:
             raise TwinbotError(
-                f"cannot import this GGUF model: {_one_line_reason(exc)}; {_LOAD_HINT}", gguf_path
+                f"cannot import this GGUF model: {one_line(exc)}; {_LOAD_HINT}", gguf_path
             ) from exc
         for path in tmp.rglob("*"):
             make_user_only(path)
@@ -293,7 +287,7 @@ def _publish(tmp: Path, out_dir: Path) -> None:
 
 def _load_error(spec: str | None, exc: BaseException) -> TwinbotError:
     name = spec if spec is not None else EMBEDDED_MODEL
-    return TwinbotError(f"cannot load model {name}: {_one_line_reason(exc)}; {_LOAD_HINT}")
+    return TwinbotError(f"cannot load model {name}: {one_line(exc)}; {_LOAD_HINT}")
 
 
 def _hub_offline() -> bool:

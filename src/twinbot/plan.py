@@ -36,7 +36,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, computed_field
 
 from twinbot.config import PRESETS, TrainConfig, resolve_train_config
-from twinbot.errors import TwinbotError
+from twinbot.errors import TwinbotError, one_line
 from twinbot.tokens import IGNORE_INDEX, Row, TokenizedSample, load_samples, one_sample_rows, pack_rows
 
 if TYPE_CHECKING:
@@ -276,13 +276,6 @@ def is_out_of_memory(exc: BaseException) -> bool:
     return isinstance(exc, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)
 
 
-def one_line(exc: BaseException) -> str:
-    """An exception as one short line (torch/transformers messages never contain message text)."""
-    text = str(exc).strip()
-    first = text.splitlines()[0].strip() if text else type(exc).__name__
-    return first if len(first) <= 160 else first[:157] + "..."
-
-
 class PeakMemory:
     """Peak memory of one calibration: allocated GPU memory on CUDA, else the process's resident memory,
     sampled by a background thread (ru_maxrss never goes down, so it can't tell presets apart)."""
@@ -396,7 +389,7 @@ def calibrate(
         if is_out_of_memory(exc):
             result.status, result.detail = "out_of_memory", "out of memory"
         else:
-            result.status, result.detail = "failed", f"{type(exc).__name__}: {one_line(exc)}"
+            result.status, result.detail = "failed", f"{type(exc).__name__}: {one_line(exc, limit=160)}"
     finally:
         peft_model = model = optimizer = None
         with contextlib.suppress(Exception):
@@ -719,7 +712,7 @@ def shape_of_spec(spec: str | None, lora_r: int, lora_targets: str | list[str]) 
             model = AutoModelForCausalLM.from_config(config)
     except Exception as exc:
         raise TwinbotError(
-            f"cannot read the model's architecture ({one_line(exc)}); pass --model with a local folder"
+            f"cannot read the model's architecture ({one_line(exc, limit=160)}); pass --model with a local folder"
         ) from exc
     return model_shape(model, lora_r, lora_targets)
 
@@ -873,7 +866,7 @@ def startup_line(
             config, workload, model_shape(model), rows, eval_rows, device, precision, setup_seconds=0.0
         )
     except Exception as exc:
-        return f"plan: no estimate ({type(exc).__name__}: {one_line(exc)})"
+        return f"plan: no estimate ({type(exc).__name__}: {one_line(exc, limit=160)})"
     done = datetime.now() + timedelta(seconds=estimate.total_seconds)
     return (
         f"plan: at least {format_duration(estimate.total_seconds)} for {workload.steps:,} steps, "
