@@ -21,7 +21,8 @@ import numpy as np
 import torch
 
 from twinbot.errors import TwinbotError, one_line
-from twinbot.fileio import atomic_dir, atomic_path, make_user_only, read_jsonl, write_json
+from twinbot.fileio import atomic_dir, atomic_path, make_user_only, write_json
+from twinbot.inference import GGUF_SYSTEM_PROMPT_KEY, PERSONA_FILE, adapter_persona, find_adapter
 
 if TYPE_CHECKING:
     import gguf
@@ -39,10 +40,8 @@ SUPPORTED_GGUF_ARCHITECTURES = ("llama",)  # HF model_type values the GGUF write
 
 OLLAMA_MODEL_FILE = "model.gguf"
 OLLAMA_MODELFILE = "Modelfile"
-# The persona travels with the export where `twinbot chat/serve` (twinbot.inference) look for it: a merged
-# folder's twinbot.json, and a GGUF metadata string.
-PERSONA_FILE = "twinbot.json"
-GGUF_SYSTEM_PROMPT_KEY = "twinbot.system_prompt"
+# The persona travels with the export where `twinbot chat/serve` look for it, under inference's names: a
+# merged folder's PERSONA_FILE, and the GGUF metadata string GGUF_SYSTEM_PROMPT_KEY.
 
 # Verification thresholds. Logits are compared at every position of the check prompts, with the exported
 # weights computed in fp32 on CPU, so the differences measure only the precision the weights were stored in.
@@ -124,59 +123,23 @@ class ExportResult:
 
 
 def read_run(run: Path) -> RunInfo:
-    """The adapter, base model and persona prompt of a RUN folder made by `twinbot train`.
-
-    A bare adapter folder (adapter_config.json) works too; its base model comes from the adapter config.
-    """
+    """The adapter, base model and persona prompt of a RUN folder made by `twinbot train`, found the way
+    chat and serve find them. A bare adapter folder (adapter_config.json) works too."""
     run = Path(run).expanduser()
     if not run.is_dir():
         raise TwinbotError("run folder not found; pass a folder made by `twinbot train`", run)
-    if (run / "adapter" / "adapter_config.json").is_file():
-        adapter_dir = run / "adapter"
-    elif (run / "adapter_config.json").is_file():
-        adapter_dir = run
-    else:
+    adapter = find_adapter(run)
+    if adapter is None:
         raise TwinbotError(
             "no adapter here (RUN/adapter/adapter_config.json); pass a folder made by `twinbot train` "
             "after training finished",
             run,
         )
-    summary = _read_json(run / "summary.json") if (run / "summary.json").is_file() else {}
-    adapter_config = _read_json(adapter_dir / "adapter_config.json")
-    base_model = summary.get("base_model") or adapter_config.get("base_model_name_or_path") or None
-    data_dir = (summary.get("config") or {}).get("data_dir")
-    stored = _read_json(adapter_dir / PERSONA_FILE) if (adapter_dir / PERSONA_FILE).is_file() else {}
-    system_prompt = stored.get("system_prompt") if isinstance(stored.get("system_prompt"), str) else None
-    if isinstance(data_dir, str) and data_dir:
-        # a relative data_dir was relative to where `twinbot train` ran: try here, then beside the run
-        for candidate in (Path(data_dir).expanduser(), run.parent / data_dir):
-            system_prompt = system_prompt or _first_system_prompt(candidate)
-    return RunInfo(adapter_dir=adapter_dir, base_model=base_model, system_prompt=system_prompt)
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise TwinbotError("cannot read this JSON file; is the run complete?", path) from exc
-    if not isinstance(data, dict):
-        raise TwinbotError("expected a JSON object", path)
-    return data
-
-
-def _first_system_prompt(data_dir: Path) -> str | None:
-    """The system prompt of the first training sample (prepare gives every sample the persona's prompt)."""
-    train_file = data_dir / "train.jsonl"
-    if not train_file.is_file():
-        return None
-    with contextlib.suppress(TwinbotError):
-        for _lineno, row in read_jsonl(train_file):
-            messages = row.get("messages") or []
-            if messages and isinstance(messages[0], dict) and messages[0].get("role") == "system":
-                content = messages[0].get("content")
-                return content if isinstance(content, str) and content.strip() else None
-            return None
-    return None
+    adapter_dir, run_dir = adapter
+    persona = adapter_persona(adapter_dir, run_dir)
+    return RunInfo(
+        adapter_dir=adapter_dir, base_model=persona.base_model, system_prompt=persona.system_prompt
+    )
 
 
 def _base_config(base_model: str | None) -> PretrainedConfig:

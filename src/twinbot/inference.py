@@ -130,7 +130,7 @@ def _read_json(path: Path) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
-def _system_prompt_from_samples(data_dir: Path) -> str | None:
+def system_prompt_from_samples(data_dir: Path) -> str | None:
     """The system prompt of the first sample in data_dir/train.jsonl (prepare writes one per sample)."""
     for name in ("train.jsonl", "eval.jsonl"):
         path = data_dir / name
@@ -177,7 +177,7 @@ def _run_persona(run_dir: Path, adapter_dir: Path) -> PersonaInfo:
     prompt = stored.system_prompt if stored is not None else None
     if prompt is None:
         for data_dir in _data_dir_candidates(run_dir, summary):
-            prompt = _system_prompt_from_samples(data_dir)
+            prompt = system_prompt_from_samples(data_dir)
             if prompt is not None:
                 break
     info = PersonaInfo(system_prompt=prompt, base_model=base)
@@ -185,6 +185,27 @@ def _run_persona(run_dir: Path, adapter_dir: Path) -> PersonaInfo:
         with contextlib.suppress(OSError, TwinbotError):  # a read-only run folder still loads
             write_persona_info(adapter_dir / PERSONA_FILE, info)
     return info
+
+
+def adapter_persona(adapter_dir: Path, run_dir: Path | None) -> PersonaInfo:
+    """System prompt and base model of an adapter: its RUN's (see `_run_persona`), or for a bare adapter
+    folder its twinbot.json with the base model from adapter_config.json as the fallback."""
+    if run_dir is not None:
+        return _run_persona(run_dir, adapter_dir)
+    info = read_persona_info(adapter_dir / PERSONA_FILE) or PersonaInfo(None, None)
+    if info.base_model is None:
+        info = PersonaInfo(info.system_prompt, _adapter_base(adapter_dir))
+    return info
+
+
+def find_adapter(path: Path) -> tuple[Path, Path | None] | None:
+    """(adapter folder, its RUN folder or None) when `path` is a RUN folder or an adapter folder."""
+    if (path / ADAPTER_DIR / ADAPTER_CONFIG).is_file():
+        return path / ADAPTER_DIR, path
+    if (path / ADAPTER_CONFIG).is_file():
+        is_run_adapter = path.name == ADAPTER_DIR and (path.parent / SUMMARY_FILE).is_file()
+        return path, path.parent if is_run_adapter else None
+    return None
 
 
 def _adapter_base(adapter_dir: Path) -> str | None:
@@ -332,12 +353,7 @@ def _load_adapter(
 ) -> LoadedModel:
     from twinbot.model import load_model
 
-    if run_dir is not None:
-        info = _run_persona(run_dir, adapter_dir)
-    else:
-        info = read_persona_info(adapter_dir / PERSONA_FILE) or PersonaInfo(None, None)
-        if info.base_model is None:
-            info = PersonaInfo(info.system_prompt, _adapter_base(adapter_dir))
+    info = adapter_persona(adapter_dir, run_dir)
     if info.base_model is None:
         raise TwinbotError(
             "cannot tell which base model this adapter belongs to (no summary.json, no "
@@ -388,12 +404,9 @@ def load_for_inference(
     text = str(spec)
     path = Path(text).expanduser()
     if path.is_dir():
-        if (path / ADAPTER_DIR / ADAPTER_CONFIG).is_file():
-            return _load_adapter(path / ADAPTER_DIR, path, target, weights_dtype)
-        if (path / ADAPTER_CONFIG).is_file():
-            parent = path.parent
-            is_run_adapter = path.name == ADAPTER_DIR and (parent / SUMMARY_FILE).is_file()
-            return _load_adapter(path, parent if is_run_adapter else None, target, weights_dtype)
+        adapter = find_adapter(path)
+        if adapter is not None:
+            return _load_adapter(*adapter, target, weights_dtype)
         if (path / "config.json").is_file():
             info = read_persona_info(path / PERSONA_FILE)
             tokenizer = load_tokenizer(str(path))

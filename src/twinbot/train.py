@@ -41,7 +41,7 @@ from twinbot.checkpoint import (
 from twinbot.config import TrainConfig
 from twinbot.errors import TwinbotError
 from twinbot.fileio import atomic_dir, make_user_only, write_json
-from twinbot.inference import PERSONA_FILE, PersonaInfo, write_persona_info
+from twinbot.inference import PERSONA_FILE, PersonaInfo, system_prompt_from_samples, write_persona_info
 from twinbot.metrics import MetricsLog, MetricsRow, peak_memory_bytes, token_progress
 from twinbot.tokens import (
     IGNORE_INDEX,
@@ -217,9 +217,7 @@ def setup(config: TrainConfig, resume: bool, overwrite: bool, sources: dict[str,
         resumed_from=checkpoint,
         flatten=flatten,
         model_spec=model_spec,
-        persona=PersonaInfo(
-            system_prompt=first_system_prompt(data_dir / "train.jsonl"), base_model=model_spec
-        ),
+        persona=PersonaInfo(system_prompt=system_prompt_from_samples(data_dir), base_model=model_spec),
         model_path=model_path,
     )
 
@@ -792,14 +790,6 @@ def save_adapter(peft_model: Any, tokenizer: Any, adapter_dir: Path, persona: Pe
         peft_model.save_pretrained(tmp, save_embedding_layers=False)
         tokenizer.save_pretrained(tmp)
         write_persona_info(tmp / PERSONA_FILE, persona)
-
-
-def first_system_prompt(path: Path) -> str | None:
-    """The system prompt of the first training sample (prepare writes the same one into every sample)."""
-    for sample in load_samples(path)[:1]:
-        if sample.messages and sample.messages[0].role == "system":
-            return sample.messages[0].content
-    return None
 
 
 def gather_rng_states(accelerator: Accelerator) -> list[dict[str, Any]]:
