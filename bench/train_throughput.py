@@ -240,15 +240,14 @@ def measure_ceiling(model: str | None, device: str) -> Ceiling:
 
     fast = preset_config("fast", device=device)
     accelerator, precision = make_accelerator(fast)
-    speed_precision = precision.name
-    gflops = matmul_gflops(str(accelerator.device), speed_precision, seconds=3.0, size=CEILING_MATMUL_SIZE)
+    gflops = matmul_gflops(str(accelerator.device), precision.name, seconds=3.0, size=CEILING_MATMUL_SIZE)
     shape = shape_of_spec(model, fast.lora_r, fast.lora_target_modules)
     flops = 4 * (shape.body_params + shape.head_params) + 12 * shape.layers * shape.attention_dim * (
         fast.row_tokens
     )
     return Ceiling(
         device=str(accelerator.device),
-        precision=speed_precision,
+        precision=precision.name,
         matmul_gflops=round(gflops, 1),
         row_tokens=fast.row_tokens,
         flops_per_token=flops,
