@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from twinbot import train
-from twinbot.attention import BUCKET_TOKENS, PACKED_SDPA, packed_layout
+from twinbot.attention import BUCKET_TOKENS, PACKED_SDPA, bucket_attention, packed_layout
 from twinbot.tokens import Row
 
 SAMPLE_LENGTHS = [[37, 100, 5, 1, 60], [200, 33, 32], [64]]  # one-token samples, bucket edges, a lone row
@@ -91,8 +91,8 @@ def test_packed_sdpa_gives_the_same_lora_gradients(tiny_model_dir: Path) -> None
 
 
 def test_packed_sdpa_in_bf16_autocast_stays_close_to_fp32(tiny_model_dir: Path) -> None:
-    """As training runs it on a bf16 CPU: bf16 weights under autocast. Attention itself runs in fp32 on
-    CPU; the error is the bf16 matmuls', the same as plain sdpa's in bf16."""
+    """As training runs it on a bf16 CPU: bf16 weights under autocast, attention by `bucket_attention`
+    (bf16 matmuls, fp32 softmax): no further from fp32 than plain sdpa in bf16."""
     rows = random_rows(SAMPLE_LENGTHS, seed=2)
     reference = logits(load(tiny_model_dir, "sdpa"), rows, flatten=False)
     with torch.autocast("cpu", dtype=torch.bfloat16):
@@ -143,3 +143,31 @@ def test_auto_attention(device: str, packing: bool, expected: str) -> None:
         expected = "flash_attention_2"
     assert train.pick_attention("auto", device, torch.bfloat16, packing) == expected
     assert train.pick_attention("eager", device, torch.bfloat16, packing) == "eager"
+
+
+@pytest.mark.parametrize("kv_heads", [1, 3, 9])
+def test_bucket_attention_equals_causal_sdpa(kv_heads: int) -> None:
+    """Grouped-query heads stacked along the length axis: the same as sdpa with enable_gqa, values and
+    gradients; in bf16 no further from fp32 than sdpa in bf16."""
+    generator = torch.Generator().manual_seed(kv_heads)
+    query = torch.randn(4, 9, 40, 16, generator=generator, requires_grad=True)
+    key = torch.randn(4, kv_heads, 40, 16, generator=generator, requires_grad=True)
+    value = torch.randn(4, kv_heads, 40, 16, generator=generator, requires_grad=True)
+
+    def sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.scaled_dot_product_attention(
+            q, k, v, is_causal=True, scale=0.3, enable_gqa=kv_heads != 9
+        )
+
+    expected = sdpa(query, key, value)
+    out = bucket_attention(query, key, value, 0.3)
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
+    expected_grads = torch.autograd.grad(expected.square().sum(), (query, key, value))
+    grads = torch.autograd.grad(out.square().sum(), (query, key, value))
+    for grad, expected_grad in zip(grads, expected_grads, strict=True):
+        torch.testing.assert_close(grad, expected_grad, rtol=1e-4, atol=1e-5)
+
+    low = [t.detach().bfloat16() for t in (query, key, value)]
+    bucket_error = (bucket_attention(*low, 0.3).float() - expected).abs().max()
+    sdpa_error = (sdpa(*low).float() - expected).abs().max()
+    assert bucket_error <= 1.5 * sdpa_error + 1e-3

@@ -3,9 +3,11 @@
 With sdpa, a packed row gets a block-diagonal mask and every row pays full row x row attention: a 512-token
 row of ~100-token samples does about five times the attention work it needs, and the mask keeps the CPU
 kernel from skipping the causal upper half. `packed_sdpa` instead cuts the micro-batch at the position-id
-restarts, gathers the samples into buckets of equal padded length (multiples of BUCKET_TOKENS), runs one
-causal sdpa per bucket and scatters the outputs back. Padding sits at the end of each sample, after every
-real token, so causal attention never lets a real query see it; its outputs are dropped and get no gradient.
+restarts, gathers the samples into buckets of equal padded length (multiples of BUCKET_TOKENS), runs causal
+attention once per bucket and scatters the outputs back. Per bucket that is sdpa on GPUs and for fp32, and
+`bucket_attention` (explicit 16-bit matmuls, fp32 softmax) for short buckets of 16-bit inputs on CPU, where
+the flash kernel is slow. Padding sits at the end of each sample, after every real token, so causal
+attention never lets a real query see it; its outputs are dropped and get no gradient.
 
 Use it with `attn_implementation=PACKED_SDPA` (`register()` makes it known to transformers, which then
 builds no mask), `position_ids` that restart at 0 at every sample, and `use_cache=False`. Training only: it
@@ -22,6 +24,11 @@ import torch
 
 PACKED_SDPA = "packed_sdpa"
 BUCKET_TOKENS = 32
+# Buckets up to this padded length use bucket_attention on CPU in 16 bits, longer ones the flash kernel: in
+# training steps on the bundled sample 256 was as fast as no limit and faster than 128 or 160; alone, the
+# flash kernel wins from ~160 tokens and by 4x at 2048, where bucket_attention's fp32 scores also grow
+# quadratically (BENCHMARKS.md).
+SHORT_BUCKET_TOKENS = 256
 
 
 @dataclass(frozen=True)
@@ -90,11 +97,16 @@ def packed_sdpa_attention(
             f"load the model with attn_implementation='sdpa' for generation"
         )
     layout = _layout_for(position_ids, rows)
-    # The CPU flash kernel is faster in fp32 than in bf16 at sample lengths (~100 tokens); GPUs keep 16-bit.
-    compute_dtype = torch.float32 if query.device.type == "cpu" else query.dtype
+    scale = scaling if scaling is not None else head_dim**-0.5
+    on_cpu = query.device.type == "cpu"
+    # On CPU the flash kernel is slow in 16 bits at sample lengths (its backward most of all): short buckets
+    # take bucket_attention (16-bit matmuls, fp32 softmax, like transformers' eager attention), longer ones
+    # the flash kernel in fp32. GPUs keep sdpa in the input dtype.
+    sdpa_dtype = torch.float32 if on_cpu else query.dtype
+    short_bucket_tokens = SHORT_BUCKET_TOKENS if on_cpu and query.dtype != torch.float32 else 0
 
     def tokens_first(states: torch.Tensor) -> torch.Tensor:
-        return states.transpose(1, 2).reshape(rows * length, states.shape[1], head_dim).to(compute_dtype)
+        return states.transpose(1, 2).reshape(rows * length, states.shape[1], head_dim)
 
     q, k, v = tokens_first(query), tokens_first(key), tokens_first(value)
     outputs = []
@@ -106,18 +118,51 @@ def packed_sdpa_attention(
                     states.index_select(0, gather).view(-1, size, states.shape[1], head_dim).transpose(1, 2)
                 )
 
-            out = torch.nn.functional.scaled_dot_product_attention(
-                bucket(q),
-                bucket(k),
-                bucket(v),
-                dropout_p=dropout,
-                is_causal=True,
-                scale=scaling,
-                enable_gqa=key.shape[1] != heads,
-            )
+            if size <= short_bucket_tokens:
+                out = bucket_attention(bucket(q), bucket(k), bucket(v), scale, dropout)
+            else:
+                out = torch.nn.functional.scaled_dot_product_attention(
+                    bucket(q).to(sdpa_dtype),
+                    bucket(k).to(sdpa_dtype),
+                    bucket(v).to(sdpa_dtype),
+                    dropout_p=dropout,
+                    is_causal=True,
+                    scale=scale,
+                    enable_gqa=key.shape[1] != heads,
+                ).to(query.dtype)
             outputs.append(out.transpose(1, 2).reshape(-1, heads, head_dim))
     merged = torch.cat(outputs).index_select(0, layout.inverse)
     return merged.view(rows, length, heads, head_dim).to(query.dtype), None
+
+
+def bucket_attention(
+    query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, scale: float, dropout: float = 0.0
+) -> torch.Tensor:
+    """Causal attention by explicit matmuls: query [N, H, L, D], key/value [N, Hkv, L, D] -> [N, H, L, D].
+    The query heads that share a key/value head are stacked along the length axis, so grouped-query
+    attention needs no repeated keys; scores and softmax are in fp32, the matmuls in the input dtype."""
+    samples, heads, length, head_dim = query.shape
+    kv_heads = key.shape[1]
+    group = heads // kv_heads
+    stacked = query.reshape(samples, kv_heads, group * length, head_dim)
+    scores = (stacked @ key.transpose(-1, -2)).float() * scale + _causal_bias(length, group, query.device)
+    weights = scores.softmax(dim=-1)
+    if dropout:
+        weights = torch.nn.functional.dropout(weights, p=dropout)
+    out = weights.to(value.dtype) @ value
+    return out.view(samples, heads, length, head_dim)
+
+
+_causal_biases: dict[tuple[int, int, torch.device], torch.Tensor] = {}
+
+
+def _causal_bias(length: int, group: int, device: torch.device) -> torch.Tensor:
+    """[group * length, length]: 0 where a query may see a key, -inf above the diagonal."""
+    cache_key = (length, group, device)
+    if cache_key not in _causal_biases:
+        bias = torch.full((length, length), float("-inf"), device=device).triu(1)
+        _causal_biases[cache_key] = bias.repeat(group, 1)
+    return _causal_biases[cache_key]
 
 
 def register() -> None:
