@@ -90,6 +90,11 @@ class TrainConfig(BaseModel):
         description="auto = flash_attention_2 on CUDA when installed, packed_sdpa for packed rows on CPU, "
         "else sdpa.",
     )
+    fused_lora: bool = Field(
+        True,
+        description="Each LoRA layer as one autograd op (same result, fewer passes over the activations); "
+        "applies to layers without LoRA dropout.",
+    )
     torch_compile: bool = Field(
         False,
         description="torch.compile the model: compiles at the first step (needs a C++ compiler; Triton on "

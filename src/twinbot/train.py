@@ -64,7 +64,16 @@ CPU_AUTO_BATCH_SIZE = 4
 RUN_MARKER = "run.json"  # written first into every run folder: --overwrite only ever deletes run folders
 # Settings that may differ on --resume: they change neither the data order nor the update math.
 RESUMABLE_CHANGES = frozenset(
-    {"epochs", "max_steps", "eval_every", "eval_max_samples", "save_every", "keep_checkpoints", "log_every"}
+    {
+        "epochs",
+        "max_steps",
+        "eval_every",
+        "eval_max_samples",
+        "save_every",
+        "keep_checkpoints",
+        "log_every",
+        "fused_lora",  # the same computation either way
+    }
 )
 
 
@@ -490,6 +499,7 @@ def load_rows(
 def load_training_model(config: TrainConfig, device: torch.device, precision: Precision) -> tuple[Any, bool]:
     """The base model with LoRA applied, as training uses it; and whether micro-batches are flattened into
     one padding-free row (attention that keeps packed samples apart without a mask, so padding is waste)."""
+    from twinbot.fused_lora import fuse_lora_layers
     from twinbot.model import apply_lora, load_model
 
     attention = pick_attention(config.attn_implementation, device.type, precision.base_dtype, config.packing)
@@ -504,6 +514,8 @@ def load_training_model(config: TrainConfig, device: torch.device, precision: Pr
         model.enable_input_require_grads()  # frozen embeddings: the recomputed layers need an input with grad
     targets = target_modules(config.lora_target_modules)
     peft_model = apply_lora(model, config.lora_r, config.lora_alpha, config.lora_dropout, targets)
+    if config.fused_lora:
+        fuse_lora_layers(peft_model)
     return peft_model, peft_model.config._attn_implementation in VARIABLE_LENGTH_ATTENTION
 
 
