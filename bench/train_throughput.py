@@ -27,6 +27,7 @@ import argparse
 import json
 import math
 import platform
+import subprocess
 import sys
 import tempfile
 import time
@@ -106,7 +107,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--runs",
         default=",".join((*TWINBOT_PRESETS, SFT_RUN)),
-        help="Comma-separated runs, in order: presets and/or 'sft'.",
+        help="Comma-separated runs, in order: presets (PRESET+compile: with torch.compile) and/or 'sft'. "
+        "Each run trains in a fresh Python process.",
     )
     parser.add_argument(
         "--json",
@@ -121,6 +123,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=300,
         help="Training samples for the fast-vs-baseline eval-loss comparison; 0 skips it.",
     )
+    parser.add_argument("--one-run", default=None, help=argparse.SUPPRESS)  # a child process's one run
+    parser.add_argument("--workdir", type=Path, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--result", type=Path, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     runs = [run.strip() for run in args.runs.split(",") if run.strip()]
     unknown = [run for run in runs if run.removesuffix(COMPILED) not in (*TWINBOT_PRESETS, SFT_RUN)]
@@ -498,8 +503,40 @@ def environment(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def one_run(args: argparse.Namespace) -> None:
+    """In a child process: one timed run, its RunResult written as JSON to --result."""
+    if args.one_run == SFT_RUN:
+        result = run_sft(args.data, args.model, args.seconds, args.warmup_steps, args.workdir, args.device)
+    else:
+        result = run_twinbot(
+            args.one_run, args.data, args.model, args.seconds, args.warmup_steps, args.workdir, args.device
+        )
+    args.result.write_text(json.dumps(asdict(result)), encoding="utf-8")
+
+
+def run_in_child(name: str, args: argparse.Namespace, data_dir: Path, workdir: Path) -> RunResult:
+    """Each timed run gets a fresh process: what ran before in the same process (allocator state, threads,
+    torch.compile caches, twinbot's malloc tuning) changed SFTTrainer's speed by up to 25%."""
+    result_path = workdir / f"{name}.result.json"
+    command = [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        *("--one-run", name, "--data", str(data_dir), "--workdir", str(workdir)),
+        *("--result", str(result_path), "--seconds", str(args.seconds)),
+        *("--warmup-steps", str(args.warmup_steps), "--device", args.device),
+        *(("--model", args.model) if args.model else ()),
+    ]
+    completed = subprocess.run(command, check=False)
+    if completed.returncode != 0 or not result_path.is_file():
+        raise TwinbotError(f"the {name} run failed (exit code {completed.returncode}); see its output above")
+    return RunResult(**json.loads(result_path.read_text(encoding="utf-8")))
+
+
 def run(argv: list[str] | None = None) -> list[RunResult]:
     args = parse_args(argv)
+    if args.one_run is not None:
+        one_run(args)
+        return []
     results: list[RunResult] = []
     with tempfile.TemporaryDirectory(prefix="twinbot-bench-") as tmp:
         workdir = Path(tmp)
@@ -507,13 +544,7 @@ def run(argv: list[str] | None = None) -> list[RunResult]:
         ceiling = measure_ceiling(args.model, args.device)
         for name in args.runs:
             print(f"== {name}: warm-up {args.warmup_steps} steps, then {args.seconds:g} s", file=sys.stderr)
-            if name == SFT_RUN:
-                result = run_sft(data_dir, args.model, args.seconds, args.warmup_steps, workdir, args.device)
-            else:
-                result = run_twinbot(
-                    name, data_dir, args.model, args.seconds, args.warmup_steps, workdir, args.device
-                )
-            results.append(result)
+            results.append(run_in_child(name, args, data_dir, workdir))
         quality = (
             run_quality(data_dir, args.quality_samples, args.model, workdir, args.device)
             if args.quality_samples

@@ -576,3 +576,11 @@ def test_torch_compile_trains_the_same_adapter(tiny_model_dir: Path, tmp_path: P
     assert_same_adapter(
         tmp_path / "eager" / "adapter", tmp_path / "compiled" / "adapter", rtol=1e-3, atol=1e-5
     )
+
+
+def test_keep_freed_memory_tunes_glibc_malloc_on_linux() -> None:
+    """mallopt exists and accepts both settings on Linux/glibc; elsewhere the call does nothing."""
+    import platform
+
+    expected = sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc"
+    assert train.keep_freed_memory() is expected
