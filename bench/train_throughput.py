@@ -3,7 +3,8 @@ hardware ceiling measured in the same run; then eval loss of `fast` vs `baseline
 
 Same data (the bundled sample, prepared), same model (embedded default unless --model) and the same LoRA
 (r=16, alpha=32, all linear layers; LoRA dropout as each preset sets it, peft's default 0 for SFTTrainer).
-Each run gets a warm-up, then a fixed wall-time budget; tokens/s come from each run's own counters
+Each run trains in a fresh Python process (what ran before in a shared process changed SFTTrainer's speed
+by ~25%) and gets a warm-up, then a fixed wall-time budget; tokens/s come from each run's own counters
 (twinbot: TrainSummary; SFTTrainer: the batches it consumed). "tokens" are non-padding tokens; "supervised"
 tokens have a loss (twinbot: the final reply only; SFTTrainer's defaults: every token), so the tokens/s
 ratio is the like-for-like comparison.

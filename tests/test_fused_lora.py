@@ -132,3 +132,12 @@ def test_training_with_and_without_fused_lora_gives_the_same_adapter(
     assert peft_run.final_eval_loss is not None and fused_run.final_eval_loss is not None
     assert abs(peft_run.final_eval_loss - fused_run.final_eval_loss) < 1e-4
     assert_same_adapter(tmp_path / "peft" / "adapter", tmp_path / "fused" / "adapter", rtol=1e-3, atol=1e-5)
+
+
+def test_a_trainable_base_weight_takes_peft_forward_and_gets_its_gradient(tiny_model_dir: Path) -> None:
+    model = lora_model(tiny_model_dir)
+    fuse_lora_layers(model)
+    layer = next(m for m in model.modules() if hasattr(m, "base_layer") and hasattr(m, "lora_A"))
+    layer.base_layer.weight.requires_grad_(True)
+    loss_and_gradients(model)
+    assert layer.base_layer.weight.grad is not None and layer.base_layer.weight.grad.abs().sum() > 0

@@ -80,7 +80,7 @@ def _fused_forward(self: Any, x: torch.Tensor, *args: Any, **kwargs: Any) -> tor
         dtype = x.dtype
     else:
         return peft_forward(x, *args, **kwargs)
-    if bias is not None and bias.requires_grad:
+    if weight.requires_grad or (bias is not None and bias.requires_grad):  # only the adapter gets gradients
         return peft_forward(x, *args, **kwargs)
     flat = x.reshape(-1, x.shape[-1]).to(dtype)
     out = LoraLinearFunction.apply(
@@ -99,7 +99,7 @@ def _eligible(module: torch.nn.Module) -> bool:
 
     if not isinstance(module, LoraLinear) or not isinstance(module.base_layer, torch.nn.Linear):
         return False
-    if module.fan_in_fan_out or module.base_layer.weight.requires_grad:
+    if module.fan_in_fan_out:
         return False
     if any(not isinstance(dropout, torch.nn.Identity) for dropout in module.lora_dropout.values()):
         return False
