@@ -132,7 +132,7 @@ def packed_sdpa_attention(
                 ).to(query.dtype)
             outputs.append(out.transpose(1, 2).reshape(-1, heads, head_dim))
     merged = torch.cat(outputs).index_select(0, layout.inverse)
-    return merged.view(rows, length, heads, head_dim).to(query.dtype), None
+    return merged.view(rows, length, heads, head_dim), None  # every bucket's output is in query.dtype
 
 
 def bucket_attention(
