@@ -185,6 +185,21 @@ def test_device_choice(monkeypatch: pytest.MonkeyPatch) -> None:
         train.pick_device("cuda:1")
 
 
+def test_each_run_gets_the_device_it_asks_for_not_an_earlier_runs(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    """accelerate keeps its device process-wide; a run in the same process as an earlier one on another device
+    (seen on a GPU machine: a CUDA run after a CPU run trained on the CPU) must not inherit it."""
+    from accelerate.state import PartialState
+
+    PartialState(cpu=True)
+    PartialState._shared_state["device"] = torch.device(
+        "meta"
+    )  # an earlier run's device, as this test's stand-in
+    accelerator, _ = train.make_accelerator(make_config(tiny_model_dir, tmp_path / "run"))
+    assert accelerator.device == torch.device("cpu")
+
+
 def test_auto_batch_size_is_the_largest_power_of_two_that_fits() -> None:
     tried: list[int] = []
 

@@ -594,7 +594,11 @@ def make_accelerator(config: TrainConfig) -> tuple[Accelerator, Precision]:
     precision = pick_precision(config.use_fp16, device.split(":")[0])
     if device.startswith("cuda:"):
         torch.cuda.set_device(torch.device(device))
-    AcceleratorState._reset_state()  # a second run in the same process may use another precision
+    # accelerate keeps its state process-wide, the device included: a later run in the same process (tests,
+    # benchmarks, plan's calibrations) may want another device or precision. A distributed launch keeps its
+    # process group, and with it the device it was given.
+    distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+    AcceleratorState._reset_state(reset_partial_state=not distributed)
     return Accelerator(cpu=device == "cpu", mixed_precision=precision.mixed_precision), precision
 
 
