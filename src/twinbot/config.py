@@ -93,7 +93,7 @@ class TrainConfig(BaseModel):
     fused_lora: bool = Field(
         True,
         description="Each LoRA layer as one autograd op (same result, fewer passes over the activations); "
-        "applies to layers without LoRA dropout.",
+        "applies to layers without LoRA dropout, and not with TORCH_COMPILE (which fuses them itself).",
     )
     torch_compile: bool = Field(
         False,

@@ -544,7 +544,10 @@ def load_training_model(config: TrainConfig, device: torch.device, precision: Pr
         model.enable_input_require_grads()  # frozen embeddings: the recomputed layers need an input with grad
     targets = target_modules(config.lora_target_modules)
     peft_model = apply_lora(model, config.lora_r, config.lora_alpha, config.lora_dropout, targets)
-    if config.fused_lora:
+    # Compiled models keep peft's forward: torch 2.11's compiler traced the fused layers into a graph that
+    # trained a different adapter (on CPU and CUDA; torch 2.13 traces them right), and compiling fuses
+    # peft's elementwise ops by itself (BENCHMARKS.md, "GPU checks").
+    if config.fused_lora and not config.torch_compile:
         fuse_lora_layers(peft_model)
     return peft_model, peft_model.config._attn_implementation in VARIABLE_LENGTH_ATTENTION
 
