@@ -37,7 +37,13 @@ def embedded_model_dir(twinbot_cache: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_model_dir(twinbot_cache: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny random Llama (hidden 64, 2 layers) with the real SmolLM2 tokenizer and chat template."""
+    """A tiny random Llama (hidden 64, 2 layers) with the real SmolLM2 tokenizer and chat template.
+    `$TWINBOT_TINY_MODEL` names one built beforehand by `make_tiny_model`, for machines that lack the
+    embedded model it takes its tokenizer from (the GPU machine that runs tests/test_gpu.py)."""
     from twinbot.model import make_tiny_model
+
+    prebuilt = os.environ.get("TWINBOT_TINY_MODEL")
+    if prebuilt:
+        return Path(prebuilt)
 
     return make_tiny_model(tmp_path_factory.mktemp("tiny-model") / "model", seed=0)

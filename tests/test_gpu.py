@@ -1,0 +1,220 @@
+"""The CUDA paths, on a CUDA machine (skipped elsewhere): packed rows keep samples apart, fused LoRA matches
+peft under bf16 and fp16 autocast, fp32 training equals CPU training, bf16 training picks its micro-batch
+by probing memory, fp16 loss scaling checkpoints and resumes, an unavailable flash-attn falls back to sdpa,
+torch.compile trains what eager mode trains, and generation matches transformers' generate.
+
+The development machine has no GPU: these ran on a lent H200 (BENCHMARKS.md, "GPU checks"), with
+`TWINBOT_TINY_MODEL` naming a prebuilt tiny model where the embedded one is not installed."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from test_attention import SAMPLE_LENGTHS, random_rows
+from test_fused_lora import lora_model
+from test_train import assert_same_adapter, make_config, train_only_data
+from twinbot import train
+from twinbot.attention import PACKED_SDPA
+from twinbot.checkpoint import latest_checkpoint, list_checkpoints, read_state
+from twinbot.config import TrainConfig
+from twinbot.fused_lora import fuse_lora_layers
+from twinbot.model import load_model
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+CUDA = torch.device("cuda")
+
+
+def train_on_cuda(config: TrainConfig, resume: bool = False) -> train.TrainSummary:
+    """`train.main`, checking from summary.json that the run trained on the GPU (accelerate keeps its device
+    process-wide, and a run after a CPU run once trained on the CPU without a word)."""
+    summary = train.main(config, resume=resume)
+    assert json.loads((config.output_dir / "summary.json").read_text())["device"].startswith("cuda")
+    return summary
+
+
+def cuda_logits(model_dir: Path, attention: str, dtype: torch.dtype, flatten: bool) -> torch.Tensor:
+    rows = random_rows(SAMPLE_LENGTHS)
+    model = load_model(str(model_dir), dtype, attention, CUDA)
+    model.config.use_cache = False
+    batch = train.make_batch(rows, 0, CUDA, flatten)
+    with torch.no_grad():
+        out = model(input_ids=batch.input_ids, position_ids=batch.position_ids, use_cache=False).logits
+    if flatten:
+        return out[0].float().cpu()
+    return torch.cat([out[i, : len(row)] for i, row in enumerate(rows)]).float().cpu()
+
+
+@pytest.mark.parametrize("attention", ["sdpa", PACKED_SDPA])
+def test_packed_rows_on_cuda_equal_the_cpu_reference(tiny_model_dir: Path, attention: str) -> None:
+    from test_attention import load, logits
+
+    reference = logits(load(tiny_model_dir, "sdpa"), random_rows(SAMPLE_LENGTHS), flatten=False)
+    fp32 = cuda_logits(tiny_model_dir, attention, torch.float32, flatten=False)
+    torch.testing.assert_close(fp32, reference, rtol=1e-4, atol=1e-4)
+    if attention == PACKED_SDPA:
+        torch.testing.assert_close(
+            cuda_logits(tiny_model_dir, attention, torch.float32, flatten=True),
+            reference,
+            rtol=1e-4,
+            atol=1e-4,
+        )
+    bf16 = cuda_logits(tiny_model_dir, attention, torch.bfloat16, flatten=False)
+    assert (bf16 - reference).abs().max() < 0.05 * reference.abs().max()
+
+
+def cuda_loss_and_gradients(
+    model: torch.nn.Module, dtype: torch.dtype | None
+) -> tuple[float, dict[str, torch.Tensor]]:
+    batch = train.make_batch(random_rows(SAMPLE_LENGTHS, seed=3), 0, CUDA, flatten=False)
+    model.zero_grad(set_to_none=True)
+    with torch.autocast("cuda", dtype=dtype or torch.float32, enabled=dtype is not None):
+        loss = train.forward_loss(model, batch)
+    loss.backward()
+    return float(loss), {n: p.grad.float().clone() for n, p in model.named_parameters() if p.requires_grad}
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_fused_lora_under_cuda_autocast_is_as_close_to_fp32_as_peft(
+    tiny_model_dir: Path, dtype: torch.dtype
+) -> None:
+    exact_model = lora_model(tiny_model_dir).to(CUDA)
+    exact_loss, exact = cuda_loss_and_gradients(exact_model, None)
+    fuse_lora_layers(exact_model)
+    fused_fp32_loss, fused_fp32 = cuda_loss_and_gradients(exact_model, None)
+    assert fused_fp32_loss == pytest.approx(exact_loss, rel=1e-5)
+    for name, grad in exact.items():
+        torch.testing.assert_close(fused_fp32[name], grad, rtol=1e-3, atol=1e-5, msg=name)
+
+    model = lora_model(tiny_model_dir, dtype).to(CUDA)
+    for param in model.parameters():  # LoRA weights stay fp32, as in training
+        if param.requires_grad:
+            param.data = param.data.float()
+    _, peft_half = cuda_loss_and_gradients(model, dtype)
+    assert fuse_lora_layers(model) > 0
+    _, fused_half = cuda_loss_and_gradients(model, dtype)
+
+    def relative_error(grads: dict[str, torch.Tensor]) -> float:
+        return max(float((grads[n] - g).norm() / g.norm()) for n, g in exact.items())
+
+    assert relative_error(fused_half) <= 1.5 * relative_error(peft_half) + 1e-3
+
+
+def test_fp32_training_on_cuda_gives_the_cpu_adapter(tiny_model_dir: Path, tmp_path: Path) -> None:
+    cpu = train.main(make_config(tiny_model_dir, tmp_path / "cpu", max_steps=3))
+    cuda = train_on_cuda(make_config(tiny_model_dir, tmp_path / "cuda", max_steps=3, device="cuda"))
+    assert cpu.final_eval_loss is not None and cuda.final_eval_loss is not None
+    assert abs(cpu.final_eval_loss - cuda.final_eval_loss) < 1e-3
+    assert_same_adapter(tmp_path / "cpu" / "adapter", tmp_path / "cuda" / "adapter", rtol=1e-3, atol=1e-5)
+
+
+def test_bf16_training_on_cuda_probes_the_micro_batch(
+    tiny_model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = tmp_path / "run"
+    summary = train_on_cuda(
+        make_config(tiny_model_dir, run, device="auto", use_fp16=True, batch_size="auto", max_steps=3)
+    )
+    assert summary.precision == "bf16" and summary.peak_memory_bytes > 0
+    assert summary.final_eval_loss is not None and math.isfinite(summary.final_eval_loss)
+    saved = json.loads((run / "summary.json").read_text())
+    # the tiny model fits any micro-batch: the probe stops at the largest power of two <= the 13 rows
+    assert saved["micro_batch"] == 8
+    assert "precision: bf16 mixed precision on cuda" in capsys.readouterr().err
+
+
+def test_fp16_loss_scaling_checkpoints_and_resumes(
+    tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A GPU without bf16 trains in fp16 with a loss scaler; its state is checkpointed, and the run resumed
+    from its step-2 checkpoint ends with the adapter of the run that went straight through."""
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: False)
+    config = make_config(
+        tiny_model_dir,
+        tmp_path / "straight",
+        train_only_data(tmp_path),
+        max_steps=4,
+        save_every=2,
+        device="cuda",
+        use_fp16=True,
+    )
+    straight = train_on_cuda(config)
+    assert straight.precision == "fp16" and straight.final_train_loss is not None
+    assert math.isfinite(straight.final_train_loss)
+
+    resumed_dir = tmp_path / "resumed"
+    shutil.copytree(tmp_path / "straight", resumed_dir)
+    shutil.rmtree(resumed_dir / "adapter")
+    for checkpoint in list_checkpoints(resumed_dir):
+        if read_state(checkpoint).step > 2:
+            shutil.rmtree(checkpoint)
+    assert read_state(latest_checkpoint(resumed_dir)).step == 2
+    assert (latest_checkpoint(resumed_dir) / "scaler.pt").is_file()
+    resumed = train_on_cuda(config.model_copy(update={"output_dir": resumed_dir}), resume=True)
+    assert resumed.steps == 4
+    assert_same_adapter(tmp_path / "straight" / "adapter", resumed_dir / "adapter", rtol=1e-2, atol=1e-4)
+    # the scaler went on from its saved state: same scale and the same count of steps since it last changed
+    scalers = [
+        torch.load(latest_checkpoint(run) / "scaler.pt", weights_only=True)
+        for run in (tmp_path / "straight", resumed_dir)
+    ]
+    assert scalers[0] == scalers[1] and scalers[0]["_growth_tracker"] > 0
+
+
+def test_flash_attention_request_works_or_falls_back_to_sdpa(
+    tiny_model_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from transformers.utils import is_flash_attn_2_available
+
+    model = load_model(str(tiny_model_dir), torch.bfloat16, "flash_attention_2", CUDA)
+    used = model.config._attn_implementation
+    if is_flash_attn_2_available():
+        assert used == "flash_attention_2"
+    else:
+        assert used == "sdpa" and "not using flash_attention_2" in capsys.readouterr().err
+
+
+def test_torch_compile_on_cuda_trains_the_eager_adapter(tiny_model_dir: Path, tmp_path: Path) -> None:
+    common = {"max_steps": 3, "device": "cuda"}
+    eager = train_on_cuda(make_config(tiny_model_dir, tmp_path / "eager", **common))
+    compiled = train_on_cuda(make_config(tiny_model_dir, tmp_path / "compiled", torch_compile=True, **common))
+    assert compiled.final_eval_loss is not None and eager.final_eval_loss is not None
+    assert abs(compiled.final_eval_loss - eager.final_eval_loss) < 1e-3
+    assert_same_adapter(
+        tmp_path / "eager" / "adapter", tmp_path / "compiled" / "adapter", rtol=1e-2, atol=1e-4
+    )
+
+
+def test_generation_on_cuda_matches_transformers_generate(tiny_model_dir: Path) -> None:
+    from test_inference import ask
+    from twinbot.inference import (
+        GenerationSettings,
+        LoadedModel,
+        _token_stream,
+        build_prompt_ids,
+        load_for_inference,
+    )
+
+    lm = load_for_inference(str(tiny_model_dir), device="auto", dtype=torch.float32)
+    assert lm.model.device.type == "cuda"
+    prompt = build_prompt_ids(lm, ask("what are you up to"), 12)
+    no_stops = LoadedModel(**{**lm.__dict__, "stop_token_ids": frozenset()})
+    ours = list(_token_stream(no_stops, prompt, GenerationSettings(temperature=0, max_new_tokens=12), None))
+    with torch.inference_mode():
+        theirs = lm.model.generate(  # type: ignore[operator]
+            torch.tensor([prompt], device=CUDA),
+            attention_mask=torch.ones(1, len(prompt), dtype=torch.long, device=CUDA),
+            max_new_tokens=12,
+            min_new_tokens=12,
+            do_sample=False,
+            repetition_penalty=1.1,
+            eos_token_id=None,
+            suppress_tokens=None,
+        )[0, len(prompt) :].tolist()
+    assert ours == theirs and len(ours) == 12
