@@ -473,11 +473,15 @@ def print_tables(results: list[RunResult], ceiling: Ceiling, quality: list[Quali
 
 def environment(args: argparse.Namespace) -> dict[str, Any]:
     import os
+    from importlib.metadata import PackageNotFoundError, version
 
     import torch
     import transformers
-    import trl
 
+    try:
+        trl_version = version("trl")  # only the 'sft' run needs it
+    except PackageNotFoundError:
+        trl_version = None
     return {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "model": args.model or "embedded SmolLM2-135M-Instruct",
@@ -491,7 +495,7 @@ def environment(args: argparse.Namespace) -> dict[str, Any]:
         "python": platform.python_version(),
         "torch": torch.__version__,
         "transformers": transformers.__version__,
-        "trl": trl.__version__,
+        "trl": trl_version,
         "lora": LORA,
         "notes": [
             "tokens: non-padding tokens through forward and backward, per second of the timed window",
