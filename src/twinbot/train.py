@@ -42,6 +42,7 @@ from twinbot.config import TrainConfig
 from twinbot.errors import TwinbotError
 from twinbot.fileio import atomic_dir, make_user_only, write_json
 from twinbot.inference import PERSONA_FILE, PersonaInfo, system_prompt_from_samples, write_persona_info
+from twinbot.loss import summed_cross_entropy
 from twinbot.metrics import MetricsLog, MetricsRow, peak_memory_bytes, token_progress
 from twinbot.tokens import (
     IGNORE_INDEX,
@@ -783,7 +784,7 @@ def make_batch(rows: list[Row], pad_id: int, device: torch.device, flatten: bool
 
 def token_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """Summed cross-entropy, in fp32, of logits already taken at supervised positions only."""
-    return torch.nn.functional.cross_entropy(logits.float(), targets, reduction="sum")
+    return summed_cross_entropy(logits.reshape(-1, logits.shape[-1]), targets)
 
 
 def forward_loss(model: Any, batch: Batch) -> torch.Tensor:
