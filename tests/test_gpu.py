@@ -1,7 +1,8 @@
 """The CUDA paths, on a CUDA machine (skipped elsewhere): packed rows keep samples apart, fused LoRA matches
 peft under bf16 and fp16 autocast, fp32 training equals CPU training, bf16 training picks its micro-batch
 by probing memory, fp16 loss scaling checkpoints and resumes, an unavailable flash-attn falls back to sdpa,
-torch.compile trains what eager mode trains, and generation matches transformers' generate.
+torch.compile trains what eager mode trains, generation matches transformers' generate, and the blockwise
+loss equals cross_entropy.
 
 The development machine has no GPU: these ran on a lent H200 (BENCHMARKS.md, "GPU checks"), with
 `TWINBOT_TINY_MODEL` naming a prebuilt tiny model where the embedded one is not installed."""
@@ -218,3 +219,19 @@ def test_generation_on_cuda_matches_transformers_generate(tiny_model_dir: Path) 
             suppress_tokens=None,
         )[0, len(prompt) :].tolist()
     assert ours == theirs and len(ours) == 12
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_blockwise_loss_on_cuda_equals_cross_entropy(dtype: torch.dtype) -> None:
+    from twinbot.loss import block_rows, summed_cross_entropy
+
+    generator = torch.Generator(device=CUDA).manual_seed(0)
+    rows = 3 * block_rows(torch.empty(0, 49152, device=CUDA)) + 5  # three full blocks and a short one
+    logits = (torch.randn(rows, 49152, generator=generator, device=CUDA) * 4).to(dtype).requires_grad_()
+    targets = torch.randint(0, 49152, (rows,), generator=generator, device=CUDA)
+    expected = torch.nn.functional.cross_entropy(logits.float(), targets, reduction="sum")
+    (expected_grad,) = torch.autograd.grad(expected, logits)
+    value = summed_cross_entropy(logits, targets)
+    (grad,) = torch.autograd.grad(value, logits)
+    torch.testing.assert_close(value, expected, rtol=1e-5, atol=1e-2)
+    torch.testing.assert_close(grad, expected_grad, rtol=1e-2, atol=1e-6)

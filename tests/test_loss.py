@@ -61,3 +61,11 @@ def test_16_bit_logits_give_the_reference_gradient_in_their_dtype(dtype: torch.d
         info.eps * expected_grad.float().abs() + info.eps * info.smallest_normal
     )  # subnormals: fixed spacing
     assert bool(((grad.float() - expected_grad.float()).abs() <= ulp).all())
+
+
+def test_blocks_are_larger_on_accelerators() -> None:
+    cpu = torch.empty(0, 49152)
+    meta = torch.empty(0, 49152, device="meta")  # any non-CPU device
+    assert loss.block_rows(cpu) == loss.BLOCK_ELEMENTS // 49152 == 21
+    assert loss.block_rows(meta) == loss.ACCELERATOR_BLOCK_ELEMENTS // 49152
+    assert loss.block_rows(torch.empty(0, 10**7)) == 1  # a vocabulary larger than a block: one row at a time

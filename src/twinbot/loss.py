@@ -16,14 +16,18 @@ from typing import Any
 
 import torch
 
-# fp32 elements per block: 4 MB, a few rows of a large vocabulary, well inside the CPU's caches' reach
+# fp32 elements per block: on CPU 4 MB, a few rows of a large vocabulary, well inside the caches' reach; on
+# GPUs 64 MB, so that a large micro-batch's thousands of supervised rows take tens of kernel launches, not
+# thousands, while the fp32 logits still never exist in full
 BLOCK_ELEMENTS = 1 << 20
+ACCELERATOR_BLOCK_ELEMENTS = 1 << 24
 
 
 def summed_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """sum_i (logsumexp(logits[i]) - logits[i, targets[i]]) in fp32 (fp64 for fp64), for 2-D `logits` [N, V] in any float
-    dtype and `targets` [N] of valid class indices (no ignore index: callers pass supervised rows only).
-    Equal to `F.cross_entropy(logits.float(), targets, reduction="sum")`, gradient included."""
+    """sum_i (logsumexp(logits[i]) - logits[i, targets[i]]) in fp32 (fp64 for fp64 logits), for 2-D
+    `logits` [N, V] in any float dtype and `targets` [N] of valid class indices (no ignore index: callers
+    pass supervised rows only). Equal to `F.cross_entropy(logits.float(), targets, reduction="sum")`,
+    gradient included."""
     return _SummedCrossEntropy.apply(logits, targets)
 
 
@@ -32,15 +36,17 @@ def _compute_dtype(logits: torch.Tensor) -> torch.dtype:
     return torch.promote_types(logits.dtype, torch.float32)
 
 
-def _block_rows(vocab: int) -> int:
-    return max(1, BLOCK_ELEMENTS // max(1, vocab))
+def block_rows(logits: torch.Tensor) -> int:
+    """Rows of `logits` per block."""
+    elements = BLOCK_ELEMENTS if logits.device.type == "cpu" else ACCELERATOR_BLOCK_ELEMENTS
+    return max(1, elements // max(1, logits.shape[-1]))
 
 
 class _SummedCrossEntropy(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        rows, vocab = logits.shape
-        step = _block_rows(vocab)
+        rows = logits.shape[0]
+        step = block_rows(logits)
         compute = _compute_dtype(logits)
         log_sum_exp = torch.empty(rows, dtype=compute, device=logits.device)
         for start in range(0, rows, step):
@@ -54,8 +60,8 @@ class _SummedCrossEntropy(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
         logits, targets, log_sum_exp = ctx.saved_tensors
-        rows, vocab = logits.shape
-        step = _block_rows(vocab)
+        rows = logits.shape[0]
+        step = block_rows(logits)
         grad_logits = torch.empty_like(logits)
         for start in range(0, rows, step):
             end = min(rows, start + step)
