@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -87,6 +88,9 @@ def test_two_processes_match_one_process_with_the_same_global_batch(
     assert ddp_summary["processes"] == 2 and ddp_summary["steps"] == STEPS
     assert ddp_summary["supervised_tokens"] == single.supervised_tokens
     assert ddp_summary["tokens_seen"] == single.tokens_seen
+    # the plan line counts the tokens of both processes
+    planned = re.search(rf"plan: .* for {STEPS} steps, ([\d,]+) tokens", result.stderr)
+    assert planned is not None and int(planned.group(1).replace(",", "")) == ddp_summary["tokens_seen"]
     assert abs(ddp_summary["final_train_loss"] - single.final_train_loss) < 1e-5
     ddp_adapter = load_file(tmp_path / "ddp" / "adapter" / "adapter_model.safetensors")
     single_adapter = load_file(tmp_path / "single" / "adapter" / "adapter_model.safetensors")

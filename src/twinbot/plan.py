@@ -115,11 +115,14 @@ def count_workload(
     eval_rows: Sequence[Row],
     micro_batch: int,
     micro_batch_note: str | None = None,
+    processes: int = 1,
 ) -> Workload:
-    """Steps, tokens and events of a run exactly as `train` schedules it (same shuffles, same windows)."""
+    """Steps, tokens and events of a run exactly as `train` schedules it (same shuffles, same windows), with
+    `processes` data-parallel processes (each step takes a micro-batch per process per accumulation step)."""
     from twinbot.train import TrainData
 
-    data = TrainData(list(rows), micro_batch, config.gradient_accumulation_steps, 1, config.seed)
+    window = config.gradient_accumulation_steps * processes
+    data = TrainData(list(rows), micro_batch, window, processes, config.seed)
     steps = config.max_steps or max(1, math.ceil(config.epochs * data.steps_per_epoch))
     lengths = {id(row): len(row.input_ids) for row in rows}
     supervised = {id(row): supervised_count(row) for row in rows}
@@ -857,19 +860,22 @@ def startup_line(
     micro_batch: int,
     device: str,
     precision: str,
+    processes: int = 1,
 ) -> str:
     """The one plan line `train` prints before it starts: the analytic estimate from the loaded model (about a
-    second: the counts and a short matmul measurement). Never raises: it is only information."""
+    second: the counts and a short matmul measurement). With several processes the work is split between
+    them, each at the matmul speed measured in this one. Never raises: it is only information."""
     try:
-        workload = count_workload(config, rows, eval_rows, micro_batch)
+        workload = count_workload(config, rows, eval_rows, micro_batch, processes=processes)
         estimate = analytic_estimate(
             config, workload, model_shape(model), rows, eval_rows, device, precision, setup_seconds=0.0
         )
     except Exception as exc:
         return f"plan: no estimate ({type(exc).__name__}: {one_line(exc, limit=160)})"
-    done = datetime.now() + timedelta(seconds=estimate.total_seconds)
+    seconds = estimate.total_seconds / processes
+    done = datetime.now() + timedelta(seconds=seconds)
     return (
-        f"plan: at least {format_duration(estimate.total_seconds)} for {workload.steps:,} steps, "
+        f"plan: at least {format_duration(seconds)} for {workload.steps:,} steps, "
         f"{workload.tokens:,} tokens (done {format_clock(done)} at the earliest; rough analytic lower bound "
         "from this machine's matmul speed; `twinbot plan --data DIR` measures it)"
     )

@@ -256,7 +256,14 @@ def fit(run: Run) -> TrainSummary:
 
         device, precision = str(accelerator.device), run.precision.name
         line = startup_line(
-            config, run.peft_model, data.rows, run.eval_rows, data.micro_batch, device, precision
+            config,
+            run.peft_model,
+            data.rows,
+            run.eval_rows,
+            data.micro_batch,
+            device,
+            precision,
+            processes=accelerator.num_processes,
         )
         say(accelerator, line)
 
