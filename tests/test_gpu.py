@@ -193,31 +193,12 @@ def test_torch_compile_on_cuda_trains_the_eager_adapter(tiny_model_dir: Path, tm
 
 
 def test_generation_on_cuda_matches_transformers_generate(tiny_model_dir: Path) -> None:
-    from test_inference import ask
-    from twinbot.inference import (
-        GenerationSettings,
-        LoadedModel,
-        _token_stream,
-        build_prompt_ids,
-        load_for_inference,
-    )
+    from test_inference import greedy_ours_and_transformers
+    from twinbot.inference import load_for_inference
 
     lm = load_for_inference(str(tiny_model_dir), device="auto", dtype=torch.float32)
     assert lm.model.device.type == "cuda"
-    prompt = build_prompt_ids(lm, ask("what are you up to"), 12)
-    no_stops = LoadedModel(**{**lm.__dict__, "stop_token_ids": frozenset()})
-    ours = list(_token_stream(no_stops, prompt, GenerationSettings(temperature=0, max_new_tokens=12), None))
-    with torch.inference_mode():
-        theirs = lm.model.generate(  # type: ignore[operator]
-            torch.tensor([prompt], device=CUDA),
-            attention_mask=torch.ones(1, len(prompt), dtype=torch.long, device=CUDA),
-            max_new_tokens=12,
-            min_new_tokens=12,
-            do_sample=False,
-            repetition_penalty=1.1,
-            eos_token_id=None,
-            suppress_tokens=None,
-        )[0, len(prompt) :].tolist()
+    ours, theirs = greedy_ours_and_transformers(lm)
     assert ours == theirs and len(ours) == 12
 
 

@@ -289,23 +289,32 @@ def test_merged_folder_loads_as_merged(tiny_lm: LoadedModel, tiny_model_dir: Pat
     assert "float32 on cpu" in tiny_lm.describe()
 
 
-def test_greedy_loop_matches_transformers_generate(tiny_lm: LoadedModel) -> None:
+def greedy_ours_and_transformers(lm: LoadedModel, tokens: int = 12) -> tuple[list[int], list[int]]:
+    """The same prompt, greedy with repetition penalty 1.1 and no stop tokens: twinbot's own decoding loop
+    and transformers' `generate`, on the model's device."""
     from twinbot.inference import _token_stream
 
-    prompt = build_prompt_ids(tiny_lm, ask("what are you up to"), 12)
-    no_stops = LoadedModel(**{**tiny_lm.__dict__, "stop_token_ids": frozenset()})
-    ours = list(_token_stream(no_stops, prompt, GenerationSettings(temperature=0, max_new_tokens=12), None))
+    prompt = build_prompt_ids(lm, ask("what are you up to"), tokens)
+    no_stops = LoadedModel(**{**lm.__dict__, "stop_token_ids": frozenset()})
+    settings = GenerationSettings(temperature=0, max_new_tokens=tokens)
+    ours = list(_token_stream(no_stops, prompt, settings, None))
+    device = lm.model.device  # type: ignore[union-attr]
     with torch.inference_mode():
-        theirs = tiny_lm.model.generate(  # type: ignore[operator]
-            torch.tensor([prompt]),
-            attention_mask=torch.ones(1, len(prompt), dtype=torch.long),
-            max_new_tokens=12,
-            min_new_tokens=12,
+        theirs = lm.model.generate(  # type: ignore[operator]
+            torch.tensor([prompt], device=device),
+            attention_mask=torch.ones(1, len(prompt), dtype=torch.long, device=device),
+            max_new_tokens=tokens,
+            min_new_tokens=tokens,
             do_sample=False,
             repetition_penalty=1.1,
             eos_token_id=None,
             suppress_tokens=None,
         )[0, len(prompt) :].tolist()
+    return ours, theirs
+
+
+def test_greedy_loop_matches_transformers_generate(tiny_lm: LoadedModel) -> None:
+    ours, theirs = greedy_ours_and_transformers(tiny_lm)
     assert len(ours) == 12
     assert ours == theirs
 
