@@ -14,7 +14,14 @@ from test_inference import GREEDY, scripted_lm
 from twinbot.chat import REPLY_PREFIX, ChatSession, run_chat, run_repl
 from twinbot.config import TrainConfig
 from twinbot.errors import TwinbotError
-from twinbot.inference import GenerationSettings, LoadedModel, generate_reply, load_for_inference
+from twinbot.inference import (
+    GenerationSettings,
+    LoadedModel,
+    build_prompt_ids,
+    generate_reply,
+    load_for_inference,
+    with_system_prompt,
+)
 from twinbot.records import ChatTurn
 
 FIXTURE_DATA = Path(__file__).parent / "fixtures" / "train" / "data"
@@ -94,6 +101,23 @@ def test_history_longer_than_the_context_window_is_trimmed(tokenizer: Any) -> No
     last = prompts_seen(lm)[-1]
     assert len(lm.model.prompts[-1]) <= 150 - GREEDY.max_new_tokens  # type: ignore[union-attr]
     assert "message number 39" in last and "message number 0\n" not in last
+
+
+def test_turns_no_prompt_can_hold_are_forgotten(tokenizer: Any) -> None:
+    lm = scripted_lm(tokenizer, ["fine thanks<|im_end|>"] * 60, context_window=150)
+    lines = [f"message number {i}" for i in range(60)]
+    _, _, session = repl(lm, "".join(line + "\n" for line in lines))
+    assert len(session.history) < 50  # bounded: 120 turns were said, ~4 tokens each
+    newer = sum(len(tokenizer.encode(t.content, add_special_tokens=False)) for t in session.history[1:])
+    assert newer < 150
+    # and nothing a prompt could still use is gone: the next prompt is the one the whole conversation gives
+    everything = [
+        turn for line in lines for turn in (ChatTurn("user", line), ChatTurn("assistant", "fine thanks"))
+    ]
+    assert session.history == everything[-len(session.history) :]
+    assert build_prompt_ids(
+        lm, with_system_prompt(lm, everything), GREEDY.max_new_tokens
+    ) == build_prompt_ids(lm, session.messages(), GREEDY.max_new_tokens)
 
 
 # --- a RUN made by `twinbot train` ------------------------------------------------------------------------

@@ -64,7 +64,19 @@ class ChatSession:
         out.flush()
         if reply.strip():
             self.history.append(ChatTurn(role="assistant", content=reply))
+        self.forget_turns_out_of_reach()
         return reply
+
+    def forget_turns_out_of_reach(self) -> None:
+        """Drop the oldest turns once the newer turns' text alone fills the context window. Prompts keep
+        the newest turns that fit, so no prompt could hold those again. This keeps a long session's
+        memory, and the time to build each prompt, bounded."""
+        total = 0
+        for index in range(len(self.history) - 1, 0, -1):
+            total += len(self.lm.tokenizer.encode(self.history[index].content, add_special_tokens=False))
+            if total >= self.lm.context_window:
+                del self.history[:index]
+                return
 
     def reset(self) -> None:
         self.history.clear()
