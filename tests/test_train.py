@@ -193,9 +193,8 @@ def test_each_run_gets_the_device_it_asks_for_not_an_earlier_runs(
     from accelerate.state import PartialState
 
     PartialState(cpu=True)
-    PartialState._shared_state["device"] = torch.device(
-        "meta"
-    )  # an earlier run's device, as this test's stand-in
+    # an earlier run's device, as this test's stand-in
+    PartialState._shared_state["device"] = torch.device("meta")
     accelerator, _ = train.make_accelerator(make_config(tiny_model_dir, tmp_path / "run"))
     assert accelerator.device == torch.device("cpu")
 
