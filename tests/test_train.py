@@ -33,6 +33,7 @@ TEST_SETTINGS: dict[str, Any] = {
     "row_tokens": 128,
     "max_seq_len": 128,
     "batch_size": 2,
+    "processes": 1,
     "gradient_accumulation_steps": 1,
     "learning_rate": 1e-3,
     "warmup_ratio": 0.0,
@@ -458,7 +459,7 @@ def _cli_settings(config: TrainConfig) -> list[str]:
         args += ["--set", f"{ENV_KEYS[name]}={getattr(config, name)}"]
     for name in ("warmup_ratio", "lora_r", "lora_alpha", "lora_dropout", "save_every", "eval_every"):
         args += ["--set", f"{ENV_KEYS[name]}={getattr(config, name)}"]
-    for name in ("eval_max_samples", "device", "seed", "keep_checkpoints"):
+    for name in ("eval_max_samples", "device", "seed", "keep_checkpoints", "processes"):
         args += ["--set", f"{ENV_KEYS[name]}={getattr(config, name)}"]
     return args
 

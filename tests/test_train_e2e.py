@@ -23,7 +23,8 @@ def test_embedded_model_short_run_gives_an_adapter_that_changes_the_logits(
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     run = tmp_path / "run"
-    # The `fast` preset's training path (packing, 16-bit where the CPU has it) with short rows and 2 steps.
+    # The `fast` preset's training path (packing, 16-bit where the CPU has it, 2 processes that share each
+    # micro-batch) with short rows and 2 steps.
     config = TrainConfig(
         preset="fast",
         data_dir=FIXTURE_DATA,
@@ -32,6 +33,7 @@ def test_embedded_model_short_run_gives_an_adapter_that_changes_the_logits(
         row_tokens=128,
         max_seq_len=128,
         batch_size=2,
+        processes=2,
         use_fp16=True,
         learning_rate=1e-3,
         warmup_ratio=0.0,

@@ -1,3 +1,4 @@
 from twinbot.cli import main
 
-main()
+if __name__ == "__main__":  # training processes start by importing this module again (spawn)
+    main()

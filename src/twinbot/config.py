@@ -46,6 +46,12 @@ class TrainConfig(BaseModel):
         description="Micro-batch: samples (packing off) or packed rows (packing on) per forward pass; "
         "'auto' = 4 on CPU, largest that fits on GPU.",
     )
+    processes: int | Literal["auto"] = Field(
+        1,
+        description="CPU training processes, each taking an equal share of every micro-batch (BATCH_SIZE must "
+        "divide evenly); 'auto' = one per core where the micro-batch splits evenly and memory allows. "
+        "GPUs: 1 (several GPUs: `accelerate launch`).",
+    )
     gradient_accumulation_steps: int = Field(
         1, ge=1, description="Micro-batches per optimizer step (changes the step size, not the compute)."
     )
@@ -106,9 +112,9 @@ class TrainConfig(BaseModel):
     def _lowercase_choice(cls, value: Any) -> Any:
         return value.strip().lower() if isinstance(value, str) else value
 
-    @field_validator("batch_size", mode="before")
+    @field_validator("batch_size", "processes", mode="before")
     @classmethod
-    def _batch_size(cls, value: Any) -> int | str:
+    def _count_or_auto(cls, value: Any) -> int | str:
         if isinstance(value, str) and value.strip().lower() == "auto":
             return "auto"
         try:
@@ -173,6 +179,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "packing": True,
         "row_tokens": 512,
         "batch_size": "auto",
+        "processes": "auto",
         "gradient_accumulation_steps": 1,
         "use_fp16": True,
         "gradient_checkpointing": False,

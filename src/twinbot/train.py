@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 import torch
 
+from twinbot import workers
 from twinbot.attention import PACKED_SDPA
 from twinbot.checkpoint import (
     ADAPTER_DIR,
@@ -132,11 +133,18 @@ def main(
     resume: bool = False,
     overwrite: bool = False,
     sources: dict[str, str] | None = None,
+    stop: Any = None,
 ) -> TrainSummary:
-    """Train a LoRA adapter into RUN (config.output_dir); see the module docstring."""
+    """Train a LoRA adapter into RUN (config.output_dir); see the module docstring. On a CPU with
+    PROCESSES > 1 this starts the processes (`twinbot.workers`), each of which runs this again.
+    `stop`: an event that asks the loop to stop as Ctrl-C does (set by the parent of those processes)."""
+    processes = process_plan(config)
+    if processes.count > 1:
+        check_paths(config, resume, overwrite)  # before starting anything: bad paths fail at once
+        return workers.run(config, resume, overwrite, sources or {}, processes)
     run = setup(config, resume, overwrite, sources or {})
     try:
-        return fit(run)
+        return fit(run, stop)
     finally:
         run.accelerator.end_training()
 
@@ -232,7 +240,7 @@ def setup(config: TrainConfig, resume: bool, overwrite: bool, sources: dict[str,
     )
 
 
-def fit(run: Run) -> TrainSummary:
+def fit(run: Run, stop: Any = None) -> TrainSummary:
     """The training loop: one iteration per optimizer step, until `total_steps`."""
     config, accelerator, data, state = run.config, run.accelerator, run.data, run.state
     model, optimizer, scheduler = run.model, run.optimizer, run.scheduler
@@ -300,7 +308,7 @@ def fit(run: Run) -> TrainSummary:
         saved_step = state.step
 
     model.train()
-    with StopOnInterrupt() as interrupt:
+    with StopOnInterrupt(stop) as interrupt:
         while state.step < total_steps:
             window = data.step_micro_batches(state.step)
             # every process knows the whole window, so this equals an all-reduce of per-process counts
@@ -418,7 +426,7 @@ def fit(run: Run) -> TrainSummary:
         tokens_per_second=round(state.tokens_seen / seconds, 2),
         supervised_tokens_per_second=round(state.supervised_tokens / seconds, 2),
         wall_seconds=round(state.elapsed_seconds, 3),
-        peak_memory_bytes=peak_memory_bytes(accelerator.device.type),
+        peak_memory_bytes=run_peak_memory(accelerator),
         final_train_loss=state.train_loss,
         final_eval_loss=state.eval_loss,
         precision=run.precision.name,
@@ -611,6 +619,59 @@ def make_accelerator(config: TrainConfig) -> tuple[Accelerator, Precision]:
     distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
     AcceleratorState._reset_state(reset_partial_state=not distributed)
     return Accelerator(cpu=device == "cpu", mixed_precision=precision.mixed_precision), precision
+
+
+def process_plan(config: TrainConfig) -> workers.ProcessPlan:
+    """How many processes train. One on GPUs, under a launcher (accelerate launch, or a process of ours) and
+    with PROCESSES=1. On a CPU, PROCESSES processes ('auto': one per core, as many as split the micro-batch
+    evenly and fit in memory), each with its share of every micro-batch, so every optimizer step sees the
+    rows one process would and the training is the same."""
+    threads = torch.get_num_threads()
+    single = workers.ProcessPlan(1, threads, config.batch_size)
+    if config.processes == 1 or workers.in_distributed_launch():
+        return single
+    if pick_device(config.device) != "cpu":
+        if config.processes == "auto":
+            return single
+        raise TwinbotError(
+            f"PROCESSES={config.processes} is for training on a CPU; set PROCESSES=1 on a GPU "
+            f"(several GPUs: accelerate launch -m twinbot train ...)"
+        )
+    rows = CPU_AUTO_BATCH_SIZE if config.batch_size == "auto" else config.batch_size
+    if config.processes == "auto":
+        limit = min(threads, processes_memory_allows(config))
+        count = max(n for n in range(1, rows + 1) if rows % n == 0 and n <= limit)
+    else:
+        count = config.processes
+        if rows % count:
+            what = (
+                f"BATCH_SIZE=auto ({rows} rows on a CPU)"
+                if config.batch_size == "auto"
+                else f"BATCH_SIZE={rows}"
+            )
+            raise TwinbotError(
+                f"{what} does not split evenly between PROCESSES={count} processes; "
+                f"set BATCH_SIZE to a multiple of {count}, or PROCESSES=auto"
+            )
+    if count == 1:
+        return single
+    return workers.ProcessPlan(count, max(1, threads // count), rows // count)
+
+
+def processes_memory_allows(config: TrainConfig) -> int:
+    """How many training processes fit in the memory available now: each one more holds its own copy of the
+    base model (counted twice: loading converts it), while the micro-batch's activations are split between
+    them. Unlimited when the model's size is not known here (a hub id)."""
+    import psutil
+
+    from twinbot.model import resolve_model
+
+    location = Path(resolve_model(config.base_model))
+    files = [location] if location.is_file() else list(location.glob("*")) if location.is_dir() else []
+    weights = sum(f.stat().st_size for f in files if f.suffix in {".safetensors", ".bin", ".gguf", ".pt"})
+    if weights == 0:
+        return sys.maxsize
+    return 1 + int(psutil.virtual_memory().available // 2 // (2 * weights))
 
 
 def pick_device(requested: str) -> str:
@@ -822,6 +883,15 @@ def evaluate(
     return float(totals[0] / totals[1])
 
 
+def run_peak_memory(accelerator: Accelerator) -> int:
+    """Peak memory of the run: per device on GPUs; on a CPU, where several processes share the machine's
+    memory, the sum of their peaks."""
+    peak = peak_memory_bytes(accelerator.device.type)
+    if accelerator.num_processes == 1 or accelerator.device.type != "cpu":
+        return peak
+    return int(accelerator.reduce(torch.tensor([peak], dtype=torch.int64), "sum").item())
+
+
 def perplexity(loss: float | None) -> float | None:
     if loss is None or not math.isfinite(loss):
         return None
@@ -888,21 +958,27 @@ def say(accelerator: Accelerator, message: str) -> None:
 
 class StopOnInterrupt:
     """The first Ctrl-C asks the loop to stop before its next micro-batch (it then saves a checkpoint at the
-    last completed step); a second Ctrl-C stops at once."""
+    last completed step); a second Ctrl-C stops at once. With an `external` event (a process started by
+    `twinbot.workers`, whose parent takes the Ctrl-C), setting the event is the first Ctrl-C."""
 
-    def __init__(self) -> None:
-        self.requested = False
+    def __init__(self, external: Any = None) -> None:
+        self._interrupted = False
+        self._external = external
         self._previous: Any = None
 
+    @property
+    def requested(self) -> bool:
+        return self._interrupted or (self._external is not None and self._external.is_set())
+
     def __enter__(self) -> StopOnInterrupt:
-        if threading.current_thread() is threading.main_thread():
+        if self._external is None and threading.current_thread() is threading.main_thread():
             self._previous = signal.signal(signal.SIGINT, self._handle)
         return self
 
     def _handle(self, signum: int, frame: Any) -> None:
-        if self.requested:
+        if self._interrupted:
             raise KeyboardInterrupt
-        self.requested = True
+        self._interrupted = True
 
     def __exit__(self, *exc_info: object) -> None:
         if self._previous is not None:
