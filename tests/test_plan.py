@@ -623,3 +623,32 @@ def test_attention_flops_follow_the_attention_implementation() -> None:
     assert plan.epoch_flops(shape, [rows], False, False, per_sample_attention=True) == forward * (
         9 + 4 + 1 + 16
     )
+
+
+def test_a_run_in_several_processes_is_planned_as_train_runs_it(
+    tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Calibrated as one of the processes (its share of the rows and of the threads), the training and
+    evaluation time divided between them, and the counts those of the real run."""
+    from twinbot.train import main as train_main
+
+    data_dir = write_data(tmp_path / "data", train=14, eval_=3)
+    config = config_for(tiny_model_dir, data_dir, "fast", batch_size=2, processes=2, max_steps=3)
+    cores = torch.get_num_threads()
+    thread_counts: list[int] = []
+    set_threads = torch.set_num_threads
+    monkeypatch.setattr(torch, "set_num_threads", lambda n: (thread_counts.append(n), set_threads(n))[1])
+
+    preset = plan.make_plan({"fast": config}, data_dir, calibrate_seconds=0.5).presets[0]
+    assert preset.status == "ok", preset.detail
+    work, calibration, estimate = preset.workload, preset.calibration, preset.estimate
+    assert work is not None and calibration is not None and estimate is not None
+    assert (work.processes, work.micro_batch, calibration.micro_batch) == (2, 1, 1)
+    assert thread_counts == [max(1, cores // 2), cores]  # one process's threads, then restored
+    assert estimate.train_seconds == pytest.approx(work.tokens * calibration.seconds_per_token / 2)
+    one_process = plan.extrapolate(work, calibration, 0.0)
+    assert estimate.eval_seconds == pytest.approx(one_process.eval_seconds / 2)
+    assert estimate.checkpoint_seconds == pytest.approx(one_process.checkpoint_seconds)
+
+    summary = train_main(config.model_copy(update={"output_dir": tmp_path / "run"}))
+    assert (work.steps, work.tokens) == (summary.steps, summary.tokens_seen)

@@ -25,7 +25,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -98,6 +98,7 @@ class Workload(BaseModel):
 
     micro_batch: int
     micro_batch_note: str | None = None
+    processes: int = 1  # data-parallel CPU processes, each with `micro_batch` rows per forward pass
     gradient_accumulation_steps: int
     rows: int  # samples (packing off) or packed rows per epoch
     micro_batches_per_epoch: int
@@ -135,6 +136,7 @@ def count_workload(
     return Workload(
         micro_batch=micro_batch,
         micro_batch_note=micro_batch_note,
+        processes=processes,
         gradient_accumulation_steps=config.gradient_accumulation_steps,
         rows=len(rows),
         micro_batches_per_epoch=micro_batches_per_epoch(len(rows), micro_batch),
@@ -348,10 +350,30 @@ def calibrate(
     eval_rows: list[Row],
     pad_id: int,
     budget_seconds: float,
+    threads: int | None = None,
 ) -> Calibration:
     """Train `config` for about `budget_seconds` on random micro-batches of `rows`, after a warm-up that
     includes the largest micro-batch (so the peak memory is the run's); then time evaluation and one
-    checkpoint save. Out of memory and other failures come back as a status, never as an exception."""
+    checkpoint save. Out of memory and other failures come back as a status, never as an exception.
+    `threads`: intra-op threads, as one of several training processes has them (then restored)."""
+    with _intra_op_threads(threads):
+        return _calibrate(config, rows, eval_rows, pad_id, budget_seconds)
+
+
+@contextlib.contextmanager
+def _intra_op_threads(threads: int | None) -> Iterator[None]:
+    before = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _calibrate(
+    config: TrainConfig, rows: list[Row], eval_rows: list[Row], pad_id: int, budget_seconds: float
+) -> Calibration:
     from twinbot.train import auto_batch_size, load_training_model, make_accelerator
 
     accelerator, precision = make_accelerator(config)
@@ -624,6 +646,19 @@ def measure_bookkeeping() -> Bookkeeping:
     )
 
 
+def split_between_processes(estimate: Estimate, processes: int) -> Estimate:
+    """The estimate of one process's speed for `processes` processes that share the training and the
+    evaluation (setup, checkpoints and logging happen once, as in one process)."""
+    if processes == 1:
+        return estimate
+    return estimate.model_copy(
+        update={
+            "train_seconds": estimate.train_seconds / processes,
+            "eval_seconds": estimate.eval_seconds / processes,
+        }
+    )
+
+
 def extrapolate(
     workload: Workload,
     calibration: Calibration,
@@ -872,7 +907,7 @@ def startup_line(
         )
     except Exception as exc:
         return f"plan: no estimate ({type(exc).__name__}: {one_line(exc, limit=160)})"
-    seconds = estimate.total_seconds / processes
+    seconds = split_between_processes(estimate, processes).total_seconds
     done = datetime.now() + timedelta(seconds=seconds)
     return (
         f"plan: at least {format_duration(seconds)} for {workload.steps:,} steps, "
@@ -1132,7 +1167,7 @@ def make_plan(
 ) -> Plan:
     """Count, calibrate (or estimate analytically) and schedule every preset in `configs`."""
     from twinbot.model import EMBEDDED_MODEL, load_tokenizer
-    from twinbot.train import CPU_AUTO_BATCH_SIZE, pick_device, pick_precision
+    from twinbot.train import CPU_AUTO_BATCH_SIZE, pick_device, pick_precision, process_plan
 
     say = progress or (lambda _message: None)
     data_dir = check_data_dir(data_dir)
@@ -1189,6 +1224,12 @@ def make_plan(
             max_steps=config.max_steps,
         )
         plan = PresetPlan(preset=preset, status="ok", settings=settings, start=start)
+        # planned as `train` runs it: on a CPU maybe several processes, each with a share of the micro-batch
+        processes = process_plan(config)
+        count = processes.count
+        if count > 1:
+            config = config.model_copy(update={"batch_size": processes.micro_batch})
+        shared = f"x {count} processes" if count > 1 else None
         if analytic:
             micro_batch, note = (
                 (config.batch_size, None)
@@ -1198,14 +1239,15 @@ def make_plan(
                     None if device == "cpu" else "auto: assumed 4 rows (the GPU probe may fit more)",
                 )
             )
-            plan.workload = count_workload(config, rows, eval_rows, micro_batch, note)
+            note = " ".join(filter(None, (shared, note))) or None
+            plan.workload = count_workload(config, rows, eval_rows, micro_batch, note, processes=count)
             key = (spec, config.lora_r, config.lora_target_modules)
             if key not in shapes:
                 from twinbot.train import target_modules
 
                 shapes[key] = shape_of_spec(spec, config.lora_r, target_modules(config.lora_target_modules))
             say(f"estimating {preset} (analytic)...")
-            plan.estimate = analytic_estimate(
+            estimate = analytic_estimate(
                 config,
                 plan.workload,
                 shapes[key],
@@ -1216,22 +1258,35 @@ def make_plan(
                 setup_seconds,
                 measure_bookkeeping(),
             )
+            plan.estimate = split_between_processes(estimate, count)
         else:
             say(f"calibrating {preset}: up to {calibrate_seconds:g} s of real training on this machine...")
-            calibration = calibrate(config, rows, eval_rows, tokenizers[spec].pad_token_id, calibrate_seconds)
+            calibration = calibrate(
+                config,
+                rows,
+                eval_rows,
+                tokenizers[spec].pad_token_id,
+                calibrate_seconds,
+                threads=processes.threads if count > 1 else None,
+            )
             plan.calibration = calibration
             plan.status, plan.detail = calibration.status, calibration.detail
-            plan.peak_memory_bytes = calibration.peak_memory_bytes
+            peak = calibration.peak_memory_bytes
+            plan.peak_memory_bytes = peak * count if peak and calibration.peak_memory_kind == "rss" else peak
             settings.precision = calibration.precision or precision
             if calibration.micro_batch is not None:
                 note = f"auto: {calibration.micro_batch} rows" if config.batch_size == "auto" else None
-                plan.workload = count_workload(config, rows, eval_rows, calibration.micro_batch, note)
+                note = " ".join(filter(None, (shared, note))) or None
+                plan.workload = count_workload(
+                    config, rows, eval_rows, calibration.micro_batch, note, processes=count
+                )
             elif config.batch_size != "auto":  # failed before the micro-batch was known: counts still hold
-                plan.workload = count_workload(config, rows, eval_rows, config.batch_size)
+                plan.workload = count_workload(config, rows, eval_rows, config.batch_size, shared, count)
             if calibration.status == "ok" and plan.workload is not None:
-                plan.estimate = extrapolate(
+                estimate = extrapolate(
                     plan.workload, calibration, setup_seconds, measure_bookkeeping(), config.log_every
                 )
+                plan.estimate = split_between_processes(estimate, count)
         if gpu is not None and plan.estimate is not None:
             speed, _ = here_tflops(device, settings.precision)
             plan.target_estimate = scale_to_gpu(
