@@ -2,9 +2,9 @@
 
 Each process runs the same `train.main` with one or a few intra-op threads and its share of every
 micro-batch, joined by torch.distributed over gloo on 127.0.0.1 (the same data-parallel loop as
-`accelerate launch`). Two single-threaded processes trained 8-10% faster than one process with two threads
+`accelerate launch`). Two single-threaded processes trained 6-10% faster than one process with two threads
 on the reference 2-core CPU: a process's small ops and Python keep its own core busy, where one process
-leaves the second core idle between ops (BENCHMARKS.md, attempt 22).
+leaves the second core idle between ops (BENCHMARKS.md, attempts 22 and 24).
 
 The processes ignore Ctrl-C themselves: the first Ctrl-C reaches this (parent) process, which tells them to
 stop through an event, so the loop saves its checkpoint exactly as with one process; a second Ctrl-C ends
@@ -99,9 +99,8 @@ def run(
     failing process's message, or SystemExit(130) after Ctrl-C (each process saved its checkpoint)."""
     import torch.multiprocessing as mp
 
-    context = mp.get_context(
-        "spawn"
-    )  # fork would copy this process's threads and torch state; Windows has only spawn
+    # fork would copy this process's threads and torch state; Windows has only spawn
+    context = mp.get_context("spawn")
     stop = context.Event()
     results = context.SimpleQueue()
     environment = {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_local_port())}
