@@ -127,6 +127,15 @@ def test_one_process_on_a_gpu_under_a_launcher_or_when_asked(
     assert train.process_plan(_config(processes="auto", batch_size=4)).count == 1
 
 
+def test_auto_is_one_process_on_windows_where_torch_distributed_is_little_tested(
+    cores: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cores(8)
+    monkeypatch.setattr(sys, "platform", "win32")
+    assert train.process_plan(_config(processes="auto", batch_size=4)).count == 1
+    assert train.process_plan(_config(processes=2, batch_size=4)).count == 2  # on request
+
+
 def test_the_fast_preset_trains_in_one_process_per_core_the_others_in_one() -> None:
     fast = resolve_train_config(cli={"preset": "fast"}, environ={}, dotenv_path=None).config
     baseline = resolve_train_config(cli={"preset": "baseline"}, environ={}, dotenv_path=None).config
@@ -263,3 +272,18 @@ def test_an_error_in_the_processes_is_one_line_and_writes_nothing(
     assert len(errors) == 1 and "train.jsonl" in errors[0]
     assert "Traceback" not in err
     assert not run.exists()
+
+
+def test_resume_with_auto_continues_in_the_processes_the_run_started_with(
+    tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run started in one process (before PROCESSES existed, or with PROCESSES=1) resumes under the new
+    default `auto` on a 2-core machine as it began, in one process, instead of refusing a changed setting."""
+    common = {"base_model": str(tiny_model_dir), "data_dir": FIXTURE_DATA, "output_dir": tmp_path / "run"}
+    common |= {"batch_size": 2, "save_every": 1, "eval_max_samples": 1}
+    train.main(_config(**common, processes=1, max_steps=2))
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)  # auto would now take 2 processes
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    summary = train.main(_config(**common, processes="auto", max_steps=3), resume=True)
+    assert summary.steps == 3
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["processes"] == 1

@@ -49,8 +49,8 @@ class TrainConfig(BaseModel):
     processes: int | Literal["auto"] = Field(
         1,
         description="CPU training processes, each taking an equal share of every micro-batch (BATCH_SIZE must "
-        "divide evenly); 'auto' = one per core where the micro-batch splits evenly and memory allows. "
-        "GPUs: 1 (several GPUs: `accelerate launch`).",
+        "divide evenly); 'auto' = one per core where the micro-batch splits evenly and memory allows "
+        "(1 on Windows). GPUs: 1 (several GPUs: `accelerate launch`).",
     )
     gradient_accumulation_steps: int = Field(
         1, ge=1, description="Micro-batches per optimizer step (changes the step size, not the compute)."

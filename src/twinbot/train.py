@@ -138,10 +138,13 @@ def main(
     """Train a LoRA adapter into RUN (config.output_dir); see the module docstring. On a CPU with
     PROCESSES > 1 this starts the processes (`twinbot.workers`), each of which runs this again.
     `stop`: an event that asks the loop to stop as Ctrl-C does (set by the parent of those processes)."""
+    if resume and config.processes == "auto":
+        config = as_the_run_started(config)
     processes = process_plan(config)
     if processes.count > 1:
         check_paths(config, resume, overwrite)  # before starting anything: bad paths fail at once
-        return workers.run(config, resume, overwrite, sources or {}, processes)
+        share = config.model_copy(update={"batch_size": processes.micro_batch})
+        return workers.run(main, (share, resume, overwrite, sources or {}), processes)
     run = setup(config, resume, overwrite, sources or {})
     try:
         return fit(run, stop)
@@ -624,8 +627,8 @@ def make_accelerator(config: TrainConfig) -> tuple[Accelerator, Precision]:
 def process_plan(config: TrainConfig) -> workers.ProcessPlan:
     """How many processes train. One on GPUs, under a launcher (accelerate launch, or a process of ours) and
     with PROCESSES=1. On a CPU, PROCESSES processes ('auto': one per core, as many as split the micro-batch
-    evenly and fit in memory), each with its share of every micro-batch, so every optimizer step sees the
-    rows one process would and the training is the same."""
+    evenly and fit in memory; one on Windows), each with its share of every micro-batch, so every optimizer
+    step sees the rows one process would and the training is the same."""
     threads = torch.get_num_threads()
     single = workers.ProcessPlan(1, threads, config.batch_size)
     if config.processes == 1 or workers.in_distributed_launch():
@@ -637,6 +640,8 @@ def process_plan(config: TrainConfig) -> workers.ProcessPlan:
             f"PROCESSES={config.processes} is for training on a CPU; set PROCESSES=1 on a GPU "
             f"(several GPUs: accelerate launch -m twinbot train ...)"
         )
+    if config.processes == "auto" and sys.platform == "win32":
+        return single  # torch.distributed is little tested on Windows: there only on request
     rows = CPU_AUTO_BATCH_SIZE if config.batch_size == "auto" else config.batch_size
     if config.processes == "auto":
         limit = min(threads, processes_memory_allows(config))
@@ -656,6 +661,21 @@ def process_plan(config: TrainConfig) -> workers.ProcessPlan:
     if count == 1:
         return single
     return workers.ProcessPlan(count, max(1, threads // count), rows // count)
+
+
+def as_the_run_started(config: TrainConfig) -> TrainConfig:
+    """For --resume with PROCESSES=auto: the process count the run started with (and its micro-batch, with
+    BATCH_SIZE=auto), as BATCH_SIZE=auto resumes with the micro-batch the probe picked. Another machine, or
+    a run started before PROCESSES existed, then resumes as it began instead of refusing to."""
+    checkpoint = latest_checkpoint(config.output_dir) if config.output_dir is not None else None
+    if checkpoint is None:
+        return config
+    started = read_state(checkpoint).fingerprint
+    processes = int(started.get("processes", 1))
+    update: dict[str, Any] = {"processes": processes}
+    if config.batch_size == "auto" and "batch_size" in started:
+        update["batch_size"] = int(started["batch_size"]) * processes
+    return config.model_copy(update=update)
 
 
 def processes_memory_allows(config: TrainConfig) -> int:
@@ -987,7 +1007,12 @@ class StopOnInterrupt:
 
 def stop_requested(interrupt: StopOnInterrupt, accelerator: Accelerator) -> bool:
     """Whether any process was interrupted (all processes must stop at the same micro-batch)."""
+    return any_process(interrupt.requested, accelerator)
+
+
+def any_process(flag: bool, accelerator: Accelerator) -> bool:
+    """Whether `flag` holds in any process: a decision every process takes alike (a collective)."""
     if accelerator.num_processes == 1:
-        return interrupt.requested
-    flag = torch.tensor([float(interrupt.requested)], device=accelerator.device)
-    return bool(accelerator.reduce(flag, "sum").item() > 0)
+        return flag
+    total = accelerator.reduce(torch.tensor([float(flag)], device=accelerator.device), "sum")
+    return bool(total.item() > 0)

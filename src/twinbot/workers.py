@@ -1,4 +1,5 @@
-"""Training on a CPU with one process per core: `train.main` starts the processes here and waits for them.
+"""Training on a CPU with one process per core: `train.main` (and `plan`'s calibration of such a run) starts
+the processes here and waits for them.
 
 Each process runs the same `train.main` with one or a few intra-op threads and its share of every
 micro-batch, joined by torch.distributed over gloo on 127.0.0.1 (the same data-parallel loop as
@@ -21,17 +22,15 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, TypeVar
 
 import torch
 
-from twinbot.config import TrainConfig
 from twinbot.errors import TwinbotError, one_line
 
-if TYPE_CHECKING:
-    from twinbot.train import TrainSummary
+Result = TypeVar("Result")
 
 INTERRUPTED = 130  # the exit code of a run stopped by Ctrl-C (its checkpoint is saved)
 _POLL_SECONDS = 0.2
@@ -50,12 +49,10 @@ class ProcessPlan:
 
 @dataclass
 class WorkerJob:
-    """What each process is given (pickled to it)."""
+    """What each process is given (pickled to it): it calls `target(*args, stop=EVENT)`."""
 
-    config: TrainConfig
-    resume: bool
-    overwrite: bool
-    sources: dict[str, str]
+    target: Callable[..., Any]  # a module-level function
+    args: tuple[Any, ...]
     plan: ProcessPlan
     environment: dict[str, str] = field(default_factory=dict)  # where rank 0 listens (127.0.0.1)
 
@@ -63,7 +60,7 @@ class WorkerJob:
 @dataclass
 class WorkerResult:
     rank: int
-    summary: TrainSummary | None = None
+    value: Any = None  # what rank 0's target returned
     error: str | None = None  # one line, as the user would see it from one process
     traceback: str | None = None  # of an unexpected error (a bug), shown as one process would show it
 
@@ -92,11 +89,11 @@ def loopback_interface() -> str | None:
     return next((name for name in ("lo", "lo0") if name in names), None)
 
 
-def run(
-    config: TrainConfig, resume: bool, overwrite: bool, sources: dict[str, str], plan: ProcessPlan
-) -> TrainSummary:
-    """Train in `plan.count` local processes and return rank 0's summary; raises TwinbotError with the first
-    failing process's message, or SystemExit(130) after Ctrl-C (each process saved its checkpoint)."""
+def run(target: Callable[..., Result], args: tuple[Any, ...], plan: ProcessPlan) -> Result:
+    """`target(*args, stop=EVENT)` in each of `plan.count` local processes, which torch.distributed joins;
+    returns rank 0's result. Raises TwinbotError with the first failing process's message, or
+    SystemExit(130) when the processes stopped after Ctrl-C without a result (training saved its
+    checkpoint)."""
     import torch.multiprocessing as mp
 
     # fork would copy this process's threads and torch state; Windows has only spawn
@@ -104,10 +101,12 @@ def run(
     stop = context.Event()
     results = context.SimpleQueue()
     environment = {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_local_port())}
+    if sys.platform == "win32":  # torch's Windows builds have no libuv, which its rendezvous uses by default
+        environment["USE_LIBUV"] = "0"
     interface = loopback_interface()
     if interface is not None:
         environment["GLOO_SOCKET_IFNAME"] = interface
-    job = WorkerJob(config, resume, overwrite, sources, plan, environment)
+    job = WorkerJob(target, args, plan, environment)
     processes = [
         context.Process(target=_worker, args=(rank, job, stop, results), name=f"twinbot-train-{rank}")
         for rank in range(plan.count)
@@ -161,11 +160,11 @@ def _wait(processes: list[Any]) -> set[int]:
     return ended
 
 
-def _outcome(processes: list[Any], reported: list[WorkerResult], ended_by_us: set[int]) -> TrainSummary:
+def _outcome(processes: list[Any], reported: list[WorkerResult], ended_by_us: set[int]) -> Any:
     codes = [process.exitcode for process in processes]
-    summary = next((result.summary for result in reported if result.rank == 0), None)
-    if all(code == 0 for code in codes) and summary is not None:
-        return summary
+    value = next((result.value for result in reported if result.rank == 0), None)
+    if all(code == 0 for code in codes) and value is not None:
+        return value
     # A process that died by itself without a word (killed by the kernel, say) is the cause; the others'
     # errors (a connection reset by that process) are its consequences.
     said = {result.rank for result in reported}
@@ -193,8 +192,6 @@ def _worker(rank: int, job: WorkerJob, stop: Any, results: Any) -> None:
     """One training process (the target of a spawned process: a fresh interpreter)."""
     from tqdm import tqdm
 
-    from twinbot.train import main
-
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent owns Ctrl-C and tells us through `stop`
     # tqdm would make a multiprocessing lock, which a process ended by the parent leaves for the resource
     # tracker to report as leaked; progress bars in one process need only a thread lock
@@ -203,9 +200,8 @@ def _worker(rank: int, job: WorkerJob, stop: Any, results: Any) -> None:
     world = str(job.plan.count)
     os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=world, LOCAL_WORLD_SIZE=world)
     torch.set_num_threads(job.plan.threads)
-    config = job.config.model_copy(update={"batch_size": job.plan.micro_batch})
     try:
-        summary = main(config, resume=job.resume, overwrite=job.overwrite, sources=job.sources, stop=stop)
+        value = job.target(*job.args, stop=stop)
     except TwinbotError as exc:
         results.put(WorkerResult(rank, error=exc.render()))
         sys.exit(2)
@@ -216,7 +212,7 @@ def _worker(rank: int, job: WorkerJob, stop: Any, results: Any) -> None:
         trace = traceback.format_exc()[-_TRACEBACK_LIMIT:]
         results.put(WorkerResult(rank, error=message, traceback=trace))
         sys.exit(1)
-    results.put(WorkerResult(rank, summary=summary if rank == 0 else None))
+    results.put(WorkerResult(rank, value=value if rank == 0 else None))
 
 
 @contextlib.contextmanager
