@@ -25,7 +25,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -35,6 +35,7 @@ import pydantic
 import torch
 from pydantic import BaseModel, ConfigDict, computed_field
 
+from twinbot import workers
 from twinbot.config import PRESETS, TrainConfig, resolve_train_config
 from twinbot.errors import TwinbotError, one_line
 from twinbot.tokens import IGNORE_INDEX, Row, TokenizedSample, load_samples, one_sample_rows, pack_rows
@@ -239,7 +240,8 @@ class Calibration(BaseModel):
     detail: str | None = None  # one line when status is not ok
     device: str
     precision: str | None = None
-    micro_batch: int | None = None
+    micro_batch: int | None = None  # rows per forward pass, per process
+    processes: int = 1  # measured together, as the run trains; the figures are one process's (rank 0)
     budget_seconds: float
     load_seconds: float = 0.0  # model load, LoRA, micro-batch probe
     warmup_micro_batches: int = 0
@@ -350,36 +352,24 @@ def calibrate(
     eval_rows: list[Row],
     pad_id: int,
     budget_seconds: float,
-    threads: int | None = None,
+    stop: Any = None,
 ) -> Calibration:
     """Train `config` for about `budget_seconds` on random micro-batches of `rows`, after a warm-up that
     includes the largest micro-batch (so the peak memory is the run's); then time evaluation and one
     checkpoint save. Out of memory and other failures come back as a status, never as an exception.
-    `threads`: intra-op threads, as one of several training processes has them (then restored)."""
-    with _intra_op_threads(threads):
-        return _calibrate(config, rows, eval_rows, pad_id, budget_seconds)
-
-
-@contextlib.contextmanager
-def _intra_op_threads(threads: int | None) -> Iterator[None]:
-    before = torch.get_num_threads()
-    if threads is not None:
-        torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
-def _calibrate(
-    config: TrainConfig, rows: list[Row], eval_rows: list[Row], pad_id: int, budget_seconds: float
-) -> Calibration:
+    In each of several training processes (`twinbot.workers`) it measures one process's share of the
+    run, gradient all-reduce and waiting for the slowest process included; `stop` (an event, Ctrl-C)
+    ends the measurement early."""
     from twinbot.train import auto_batch_size, load_training_model, make_accelerator
 
     accelerator, precision = make_accelerator(config)
     device = accelerator.device
     result = Calibration(
-        status="ok", device=str(device), precision=precision.name, budget_seconds=budget_seconds
+        status="ok",
+        device=str(device),
+        precision=precision.name,
+        budget_seconds=budget_seconds,
+        processes=accelerator.num_processes,
     )
     peak = PeakMemory(device)
     peft_model: Any = None
@@ -404,18 +394,35 @@ def _calibrate(
             model.train()
             result.load_seconds = time.perf_counter() - started
             _measure(
-                config, result, model, optimizer, rows, eval_rows, micro_batch, pad_id, accelerator, flatten
+                config,
+                result,
+                model,
+                optimizer,
+                rows,
+                eval_rows,
+                micro_batch,
+                pad_id,
+                accelerator,
+                flatten,
+                stop,
             )
             result.checkpoint_seconds = _time_checkpoint(peft_model, optimizer, scheduler, accelerator)
     except TwinbotError as exc:  # e.g. the micro-batch probe: not even one row fits
         result.status = "out_of_memory" if "memory" in exc.message else "failed"
         result.detail = exc.message
     except Exception as exc:
+        if accelerator.num_processes > 1:
+            raise  # the other processes wait in a collective: the process must end, and the run with it
         if is_out_of_memory(exc):
             result.status, result.detail = "out_of_memory", "out of memory"
         else:
             result.status, result.detail = "failed", f"{type(exc).__name__}: {one_line(exc, limit=160)}"
     finally:
+        if accelerator.num_processes > 1:
+            # together, while the model lives: freeing a DDP model whose peer has already gone can hang in
+            # gloo's teardown (seen: ~ProcessGroupGloo joining its threads)
+            accelerator.wait_for_everyone()
+            accelerator.end_training()
         peft_model = model = optimizer = None
         with contextlib.suppress(Exception):
             accelerator.free_memory()
@@ -440,11 +447,18 @@ def _measure(
     pad_id: int,
     accelerator: Accelerator,
     flatten: bool,
+    stop: Any = None,
 ) -> None:
-    from twinbot.train import TrainData, evaluate
+    from twinbot.train import TrainData, any_process, evaluate
 
     device = accelerator.device
     budget = result.budget_seconds
+
+    def past(share: float) -> bool:
+        """Whether the budget's share is spent (or Ctrl-C came) in any process: all stop at the same point."""
+        spent = time.perf_counter() - started >= share * budget or (stop is not None and stop.is_set())
+        return any_process(spent, accelerator)
+
     trainable = [p for p in model.parameters() if p.requires_grad]
     max_norm = config.max_grad_norm if config.max_grad_norm > 0 else math.inf
     batches = TrainData(rows, micro_batch, 1, 1, config.seed).epoch_micro_batches(0)
@@ -463,10 +477,11 @@ def _measure(
     position = pending = 0
 
     def next_batch() -> list[Row]:
+        """Each process its own micro-batches, as in training: a step waits for the slowest process."""
         nonlocal position
-        batch = batches[order[position % len(order)]]
+        index = position * accelerator.num_processes + accelerator.process_index
         position += 1
-        return batch
+        return batches[order[index % len(order)]]
 
     # warm-up (not timed): the largest micro-batch first, an optimizer step, then until the warm-up share
     while True:
@@ -475,7 +490,7 @@ def _measure(
         if result.warmup_micro_batches == 1:
             optimizer_step()
         _sync(device)
-        if time.perf_counter() - started >= WARMUP_SHARE * budget:
+        if past(WARMUP_SHARE):
             break
     optimizer.zero_grad(set_to_none=True)
     result.warmup_seconds = time.perf_counter() - started
@@ -489,7 +504,7 @@ def _measure(
             optimizer_step()
             pending = 0
         _sync(device)
-        if time.perf_counter() - started >= TRAIN_SHARE * budget:
+        if past(TRAIN_SHARE):
             break
     result.train_seconds = time.perf_counter() - timed_start
     optimizer.zero_grad(set_to_none=True)
@@ -500,7 +515,7 @@ def _measure(
     chunks = [eval_rows[i : i + micro_batch] for i in range(0, len(eval_rows), micro_batch)]
     eval_batches = [chunks[i] for i in spread_order([sum(len(r.input_ids) for r in c) for c in chunks])]
     # an untimed warm-up unless the training part already used up its share (slow micro-batches)
-    if len(eval_batches) > 1 and time.perf_counter() - started < (TRAIN_SHARE + EVAL_SHARE) / 2 * budget:
+    if len(eval_batches) > 1 and not past((TRAIN_SHARE + EVAL_SHARE) / 2):
         evaluate(eval_model, eval_batches[0], micro_batch, pad_id, accelerator, flatten)
         eval_batches = eval_batches[1:]
     for batch in eval_batches:
@@ -509,7 +524,7 @@ def _measure(
         _sync(device)
         result.eval_seconds += time.perf_counter() - eval_start
         result.eval_tokens += sum(len(row.input_ids) for row in batch)
-        if time.perf_counter() - started >= EVAL_SHARE * budget:
+        if past(EVAL_SHARE):
             break
 
 
@@ -1261,14 +1276,9 @@ def make_plan(
             plan.estimate = split_between_processes(estimate, count)
         else:
             say(f"calibrating {preset}: up to {calibrate_seconds:g} s of real training on this machine...")
-            calibration = calibrate(
-                config,
-                rows,
-                eval_rows,
-                tokenizers[spec].pad_token_id,
-                calibrate_seconds,
-                threads=processes.threads if count > 1 else None,
-            )
+            arguments = (config, rows, eval_rows, tokenizers[spec].pad_token_id, calibrate_seconds)
+            # several processes are calibrated in the processes: their all-reduce and waiting are part of it
+            calibration = workers.run(calibrate, arguments, processes) if count > 1 else calibrate(*arguments)
             plan.calibration = calibration
             plan.status, plan.detail = calibration.status, calibration.detail
             peak = calibration.peak_memory_bytes
