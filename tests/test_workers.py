@@ -209,16 +209,22 @@ def _metrics_lines(run: Path) -> int:
     return len(path.read_text().splitlines()) if path.is_file() else 0
 
 
+def _start_endless_run(
+    model: Path, tmp_path: Path, steps_done: int
+) -> tuple[Path, Path, subprocess.Popen[str]]:
+    """A 2-process CLI run with more steps than any test waits for, once `steps_done` steps are logged."""
+    data, run = _train_only_data(tmp_path), tmp_path / "run"
+    process = _start_cli_train(data, run, model, "--max-steps", "100000", "--set", "SAVE_EVERY=100000")
+    _wait_until(lambda: _metrics_lines(run) >= 1 + steps_done, process)
+    return data, run, process
+
+
 @needs_gloo
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX process groups and signals")
 def test_ctrl_c_stops_every_process_with_a_checkpoint_and_the_run_resumes(
     tiny_model_dir: Path, tmp_path: Path
 ) -> None:
-    data, run = _train_only_data(tmp_path), tmp_path / "run"
-    process = _start_cli_train(
-        data, run, tiny_model_dir, "--max-steps", "100000", "--set", "SAVE_EVERY=100000"
-    )
-    _wait_until(lambda: _metrics_lines(run) >= 3, process)  # 2 steps done
+    data, run, process = _start_endless_run(tiny_model_dir, tmp_path, steps_done=2)
     started = psutil.Process(process.pid).children(recursive=True)
     os.killpg(process.pid, signal.SIGINT)  # what a terminal sends: the whole foreground process group
     _, err = process.communicate(timeout=120)
@@ -243,11 +249,7 @@ def test_ctrl_c_stops_every_process_with_a_checkpoint_and_the_run_resumes(
 def test_a_process_that_dies_ends_the_others_and_the_run_says_so(
     tiny_model_dir: Path, tmp_path: Path
 ) -> None:
-    data, run = _train_only_data(tmp_path), tmp_path / "run"
-    process = _start_cli_train(
-        data, run, tiny_model_dir, "--max-steps", "100000", "--set", "SAVE_EVERY=100000"
-    )
-    _wait_until(lambda: _metrics_lines(run) >= 2, process)
+    _, _, process = _start_endless_run(tiny_model_dir, tmp_path, steps_done=1)
     trainers = [p for p in psutil.Process(process.pid).children() if "spawn_main" in " ".join(p.cmdline())]
     trainers[1].kill()  # as the kernel's out-of-memory killer would
     _, err = process.communicate(timeout=120)
