@@ -138,11 +138,12 @@ def main(
     """Train a LoRA adapter into RUN (config.output_dir); see the module docstring. On a CPU with
     PROCESSES > 1 this starts the processes (`twinbot.workers`), each of which runs this again.
     `stop`: an event that asks the loop to stop as Ctrl-C does (set by the parent of those processes)."""
+    # bad paths fail at once, before the process count (which resolves the model: an import, maybe a download)
+    check_paths(config, resume, overwrite)
     if resume and config.processes == "auto":
         config = as_the_run_started(config)
     processes = process_plan(config)
     if processes.count > 1:
-        check_paths(config, resume, overwrite)  # before starting anything: bad paths fail at once
         share = config.model_copy(update={"batch_size": processes.micro_batch})
         return workers.run(main, (share, resume, overwrite, sources or {}), processes)
     run = setup(config, resume, overwrite, sources or {})
