@@ -479,14 +479,18 @@ def _start_slow_train(config: TrainConfig, cwd: Path, delay: float) -> subproces
     )
 
 
-def _wait_for(condition: Any, process: subprocess.Popen[str], timeout: float = 180.0) -> None:
+def _wait_for(
+    condition: Any, process: subprocess.Popen[str], timeout: float = 180.0, kill: Any = None
+) -> None:
+    """Until `condition()`; fails if the training ends first, or after `timeout` s, then ending it with
+    `kill` (default: the process itself)."""
     deadline = time.monotonic() + timeout
     while not condition():
         if process.poll() is not None:
             _, err = process.communicate()
             pytest.fail(f"training ended early (rc {process.returncode}):\n{err[-3000:]}")
         if time.monotonic() > deadline:
-            process.kill()
+            (kill or process.kill)()
             pytest.fail("timed out waiting for the training subprocess")
         time.sleep(0.05)
 

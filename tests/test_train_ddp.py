@@ -6,7 +6,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -16,7 +15,7 @@ import torch
 import torch.distributed
 from safetensors.torch import load_file
 
-from twinbot import train
+from twinbot import train, workers
 from twinbot.config import ENV_KEYS, TrainConfig
 
 FIXTURE_DATA = Path(__file__).parent / "fixtures" / "train" / "data"
@@ -43,12 +42,6 @@ SETTINGS = {
 STEPS = 3
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def test_two_processes_match_one_process_with_the_same_global_batch(
     tiny_model_dir: Path, tmp_path: Path
 ) -> None:
@@ -59,7 +52,7 @@ def test_two_processes_match_one_process_with_the_same_global_batch(
     # 2 processes x 1 micro-batch each ...
     launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2"]
     launch += ["--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
-    launch += ["--main_process_port", str(_free_port()), "-m", "twinbot", "train"]
+    launch += ["--main_process_port", str(workers.free_local_port()), "-m", "twinbot", "train"]
     args = ["--data", str(data), "--out", str(tmp_path / "ddp"), "--model", str(tiny_model_dir)]
     args += ["--max-steps", str(STEPS), "--set", "GRADIENT_ACCUMULATION_STEPS=1"]
     for name, value in SETTINGS.items():

@@ -8,7 +8,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -192,18 +191,6 @@ def _start_cli_train(data: Path, out: Path, model: Path, *extra: str) -> subproc
     )
 
 
-def _wait_until(condition: Any, process: subprocess.Popen[str], timeout: float = 180.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if process.poll() is not None:
-            _, err = process.communicate()
-            pytest.fail(f"training ended early (rc {process.returncode}):\n{err[-3000:]}")
-        if time.monotonic() > deadline:
-            os.killpg(process.pid, signal.SIGKILL)
-            pytest.fail("timed out waiting for the training processes")
-        time.sleep(0.05)
-
-
 def _metrics_lines(run: Path) -> int:
     path = run / "metrics.csv"
     return len(path.read_text().splitlines()) if path.is_file() else 0
@@ -215,7 +202,14 @@ def _start_endless_run(
     """A 2-process CLI run with more steps than any test waits for, once `steps_done` steps are logged."""
     data, run = _train_only_data(tmp_path), tmp_path / "run"
     process = _start_cli_train(data, run, model, "--max-steps", "100000", "--set", "SAVE_EVERY=100000")
-    _wait_until(lambda: _metrics_lines(run) >= 1 + steps_done, process)
+    from test_train import _wait_for
+
+    # on timeout, end the whole process group: the parent and its training processes
+    _wait_for(
+        lambda: _metrics_lines(run) >= 1 + steps_done,
+        process,
+        kill=lambda: os.killpg(process.pid, signal.SIGKILL),
+    )
     return data, run, process
 
 
