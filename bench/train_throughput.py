@@ -47,7 +47,9 @@ from twinbot.errors import TwinbotError  # noqa: E402
 
 TWINBOT_PRESETS = ("baseline", "optimized", "aggressive", "fast")
 SFT_RUN = "sft"
-COMPILED = "+compile"  # a preset run name with this suffix trains with TORCH_COMPILE=true
+# A preset run name with one of these suffixes sets TORCH_COMPILE; without one the preset's own value holds
+# (`fast`: auto, which compiles on a Linux CPU with a C++ compiler).
+COMPILE_SUFFIXES = {"+compile": True, "+eager": False}
 LORA = {"lora_r": 16, "lora_alpha": 32, "lora_target_modules": "all-linear"}
 CEILING_MATMUL_SIZE = 2048
 QUALITY_SEEDS = (42, 43)
@@ -86,6 +88,8 @@ class RunResult:
     precision: str
     peak_memory_bytes: int | None
     lora_dropout: float
+    processes: int = 1
+    compiled: bool = False  # torch.compile'd (SFTTrainer: its default, off)
     tokens_ratio_vs_sft: float | None = None
     supervised_ratio_vs_sft: float | None = None
     fraction_of_ceiling: float | None = None
@@ -129,11 +133,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--result", type=Path, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     runs = [run.strip() for run in args.runs.split(",") if run.strip()]
-    unknown = [run for run in runs if run.removesuffix(COMPILED) not in (*TWINBOT_PRESETS, SFT_RUN)]
+    unknown = [run for run in runs if split_run_name(run)[0] not in (*TWINBOT_PRESETS, SFT_RUN)]
     if unknown or not runs:
         parser.error(
             f"--runs: unknown {', '.join(unknown) or '(none)'}; use {', '.join(TWINBOT_PRESETS)}, sft "
-            f"(a preset with {COMPILED} trains with torch.compile)"
+            f"(PRESET+compile / PRESET+eager: with TORCH_COMPILE=true / false)"
         )
     if args.seconds <= 0 or args.warmup_steps < 1 or args.quality_samples < 0:
         parser.error("--seconds must be > 0, --warmup-steps >= 1 and --quality-samples >= 0")
@@ -167,7 +171,7 @@ def run_twinbot(
     from twinbot.config import PRESETS
     from twinbot.metrics import read_metrics
 
-    preset, compiled = name.removesuffix(COMPILED), name.endswith(COMPILED)
+    preset, compiled = split_run_name(name)
     accumulation = int(PRESETS[preset]["gradient_accumulation_steps"])
     sizing_steps = max(2, math.ceil((warmup_steps + 1) / accumulation) + 1)
     sizing = _twinbot_train(
@@ -179,6 +183,7 @@ def run_twinbot(
     summary = _twinbot_train(preset, data_dir, model, workdir / name, device, steps, compiled=compiled)
     rows = read_metrics(summary.output_dir / "metrics.csv")
     first, last = rows[0], rows[-1]
+    recorded = json.loads((summary.output_dir / "summary.json").read_text(encoding="utf-8"))
     elapsed = last.elapsed_s - first.elapsed_s
     return RunResult(
         name=name,
@@ -191,7 +196,17 @@ def run_twinbot(
         precision=summary.precision,
         peak_memory_bytes=summary.peak_memory_bytes,
         lora_dropout=preset_config(preset).lora_dropout,
+        processes=int(recorded["processes"]),
+        compiled=bool(recorded["torch_compile"]),
     )
+
+
+def split_run_name(name: str) -> tuple[str, bool | None]:
+    """'fast+eager' -> ('fast', False); 'fast' -> ('fast', None): the preset's own TORCH_COMPILE."""
+    for suffix, compiled in COMPILE_SUFFIXES.items():
+        if name.endswith(suffix):
+            return name.removesuffix(suffix), compiled
+    return name, None
 
 
 def preset_config(preset: str, **settings: Any) -> Any:
@@ -212,7 +227,7 @@ def _twinbot_train(
     max_steps: int | None,
     evaluate: bool = False,
     seed: int = 42,
-    compiled: bool = False,
+    compiled: bool | None = None,
 ) -> Any:
     """A twinbot training run. Timed runs (`evaluate` off) skip evaluation and checkpoints inside the run
     (the final step still saves and evaluates 1 eval row); quality runs evaluate the whole eval split once."""
@@ -231,7 +246,7 @@ def _twinbot_train(
         eval_max_samples=0 if evaluate else 1,
         save_every=never,
         log_every=1,
-        torch_compile=compiled,
+        **({} if compiled is None else {"torch_compile": compiled}),
     )
     return train_main(config, overwrite=True)
 
@@ -431,14 +446,15 @@ def print_tables(results: list[RunResult], ceiling: Ceiling, quality: list[Quali
     from rich.console import Console
     from rich.table import Table
 
-    console = Console(width=max(Console().width, 120))
+    console = Console(width=max(Console().width, 150))
     console.print(
         f"ceiling: {ceiling.precision} matmul {ceiling.matmul_gflops:.0f} GFLOP/s on {ceiling.device} / "
         f"{ceiling.flops_per_token / 1e6:.0f} MFLOP per token ({ceiling.row_tokens}-token rows) = "
         f"{ceiling.tokens_per_second:.0f} tokens/s"
     )
     table = Table(title="training throughput (after warm-up)")
-    headers = ("run", "precision", "dropout", "steps", "seconds", "tokens/s", "of ceiling", "x SFT")
+    headers = ("run", "precision", "compiled", "processes", "dropout", "steps", "seconds", "tokens/s")
+    headers += ("of ceiling", "x SFT")
     for header in (*headers, "supervised/s", "x SFT"):
         table.add_column(header, justify="left" if header in ("run", "precision") else "right")
 
@@ -449,6 +465,8 @@ def print_tables(results: list[RunResult], ceiling: Ceiling, quality: list[Quali
         table.add_row(
             r.name if r.name != SFT_RUN else "TRL SFTTrainer",
             r.precision,
+            "yes" if r.compiled else "no",
+            str(r.processes),
             f"{r.lora_dropout:g}",
             str(r.steps),
             f"{r.seconds:.1f}",

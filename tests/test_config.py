@@ -132,6 +132,15 @@ def test_bad_bool_names_key_and_source() -> None:
         resolve(environ={"USE_FP16": "maybe"})
 
 
+def test_torch_compile_is_a_bool_or_auto() -> None:
+    assert resolve().config.torch_compile == "auto"  # the fast preset's
+    assert resolve(cli={"preset": "baseline"}).config.torch_compile is False
+    assert resolve(environ={"TORCH_COMPILE": "AUTO"}).config.torch_compile == "auto"
+    assert resolve(environ={"TORCH_COMPILE": "yes"}).config.torch_compile is True
+    with pytest.raises(TwinbotError, match=r"TORCH_COMPILE='maybe' \(from environment\)"):
+        resolve(environ={"TORCH_COMPILE": "maybe"})
+
+
 def test_bad_learning_rate_names_key_source_and_file(tmp_path: Path) -> None:
     with pytest.raises(TwinbotError) as info:
         resolve(dotenv="LEARNING_RATE=abc\n", tmp_path=tmp_path)

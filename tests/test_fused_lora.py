@@ -143,13 +143,18 @@ def test_a_trainable_base_weight_takes_peft_forward_and_gets_its_gradient(tiny_m
     assert layer.base_layer.weight.grad is not None and layer.base_layer.weight.grad.abs().sum() > 0
 
 
-def test_a_model_for_torch_compile_keeps_peft_forward(tiny_model_dir: Path, tmp_path: Path) -> None:
+def test_a_model_for_torch_compile_keeps_peft_forward(
+    tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """torch 2.11's compiler traced the fused layers wrong (BENCHMARKS.md, "GPU checks"): a compiled run
     keeps peft's forward."""
     from test_train import make_config
 
     precision = train.pick_precision(False, "cpu")
-    for compiled, fused in ((False, True), (True, False)):
+    monkeypatch.setattr(
+        train, "compile_wanted", lambda config, device_type: config.torch_compile is not False
+    )
+    for compiled, fused in ((False, True), (True, False), ("auto", False)):
         config = make_config(tiny_model_dir, tmp_path / "run", torch_compile=compiled)
         model, _ = train.load_training_model(config, torch.device("cpu"), precision)
         assert any(hasattr(m, "_twinbot_peft_forward") for m in model.modules()) == fused

@@ -28,9 +28,11 @@ SMALL = {
     "eval_max_samples": 4,
     "device": "cpu",
     "processes": 1,  # one test plans a run in several processes
+    "torch_compile": False,  # compiling would take most of a short calibration
 }
 SMALL_SETS = ["--set", "ROW_TOKENS=128", "--set", "MAX_SEQ_LEN=128", "--set", "LORA_R=4"]
 SMALL_SETS += ["--set", "EVAL_MAX_SAMPLES=4", "--set", "DEVICE=cpu", "--set", "PROCESSES=1"]
+SMALL_SETS += ["--set", "TORCH_COMPILE=false"]
 
 
 def sentence(rng: random.Random, low: int, high: int) -> str:

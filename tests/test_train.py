@@ -459,7 +459,7 @@ def _cli_settings(config: TrainConfig) -> list[str]:
         args += ["--set", f"{ENV_KEYS[name]}={getattr(config, name)}"]
     for name in ("warmup_ratio", "lora_r", "lora_alpha", "lora_dropout", "save_every", "eval_every"):
         args += ["--set", f"{ENV_KEYS[name]}={getattr(config, name)}"]
-    for name in ("eval_max_samples", "device", "seed", "keep_checkpoints", "processes"):
+    for name in ("eval_max_samples", "device", "seed", "keep_checkpoints", "processes", "torch_compile"):
         args += ["--set", f"{ENV_KEYS[name]}={getattr(config, name)}"]
     return args
 
@@ -595,6 +595,63 @@ def test_torch_compile_trains_the_same_adapter(tiny_model_dir: Path, tmp_path: P
     assert_same_adapter(
         tmp_path / "eager" / "adapter", tmp_path / "compiled" / "adapter", rtol=1e-3, atol=1e-5
     )
+
+
+def test_torch_compile_auto_is_on_for_cpu_training_on_linux_with_a_compiler(
+    tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    auto = make_config(tiny_model_dir, tmp_path, torch_compile="auto")
+    monkeypatch.setattr(sys, "platform", "linux")
+    monkeypatch.setattr(train, "cpp_compiler_found", lambda: True)
+    assert train.compile_wanted(auto, "cpu")
+    assert not train.compile_wanted(auto, "cuda") and not train.compile_wanted(auto, "mps")
+    monkeypatch.setattr(train, "cpp_compiler_found", lambda: False)
+    assert not train.compile_wanted(auto, "cpu")
+    monkeypatch.setattr(train, "cpp_compiler_found", lambda: True)
+    for elsewhere in ("win32", "darwin"):
+        monkeypatch.setattr(sys, "platform", elsewhere)
+        assert not train.compile_wanted(auto, "cpu")
+    for explicit in (True, False):  # an explicit setting holds everywhere
+        config = make_config(tiny_model_dir, tmp_path, torch_compile=explicit)
+        assert (
+            train.compile_wanted(config, "cpu") is explicit
+            and train.compile_wanted(config, "cuda") is explicit
+        )
+
+
+def test_the_compiler_check_finds_what_inductor_would_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    from torch._inductor import cpp_builder
+
+    monkeypatch.setattr(cpp_builder, "get_cpp_compiler", lambda: sys.executable)  # a file that exists
+    assert train.cpp_compiler_found()
+    monkeypatch.setattr(cpp_builder, "get_cpp_compiler", lambda: "no-such-compiler-here")
+    assert not train.cpp_compiler_found()
+
+    def no_compiler() -> str:
+        raise RuntimeError("no C++ compiler found")
+
+    monkeypatch.setattr(cpp_builder, "get_cpp_compiler", no_compiler)
+    assert not train.cpp_compiler_found()
+
+
+def test_auto_compile_falls_back_to_eager_when_compiling_fails(tiny_model_dir: Path, tmp_path: Path) -> None:
+    """TORCH_COMPILE=auto chose to compile for the user: a compiler that fails trains eagerly instead of
+    ending the run; TORCH_COMPILE=true, the user's own choice, leaves dynamo's errors on."""
+    from torch._dynamo import config as dynamo_config
+
+    before = dynamo_config.suppress_errors  # a config module: monkeypatch would delete the setting on undo
+    try:
+        dynamo_config.suppress_errors = False
+        module = torch.nn.Linear(2, 2)
+        assert train.maybe_compile(module, make_config(tiny_model_dir, tmp_path), compiled=False) is module
+        train.maybe_compile(module, make_config(tiny_model_dir, tmp_path, torch_compile=True), compiled=True)
+        assert dynamo_config.suppress_errors is False
+        train.maybe_compile(
+            module, make_config(tiny_model_dir, tmp_path, torch_compile="auto"), compiled=True
+        )
+        assert dynamo_config.suppress_errors is True
+    finally:
+        dynamo_config.suppress_errors = before
 
 
 def test_keep_freed_memory_tunes_glibc_malloc_on_linux() -> None:

@@ -24,7 +24,7 @@ def test_embedded_model_short_run_gives_an_adapter_that_changes_the_logits(
 
     run = tmp_path / "run"
     # The `fast` preset's training path (packing, 16-bit where the CPU has it, 2 processes that share each
-    # micro-batch) with short rows and 2 steps.
+    # micro-batch, torch.compile where `auto` turns it on) with short rows and 2 steps.
     config = TrainConfig(
         preset="fast",
         data_dir=FIXTURE_DATA,
@@ -34,6 +34,7 @@ def test_embedded_model_short_run_gives_an_adapter_that_changes_the_logits(
         max_seq_len=128,
         batch_size=2,
         processes=2,
+        torch_compile="auto",
         use_fp16=True,
         learning_rate=1e-3,
         warmup_ratio=0.0,
@@ -45,7 +46,9 @@ def test_embedded_model_short_run_gives_an_adapter_that_changes_the_logits(
     assert json.loads((run / "adapter" / "adapter_config.json").read_text())["base_model_name_or_path"] == (
         EMBEDDED_MODEL
     )
-    assert json.loads((run / "summary.json").read_text())["base_model"] == EMBEDDED_MODEL
+    recorded = json.loads((run / "summary.json").read_text())
+    assert recorded["base_model"] == EMBEDDED_MODEL
+    assert recorded["torch_compile"] is train.compile_wanted(config, "cpu")
 
     tokenizer = AutoTokenizer.from_pretrained(run / "adapter")
     prompt = [{"role": "user", "content": "are you coming tonight?"}]

@@ -41,6 +41,7 @@ SETTINGS: dict[str, Any] = {
     "device": "cpu",
     "seed": 0,
     "eval_max_samples": 4,
+    "torch_compile": False,
 }
 
 

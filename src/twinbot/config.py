@@ -101,11 +101,16 @@ class TrainConfig(BaseModel):
         description="Each LoRA layer as one autograd op (same result, fewer passes over the activations); "
         "applies to layers without LoRA dropout, and not with TORCH_COMPILE (which fuses them itself).",
     )
-    torch_compile: bool = Field(
+    torch_compile: bool | Literal["auto"] = Field(
         False,
         description="torch.compile the model: compiles at the first step (needs a C++ compiler; Triton on "
-        "GPUs), then faster steps.",
+        "GPUs), then faster steps; 'auto' = on for CPU training on Linux where a C++ compiler is found.",
     )
+
+    @field_validator("torch_compile", mode="before")
+    @classmethod
+    def _bool_or_auto(cls, value: Any) -> Any:
+        return "auto" if isinstance(value, str) and value.strip().lower() == "auto" else value
 
     @field_validator("preset", "lr_scheduler", "attn_implementation", "device", mode="before")
     @classmethod
@@ -185,6 +190,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "gradient_checkpointing": False,
         "learning_rate": 2.5e-4,
         "lora_dropout": 0.0,
+        "torch_compile": "auto",
         "epochs": 1,
     },
 }

@@ -360,7 +360,13 @@ def calibrate(
     In each of several training processes (`twinbot.workers`) it measures one process's share of the
     run, gradient all-reduce and waiting for the slowest process included; `stop` (an event, Ctrl-C)
     ends the measurement early."""
-    from twinbot.train import auto_batch_size, load_training_model, make_accelerator
+    from twinbot.train import (
+        auto_batch_size,
+        compile_wanted,
+        load_training_model,
+        make_accelerator,
+        maybe_compile,
+    )
 
     accelerator, precision = make_accelerator(config)
     device = accelerator.device
@@ -389,7 +395,7 @@ def calibrate(
                 trainable, lr=config.learning_rate, weight_decay=config.weight_decay
             )
             scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
-            compiled = torch.compile(peft_model, dynamic=True) if config.torch_compile else peft_model
+            compiled = maybe_compile(peft_model, config, compile_wanted(config, device.type))
             model, optimizer = accelerator.prepare(compiled, optimizer)
             model.train()
             result.load_seconds = time.perf_counter() - started

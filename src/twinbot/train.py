@@ -75,6 +75,7 @@ RESUMABLE_CHANGES = frozenset(
         "keep_checkpoints",
         "log_every",
         "fused_lora",  # the same computation either way
+        "torch_compile",
     }
 )
 
@@ -123,6 +124,7 @@ class Run:
     state: TrainState  # fresh, or restored from `resumed_from`
     resumed_from: Path | None
     flatten: bool  # one padding-free row per micro-batch (flash-attention) instead of padded rows
+    compiled: bool  # the loop calls a torch.compile'd model
     model_spec: str  # the base model as the user named it (recorded in the adapter and summary)
     model_path: str  # where it was loaded from
     persona: PersonaInfo  # the training system prompt, saved beside the adapter for chat/serve/export
@@ -198,9 +200,8 @@ def setup(config: TrainConfig, resume: bool, overwrite: bool, sources: dict[str,
     scheduler = get_scheduler(
         schedule, optimizer, num_warmup_steps=warmup_steps, num_training_steps=total_steps
     )
-    # dynamic: packed micro-batches change length every step; one compile instead of one per length
-    model = torch.compile(peft_model, dynamic=True) if config.torch_compile else peft_model
-    model, optimizer = accelerator.prepare(model, optimizer)
+    compiled = compile_wanted(config, accelerator.device.type)
+    model, optimizer = accelerator.prepare(maybe_compile(peft_model, config, compiled), optimizer)
 
     fingerprint = {
         **config.model_dump(mode="json", exclude={"data_dir", "output_dir", "preset", "device"}),
@@ -238,6 +239,7 @@ def setup(config: TrainConfig, resume: bool, overwrite: bool, sources: dict[str,
         state=state,
         resumed_from=checkpoint,
         flatten=flatten,
+        compiled=compiled,
         model_spec=model_spec,
         persona=PersonaInfo(system_prompt=system_prompt_from_samples(data_dir), base_model=model_spec),
         model_path=model_path,
@@ -255,6 +257,12 @@ def fit(run: Run, stop: Any = None) -> TrainSummary:
         start_run_dir(run_dir, fresh=run.resumed_from is None, marker={"base_model": run.model_spec})
     accelerator.wait_for_everyone()
     say(accelerator, run.precision.description)
+    if run.compiled:
+        say(
+            accelerator,
+            f"torch.compile: on (TORCH_COMPILE={str(config.torch_compile).lower()}); "
+            f"the first step also compiles the model (about 25 s on a 2-core CPU)",
+        )
     say(
         accelerator,
         f"data: {len(data.rows)} rows ({data.tokens:,} tokens, {data.supervised_tokens:,} supervised), "
@@ -446,6 +454,7 @@ def fit(run: Run, stop: Any = None) -> TrainSummary:
                 "device": str(accelerator.device),
                 "processes": accelerator.num_processes,
                 "micro_batch": data.micro_batch,
+                "torch_compile": run.compiled,
                 "metrics_csv": str(run_dir / "metrics.csv"),
                 "loss_png": str(run_dir / "loss.png"),
                 "tensorboard_dir": str(run_dir / "tb"),
@@ -567,9 +576,42 @@ def load_training_model(config: TrainConfig, device: torch.device, precision: Pr
     # Compiled models keep peft's forward: torch 2.11's compiler traced the fused layers into a graph that
     # trained a different adapter (on CPU and CUDA; torch 2.13 traces them right), and compiling fuses
     # peft's elementwise ops by itself (BENCHMARKS.md, "GPU checks").
-    if config.fused_lora and not config.torch_compile:
+    if config.fused_lora and not compile_wanted(config, device.type):
         fuse_lora_layers(peft_model)
     return peft_model, peft_model.config._attn_implementation in VARIABLE_LENGTH_ATTENTION
+
+
+def compile_wanted(config: TrainConfig, device_type: str) -> bool:
+    """TORCH_COMPILE as this run uses it. 'auto' (the fast preset) = on for training on a CPU on Linux where
+    inductor finds a C++ compiler: about 25 s of compiling at the first step, then ~10% faster steps on
+    the reference CPU (BENCHMARKS.md, attempt 25). Off on GPUs, where it is not measured yet, and on macOS
+    and Windows, where inductor needs more setup than a compiler on the PATH."""
+    if config.torch_compile != "auto":
+        return config.torch_compile
+    return device_type == "cpu" and sys.platform.startswith("linux") and cpp_compiler_found()
+
+
+def cpp_compiler_found() -> bool:
+    """Whether the C++ compiler torch.compile's CPU backend would use is on the PATH."""
+    try:
+        from torch._inductor.cpp_builder import get_cpp_compiler
+
+        return shutil.which(get_cpp_compiler()) is not None
+    except Exception:  # a private API that may move, or no compiler found: train eagerly
+        return False
+
+
+def maybe_compile(peft_model: Any, config: TrainConfig, compiled: bool) -> Any:
+    """The model the training loop calls. Compiled with dynamic shapes: packed micro-batches change length
+    every step, and this compiles once instead of once per length."""
+    if not compiled:
+        return peft_model
+    if config.torch_compile == "auto":
+        # chosen for the user: if compiling fails after all (no Python headers, ...), dynamo trains eagerly
+        from torch._dynamo import config as dynamo_config
+
+        dynamo_config.suppress_errors = True
+    return torch.compile(peft_model, dynamic=True)
 
 
 def target_modules(setting: str) -> str | list[str]:
