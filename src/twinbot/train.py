@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 import torch
 
-from twinbot import workers
+from twinbot import last_layer, workers
 from twinbot.attention import PACKED_SDPA
 from twinbot.checkpoint import (
     ADAPTER_DIR,
@@ -578,6 +578,7 @@ def load_training_model(config: TrainConfig, device: torch.device, precision: Pr
     # peft's elementwise ops by itself (BENCHMARKS.md, "GPU checks").
     if config.fused_lora and not compile_wanted(config, device.type):
         fuse_lora_layers(peft_model)
+    last_layer.trim_last_layer(peft_model)
     return peft_model, peft_model.config._attn_implementation in VARIABLE_LENGTH_ATTENTION
 
 
@@ -919,10 +920,14 @@ def token_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
 
 
 def forward_loss(model: Any, batch: Batch) -> torch.Tensor:
-    """Summed token loss of one micro-batch; logits only where a target is supervised."""
+    """Summed token loss of one micro-batch; logits (and the last layer's MLP, `twinbot.last_layer`) only
+    where a target is supervised."""
     supervised = batch.target_ids != IGNORE_INDEX
     output = model(
-        input_ids=batch.input_ids, position_ids=batch.position_ids, logits_to_keep=supervised, use_cache=False
+        input_ids=batch.input_ids,
+        position_ids=batch.position_ids,
+        use_cache=False,
+        **last_layer.forward_kwargs(model, supervised),
     )
     return token_loss(output.logits, batch.target_ids[supervised])
 

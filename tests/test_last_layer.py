@@ -1,0 +1,89 @@
+"""The trimmed last layer (feed-forward half on supervised rows only) gives the loss and LoRA gradients the
+whole layer gives, for packed padding-free micro-batches and for padded rows; calls that do not ask for it
+(generation) run the whole layer; models it does not know are left alone."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from test_attention import SAMPLE_LENGTHS, random_rows
+from twinbot import last_layer, train
+from twinbot.attention import PACKED_SDPA
+from twinbot.model import apply_lora, load_model
+
+
+def lora_model(model_dir: Path, attention: str) -> torch.nn.Module:
+    torch.manual_seed(0)
+    model = load_model(str(model_dir), torch.float32, attention, "cpu")
+    model.config.use_cache = False
+    peft_model = apply_lora(model, 8, 16, 0.0, "all-linear")
+    for name, param in peft_model.named_parameters():
+        if "lora_B" in name:  # nonzero B so that every LoRA weight gets a gradient
+            torch.nn.init.normal_(param, std=0.02, generator=torch.Generator().manual_seed(len(name)))
+    return peft_model
+
+
+def loss_and_gradients(model: torch.nn.Module, flatten: bool) -> tuple[float, dict[str, torch.Tensor]]:
+    batch = train.make_batch(random_rows(SAMPLE_LENGTHS, seed=3), 0, torch.device("cpu"), flatten=flatten)
+    model.zero_grad(set_to_none=True)
+    loss = train.forward_loss(model, batch)
+    loss.backward()
+    return float(loss), {name: p.grad.clone() for name, p in model.named_parameters() if p.requires_grad}
+
+
+@pytest.mark.parametrize(("attention", "flatten"), [(PACKED_SDPA, True), ("sdpa", False)])
+def test_trimmed_last_layer_gives_the_same_loss_and_lora_gradients(
+    tiny_model_dir: Path, attention: str, flatten: bool
+) -> None:
+    model = lora_model(tiny_model_dir, attention)
+    whole_loss, whole = loss_and_gradients(model, flatten)
+    assert last_layer.trim_last_layer(model)
+    trimmed_loss, trimmed = loss_and_gradients(model, flatten)
+    assert trimmed_loss == pytest.approx(whole_loss, rel=1e-6)
+    assert trimmed.keys() == whole.keys() and len(trimmed) > 0
+    for name, grad in whole.items():
+        assert grad.abs().sum() > 0, name
+        torch.testing.assert_close(trimmed[name], grad, rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_calls_that_do_not_ask_run_the_whole_layer(tiny_model_dir: Path) -> None:
+    model = lora_model(tiny_model_dir, "sdpa").eval()
+    input_ids = torch.tensor([[1, 5, 9, 14, 3, 7]])
+    with torch.no_grad():
+        before = model(input_ids=input_ids).logits
+        generated = model.generate(input_ids, max_new_tokens=4, do_sample=False, use_cache=True)
+        assert last_layer.trim_last_layer(model)
+        torch.testing.assert_close(model(input_ids=input_ids).logits, before, rtol=0, atol=0)
+        assert torch.equal(
+            model.generate(input_ids, max_new_tokens=4, do_sample=False, use_cache=True), generated
+        )
+
+
+def test_the_trim_is_seen_through_torch_compile_and_training_uses_it(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    from test_train import make_config
+
+    supervised = torch.tensor([[False, True, True, False, True]])
+    model = lora_model(tiny_model_dir, "sdpa")
+    assert last_layer.forward_kwargs(model, supervised) == {"logits_to_keep": supervised}
+    last_layer.trim_last_layer(model)
+    for wrapped in (model, torch.compile(model)):  # compiles nothing until called
+        kwargs = last_layer.forward_kwargs(wrapped, supervised)
+        assert kwargs["logits_to_keep"] == 0 and kwargs[last_layer.ROWS_KWARG].tolist() == [1, 2, 4]
+    config = make_config(tiny_model_dir, tmp_path / "run")
+    loaded, _ = train.load_training_model(config, torch.device("cpu"), train.pick_precision(False, "cpu"))
+    assert last_layer.ROWS_KWARG in last_layer.forward_kwargs(loaded, supervised)
+
+
+def test_a_model_with_another_layer_design_is_left_alone() -> None:
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(0)
+    model = GPT2LMHeadModel(GPT2Config(n_layer=2, n_embd=16, n_head=2, vocab_size=50, n_positions=32))
+    assert not last_layer.trim_last_layer(model)
+    supervised = torch.tensor([[False, True]])
+    assert last_layer.forward_kwargs(model, supervised) == {"logits_to_keep": supervised}
