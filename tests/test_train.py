@@ -654,6 +654,29 @@ def test_auto_compile_falls_back_to_eager_when_compiling_fails(tiny_model_dir: P
         dynamo_config.suppress_errors = before
 
 
+def test_the_fused_optimizer_takes_the_steps_the_per_tensor_loop_takes(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    config = make_config(tiny_model_dir, tmp_path, learning_rate=1e-2, weight_decay=0.01)
+
+    def train_steps(fused: bool) -> list[torch.Tensor]:
+        generator = torch.Generator().manual_seed(0)
+        params = [torch.nn.Parameter(torch.randn(16, 8, generator=generator)) for _ in range(3)]
+        if fused:
+            optimizer = train.make_optimizer(params, config)
+            assert optimizer.param_groups[0]["fused"] is True
+        else:
+            optimizer = torch.optim.AdamW(params, lr=1e-2, weight_decay=0.01, foreach=False)
+        for _ in range(5):
+            for param in params:
+                param.grad = torch.randn(param.shape, generator=generator)
+            optimizer.step()
+        return [param.detach() for param in params]
+
+    for fused, loop in zip(train_steps(True), train_steps(False), strict=True):
+        torch.testing.assert_close(fused, loop, rtol=1e-6, atol=1e-7)
+
+
 def test_keep_freed_memory_tunes_glibc_malloc_on_linux() -> None:
     """mallopt exists and accepts both settings on Linux/glibc; elsewhere the call does nothing."""
     import platform

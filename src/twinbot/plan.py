@@ -365,6 +365,7 @@ def calibrate(
         compile_wanted,
         load_training_model,
         make_accelerator,
+        make_optimizer,
         maybe_compile,
     )
 
@@ -391,9 +392,7 @@ def calibrate(
                 micro_batch = config.batch_size
             result.micro_batch = micro_batch
             trainable = [p for p in peft_model.parameters() if p.requires_grad]
-            optimizer = torch.optim.AdamW(
-                trainable, lr=config.learning_rate, weight_decay=config.weight_decay
-            )
+            optimizer = make_optimizer(trainable, config)
             scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
             compiled = maybe_compile(peft_model, config, compile_wanted(config, device.type))
             model, optimizer = accelerator.prepare(compiled, optimizer)
