@@ -261,7 +261,7 @@ def fit(run: Run, stop: Any = None) -> TrainSummary:
         say(
             accelerator,
             f"torch.compile: on (TORCH_COMPILE={str(config.torch_compile).lower()}); "
-            f"the first step also compiles the model (about 25 s on a 2-core CPU)",
+            f"the first step also compiles the model (25-85 s measured on CPUs)",
         )
     say(
         accelerator,
@@ -593,9 +593,9 @@ def make_optimizer(trainable: list[torch.nn.Parameter], config: TrainConfig) -> 
 
 def compile_wanted(config: TrainConfig, device_type: str) -> bool:
     """TORCH_COMPILE as this run uses it. 'auto' (the fast preset) = on for training on a CPU on Linux where
-    inductor finds a C++ compiler: about 25 s of compiling at the first step, then ~10% faster steps on
-    the reference CPU (BENCHMARKS.md, attempt 25). Off on GPUs, where it is not measured yet, and on macOS
-    and Windows, where inductor needs more setup than a compiler on the PATH."""
+    inductor finds a C++ compiler: 25-85 s of compiling at the first step, then faster steps (BENCHMARKS.md,
+    attempt 25: +44% on a 16-core Xeon, 0-13% on the 2-core reference CPU). Off on GPUs, where it is not
+    measured yet, and on macOS and Windows, where inductor needs more setup than a compiler on the PATH."""
     if config.torch_compile != "auto":
         return config.torch_compile
     return device_type == "cpu" and sys.platform.startswith("linux") and cpp_compiler_found()
