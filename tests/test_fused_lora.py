@@ -36,9 +36,11 @@ def test_function_gradients_match_finite_differences(with_bias: bool) -> None:
     torch.testing.assert_close(LoraLinearFunction.apply(x, weight, bias, lora_a, lora_b, 1.7), expected)
 
 
-def lora_model(model_dir: Path, dtype: torch.dtype = torch.float32, dropout: float = 0.0) -> torch.nn.Module:
+def lora_model(
+    model_dir: Path, dtype: torch.dtype = torch.float32, dropout: float = 0.0, attention: str = "sdpa"
+) -> torch.nn.Module:
     torch.manual_seed(0)
-    model = load_model(str(model_dir), dtype, "sdpa", "cpu")
+    model = load_model(str(model_dir), dtype, attention, "cpu")
     model.config.use_cache = False
     peft_model = apply_lora(model, 8, 16, dropout, "all-linear")
     for name, param in peft_model.named_parameters():
@@ -48,9 +50,9 @@ def lora_model(model_dir: Path, dtype: torch.dtype = torch.float32, dropout: flo
 
 
 def loss_and_gradients(
-    model: torch.nn.Module, autocast: bool = False
+    model: torch.nn.Module, autocast: bool = False, flatten: bool = False
 ) -> tuple[float, dict[str, torch.Tensor]]:
-    batch = train.make_batch(random_rows(SAMPLE_LENGTHS, seed=3), 0, torch.device("cpu"), flatten=False)
+    batch = train.make_batch(random_rows(SAMPLE_LENGTHS, seed=3), 0, torch.device("cpu"), flatten=flatten)
     model.zero_grad(set_to_none=True)
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
         loss = train.forward_loss(model, batch)

@@ -9,39 +9,19 @@ from pathlib import Path
 import pytest
 import torch
 
-from test_attention import SAMPLE_LENGTHS, random_rows
+from test_fused_lora import lora_model, loss_and_gradients
 from twinbot import last_layer, train
 from twinbot.attention import PACKED_SDPA
-from twinbot.model import apply_lora, load_model
-
-
-def lora_model(model_dir: Path, attention: str) -> torch.nn.Module:
-    torch.manual_seed(0)
-    model = load_model(str(model_dir), torch.float32, attention, "cpu")
-    model.config.use_cache = False
-    peft_model = apply_lora(model, 8, 16, 0.0, "all-linear")
-    for name, param in peft_model.named_parameters():
-        if "lora_B" in name:  # nonzero B so that every LoRA weight gets a gradient
-            torch.nn.init.normal_(param, std=0.02, generator=torch.Generator().manual_seed(len(name)))
-    return peft_model
-
-
-def loss_and_gradients(model: torch.nn.Module, flatten: bool) -> tuple[float, dict[str, torch.Tensor]]:
-    batch = train.make_batch(random_rows(SAMPLE_LENGTHS, seed=3), 0, torch.device("cpu"), flatten=flatten)
-    model.zero_grad(set_to_none=True)
-    loss = train.forward_loss(model, batch)
-    loss.backward()
-    return float(loss), {name: p.grad.clone() for name, p in model.named_parameters() if p.requires_grad}
 
 
 @pytest.mark.parametrize(("attention", "flatten"), [(PACKED_SDPA, True), ("sdpa", False)])
 def test_trimmed_last_layer_gives_the_same_loss_and_lora_gradients(
     tiny_model_dir: Path, attention: str, flatten: bool
 ) -> None:
-    model = lora_model(tiny_model_dir, attention)
-    whole_loss, whole = loss_and_gradients(model, flatten)
+    model = lora_model(tiny_model_dir, attention=attention)
+    whole_loss, whole = loss_and_gradients(model, flatten=flatten)
     assert last_layer.trim_last_layer(model)
-    trimmed_loss, trimmed = loss_and_gradients(model, flatten)
+    trimmed_loss, trimmed = loss_and_gradients(model, flatten=flatten)
     assert trimmed_loss == pytest.approx(whole_loss, rel=1e-6)
     assert trimmed.keys() == whole.keys() and len(trimmed) > 0
     for name, grad in whole.items():
@@ -50,7 +30,7 @@ def test_trimmed_last_layer_gives_the_same_loss_and_lora_gradients(
 
 
 def test_calls_that_do_not_ask_run_the_whole_layer(tiny_model_dir: Path) -> None:
-    model = lora_model(tiny_model_dir, "sdpa").eval()
+    model = lora_model(tiny_model_dir).eval()
     input_ids = torch.tensor([[1, 5, 9, 14, 3, 7]])
     with torch.no_grad():
         before = model(input_ids=input_ids).logits
@@ -68,7 +48,7 @@ def test_the_trim_is_seen_through_torch_compile_and_training_uses_it(
     from test_train import make_config
 
     supervised = torch.tensor([[False, True, True, False, True]])
-    model = lora_model(tiny_model_dir, "sdpa")
+    model = lora_model(tiny_model_dir)
     assert last_layer.forward_kwargs(model, supervised) == {"logits_to_keep": supervised}
     last_layer.trim_last_layer(model)
     for wrapped in (model, torch.compile(model)):  # compiles nothing until called
