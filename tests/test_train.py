@@ -634,7 +634,9 @@ def test_the_compiler_check_finds_what_inductor_would_run(monkeypatch: pytest.Mo
     assert not train.cpp_compiler_found()
 
 
-def test_auto_compile_falls_back_to_eager_when_compiling_fails(tiny_model_dir: Path, tmp_path: Path) -> None:
+def test_auto_compile_falls_back_to_eager_when_compiling_fails(
+    tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """TORCH_COMPILE=auto chose to compile for the user: a compiler that fails trains eagerly instead of
     ending the run; TORCH_COMPILE=true, the user's own choice, leaves dynamo's errors on."""
     from torch._dynamo import config as dynamo_config
@@ -643,12 +645,16 @@ def test_auto_compile_falls_back_to_eager_when_compiling_fails(tiny_model_dir: P
     try:
         dynamo_config.suppress_errors = False
         module = torch.nn.Linear(2, 2)
-        assert train.maybe_compile(module, make_config(tiny_model_dir, tmp_path), compiled=False) is module
-        train.maybe_compile(module, make_config(tiny_model_dir, tmp_path, torch_compile=True), compiled=True)
-        assert dynamo_config.suppress_errors is False
-        train.maybe_compile(
-            module, make_config(tiny_model_dir, tmp_path, torch_compile="auto"), compiled=True
+        assert train.maybe_compile(module, make_config(tiny_model_dir, tmp_path), "cpu") is module
+        compiled = train.maybe_compile(
+            module, make_config(tiny_model_dir, tmp_path, torch_compile=True), "cpu"
         )
+        assert compiled is not module
+        assert dynamo_config.suppress_errors is False
+        monkeypatch.setattr(train, "cpp_compiler_found", lambda: True)
+        monkeypatch.setattr(sys, "platform", "linux")
+        auto = make_config(tiny_model_dir, tmp_path, torch_compile="auto")
+        assert train.maybe_compile(module, auto, "cpu") is not module
         assert dynamo_config.suppress_errors is True
     finally:
         dynamo_config.suppress_errors = before

@@ -362,7 +362,6 @@ def calibrate(
     ends the measurement early."""
     from twinbot.train import (
         auto_batch_size,
-        compile_wanted,
         load_training_model,
         make_accelerator,
         make_optimizer,
@@ -394,7 +393,7 @@ def calibrate(
             trainable = [p for p in peft_model.parameters() if p.requires_grad]
             optimizer = make_optimizer(trainable, config)
             scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
-            compiled = maybe_compile(peft_model, config, compile_wanted(config, device.type))
+            compiled = maybe_compile(peft_model, config, device.type)
             model, optimizer = accelerator.prepare(compiled, optimizer)
             model.train()
             result.load_seconds = time.perf_counter() - started

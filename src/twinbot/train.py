@@ -200,8 +200,9 @@ def setup(config: TrainConfig, resume: bool, overwrite: bool, sources: dict[str,
     scheduler = get_scheduler(
         schedule, optimizer, num_warmup_steps=warmup_steps, num_training_steps=total_steps
     )
-    compiled = compile_wanted(config, accelerator.device.type)
-    model, optimizer = accelerator.prepare(maybe_compile(peft_model, config, compiled), optimizer)
+    model = maybe_compile(peft_model, config, accelerator.device.type)
+    compiled = model is not peft_model
+    model, optimizer = accelerator.prepare(model, optimizer)
 
     fingerprint = {
         **config.model_dump(mode="json", exclude={"data_dir", "output_dir", "preset", "device"}),
@@ -611,10 +612,10 @@ def cpp_compiler_found() -> bool:
         return False
 
 
-def maybe_compile(peft_model: Any, config: TrainConfig, compiled: bool) -> Any:
-    """The model the training loop calls. Compiled with dynamic shapes: packed micro-batches change length
-    every step, and this compiles once instead of once per length."""
-    if not compiled:
+def maybe_compile(peft_model: Any, config: TrainConfig, device_type: str) -> Any:
+    """The model the training loop calls: `peft_model` itself, or compiled (`compile_wanted`) with dynamic
+    shapes: packed micro-batches change length every step, and this compiles once instead of once per length."""
+    if not compile_wanted(config, device_type):
         return peft_model
     if config.torch_compile == "auto":
         # chosen for the user: if compiling fails after all (no Python headers, ...), dynamo trains eagerly
