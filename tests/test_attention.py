@@ -16,8 +16,11 @@ from twinbot.tokens import Row
 SAMPLE_LENGTHS = [[37, 100, 5, 1, 60], [200, 33, 32], [64]]  # one-token samples, bucket edges, a lone row
 
 
-def random_rows(lengths: list[list[int]], seed: int = 0) -> list[Row]:
+def random_rows(lengths: list[list[int]], seed: int = 0, shared: int = 0) -> list[Row]:
+    """Rows of random samples; with `shared`, every sample begins with the same `shared` unsupervised tokens
+    (as a persona's samples begin with its system prompt), cut short in shorter samples."""
     generator = torch.Generator().manual_seed(seed)
+    beginning = torch.randint(0, 2000, (shared,), generator=generator).tolist()
     rows = []
     for row_lengths in lengths:
         total = sum(row_lengths)
@@ -25,6 +28,9 @@ def random_rows(lengths: list[list[int]], seed: int = 0) -> list[Row]:
         targets = torch.randint(0, 2000, (total,), generator=generator).tolist()
         targets = [t if i % 3 else -100 for i, t in enumerate(targets)]  # some unsupervised positions
         positions = [p for length in row_lengths for p in range(length)]
+        for i, position in enumerate(positions):
+            if position < shared:
+                ids[i], targets[i] = beginning[position], -100
         rows.append(Row(input_ids=ids, target_ids=targets, position_ids=positions))
     return rows
 
@@ -37,22 +43,22 @@ def load(model_dir: Path, attention: str, dtype: torch.dtype = torch.float32) ->
     return model
 
 
-def logits(model: torch.nn.Module, rows: list[Row], flatten: bool) -> torch.Tensor:
-    batch = train.make_batch(rows, 0, torch.device("cpu"), flatten)
+def logits(model: torch.nn.Module, rows: list[Row], layout: train.BatchLayout) -> torch.Tensor:
+    batch = train.make_batch(rows, 0, torch.device("cpu"), layout)
     with torch.no_grad():
         out = model(input_ids=batch.input_ids, position_ids=batch.position_ids, use_cache=False).logits
     real = [len(row) for row in rows]
-    if flatten:
+    if layout != "rows":
         return out[0]
     return torch.cat([out[i, :length] for i, length in enumerate(real)])
 
 
 def test_packed_sdpa_equals_block_diagonal_sdpa_and_each_sample_alone(tiny_model_dir: Path) -> None:
     rows = random_rows(SAMPLE_LENGTHS)
-    reference = logits(load(tiny_model_dir, "sdpa"), rows, flatten=False)
+    reference = logits(load(tiny_model_dir, "sdpa"), rows, layout="rows")
     packed = load(tiny_model_dir, PACKED_SDPA)
-    torch.testing.assert_close(logits(packed, rows, flatten=False), reference, rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(logits(packed, rows, flatten=True), reference, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(logits(packed, rows, layout="rows"), reference, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(logits(packed, rows, layout="flat"), reference, rtol=1e-5, atol=1e-5)
 
     sdpa = load(tiny_model_dir, "sdpa")
     alone = []
@@ -66,7 +72,7 @@ def test_packed_sdpa_equals_block_diagonal_sdpa_and_each_sample_alone(tiny_model
 
 
 def lora_gradients(
-    model_dir: Path, attention: str, rows: list[Row], flatten: bool
+    model_dir: Path, attention: str, rows: list[Row], layout: train.BatchLayout
 ) -> dict[str, torch.Tensor]:
     from twinbot.model import apply_lora
 
@@ -75,15 +81,15 @@ def lora_gradients(
     for name, param in model.named_parameters():
         if "lora_B" in name:  # nonzero B so that every LoRA weight gets a gradient
             torch.nn.init.normal_(param, std=0.02, generator=torch.Generator().manual_seed(len(name)))
-    loss = train.forward_loss(model, train.make_batch(rows, 0, torch.device("cpu"), flatten))
+    loss = train.forward_loss(model, train.make_batch(rows, 0, torch.device("cpu"), layout))
     loss.backward()
     return {name: p.grad.clone() for name, p in model.named_parameters() if p.requires_grad}
 
 
 def test_packed_sdpa_gives_the_same_lora_gradients(tiny_model_dir: Path) -> None:
     rows = random_rows(SAMPLE_LENGTHS, seed=1)
-    reference = lora_gradients(tiny_model_dir, "sdpa", rows, flatten=False)
-    packed = lora_gradients(tiny_model_dir, PACKED_SDPA, rows, flatten=True)
+    reference = lora_gradients(tiny_model_dir, "sdpa", rows, layout="rows")
+    packed = lora_gradients(tiny_model_dir, PACKED_SDPA, rows, layout="flat")
     assert reference.keys() == packed.keys() and len(reference) > 0
     for name, grad in reference.items():
         assert grad.abs().sum() > 0, name
@@ -94,10 +100,10 @@ def test_packed_sdpa_in_bf16_autocast_stays_close_to_fp32(tiny_model_dir: Path) 
     """As training runs it on a bf16 CPU: bf16 weights under autocast, attention by `bucket_attention`
     (bf16 matmuls, fp32 softmax): no further from fp32 than plain sdpa in bf16."""
     rows = random_rows(SAMPLE_LENGTHS, seed=2)
-    reference = logits(load(tiny_model_dir, "sdpa"), rows, flatten=False)
+    reference = logits(load(tiny_model_dir, "sdpa"), rows, layout="rows")
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        packed = logits(load(tiny_model_dir, PACKED_SDPA, torch.bfloat16), rows, flatten=True).float()
-        sdpa = logits(load(tiny_model_dir, "sdpa", torch.bfloat16), rows, flatten=False).float()
+        packed = logits(load(tiny_model_dir, PACKED_SDPA, torch.bfloat16), rows, layout="flat").float()
+        sdpa = logits(load(tiny_model_dir, "sdpa", torch.bfloat16), rows, layout="rows").float()
     packed_error = (packed - reference).abs().max()
     sdpa_error = (sdpa - reference).abs().max()
     assert packed_error <= 1.5 * sdpa_error + 1e-3
@@ -117,6 +123,71 @@ def test_layout_buckets_and_inverse() -> None:
     # each sample's bucket slot starts at the sample's first token
     starts = gather.view(4, size)[:, 0].tolist()
     assert sorted(starts) == [0, 3, 4, 6]
+
+
+def test_layout_of_samples_that_share_the_rows_beginning() -> None:
+    """A sample starting at position p > 0 gets the row's first p tokens ahead of its own in its bucket
+    slot; only its own outputs are read back."""
+    positions = torch.tensor([[0, 1, 2, 3, 2, 3, 4, 0, 1]])  # samples 4 | 3 (shares 2) | 2
+    layout = packed_layout(positions)
+    size, gather = layout.buckets[0]
+    slots = gather.view(-1, size)
+    assert slots[:, :3].tolist() == [[0, 1, 2], [0, 1, 4], [7, 8, 8]]
+    shared_slot = 1
+    assert layout.inverse[4:7].tolist() == [shared_slot * size + 2 + i for i in range(3)]
+    flat_tokens = torch.arange(9)
+    torch.testing.assert_close(
+        flat_tokens.index_select(0, gather).index_select(0, layout.inverse), flat_tokens
+    )
+    with pytest.raises(RuntimeError, match="does not begin with the 5 tokens"):
+        packed_layout(torch.tensor([[0, 1, 2, 5, 6]]))
+
+
+def shared_beginning_rows() -> list[Row]:
+    return random_rows(SAMPLE_LENGTHS, seed=4, shared=12)
+
+
+def test_shared_beginnings_give_the_same_logits_loss_and_lora_gradients(tiny_model_dir: Path) -> None:
+    """`shared_prefix` leaves out what the samples share with the first one, and every remaining token's
+    logits, the loss and every LoRA gradient equal those of each sample computed in full."""
+    rows = shared_beginning_rows()
+    batch = train.make_batch(rows, 0, torch.device("cpu"), "shared_prefix")
+    assert batch.num_tokens == sum(len(row) for row in rows)
+    assert batch.computed_tokens == len(batch.input_ids[0]) < batch.num_tokens - 60
+    full = logits(load(tiny_model_dir, "sdpa"), rows, layout="rows")
+    packed = logits(load(tiny_model_dir, PACKED_SDPA), rows, layout="shared_prefix")
+    assert packed.shape[0] == batch.computed_tokens
+    torch.testing.assert_close(packed, full[computed_places(rows)], rtol=1e-5, atol=1e-5)
+
+    reference = lora_gradients(tiny_model_dir, "sdpa", rows, layout="rows")
+    shared = lora_gradients(tiny_model_dir, PACKED_SDPA, rows, layout="shared_prefix")
+    for name, grad in reference.items():
+        assert grad.abs().sum() > 0, name
+        torch.testing.assert_close(shared[name], grad, rtol=1e-4, atol=1e-6, msg=name)
+
+
+def computed_places(rows: list[Row]) -> list[int]:
+    """Where the tokens `shared_prefix_row` keeps sit among all the rows' tokens, in its order."""
+    from twinbot.tokens import row_samples, shared_prefix_length
+
+    samples = [sample for row in rows for sample in row_samples(row)]
+    places, offset = [], 0
+    for index, sample in enumerate(samples):
+        shared = shared_prefix_length(sample, samples[0]) if index else 0
+        places.extend(range(offset + shared, offset + len(sample)))
+        offset += len(sample)
+    return places
+
+
+def test_shared_beginnings_in_bf16_stay_as_close_as_unshared(tiny_model_dir: Path) -> None:
+    """On a bf16 CPU short buckets take `bucket_attention`: sharing keeps it as close to fp32."""
+    rows = shared_beginning_rows()
+    reference = logits(load(tiny_model_dir, "sdpa"), rows, layout="rows")[computed_places(rows)]
+    model = load(tiny_model_dir, PACKED_SDPA, torch.bfloat16)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        shared = logits(model, rows, layout="shared_prefix").float()
+        flat = logits(model, rows, layout="flat").float()[computed_places(rows)]
+    assert (shared - reference).abs().max() <= 1.5 * (flat - reference).abs().max() + 1e-3
 
 
 def test_a_row_that_does_not_start_at_position_zero_is_still_cut_at_the_row() -> None:

@@ -50,9 +50,10 @@ def lora_model(
 
 
 def loss_and_gradients(
-    model: torch.nn.Module, autocast: bool = False, flatten: bool = False
+    model: torch.nn.Module, autocast: bool = False, layout: train.BatchLayout = "rows"
 ) -> tuple[float, dict[str, torch.Tensor]]:
-    batch = train.make_batch(random_rows(SAMPLE_LENGTHS, seed=3), 0, torch.device("cpu"), flatten=flatten)
+    rows = random_rows(SAMPLE_LENGTHS, seed=3, shared=12 if layout == "shared_prefix" else 0)
+    batch = train.make_batch(rows, 0, torch.device("cpu"), layout=layout)
     model.zero_grad(set_to_none=True)
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
         loss = train.forward_loss(model, batch)

@@ -40,14 +40,16 @@ def train_on_cuda(config: TrainConfig, resume: bool = False) -> train.TrainSumma
     return summary
 
 
-def cuda_logits(model_dir: Path, attention: str, dtype: torch.dtype, flatten: bool) -> torch.Tensor:
+def cuda_logits(
+    model_dir: Path, attention: str, dtype: torch.dtype, layout: train.BatchLayout
+) -> torch.Tensor:
     rows = random_rows(SAMPLE_LENGTHS)
     model = load_model(str(model_dir), dtype, attention, CUDA)
     model.config.use_cache = False
-    batch = train.make_batch(rows, 0, CUDA, flatten)
+    batch = train.make_batch(rows, 0, CUDA, layout)
     with torch.no_grad():
         out = model(input_ids=batch.input_ids, position_ids=batch.position_ids, use_cache=False).logits
-    if flatten:
+    if layout != "rows":
         return out[0].float().cpu()
     return torch.cat([out[i, : len(row)] for i, row in enumerate(rows)]).float().cpu()
 
@@ -56,24 +58,24 @@ def cuda_logits(model_dir: Path, attention: str, dtype: torch.dtype, flatten: bo
 def test_packed_rows_on_cuda_equal_the_cpu_reference(tiny_model_dir: Path, attention: str) -> None:
     from test_attention import load, logits
 
-    reference = logits(load(tiny_model_dir, "sdpa"), random_rows(SAMPLE_LENGTHS), flatten=False)
-    fp32 = cuda_logits(tiny_model_dir, attention, torch.float32, flatten=False)
+    reference = logits(load(tiny_model_dir, "sdpa"), random_rows(SAMPLE_LENGTHS), layout="rows")
+    fp32 = cuda_logits(tiny_model_dir, attention, torch.float32, layout="rows")
     torch.testing.assert_close(fp32, reference, rtol=1e-4, atol=1e-4)
     if attention == PACKED_SDPA:
         torch.testing.assert_close(
-            cuda_logits(tiny_model_dir, attention, torch.float32, flatten=True),
+            cuda_logits(tiny_model_dir, attention, torch.float32, layout="flat"),
             reference,
             rtol=1e-4,
             atol=1e-4,
         )
-    bf16 = cuda_logits(tiny_model_dir, attention, torch.bfloat16, flatten=False)
+    bf16 = cuda_logits(tiny_model_dir, attention, torch.bfloat16, layout="rows")
     assert (bf16 - reference).abs().max() < 0.05 * reference.abs().max()
 
 
 def cuda_loss_and_gradients(
     model: torch.nn.Module, dtype: torch.dtype | None
 ) -> tuple[float, dict[str, torch.Tensor]]:
-    batch = train.make_batch(random_rows(SAMPLE_LENGTHS, seed=3), 0, CUDA, flatten=False)
+    batch = train.make_batch(random_rows(SAMPLE_LENGTHS, seed=3), 0, CUDA, layout="rows")
     model.zero_grad(set_to_none=True)
     with torch.autocast("cuda", dtype=dtype or torch.float32, enabled=dtype is not None):
         loss = train.forward_loss(model, batch)

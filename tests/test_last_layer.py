@@ -14,14 +14,16 @@ from twinbot import last_layer, train
 from twinbot.attention import PACKED_SDPA
 
 
-@pytest.mark.parametrize(("attention", "flatten"), [(PACKED_SDPA, True), ("sdpa", False)])
+@pytest.mark.parametrize(
+    ("attention", "layout"), [(PACKED_SDPA, "shared_prefix"), (PACKED_SDPA, "flat"), ("sdpa", "rows")]
+)
 def test_trimmed_last_layer_gives_the_same_loss_and_lora_gradients(
-    tiny_model_dir: Path, attention: str, flatten: bool
+    tiny_model_dir: Path, attention: str, layout: train.BatchLayout
 ) -> None:
     model = lora_model(tiny_model_dir, attention=attention)
-    whole_loss, whole = loss_and_gradients(model, flatten=flatten)
+    whole_loss, whole = loss_and_gradients(model, layout=layout)
     assert last_layer.trim_last_layer(model)
-    trimmed_loss, trimmed = loss_and_gradients(model, flatten=flatten)
+    trimmed_loss, trimmed = loss_and_gradients(model, layout=layout)
     assert trimmed_loss == pytest.approx(whole_loss, rel=1e-6)
     assert trimmed.keys() == whole.keys() and len(trimmed) > 0
     for name, grad in whole.items():

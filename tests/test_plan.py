@@ -612,20 +612,23 @@ def test_every_preset_failing_is_an_error_after_the_table(
 
 def test_attention_flops_follow_the_attention_implementation() -> None:
     """Whole-row attention pays row x row per row; per-sample attention (packed_sdpa, flash-attention) pays
-    the sum of squared sample lengths, and its micro-batch is one padding-free row."""
-    from twinbot.tokens import Row
+    the sum of squared sample lengths, and its micro-batch is one padding-free row. With shared beginnings
+    (packed_sdpa) the projections run only on the tokens computed, the attention over whole samples."""
+    from twinbot.tokens import Row, row_samples
 
-    shape = plan.ModelShape(body_params=0, head_params=0, lora_params=0, layers=2, attention_dim=8)
+    shape = plan.ModelShape(body_params=5, head_params=0, lora_params=0, layers=2, attention_dim=8)
     rows = [
         Row(input_ids=[1] * 6, target_ids=[-100] * 6, position_ids=[0, 1, 2, 0, 1, 0]),  # samples 3, 2, 1
         Row(input_ids=[1] * 4, target_ids=[-100] * 4, position_ids=[0, 1, 2, 3]),
     ]
-    assert [plan.sample_lengths(row) for row in rows] == [[3, 2, 1], [4]]
+    assert [[len(sample) for sample in row_samples(row)] for row in rows] == [[3, 2, 1], [4]]
     forward = 2 * shape.layers * shape.attention_dim  # per attended (query, key) pair, causal-halved
-    assert plan.epoch_flops(shape, [rows], False, train=False) == forward * 2 * 6 * 6
-    assert plan.epoch_flops(shape, [rows], False, False, per_sample_attention=True) == forward * (
-        9 + 4 + 1 + 16
-    )
+    linear = 2 * shape.body_params  # per token
+    assert plan.epoch_flops(shape, [rows], False, train=False) == linear * 12 + forward * 2 * 6 * 6
+    per_sample_attention = forward * (9 + 4 + 1 + 16)
+    assert plan.epoch_flops(shape, [rows], False, False, "flat") == linear * 10 + per_sample_attention
+    # the samples of 2 and 4 tokens share 1 and 3 tokens with the first (each keeps its last token)
+    assert plan.epoch_flops(shape, [rows], False, False, "shared_prefix") == linear * 6 + per_sample_attention
 
 
 def test_a_run_in_several_processes_is_planned_as_train_runs_it(tiny_model_dir: Path, tmp_path: Path) -> None:

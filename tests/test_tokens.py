@@ -26,6 +26,8 @@ from twinbot.tokens import (
     one_sample_rows,
     pack_rows,
     plain_text,
+    row_samples,
+    shared_prefix_row,
     tokenize_sample,
     tokenize_samples,
 )
@@ -320,9 +322,37 @@ def test_collate_pads_as_its_own_sequence() -> None:
         [9, IGNORE_INDEX, IGNORE_INDEX, IGNORE_INDEX],
     ]
     assert batch.position_ids.tolist() == [[0, 1, 0, 1], [0, 1, 0, 1]]
-    assert (batch.num_supervised, batch.num_tokens) == (3, 6)
+    assert (batch.num_supervised, batch.num_tokens, batch.computed_tokens) == (3, 6, 6)
     with pytest.raises(ValueError):
         collate([], pad_id=2)
+
+
+def test_shared_prefix_row_leaves_out_what_later_samples_share_with_the_first() -> None:
+    first = TokenizedSample([1, 2, 3, 4, 5], [IGNORE_INDEX, IGNORE_INDEX, 4, 5, IGNORE_INDEX])
+    rows = [
+        *pack_rows(
+            [first, TokenizedSample([1, 2, 3, 9], [IGNORE_INDEX, IGNORE_INDEX, 9, IGNORE_INDEX])], 100
+        ),
+        *pack_rows(
+            [
+                TokenizedSample([1, 2, 8], [IGNORE_INDEX, IGNORE_INDEX, IGNORE_INDEX]),  # shares 2 of 3
+                TokenizedSample([1, 2], [IGNORE_INDEX, IGNORE_INDEX]),  # keeps its last token
+                TokenizedSample([7, 1, 2], [IGNORE_INDEX, IGNORE_INDEX, IGNORE_INDEX]),  # shares nothing
+            ],
+            100,
+        ),
+    ]
+    assert [len(row_samples(row)) for row in rows] == [2, 3]
+    shared = shared_prefix_row(rows)
+    # the second sample shares [1, 2] only: position 2 predicts a supervised token
+    assert shared.input_ids == [1, 2, 3, 4, 5, 3, 9, 8, 2, 7, 1, 2]
+    assert shared.position_ids == [0, 1, 2, 3, 4, 2, 3, 2, 1, 0, 1, 2]
+    assert shared.target_ids[:7] == [IGNORE_INDEX, IGNORE_INDEX, 4, 5, IGNORE_INDEX, 9, IGNORE_INDEX]
+    assert set(shared.target_ids[7:]) == {IGNORE_INDEX}
+    # every supervised target is kept
+    assert sum(t != IGNORE_INDEX for t in shared.target_ids) == sum(
+        t != IGNORE_INDEX for row in rows for t in row.target_ids
+    )
 
 
 # --- exactness of packed rows on the tiny model -------------------------------------------------------

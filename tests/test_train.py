@@ -259,12 +259,12 @@ def _rows_and_model(model_dir: Path, packing: bool) -> tuple[list[Any], Any, int
 
 def test_supervised_only_logits_match_the_full_logits_loss(tiny_model_dir: Path) -> None:
     rows, model, pad_id = _rows_and_model(tiny_model_dir, packing=True)
-    batch = train.make_batch(rows[:3], pad_id, torch.device("cpu"), flatten=False)
+    batch = train.make_batch(rows[:3], pad_id, torch.device("cpu"), layout="rows")
     assert len(rows) >= 2 and batch.input_ids.shape[0] == min(3, len(rows))
     with torch.no_grad():
         kept = train.forward_loss(model, batch)
         flat = train.forward_loss(
-            model, train.make_batch(rows[:3], pad_id, torch.device("cpu"), flatten=True)
+            model, train.make_batch(rows[:3], pad_id, torch.device("cpu"), layout="flat")
         )
         # use_cache=False: with a cache transformers would not see the packed samples' boundaries
         logits = model(input_ids=batch.input_ids, position_ids=batch.position_ids, use_cache=False).logits
@@ -275,14 +275,38 @@ def test_supervised_only_logits_match_the_full_logits_loss(tiny_model_dir: Path)
     torch.testing.assert_close(flat, full, rtol=1e-5, atol=1e-4)
 
 
+def test_samples_that_share_their_system_prompt_compute_it_once_with_the_same_loss(
+    tiny_model_dir: Path,
+) -> None:
+    """The fixture's samples all begin with the persona's system prompt: the `shared_prefix` layout computes
+    it once per micro-batch and gives the loss of every sample computed alone."""
+    from twinbot.attention import PACKED_SDPA
+    from twinbot.model import load_model
+
+    single_rows, _, pad_id = _rows_and_model(tiny_model_dir, packing=False)
+    model = load_model(str(tiny_model_dir), torch.float32, PACKED_SDPA, "cpu")
+    model.config.use_cache = False
+    cpu = torch.device("cpu")
+    shared = train.make_batch(single_rows[:4], pad_id, cpu, layout="shared_prefix")
+    assert shared.num_tokens == sum(len(row) for row in single_rows[:4])
+    assert shared.computed_tokens == shared.input_ids.shape[1] <= shared.num_tokens - 3 * 10
+    with torch.no_grad():
+        together = train.forward_loss(model, shared)
+        apart = sum(
+            train.forward_loss(model, train.make_batch([row], pad_id, cpu, layout="rows"))
+            for row in single_rows[:4]
+        )
+    torch.testing.assert_close(together, apart, rtol=1e-5, atol=1e-4)
+
+
 def test_packed_samples_do_not_attend_to_each_other(tiny_model_dir: Path) -> None:
     """A packed row's loss is the sum of its samples' losses computed one by one."""
     single_rows, model, pad_id = _rows_and_model(tiny_model_dir, packing=False)
-    packed = train.make_batch(single_rows[:4], pad_id, torch.device("cpu"), flatten=True)
+    packed = train.make_batch(single_rows[:4], pad_id, torch.device("cpu"), layout="flat")
     with torch.no_grad():
         together = train.forward_loss(model, packed)
         apart = sum(
-            train.forward_loss(model, train.make_batch([row], pad_id, torch.device("cpu"), flatten=False))
+            train.forward_loss(model, train.make_batch([row], pad_id, torch.device("cpu"), layout="rows"))
             for row in single_rows[:4]
         )
     torch.testing.assert_close(together, apart, rtol=1e-5, atol=1e-4)

@@ -7,10 +7,13 @@ restarts, gathers the samples into buckets of equal padded length (multiples of 
 attention once per bucket and scatters the outputs back. Per bucket that is sdpa on GPUs and for fp32, and
 `bucket_attention` (explicit 16-bit matmuls, fp32 softmax) for short buckets of 16-bit inputs on CPU, where
 the flash kernel is slow. Padding sits at the end of each sample, after every real token, so causal
-attention never lets a real query see it; its outputs are dropped and get no gradient.
+attention never lets a real query see it; its outputs are dropped and get no gradient. A sample whose
+position ids start at p > 0 left out the p tokens it shares with its row's first sample
+(`twinbot.tokens.shared_prefix_row`): those go into its bucket slot ahead of it.
 
 Use it with `attn_implementation=PACKED_SDPA` (`register()` makes it known to transformers, which then
-builds no mask), `position_ids` that restart at 0 at every sample, and `use_cache=False`. Training only: it
+builds no mask), `position_ids` that restart at 0 at every sample (or continue the row's first sample),
+and `use_cache=False`. Training only: it
 refuses calls whose queries and keys differ in length (generation with a KV cache).
 """
 
@@ -41,25 +44,49 @@ class PackedLayout:
 
 
 def packed_layout(position_ids: torch.Tensor) -> PackedLayout:
-    """Samples start where the position ids restart at 0 (and at every row start)."""
+    """Samples start at every row start and wherever the position ids do not go on by one: at a restart
+    from 0, or at a sample that leaves out the first p tokens it shares with its row's first sample
+    (`twinbot.tokens.shared_prefix_row`). Such a sample attends to the row's first p tokens as to its own
+    beginning: they go into its bucket ahead of it, and only its own outputs are kept."""
     rows, row_length = position_ids.shape
     total = rows * row_length
-    starts = set((position_ids.reshape(-1) == 0).nonzero().flatten().tolist())
-    starts.update(range(0, total, row_length))
-    bounds = [*sorted(starts), total]
-    segments = [(start, end - start) for start, end in itertools.pairwise(bounds)]
+    flat = position_ids.reshape(-1)
+    breaks = torch.ones(total, dtype=torch.bool, device=flat.device)
+    breaks[1:] = flat[1:] != flat[:-1] + 1
+    breaks[::row_length] = True
+    bounds = [*breaks.nonzero().flatten().tolist(), total]
+    first_positions = flat[bounds[:-1]].tolist()
 
-    by_size: dict[int, list[tuple[int, int]]] = {}
-    for start, length in segments:
-        by_size.setdefault(-(-length // BUCKET_TOKENS) * BUCKET_TOKENS, []).append((start, length))
+    segments = []  # (start, length, shared): `shared` tokens from the row's start come first
+    row_first_length = 0
+    for (start, end), position in zip(itertools.pairwise(bounds), first_positions, strict=True):
+        at_row_start = start % row_length == 0
+        shared = 0 if at_row_start else position
+        if at_row_start:
+            row_first_length = end - start if position == 0 else 0
+        elif shared > row_first_length:
+            raise RuntimeError(
+                f"a packed sample starts at position {shared}, but its row does not begin with the {shared} "
+                f"tokens it would share (position ids must restart at 0 or continue the row's first sample)"
+            )
+        segments.append((start, end - start, shared))
+
+    by_size: dict[int, list[tuple[int, int, int]]] = {}
+    for start, length, shared in segments:
+        by_size.setdefault(-(-(shared + length) // BUCKET_TOKENS) * BUCKET_TOKENS, []).append(
+            (start, length, shared)
+        )
     buckets: list[tuple[int, torch.Tensor]] = []
     inverse = [0] * total
     offset = 0  # where the current bucket's outputs begin in the concatenated outputs
     for size in sorted(by_size):
         members = by_size[size]
-        gather = [min(start + i, total - 1) for start, _ in members for i in range(size)]
-        for slot, (start, length) in enumerate(members):
-            base = offset + slot * size
+        gather: list[int] = []
+        for slot, (start, length, shared) in enumerate(members):
+            row_start = start - start % row_length
+            gather.extend(range(row_start, row_start + shared))
+            gather.extend(min(start + i, total - 1) for i in range(size - shared))
+            base = offset + slot * size + shared
             inverse[start : start + length] = range(base, base + length)
         buckets.append((size, torch.tensor(gather, device=position_ids.device)))
         offset += len(members) * size

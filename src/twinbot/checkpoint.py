@@ -39,6 +39,7 @@ class TrainState:
     epoch: int = 0
     tokens_seen: int = 0
     supervised_tokens: int = 0
+    computed_tokens: int = 0  # fewer than tokens_seen where samples share a beginning (train.make_batch)
     elapsed_seconds: float = 0.0
     nonfinite_in_a_row: int = 0
     train_loss: float | None = None

@@ -18,8 +18,9 @@ from twinbot.fileio import atomic_file, make_user_only
 class MetricsRow:
     step: int
     epoch: float
-    tokens: int
+    tokens: int  # the samples' tokens trained on
     supervised_tokens: int
+    computed_tokens: int  # the tokens the model ran: fewer than `tokens` where samples share a beginning
     train_loss: float | None
     eval_loss: float | None
     eval_ppl: float | None
@@ -88,6 +89,7 @@ def read_metrics(path: Path) -> list[MetricsRow]:
                         epoch=float(record["epoch"]),
                         tokens=int(record["tokens"]),
                         supervised_tokens=int(record["supervised_tokens"]),
+                        computed_tokens=int(record.get("computed_tokens") or record["tokens"]),
                         train_loss=_optional_float(record["train_loss"]),
                         eval_loss=_optional_float(record["eval_loss"]),
                         eval_ppl=_optional_float(record["eval_ppl"]),

@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import gc
-import itertools
 import math
 import os
 import re
@@ -38,10 +37,21 @@ from pydantic import BaseModel, ConfigDict, computed_field
 from twinbot import workers
 from twinbot.config import PRESETS, TrainConfig, resolve_train_config
 from twinbot.errors import TwinbotError, one_line
-from twinbot.tokens import IGNORE_INDEX, Row, TokenizedSample, load_samples, one_sample_rows, pack_rows
+from twinbot.tokens import (
+    IGNORE_INDEX,
+    Row,
+    TokenizedSample,
+    load_samples,
+    one_sample_rows,
+    pack_rows,
+    row_samples,
+    shared_prefix_row,
+)
 
 if TYPE_CHECKING:
     from accelerate import Accelerator
+
+    from twinbot.train import BatchLayout
 
 PRESET_ORDER: tuple[str, ...] = tuple(PRESETS)
 DEFAULT_CALIBRATE_SECONDS = 60.0
@@ -266,11 +276,13 @@ class Calibration(BaseModel):
         return max(0.0, self.warmup_seconds - self.warmup_tokens * self.seconds_per_token)
 
 
-def run_micro_batch(model: Any, rows: list[Row], pad_id: int, accelerator: Accelerator, flatten: bool) -> int:
+def run_micro_batch(
+    model: Any, rows: list[Row], pad_id: int, accelerator: Accelerator, layout: BatchLayout
+) -> int:
     """Forward + backward of one micro-batch exactly as `train.fit` does it; returns its real token count."""
     from twinbot.train import forward_loss, make_batch
 
-    batch = make_batch(rows, pad_id, accelerator.device, flatten)
+    batch = make_batch(rows, pad_id, accelerator.device, layout)
     loss = forward_loss(model, batch)
     accelerator.backward(loss / max(batch.num_supervised, 1))
     return batch.num_tokens
@@ -384,9 +396,9 @@ def calibrate(
     try:
         with peak:
             started = time.perf_counter()
-            peft_model, flatten = load_training_model(config, accelerator.device, precision)
+            peft_model, layout = load_training_model(config, accelerator.device, precision)
             if config.batch_size == "auto":
-                micro_batch = auto_batch_size(peft_model, rows, accelerator, pad_id, flatten)
+                micro_batch = auto_batch_size(peft_model, rows, accelerator, pad_id, layout)
             else:
                 micro_batch = config.batch_size
             result.micro_batch = micro_batch
@@ -407,7 +419,7 @@ def calibrate(
                 micro_batch,
                 pad_id,
                 accelerator,
-                flatten,
+                layout,
                 stop,
             )
             result.checkpoint_seconds = _time_checkpoint(peft_model, optimizer, scheduler, accelerator)
@@ -450,7 +462,7 @@ def _measure(
     micro_batch: int,
     pad_id: int,
     accelerator: Accelerator,
-    flatten: bool,
+    layout: BatchLayout,
     stop: Any = None,
 ) -> None:
     from twinbot.train import TrainData, any_process, evaluate
@@ -489,7 +501,7 @@ def _measure(
 
     # warm-up (not timed): the largest micro-batch first, an optimizer step, then until the warm-up share
     while True:
-        result.warmup_tokens += run_micro_batch(model, next_batch(), pad_id, accelerator, flatten)
+        result.warmup_tokens += run_micro_batch(model, next_batch(), pad_id, accelerator, layout)
         result.warmup_micro_batches += 1
         if result.warmup_micro_batches == 1:
             optimizer_step()
@@ -501,7 +513,7 @@ def _measure(
 
     timed_start = time.perf_counter()
     while True:
-        result.train_tokens += run_micro_batch(model, next_batch(), pad_id, accelerator, flatten)
+        result.train_tokens += run_micro_batch(model, next_batch(), pad_id, accelerator, layout)
         result.train_micro_batches += 1
         pending += 1
         if pending == config.gradient_accumulation_steps:
@@ -520,11 +532,11 @@ def _measure(
     eval_batches = [chunks[i] for i in spread_order([sum(len(r.input_ids) for r in c) for c in chunks])]
     # an untimed warm-up unless the training part already used up its share (slow micro-batches)
     if len(eval_batches) > 1 and not past((TRAIN_SHARE + EVAL_SHARE) / 2):
-        evaluate(eval_model, eval_batches[0], micro_batch, pad_id, accelerator, flatten)
+        evaluate(eval_model, eval_batches[0], micro_batch, pad_id, accelerator, layout)
         eval_batches = eval_batches[1:]
     for batch in eval_batches:
         eval_start = time.perf_counter()
-        evaluate(eval_model, batch, micro_batch, pad_id, accelerator, flatten)
+        evaluate(eval_model, batch, micro_batch, pad_id, accelerator, layout)
         _sync(device)
         result.eval_seconds += time.perf_counter() - eval_start
         result.eval_tokens += sum(len(row.input_ids) for row in batch)
@@ -643,6 +655,7 @@ def measure_bookkeeping() -> Bookkeeping:
                 epoch=step / count,
                 tokens=step * 100,
                 supervised_tokens=step * 10,
+                computed_tokens=step * 80,
                 train_loss=2.0,
                 eval_loss=2.1,
                 eval_ppl=8.2,
@@ -806,26 +819,22 @@ def micro_batch_flops(
     return forward + backward + recompute
 
 
-def sample_lengths(row: Row) -> list[int]:
-    """The lengths of the samples packed into `row` (position ids restart at 0 at each)."""
-    starts = [i for i, position in enumerate(row.position_ids) if position == 0] or [0]
-    return [end - start for start, end in itertools.pairwise([*starts, len(row.position_ids)])]
-
-
 def epoch_flops(
     shape: ModelShape,
     batches: Sequence[Sequence[Row]],
     checkpointing: bool,
     train: bool,
-    per_sample_attention: bool = False,
+    layout: BatchLayout = "rows",
 ) -> float:
     total = 0.0
     for batch in batches:
-        if per_sample_attention:  # one padding-free row: no padding, attention within each sample
-            width, rows = sum(len(row.input_ids) for row in batch), 1
-            pairs = sum(length * length for row in batch for length in sample_lengths(row))
-        else:
+        if layout == "rows":
             width, rows, pairs = max(len(row.input_ids) for row in batch), len(batch), None
+        else:  # one padding-free row, attention within each sample (over all of it, shared beginning too)
+            shared = layout == "shared_prefix"
+            width = len(shared_prefix_row(batch)) if shared else sum(len(row) for row in batch)
+            rows = 1
+            pairs = sum(len(sample) ** 2 for row in batch for sample in row_samples(row))
         supervised = sum(supervised_count(row) for row in batch)
         total += micro_batch_flops(shape, width, rows, supervised, checkpointing, train, pairs)
     return total
@@ -880,20 +889,20 @@ def analytic_estimate(
 ) -> Estimate:
     """Rough: FLOPs of the run / this machine's matmul speed. Real training reaches only part of the matmul
     peak (small matrices, attention, optimizer, Python), so this usually comes out optimistic."""
-    from twinbot.train import VARIABLE_LENGTH_ATTENTION, TrainData, pick_attention
+    from twinbot.train import TrainData, batch_layout, pick_attention
 
     attention = pick_attention(
         config.attn_implementation, torch.device(device).type, _DTYPES[precision], config.packing
     )
-    per_sample = attention in VARIABLE_LENGTH_ATTENTION
+    layout = batch_layout(attention)
     batches = TrainData(list(rows), workload.micro_batch, 1, 1, config.seed).epoch_micro_batches(0)
     tokens_per_epoch = sum(len(row.input_ids) for row in rows)
-    per_epoch = epoch_flops(shape, batches, config.gradient_checkpointing, True, per_sample)
+    per_epoch = epoch_flops(shape, batches, config.gradient_checkpointing, True, layout)
     train_flops = per_epoch * workload.tokens / max(tokens_per_epoch, 1)
     eval_batches = [
         eval_rows[i : i + workload.micro_batch] for i in range(0, len(eval_rows), workload.micro_batch)
     ]
-    eval_flops = workload.evaluations * epoch_flops(shape, eval_batches, False, False, per_sample)
+    eval_flops = workload.evaluations * epoch_flops(shape, eval_batches, False, False, layout)
     speed = matmul_gflops(device, precision) * 1e9
     checkpoint_bytes = shape.lora_params * 12  # fp32 weights + AdamW's two moments
     return Estimate(

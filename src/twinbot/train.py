@@ -20,9 +20,9 @@ import signal
 import sys
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any, Literal, NoReturn
 
 import torch
 
@@ -53,6 +53,7 @@ from twinbot.tokens import (
     load_samples,
     one_sample_rows,
     pack_rows,
+    shared_prefix_row,
     tokenize_samples,
 )
 
@@ -61,6 +62,10 @@ if TYPE_CHECKING:
 
 # Attention that attends within each packed sample by itself, so a micro-batch can be one padding-free row.
 VARIABLE_LENGTH_ATTENTION = frozenset({"flash_attention_2", PACKED_SDPA})
+# How micro-batches reach the model (`make_batch`): padded rows; one padding-free row (attention that cuts
+# samples at position-id restarts); or one padding-free row whose samples share their common beginning
+# (`shared_prefix_row`, which only packed_sdpa understands).
+BatchLayout = Literal["rows", "flat", "shared_prefix"]
 MAX_NONFINITE_IN_A_ROW = 3
 CPU_AUTO_BATCH_SIZE = 4
 RUN_MARKER = "run.json"  # written first into every run folder: --overwrite only ever deletes run folders
@@ -87,6 +92,7 @@ class TrainSummary:
     steps: int
     tokens_seen: int
     supervised_tokens: int
+    computed_tokens: int  # the tokens the model ran (fewer than tokens_seen where samples share a beginning)
     tokens_per_second: float
     supervised_tokens_per_second: float
     wall_seconds: float
@@ -123,7 +129,7 @@ class Run:
     total_steps: int
     state: TrainState  # fresh, or restored from `resumed_from`
     resumed_from: Path | None
-    flatten: bool  # one padding-free row per micro-batch (flash-attention) instead of padded rows
+    layout: BatchLayout  # how `make_batch` lays out micro-batches for this model's attention
     compiled: bool  # the loop calls a torch.compile'd model
     model_spec: str  # the base model as the user named it (recorded in the adapter and summary)
     model_path: str  # where it was loaded from
@@ -179,13 +185,13 @@ def setup(config: TrainConfig, resume: bool, overwrite: bool, sources: dict[str,
         load_rows(eval_path, tokenizer, config, config.eval_max_samples) if eval_path.is_file() else []
     )
 
-    peft_model, flatten = load_training_model(config, accelerator.device, precision)
+    peft_model, layout = load_training_model(config, accelerator.device, precision)
     peft_model.peft_config["default"].base_model_name_or_path = model_spec
 
     if resumed is not None and config.batch_size == "auto":
         batch_size = int(resumed.fingerprint["batch_size"])  # the probe could pick differently this time
     elif config.batch_size == "auto":
-        batch_size = auto_batch_size(peft_model, train_rows, accelerator, tokenizer.pad_token_id, flatten)
+        batch_size = auto_batch_size(peft_model, train_rows, accelerator, tokenizer.pad_token_id, layout)
     else:
         batch_size = config.batch_size
     processes = accelerator.num_processes
@@ -239,7 +245,7 @@ def setup(config: TrainConfig, resume: bool, overwrite: bool, sources: dict[str,
         total_steps=total_steps,
         state=state,
         resumed_from=checkpoint,
-        flatten=flatten,
+        layout=layout,
         compiled=compiled,
         model_spec=model_spec,
         persona=PersonaInfo(system_prompt=system_prompt_from_samples(data_dir), base_model=model_spec),
@@ -270,6 +276,14 @@ def fit(run: Run, stop: Any = None) -> TrainSummary:
         f"{len(run.eval_rows)} eval rows; micro-batch {data.micro_batch} x accumulation "
         f"{config.gradient_accumulation_steps} x {accelerator.num_processes} process(es); {total_steps} steps",
     )
+    if run.layout == "shared_prefix" and accelerator.is_main_process:
+        micro_batches = data.epoch_micro_batches(0)
+        computed = sum(len(shared_prefix_row(rows)) for rows in micro_batches)
+        say(
+            accelerator,
+            f"shared beginnings: the samples of a micro-batch share their first tokens (the system prompt), "
+            f"computed once: {1 - computed / max(data.tokens, 1):.0%} fewer tokens to compute",
+        )
     if run.resumed_from is not None:
         say(accelerator, f"resuming from {run.resumed_from} (step {state.step} of {total_steps})")
     elif accelerator.is_main_process:  # the plan line (docs/plan.md): about a second, never raises
@@ -328,10 +342,11 @@ def fit(run: Run, stop: Any = None) -> TrainSummary:
             window_supervised = sum(count_supervised(rows) for rows in window)
             mine = window[rank::processes]
             loss_sum = torch.zeros((), device=accelerator.device)
+            computed = torch.zeros((), dtype=torch.long, device=accelerator.device)
             for index, rows in enumerate(mine):
                 if stop_requested(interrupt, accelerator):
                     break
-                batch = make_batch(rows, pad_id, accelerator.device, run.flatten)
+                batch = make_batch(rows, pad_id, accelerator.device, run.layout)
                 is_last = index == len(mine) - 1  # DDP syncs gradients on the last backward only
                 with contextlib.nullcontext() if is_last else accelerator.no_sync(model):
                     loss = forward_loss(model, batch)
@@ -339,6 +354,7 @@ def fit(run: Run, stop: Any = None) -> TrainSummary:
                     # sum over all its supervised tokens divided by their count.
                     accelerator.backward(loss * processes / window_supervised)
                 loss_sum += loss.detach()
+                computed += batch.computed_tokens
             if stop_requested(interrupt, accelerator):
                 optimizer.zero_grad(set_to_none=True)  # the unfinished step is dropped
                 bar.close()
@@ -355,6 +371,7 @@ def fit(run: Run, stop: Any = None) -> TrainSummary:
 
             grad_norm = float(accelerator.clip_grad_norm_(trainable, max_norm))
             step_loss = float(accelerator.reduce(loss_sum, "sum")) / window_supervised
+            state.computed_tokens += int(accelerator.reduce(computed, "sum"))
             scaler = accelerator.scaler
             finite = math.isfinite(step_loss) and (math.isfinite(grad_norm) or scaler is not None)
             if finite or scaler is not None:
@@ -396,7 +413,7 @@ def fit(run: Run, stop: Any = None) -> TrainSummary:
                     data.micro_batch,
                     pad_id,
                     accelerator,
-                    run.flatten,
+                    run.layout,
                 )
                 evaluated = True
             session_seconds = time.perf_counter() - session_start
@@ -407,6 +424,7 @@ def fit(run: Run, stop: Any = None) -> TrainSummary:
                         epoch=round(state.step / data.steps_per_epoch, 4),
                         tokens=state.tokens_seen,
                         supervised_tokens=state.supervised_tokens,
+                        computed_tokens=state.computed_tokens,
                         train_loss=logged_loss / logged_supervised if logged_supervised else None,
                         eval_loss=state.eval_loss if evaluated else None,
                         eval_ppl=perplexity(state.eval_loss) if evaluated else None,
@@ -436,6 +454,7 @@ def fit(run: Run, stop: Any = None) -> TrainSummary:
         steps=state.step,
         tokens_seen=state.tokens_seen,
         supervised_tokens=state.supervised_tokens,
+        computed_tokens=state.computed_tokens,
         tokens_per_second=round(state.tokens_seen / seconds, 2),
         supervised_tokens_per_second=round(state.supervised_tokens / seconds, 2),
         wall_seconds=round(state.elapsed_seconds, 3),
@@ -553,10 +572,11 @@ def keep_freed_memory() -> bool:
     )
 
 
-def load_training_model(config: TrainConfig, device: torch.device, precision: Precision) -> tuple[Any, bool]:
-    """The base model with LoRA applied, as training uses it; and whether micro-batches are flattened into
-    one padding-free row (attention that keeps packed samples apart without a mask, so padding is waste).
-    Also sets up the process's memory allocator for training (`keep_freed_memory`)."""
+def load_training_model(
+    config: TrainConfig, device: torch.device, precision: Precision
+) -> tuple[Any, BatchLayout]:
+    """The base model with LoRA applied, as training uses it, and the micro-batch layout its attention
+    takes (`batch_layout`). Also sets up the process's memory allocator for training (`keep_freed_memory`)."""
     from twinbot.fused_lora import fuse_lora_layers
     from twinbot.model import apply_lora, load_model
 
@@ -580,7 +600,15 @@ def load_training_model(config: TrainConfig, device: torch.device, precision: Pr
     if config.fused_lora and not compile_wanted(config, device.type):
         fuse_lora_layers(peft_model)
     last_layer.trim_last_layer(peft_model)
-    return peft_model, peft_model.config._attn_implementation in VARIABLE_LENGTH_ATTENTION
+    return peft_model, batch_layout(peft_model.config._attn_implementation)
+
+
+def batch_layout(attention: str) -> BatchLayout:
+    """packed_sdpa: one row with shared beginnings computed once; flash-attention: one padding-free row
+    (it keeps packed samples apart without a mask, so padding is waste); otherwise padded rows."""
+    if attention == PACKED_SDPA:
+        return "shared_prefix"
+    return "flat" if attention in VARIABLE_LENGTH_ATTENTION else "rows"
 
 
 def make_optimizer(trainable: list[torch.nn.Parameter], config: TrainConfig) -> torch.optim.Optimizer:
@@ -805,8 +833,11 @@ def pick_attention(setting: str, device_type: str, dtype: torch.dtype, packing: 
     return PACKED_SDPA if packing and device_type == "cpu" else "sdpa"
 
 
-def auto_batch_size(model: Any, rows: list[Row], accelerator: Accelerator, pad_id: int, flatten: bool) -> int:
-    """CPU: a fixed 4 rows. CUDA: the largest power of two of the longest row that survives forward+backward."""
+def auto_batch_size(
+    model: Any, rows: list[Row], accelerator: Accelerator, pad_id: int, layout: BatchLayout
+) -> int:
+    """CPU: a fixed 4 rows. CUDA: the largest power of two of the longest row that survives forward+backward
+    (copies of one row would share most of their tokens: probed without sharing)."""
     if accelerator.device.type != "cuda":
         return CPU_AUTO_BATCH_SIZE
     longest = max(rows, key=lambda row: len(row.input_ids))
@@ -816,7 +847,12 @@ def auto_batch_size(model: Any, rows: list[Row], accelerator: Accelerator, pad_i
         out_of_memory = False
         try:
             with accelerator.autocast():
-                batch = make_batch([longest] * size, pad_id, accelerator.device, flatten)
+                batch = make_batch(
+                    [longest] * size,
+                    pad_id,
+                    accelerator.device,
+                    "flat" if layout == "shared_prefix" else layout,
+                )
                 forward_loss(model, batch).backward()
         except torch.OutOfMemoryError:
             out_of_memory = True
@@ -904,21 +940,25 @@ def count_supervised(rows: list[Row]) -> int:
     return sum(sum(1 for t in row.target_ids if int(t) != IGNORE_INDEX) for row in rows)
 
 
-def make_batch(rows: list[Row], pad_id: int, device: torch.device, flatten: bool) -> Batch:
-    """Rows as [rows, longest] tensors padded at the end, or (flatten) as one padding-free row [1, total].
+def make_batch(rows: list[Row], pad_id: int, device: torch.device, layout: BatchLayout) -> Batch:
+    """Rows as [rows, longest] tensors padded at the end, or as one padding-free row [1, total] ("flat"),
+    or as one row whose samples leave out the beginning they share with the first ("shared_prefix":
+    `twinbot.tokens.shared_prefix_row`; `num_tokens` still counts every sample's tokens).
 
     Position ids restart at every packed sample, which makes transformers' attention block-diagonal; the
     padding tail gets positions of its own, so no real token sees it.
     """
-    if flatten:
-        rows = [
-            Row(
-                input_ids=[t for row in rows for t in row.input_ids],
-                target_ids=[t for row in rows for t in row.target_ids],
-                position_ids=[t for row in rows for t in row.position_ids],
-            )
-        ]
-    return collate(rows, pad_id).to(device)
+    if layout == "rows":
+        return collate(rows, pad_id).to(device)
+    if layout == "shared_prefix":
+        batch = collate([shared_prefix_row(rows)], pad_id)
+        return replace(batch, num_tokens=sum(len(row) for row in rows)).to(device)
+    flat = Row(
+        input_ids=[t for row in rows for t in row.input_ids],
+        target_ids=[t for row in rows for t in row.target_ids],
+        position_ids=[t for row in rows for t in row.position_ids],
+    )
+    return collate([flat], pad_id).to(device)
 
 
 # --- loss and evaluation -----------------------------------------------------------------------------------
@@ -944,7 +984,7 @@ def forward_loss(model: Any, batch: Batch) -> torch.Tensor:
 
 @torch.no_grad()
 def evaluate(
-    model: Any, rows: list[Row], micro_batch: int, pad_id: int, accelerator: Accelerator, flatten: bool
+    model: Any, rows: list[Row], micro_batch: int, pad_id: int, accelerator: Accelerator, layout: BatchLayout
 ) -> float:
     """Mean loss per supervised eval token, over all processes (each takes every P-th micro-batch).
     `model` is the PEFT model itself (no DDP, no torch.compile), in the run's mixed precision."""
@@ -952,7 +992,7 @@ def evaluate(
     totals = torch.zeros(2, dtype=torch.float64, device=accelerator.device)
     batches = [rows[i : i + micro_batch] for i in range(0, len(rows), micro_batch)]
     for batch_rows in batches[accelerator.process_index :: accelerator.num_processes]:
-        batch = make_batch(batch_rows, pad_id, accelerator.device, flatten)
+        batch = make_batch(batch_rows, pad_id, accelerator.device, layout)
         with accelerator.autocast():
             totals[0] += forward_loss(model, batch).double()
         totals[1] += batch.num_supervised
