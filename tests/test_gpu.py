@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from test_attention import SAMPLE_LENGTHS, random_rows
+from test_attention import SAMPLE_LENGTHS, computed_places, random_rows, shared_beginning_rows
 from test_fused_lora import lora_model
 from test_train import assert_same_adapter, make_config, train_only_data
 from twinbot import train
@@ -26,6 +26,7 @@ from twinbot.checkpoint import latest_checkpoint, list_checkpoints, read_state
 from twinbot.config import TrainConfig
 from twinbot.fused_lora import fuse_lora_layers
 from twinbot.model import load_model
+from twinbot.tokens import Row
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
@@ -41,9 +42,13 @@ def train_on_cuda(config: TrainConfig, resume: bool = False) -> train.TrainSumma
 
 
 def cuda_logits(
-    model_dir: Path, attention: str, dtype: torch.dtype, layout: train.BatchLayout
+    model_dir: Path,
+    attention: str,
+    dtype: torch.dtype,
+    layout: train.BatchLayout,
+    rows: list[Row] | None = None,
 ) -> torch.Tensor:
-    rows = random_rows(SAMPLE_LENGTHS)
+    rows = rows or random_rows(SAMPLE_LENGTHS)
     model = load_model(str(model_dir), dtype, attention, CUDA)
     model.config.use_cache = False
     batch = train.make_batch(rows, 0, CUDA, layout)
@@ -65,6 +70,13 @@ def test_packed_rows_on_cuda_equal_the_cpu_reference(tiny_model_dir: Path, atten
         torch.testing.assert_close(
             cuda_logits(tiny_model_dir, attention, torch.float32, layout="flat"),
             reference,
+            rtol=1e-4,
+            atol=1e-4,
+        )
+        shared_rows = shared_beginning_rows()
+        torch.testing.assert_close(
+            cuda_logits(tiny_model_dir, attention, torch.float32, "shared_prefix", shared_rows),
+            logits(load(tiny_model_dir, "sdpa"), shared_rows, layout="rows")[computed_places(shared_rows)],
             rtol=1e-4,
             atol=1e-4,
         )
