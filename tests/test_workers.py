@@ -256,6 +256,23 @@ def test_a_process_that_dies_ends_the_others_and_the_run_says_so(
 
 
 @needs_gloo
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+def test_processes_whose_parent_is_killed_stop_with_a_checkpoint(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    """Killing `twinbot train` itself (SIGKILL: no handler runs) must not leave its processes training on."""
+    _, run, process = _start_endless_run(tiny_model_dir, tmp_path, steps_done=2)
+    trainers = [p for p in psutil.Process(process.pid).children() if "spawn_main" in " ".join(p.cmdline())]
+    assert len(trainers) == 2
+    os.kill(process.pid, signal.SIGKILL)  # the parent only, not its process group
+    process.communicate(timeout=180)  # the pipes close once the processes have exited too
+    _, alive = psutil.wait_procs(trainers, timeout=30)
+    assert not alive
+    checkpoints = list_checkpoints(run)
+    assert len(checkpoints) == 1 and read_state(checkpoints[0]).step >= 2
+
+
+@needs_gloo
 def test_an_error_in_the_processes_is_one_line_and_writes_nothing(
     tiny_model_dir: Path, tmp_path: Path
 ) -> None:
