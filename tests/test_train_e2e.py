@@ -49,6 +49,10 @@ def test_embedded_model_short_run_gives_an_adapter_that_changes_the_logits(
     recorded = json.loads((run / "summary.json").read_text())
     assert recorded["base_model"] == EMBEDDED_MODEL
     assert recorded["torch_compile"] is train.compile_wanted(config, "cpu")
+    # packed_sdpa computes the system prompt the fixture's samples begin with once per micro-batch
+    assert 0 < recorded["computed_tokens"] < recorded["tokens_seen"]
+    metrics = (run / "metrics.csv").read_text().splitlines()
+    assert metrics[0].split(",")[4] == "computed_tokens"
 
     tokenizer = AutoTokenizer.from_pretrained(run / "adapter")
     prompt = [{"role": "user", "content": "are you coming tonight?"}]

@@ -277,13 +277,13 @@ def fit(run: Run, stop: Any = None) -> TrainSummary:
         f"{config.gradient_accumulation_steps} x {accelerator.num_processes} process(es); {total_steps} steps",
     )
     if run.layout == "shared_prefix" and accelerator.is_main_process:
-        micro_batches = data.epoch_micro_batches(0)
-        computed = sum(len(shared_prefix_row(rows)) for rows in micro_batches)
-        say(
-            accelerator,
-            f"shared beginnings: the samples of a micro-batch share their first tokens (the system prompt), "
-            f"computed once: {1 - computed / max(data.tokens, 1):.0%} fewer tokens to compute",
-        )
+        computed = sum(len(shared_prefix_row(rows)) for rows in data.epoch_micro_batches(0))
+        if computed < data.tokens:
+            say(
+                accelerator,
+                f"shared beginnings: the samples of a micro-batch share their first tokens (the system "
+                f"prompt), computed once: {1 - computed / data.tokens:.0%} fewer tokens to compute",
+            )
     if run.resumed_from is not None:
         say(accelerator, f"resuming from {run.resumed_from} (step {state.step} of {total_steps})")
     elif accelerator.is_main_process:  # the plan line (docs/plan.md): about a second, never raises
