@@ -197,6 +197,11 @@ def _metrics_lines(run: Path) -> int:
     return len(path.read_text().splitlines()) if path.is_file() else 0
 
 
+def _training_processes(process: subprocess.Popen[str]) -> list[psutil.Process]:
+    """The processes `twinbot train` (`process`) started to train in (multiprocessing's spawned children)."""
+    return [p for p in psutil.Process(process.pid).children() if "spawn_main" in " ".join(p.cmdline())]
+
+
 def _start_endless_run(
     model: Path, tmp_path: Path, steps_done: int
 ) -> tuple[Path, Path, subprocess.Popen[str]]:
@@ -245,7 +250,7 @@ def test_a_process_that_dies_ends_the_others_and_the_run_says_so(
     tiny_model_dir: Path, tmp_path: Path
 ) -> None:
     _, _, process = _start_endless_run(tiny_model_dir, tmp_path, steps_done=1)
-    trainers = [p for p in psutil.Process(process.pid).children() if "spawn_main" in " ".join(p.cmdline())]
+    trainers = _training_processes(process)
     trainers[1].kill()  # as the kernel's out-of-memory killer would
     _, err = process.communicate(timeout=120)
     assert process.returncode == 2
@@ -262,7 +267,7 @@ def test_processes_whose_parent_is_killed_stop_with_a_checkpoint(
 ) -> None:
     """Killing `twinbot train` itself (SIGKILL: no handler runs) must not leave its processes training on."""
     _, run, process = _start_endless_run(tiny_model_dir, tmp_path, steps_done=2)
-    trainers = [p for p in psutil.Process(process.pid).children() if "spawn_main" in " ".join(p.cmdline())]
+    trainers = _training_processes(process)
     assert len(trainers) == 2
     os.kill(process.pid, signal.SIGKILL)  # the parent only, not its process group
     process.communicate(timeout=180)  # the pipes close once the processes have exited too
