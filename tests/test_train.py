@@ -19,6 +19,7 @@ import torch
 from safetensors.torch import load_file
 
 from twinbot import train
+from twinbot.attention import PACKED_SDPA
 from twinbot.checkpoint import latest_checkpoint, list_checkpoints, read_state
 from twinbot.config import ENV_KEYS, TrainConfig
 from twinbot.errors import TwinbotError
@@ -275,38 +276,25 @@ def test_supervised_only_logits_match_the_full_logits_loss(tiny_model_dir: Path)
     torch.testing.assert_close(flat, full, rtol=1e-5, atol=1e-4)
 
 
-def test_samples_that_share_their_system_prompt_compute_it_once_with_the_same_loss(
-    tiny_model_dir: Path,
+@pytest.mark.parametrize(("attention", "layout"), [("sdpa", "flat"), (PACKED_SDPA, "shared_prefix")])
+def test_packed_samples_do_not_attend_to_each_other(
+    tiny_model_dir: Path, attention: str, layout: train.BatchLayout
 ) -> None:
-    """The fixture's samples all begin with the persona's system prompt: the `shared_prefix` layout computes
-    it once per micro-batch and gives the loss of every sample computed alone."""
-    from twinbot.attention import PACKED_SDPA
+    """A packed micro-batch's loss is the sum of its samples' losses computed one by one. The fixture's
+    samples all begin with the persona's system prompt: `shared_prefix` computes it once per micro-batch."""
     from twinbot.model import load_model
 
     single_rows, _, pad_id = _rows_and_model(tiny_model_dir, packing=False)
-    model = load_model(str(tiny_model_dir), torch.float32, PACKED_SDPA, "cpu")
-    model.config.use_cache = False
+    model = load_model(str(tiny_model_dir), torch.float32, attention, "cpu")
     cpu = torch.device("cpu")
-    shared = train.make_batch(single_rows[:4], pad_id, cpu, layout="shared_prefix")
-    assert shared.num_tokens == sum(len(row) for row in single_rows[:4])
-    assert shared.computed_tokens == shared.input_ids.shape[1] <= shared.num_tokens - 3 * 10
-    with torch.no_grad():
-        together = train.forward_loss(model, shared)
-        apart = sum(
-            train.forward_loss(model, train.make_batch([row], pad_id, cpu, layout="rows"))
-            for row in single_rows[:4]
-        )
-    torch.testing.assert_close(together, apart, rtol=1e-5, atol=1e-4)
-
-
-def test_packed_samples_do_not_attend_to_each_other(tiny_model_dir: Path) -> None:
-    """A packed row's loss is the sum of its samples' losses computed one by one."""
-    single_rows, model, pad_id = _rows_and_model(tiny_model_dir, packing=False)
-    packed = train.make_batch(single_rows[:4], pad_id, torch.device("cpu"), layout="flat")
+    packed = train.make_batch(single_rows[:4], pad_id, cpu, layout)
+    assert packed.num_tokens == sum(len(row) for row in single_rows[:4])
+    if layout == "shared_prefix":
+        assert packed.computed_tokens == packed.input_ids.shape[1] <= packed.num_tokens - 3 * 10
     with torch.no_grad():
         together = train.forward_loss(model, packed)
         apart = sum(
-            train.forward_loss(model, train.make_batch([row], pad_id, torch.device("cpu"), layout="rows"))
+            train.forward_loss(model, train.make_batch([row], pad_id, cpu, layout="rows"))
             for row in single_rows[:4]
         )
     torch.testing.assert_close(together, apart, rtol=1e-5, atol=1e-4)
