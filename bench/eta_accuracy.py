@@ -34,8 +34,8 @@ try:
 except ImportError:
     sys.path.insert(0, str(REPO_ROOT / "src"))
 
-from twinbot.config import ENV_KEYS, PRESETS, TrainConfig, resolve_train_config  # noqa: E402
 from twinbot.errors import TwinbotError  # noqa: E402
+from twinbot.finetune.config import ENV_KEYS, PRESETS, TrainConfig, resolve_train_config  # noqa: E402
 
 TARGET_ERROR = 0.10
 
@@ -133,7 +133,7 @@ def samples_for(args: argparse.Namespace, preset: str, base: Path) -> int:
     The run's time for N samples: setup + N x train seconds per sample + its evaluations and checkpoints
     (about 10 of each once there are 10 steps or more), with the sizing calibration's rates.
     """
-    from twinbot.plan import cadence, events, make_plan, optimizer_steps
+    from twinbot.finetune.plan import cadence, events, make_plan, optimizer_steps
 
     config = config_for(preset, base, args.model, args.eval_samples)
     plan = make_plan(config, base, calibrate_seconds=args.sizing_seconds)
@@ -172,7 +172,7 @@ def train_env() -> dict[str, str]:
 
 
 def run_preset(args: argparse.Namespace, preset: str, base: Path, workdir: Path) -> Result:
-    from twinbot.plan import make_plan, render
+    from twinbot.finetune.plan import make_plan, render
 
     samples = samples_for(args, preset, base)
     data_dir = workdir / f"data-{preset}"

@@ -4,8 +4,8 @@ Writes a DiscordChatExporter JSON export and a WhatsApp Android .txt export of N
 1,000,000; the phrase banks of examples/generate_sample.py, scaled up), then measures, each in a fresh
 Python process so the peak RSS belongs to that run alone:
 
-  parse    every record of `twinbot.sources.parse_path(file)` consumed (what `twinbot parse` reads)
-  prepare  `twinbot.prepare.run_prepare` for the persona Juno (what `twinbot prepare --me Juno` does),
+  parse    every record of `twinbot.data.sources.parse_path(file)` consumed (what `twinbot parse` reads)
+  prepare  `twinbot.data.prepare.run_prepare` for the persona Juno (what `twinbot prepare --me Juno` does),
            outputs written to a scratch folder and removed afterwards
 
 and prints a table (plus `--json PATH`) next to the targets: parse >= 100,000 messages/s, a full prepare
@@ -135,13 +135,13 @@ def worker(kind: str, fmt: str, path: Path, scratch: Path, result: Path) -> None
     if importlib.util.find_spec("twinbot") is None:  # a checkout without `pip install -e .`
         sys.path.insert(0, str(ROOT / "src"))
     if kind == "parse":
-        from twinbot.sources import parse_path
+        from twinbot.data.sources import parse_path
 
         started = time.perf_counter()
         records = sum(1 for _ in parse_path(path))
         seconds = time.perf_counter() - started
     else:
-        from twinbot.prepare import PrepareOptions, run_prepare
+        from twinbot.data.prepare import PrepareOptions, run_prepare
 
         out = scratch / f"prepare-{fmt}"
         started = time.perf_counter()

@@ -40,8 +40,8 @@ except ImportError:
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from twinbot.data.records import ChatTurn  # noqa: E402
 from twinbot.errors import TwinbotError  # noqa: E402
-from twinbot.records import ChatTurn  # noqa: E402
 
 PROMPT = "Tell me a long story about a lighthouse keeper and a lost dog, with lots of detail."
 
@@ -215,8 +215,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     import torch
 
-    from twinbot.inference import build_prompt_ids, load_for_inference, with_system_prompt
-    from twinbot.serve import ServerThread, create_app
+    from twinbot.bot.generate import build_prompt_ids, load_for_inference, with_system_prompt
+    from twinbot.bot.serve import ServerThread, create_app
 
     lm = load_for_inference(args.model, device=args.device)
     turns = with_system_prompt(lm, [ChatTurn("user", PROMPT)])

@@ -9,7 +9,7 @@ by ~25%) and gets a warm-up, then a fixed wall-time budget; tokens/s come from e
 trained on; "supervised" tokens have a loss (twinbot: the final reply only; SFTTrainer's defaults: every
 token), so the tokens/s ratio is the like-for-like comparison: the same samples in less time. "computed"
 tokens are those the model ran: twinbot's `fast` computes the beginning the samples of a micro-batch share
-(the system prompt) once (`twinbot.tokens.shared_prefix_row`), so it computes fewer tokens than it trains
+(the system prompt) once (`twinbot.finetune.rows.shared_prefix_row`), so it computes fewer tokens than it trains
 on; the fraction of the ceiling is taken from computed tokens, so sharing does not inflate it.
 
 Ceiling: this machine's dense 16-bit matmul speed (2048^3 products, measured here) divided by the FLOPs of a
@@ -172,8 +172,8 @@ def run_twinbot(
     """A sizing run of at least `warmup_steps` + 1 micro-batches measures the step time; the timed run gets
     enough steps to fill `seconds` after its first step, and its metrics.csv gives the numbers from the end
     of that first step (which holds torch.compile's compilation and first-call costs) to the end of the run."""
-    from twinbot.config import PRESETS
-    from twinbot.metrics import read_metrics
+    from twinbot.finetune.config import PRESETS
+    from twinbot.finetune.metrics import read_metrics
 
     preset, compiled = split_run_name(name)
     accumulation = int(PRESETS[preset]["gradient_accumulation_steps"])
@@ -215,7 +215,7 @@ def split_run_name(name: str) -> tuple[str, bool | None]:
 
 
 def preset_config(preset: str, **settings: Any) -> Any:
-    from twinbot.config import resolve_train_config
+    from twinbot.finetune.config import resolve_train_config
 
     resolved = resolve_train_config(
         cli={"preset": preset, **LORA, **settings}, overrides=[], environ={}, dotenv_path=None
@@ -236,7 +236,7 @@ def _twinbot_train(
 ) -> Any:
     """A twinbot training run. Timed runs (`evaluate` off) skip evaluation and checkpoints inside the run
     (the final step still saves and evaluates 1 eval row); quality runs evaluate the whole eval split once."""
-    from twinbot.train import main as train_main
+    from twinbot.finetune.recipe import main as train_main
 
     never = (max_steps or 1_000_000) + 1
     config = preset_config(
@@ -261,8 +261,8 @@ def _twinbot_train(
 
 def measure_ceiling(model: str | None, device: str) -> Ceiling:
     """See the module docstring; precision and row length are the `fast` preset's on this device."""
-    from twinbot.plan import matmul_gflops, shape_of_spec
-    from twinbot.train import make_accelerator
+    from twinbot.finetune.plan import matmul_gflops, shape_of_spec
+    from twinbot.finetune.runtime import make_accelerator
 
     fast = preset_config("fast", device=device)
     accelerator, precision = make_accelerator(fast)
@@ -347,7 +347,7 @@ def run_sft(
     from trl import SFTConfig, SFTTrainer
 
     from twinbot.fileio import read_jsonl
-    from twinbot.model import load_model, load_tokenizer
+    from twinbot.models.loading import load_model, load_tokenizer
 
     counter = _TokenCounter()
 

@@ -30,7 +30,7 @@ def twinbot_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 @pytest.fixture(scope="session")
 def embedded_model_dir(twinbot_cache: Path) -> Path:
     """The embedded SmolLM2-135M-Instruct imported into an HF folder (once per session / cache)."""
-    from twinbot.model import resolve_model
+    from twinbot.models.loading import resolve_model
 
     return Path(resolve_model(None))
 
@@ -40,7 +40,7 @@ def tiny_model_dir(twinbot_cache: Path, tmp_path_factory: pytest.TempPathFactory
     """A tiny random Llama (hidden 64, 2 layers) with the real SmolLM2 tokenizer and chat template.
     `$TWINBOT_TINY_MODEL` names one built beforehand by `make_tiny_model`, for machines that lack the
     embedded model it takes its tokenizer from (the GPU machine that runs tests/test_gpu.py)."""
-    from twinbot.model import make_tiny_model
+    from support.tiny import make_tiny_model
 
     prebuilt = os.environ.get("TWINBOT_TINY_MODEL")
     if prebuilt:

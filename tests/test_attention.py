@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from twinbot import train
-from twinbot.attention import BUCKET_TOKENS, PACKED_SDPA, bucket_attention, packed_layout
-from twinbot.tokens import Row
+from twinbot.finetune import recipe as train
+from twinbot.finetune.rows import Row
+from twinbot.kernels.attention import BUCKET_TOKENS, PACKED_SDPA, bucket_attention, packed_layout
 
 SAMPLE_LENGTHS = [[37, 100, 5, 1, 60], [200, 33, 32], [64]]  # one-token samples, bucket edges, a lone row
 
@@ -36,7 +36,7 @@ def random_rows(lengths: list[list[int]], seed: int = 0, shared: int = 0) -> lis
 
 
 def load(model_dir: Path, attention: str, dtype: torch.dtype = torch.float32) -> torch.nn.Module:
-    from twinbot.model import load_model
+    from twinbot.models.loading import load_model
 
     model = load_model(str(model_dir), dtype, attention, "cpu")
     model.config.use_cache = False
@@ -74,7 +74,7 @@ def test_packed_sdpa_equals_block_diagonal_sdpa_and_each_sample_alone(tiny_model
 def lora_gradients(
     model_dir: Path, attention: str, rows: list[Row], layout: train.BatchLayout
 ) -> dict[str, torch.Tensor]:
-    from twinbot.model import apply_lora
+    from twinbot.finetune.lora import apply_lora
 
     torch.manual_seed(0)
     model = apply_lora(load(model_dir, attention), 8, 16, 0.0, "all-linear")
@@ -172,7 +172,7 @@ def test_shared_beginnings_give_the_same_logits_loss_and_lora_gradients(tiny_mod
 
 def computed_places(rows: list[Row]) -> list[int]:
     """Where the tokens `shared_prefix_row` keeps sit among all the rows' tokens, in its order."""
-    from twinbot.tokens import row_samples, shared_prefix_length
+    from twinbot.finetune.rows import row_samples, shared_prefix_length
 
     samples = [sample for row in rows for sample in row_samples(row)]
     places, offset = [], 0

@@ -11,10 +11,8 @@ from typing import Any
 import pytest
 
 from test_inference import GREEDY, scripted_lm
-from twinbot.chat import REPLY_PREFIX, ChatSession, run_chat, run_repl
-from twinbot.config import TrainConfig
-from twinbot.errors import TwinbotError
-from twinbot.inference import (
+from twinbot.bot.chat import REPLY_PREFIX, ChatSession, run_chat, run_repl
+from twinbot.bot.generate import (
     GenerationSettings,
     LoadedModel,
     build_prompt_ids,
@@ -22,7 +20,9 @@ from twinbot.inference import (
     load_for_inference,
     with_system_prompt,
 )
-from twinbot.records import ChatTurn
+from twinbot.data.records import ChatTurn
+from twinbot.errors import TwinbotError
+from twinbot.finetune.config import TrainConfig
 
 FIXTURE_DATA = Path(__file__).parent / "fixtures" / "train" / "data"
 TRAINED_SYSTEM_PROMPT = "You are Sam. Reply the way Sam does."  # the fixture samples' system prompt
@@ -30,7 +30,7 @@ TRAINED_SYSTEM_PROMPT = "You are Sam. Reply the way Sam does."  # the fixture sa
 
 @pytest.fixture(scope="module")
 def tokenizer(tiny_model_dir: Path) -> Any:
-    from twinbot.model import load_tokenizer
+    from twinbot.models.loading import load_tokenizer
 
     return load_tokenizer(str(tiny_model_dir))
 
@@ -125,7 +125,7 @@ def test_turns_no_prompt_can_hold_are_forgotten(tokenizer: Any) -> None:
 
 @pytest.fixture(scope="module")
 def trained_run(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from twinbot import train
+    from twinbot.finetune import recipe as train
 
     root = tmp_path_factory.mktemp("chat-run")
     data = root / "data"

@@ -9,21 +9,21 @@ import numpy as np
 import pytest
 import torch
 
-from twinbot.checkpoint import (
+from twinbot.errors import TwinbotError
+from twinbot.finetune.checkpoint import (
     TrainState,
     capture_rng_state,
-    latest_checkpoint,
-    list_checkpoints,
     load_checkpoint,
     read_state,
     restore_rng_state,
     save_checkpoint,
 )
-from twinbot.errors import TwinbotError
+from twinbot.runs import latest_checkpoint, list_checkpoints
 
 
 def _lora_model(model_dir: Path) -> torch.nn.Module:
-    from twinbot.model import apply_lora, load_model
+    from twinbot.finetune.lora import apply_lora
+    from twinbot.models.loading import load_model
 
     return apply_lora(load_model(str(model_dir)), r=2, alpha=4, dropout=0.0, target_modules=["q_proj"])
 

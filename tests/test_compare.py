@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from twinbot.compare import PLOT_FILE, TABLE_FILE, run_compare, share_of_gain
 from twinbot.errors import TwinbotError
-from twinbot.plan import read_quality
+from twinbot.finetune.plan import read_quality
+from twinbot.quality.compare import PLOT_FILE, TABLE_FILE, run_compare, share_of_gain
 
 
 def _model(loss: float, distance: float, memorised: float = 0.0) -> dict:
@@ -27,7 +27,7 @@ def make_run(
     (run / "eval").mkdir(parents=True)
     summary = {"wall_seconds": wall, "tokens_per_second": 1000 / wall, "config": {"preset": preset}}
     (run / "summary.json").write_text(json.dumps(summary), encoding="utf-8")
-    from twinbot.train import file_sha256
+    from twinbot.runs import file_sha256
 
     result = {
         "twinbot_eval": 1,

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from twinbot.config import ENV_KEYS, PRESETS, ResolvedConfig, TrainConfig, resolve_train_config
 from twinbot.errors import TwinbotError
+from twinbot.finetune.config import ENV_KEYS, PRESETS, ResolvedConfig, TrainConfig, resolve_train_config
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 

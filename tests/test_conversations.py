@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta, timezone
 
-from twinbot.conversations import (
+from twinbot.data.conversations import (
     SessionOptions,
     build_conversations,
     conversation_id,
@@ -12,7 +12,7 @@ from twinbot.conversations import (
     sort_chat,
     time_key,
 )
-from twinbot.records import Message
+from twinbot.data.records import Message
 
 T0 = datetime(2024, 3, 1, 12, 0, 0)
 

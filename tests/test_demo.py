@@ -102,8 +102,8 @@ def test_missing_sample_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> Non
 
 
 def test_generate_reply_is_reproducible_and_stops_at_end_of_turn(tiny_model_dir: Path) -> None:
-    from twinbot.model import load_model, load_tokenizer
-    from twinbot.records import ChatTurn, Sample
+    from twinbot.data.records import ChatTurn, Sample
+    from twinbot.models.loading import load_model, load_tokenizer
 
     tokenizer = load_tokenizer(str(tiny_model_dir))
     model = load_model(str(tiny_model_dir)).eval()

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from twinbot.discord_bot import (
+from twinbot.bot.discord_bot import (
     DISCORD_LIMIT,
     DiscordOptions,
     TwinDiscordBot,
@@ -21,8 +21,8 @@ from twinbot.discord_bot import (
     make_client,
     split_for_discord,
 )
+from twinbot.data.records import ChatTurn
 from twinbot.errors import TwinbotError
-from twinbot.records import ChatTurn
 
 BOT_ID = 999
 SECRET_TEXT = "my bank pin is 4321"  # must never reach a log
@@ -207,7 +207,7 @@ def test_short_per_channel_history_with_names_for_groups() -> None:
 
 
 def test_history_turns_merge_consecutive_messages() -> None:
-    from twinbot.discord_bot import SeenMessage
+    from twinbot.bot.discord_bot import SeenMessage
 
     seen = [
         SeenMessage(BOT_ID, "", "old reply", from_bot=True),
@@ -232,8 +232,8 @@ def test_a_failed_generation_sends_nothing_and_logs_no_text(caplog: pytest.LogCa
 
 def test_the_bot_never_writes_the_other_side_in_a_group(tmp_path: Path, tiny_model_dir: Path) -> None:
     from test_inference import scripted_lm
-    from twinbot.inference import GenerationSettings
-    from twinbot.model import load_tokenizer
+    from twinbot.bot.generate import GenerationSettings
+    from twinbot.models.loading import load_tokenizer
 
     tokenizer = load_tokenizer(str(tiny_model_dir))
     lm = scripted_lm(tokenizer, ["lol same\nBob: wait what"], filler=" x")
@@ -283,7 +283,8 @@ def test_run_discord_never_shows_the_token(
 ) -> None:
     import discord
 
-    from twinbot import discord_bot, inference
+    from twinbot.bot import discord_bot
+    from twinbot.bot import generate as inference
 
     token = "SECRET-TOKEN-123"
     monkeypatch.setenv("DISCORD_TOKEN", token)

@@ -15,11 +15,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from twinbot.data.records import ChatTurn, Sample
 from twinbot.errors import TwinbotError
-from twinbot.evaluate import (
-    EVAL_DIR,
-    EVAL_FILE,
-    REPORT_FILE,
+from twinbot.quality.evaluate import (
     EvalOptions,
     EvalResult,
     ReplyRow,
@@ -27,13 +25,12 @@ from twinbot.evaluate import (
     mean_loss,
     perplexity,
     pick_contexts,
-    read_summary,
     resolve_data_dir,
     run_eval,
     summary_lines,
     write_outputs,
 )
-from twinbot.records import ChatTurn, Sample
+from twinbot.runs import EVAL_DIR, EVAL_FILE, REPORT_FILE, read_summary
 
 
 def _sample(conversation: str, *turns: tuple[str, str]) -> Sample:
@@ -74,8 +71,8 @@ def test_read_summary_and_data_dir_errors(tmp_path: Path) -> None:
 
 
 def test_mean_loss_is_the_supervised_token_cross_entropy(tiny_model_dir: Path) -> None:
-    from twinbot.model import load_model, load_tokenizer
-    from twinbot.tokens import IGNORE_INDEX, one_sample_rows, tokenize_samples
+    from twinbot.finetune.rows import IGNORE_INDEX, one_sample_rows, tokenize_samples
+    from twinbot.models.loading import load_model, load_tokenizer
 
     tokenizer = load_tokenizer(str(tiny_model_dir))
     model = load_model(str(tiny_model_dir)).eval()
@@ -185,9 +182,9 @@ REAL_OVERRIDES += ("TORCH_COMPILE=false",)  # as the demo: 24 short steps do not
 def test_fast_training_moves_style_towards_the_persona(tmp_path: Path) -> None:
     """Bundled sample (persona Juno), embedded SmolLM2-135M, `fast` preset for REAL_STEPS steps, then eval on
     16 seeded held-out contexts: the adapter's style distance must be below the base model's."""
-    from twinbot.config import resolve_train_config
     from twinbot.demo import prepare_sample
-    from twinbot.train import main as train_main
+    from twinbot.finetune.config import resolve_train_config
+    from twinbot.finetune.recipe import main as train_main
 
     started = time.monotonic()
     prepare_sample(tmp_path / "data")

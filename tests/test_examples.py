@@ -329,7 +329,7 @@ def test_juno_style_rewrites_any_line(seed: int) -> None:
 
 
 def test_parse_path_reads_both_files_and_finds_juno(discord: dict, whatsapp_lines: list[str]) -> None:
-    sources = pytest.importorskip("twinbot.sources")
+    sources = pytest.importorskip("twinbot.data.sources")
     discord_messages = list(sources.parse_path(DISCORD))
     whatsapp_messages = list(sources.parse_path(WHATSAPP))
     assert len(discord_messages) == 2200

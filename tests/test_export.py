@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from twinbot import export as ex
 from twinbot.errors import TwinbotError
+from twinbot.export import exporter as ex
 
 SYSTEM_PROMPT = "You are Sam. Reply the way Sam does."
 
@@ -24,7 +24,8 @@ def make_run(base_dir: Path, root: Path, seed: int = 0, scale: float = 0.05) -> 
     """A RUN folder like `twinbot train` writes: adapter/ (PEFT + tokenizer), summary.json, data."""
     from transformers import AutoTokenizer
 
-    from twinbot.model import apply_lora, load_model
+    from twinbot.finetune.lora import apply_lora
+    from twinbot.models.loading import load_model
 
     data = root / "data"
     data.mkdir(parents=True)
@@ -336,7 +337,7 @@ def test_cli_export_errors_are_one_line(
 def test_load_for_inference_accepts_merged_folder_and_gguf(
     merged_fp32: tuple[Path, ex.ExportResult], gguf_f32: tuple[Path, ex.ExportResult]
 ) -> None:
-    from twinbot.inference import load_for_inference
+    from twinbot.bot.generate import load_for_inference
 
     merged = load_for_inference(merged_fp32[0], device="cpu", dtype=torch.float32)
     assert merged.kind == "merged" and merged.system_prompt == SYSTEM_PROMPT

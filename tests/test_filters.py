@@ -6,9 +6,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from twinbot.conversations import time_key
-from twinbot.filters import FilterOptions, drop_reason, sequence_drop_reasons
-from twinbot.records import Message, MessageKind
+from twinbot.data.conversations import time_key
+from twinbot.data.filters import FilterOptions, drop_reason, sequence_drop_reasons
+from twinbot.data.records import Message, MessageKind
 
 T0 = datetime(2024, 3, 1, 12, 0, 7, 250_000, tzinfo=UTC)
 

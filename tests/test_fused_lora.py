@@ -10,9 +10,10 @@ import pytest
 import torch
 
 from test_attention import SAMPLE_LENGTHS, assert_same_lora_gradients, random_rows
-from twinbot import train
-from twinbot.fused_lora import LoraLinearFunction, fuse_lora_layers, unfuse_lora_layers
-from twinbot.model import apply_lora, load_model
+from twinbot.finetune import recipe as train
+from twinbot.finetune.lora import apply_lora
+from twinbot.kernels.fused_lora import LoraLinearFunction, fuse_lora_layers, unfuse_lora_layers
+from twinbot.models.loading import load_model
 
 
 @pytest.mark.parametrize("with_bias", [False, True])

@@ -20,13 +20,14 @@ import torch
 from test_attention import SAMPLE_LENGTHS, computed_places, random_rows, shared_beginning_rows
 from test_fused_lora import lora_model
 from test_train import assert_same_adapter, make_config, train_only_data
-from twinbot import train
-from twinbot.attention import PACKED_SDPA
-from twinbot.checkpoint import latest_checkpoint, list_checkpoints, read_state
-from twinbot.config import TrainConfig
-from twinbot.fused_lora import fuse_lora_layers
-from twinbot.model import load_model
-from twinbot.tokens import Row
+from twinbot.finetune import recipe as train
+from twinbot.finetune.checkpoint import read_state
+from twinbot.finetune.config import TrainConfig
+from twinbot.finetune.rows import Row
+from twinbot.kernels.attention import PACKED_SDPA
+from twinbot.kernels.fused_lora import fuse_lora_layers
+from twinbot.models.loading import load_model
+from twinbot.runs import latest_checkpoint, list_checkpoints
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
@@ -208,7 +209,7 @@ def test_torch_compile_on_cuda_trains_the_eager_adapter(tiny_model_dir: Path, tm
 
 def test_generation_on_cuda_matches_transformers_generate(tiny_model_dir: Path) -> None:
     from test_inference import greedy_ours_and_transformers
-    from twinbot.inference import load_for_inference
+    from twinbot.bot.generate import load_for_inference
 
     lm = load_for_inference(str(tiny_model_dir), device="auto", dtype=torch.float32)
     assert lm.model.device.type == "cuda"
@@ -218,7 +219,7 @@ def test_generation_on_cuda_matches_transformers_generate(tiny_model_dir: Path) 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_blockwise_loss_on_cuda_equals_cross_entropy(dtype: torch.dtype) -> None:
-    from twinbot.loss import block_rows, summed_cross_entropy
+    from twinbot.kernels.loss import block_rows, summed_cross_entropy
 
     generator = torch.Generator(device=CUDA).manual_seed(0)
     rows = 3 * block_rows(torch.empty(0, 49152, device=CUDA)) + 5  # three full blocks and a short one

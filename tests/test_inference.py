@@ -1,4 +1,4 @@
-"""twinbot.inference: loading errors, prompt trimming, the token loop, and stop handling.
+"""twinbot.bot.generate: loading errors, prompt trimming, the token loop, and stop handling.
 
 Stop handling is checked with a scripted model (the real SmolLM2 tokenizer behind a model that emits a
 fixed token sequence): it would go on to write the other side of the conversation, and must not.
@@ -16,22 +16,20 @@ from typing import Any
 import pytest
 import torch
 
-from twinbot.errors import TwinbotError
-from twinbot.inference import (
+from twinbot.bot.generate import (
     GenerationSettings,
     LoadedModel,
-    PersonaInfo,
     build_prompt_ids,
     generate_reply,
     load_for_inference,
-    read_persona_info,
     speakers_in,
     stop_token_ids,
     stream_reply,
     with_system_prompt,
-    write_persona_info,
 )
-from twinbot.records import ChatTurn
+from twinbot.data.records import ChatTurn
+from twinbot.errors import TwinbotError
+from twinbot.runs import PersonaInfo, read_persona_info, write_persona_info
 
 GREEDY = GenerationSettings(temperature=0.0, max_new_tokens=64, repetition_penalty=1.0)
 
@@ -66,7 +64,7 @@ class ScriptedModel(torch.nn.Module):
 
 @pytest.fixture(scope="session")
 def tokenizer(tiny_model_dir: Path) -> Any:
-    from twinbot.model import load_tokenizer
+    from twinbot.models.loading import load_tokenizer
 
     return load_tokenizer(str(tiny_model_dir))
 
@@ -292,7 +290,7 @@ def test_merged_folder_loads_as_merged(tiny_lm: LoadedModel, tiny_model_dir: Pat
 def greedy_ours_and_transformers(lm: LoadedModel, tokens: int = 12) -> tuple[list[int], list[int]]:
     """The same prompt, greedy with repetition penalty 1.1 and no stop tokens: twinbot's own decoding loop
     and transformers' `generate`, on the model's device."""
-    from twinbot.inference import _token_stream
+    from twinbot.bot.generate import _token_stream
 
     prompt = build_prompt_ids(lm, ask("what are you up to"), tokens)
     no_stops = LoadedModel(**{**lm.__dict__, "stop_token_ids": frozenset()})
@@ -364,7 +362,8 @@ def test_persona_info_round_trips(tmp_path: Path) -> None:
 def test_gguf_persona_from_metadata_or_sidecar(tmp_path: Path) -> None:
     import gguf
 
-    from twinbot.inference import GGUF_SYSTEM_PROMPT_KEY, _gguf_persona
+    from twinbot.bot.generate import _gguf_persona
+    from twinbot.runs import GGUF_SYSTEM_PROMPT_KEY
 
     path = tmp_path / "model.gguf"
     writer = gguf.GGUFWriter(str(path), arch="llama")

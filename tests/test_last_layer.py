@@ -11,8 +11,9 @@ import torch
 
 from test_attention import assert_same_lora_gradients
 from test_fused_lora import lora_model, loss_and_gradients
-from twinbot import last_layer, train
-from twinbot.attention import PACKED_SDPA
+from twinbot.finetune import recipe as train
+from twinbot.kernels import last_layer
+from twinbot.kernels.attention import PACKED_SDPA
 
 
 @pytest.mark.parametrize(

@@ -7,8 +7,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from twinbot import loss
-from twinbot.loss import summed_cross_entropy
+from twinbot.kernels import loss
+from twinbot.kernels.loss import summed_cross_entropy
 
 
 def reference(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

@@ -10,21 +10,21 @@ from pathlib import Path
 import pytest
 import torch
 
-from twinbot import model as model_module
+from support.tiny import make_tiny_model
 from twinbot.errors import TwinbotError
-from twinbot.model import (
+from twinbot.finetune.lora import apply_lora
+from twinbot.models import loading as model_module
+from twinbot.models.loading import (
     CHATML_TEMPLATE,
     EMBEDDED_GGUF_NAME,
     EMBEDDED_MODEL,
     IMPORT_MARKER,
-    apply_lora,
     cache_dir,
     embedded_gguf_path,
     import_gguf,
     imported_dir_for,
     load_model,
     load_tokenizer,
-    make_tiny_model,
     resolve_model,
 )
 
@@ -79,11 +79,11 @@ def test_imported_dir_key_changes_with_file_content(tmp_path: Path) -> None:
 
 def test_gguf_header_reader_finds_pre_tokenizer(tmp_path: Path) -> None:
     gguf = embedded_gguf_path()
-    assert model_module._gguf_string_field(gguf, "tokenizer.ggml.pre") == "smollm"
-    assert model_module._gguf_string_field(gguf, "no.such.key") is None
+    assert model_module.gguf_string_field(gguf, "tokenizer.ggml.pre") == "smollm"
+    assert model_module.gguf_string_field(gguf, "no.such.key") is None
     junk = tmp_path / "junk.gguf"
     junk.write_bytes(b"not a gguf file")
-    assert model_module._gguf_string_field(junk, "tokenizer.ggml.pre") is None
+    assert model_module.gguf_string_field(junk, "tokenizer.ggml.pre") is None
 
 
 # --- import mechanics (fake writer: fast, exercises the atomic publish) ------------------------------

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-import twinbot.parse as parse_module
+import twinbot.data.parse as parse_module
 from twinbot.cli import main
-from twinbot.records import Message
-from twinbot.sources import ParseOptions, discord_json, generic_jsonl
+from twinbot.data.records import Message
+from twinbot.data.sources import ParseOptions, discord_json, generic_jsonl
 
 FIXTURES = Path(__file__).parent / "fixtures"
 DCE_JSON = FIXTURES / "discord" / "dm.json"

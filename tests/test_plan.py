@@ -13,10 +13,11 @@ from typing import Any
 import pytest
 import torch
 
-from twinbot import cli, plan
-from twinbot.config import ENV_KEYS, TrainConfig
+from twinbot import cli
 from twinbot.errors import TwinbotError
 from twinbot.fileio import write_json, write_jsonl
+from twinbot.finetune import plan
+from twinbot.finetune.config import ENV_KEYS, TrainConfig
 
 WORDS = ["ok", "sure", "later", "bus", "lunch", "see", "you", "again", "great", "maybe", "tomorrow", "yes"]
 # Small, fast settings shared by the tests that train: tiny rows, small LoRA, few eval samples.
@@ -107,8 +108,8 @@ def test_evaluation_and_checkpoint_counts() -> None:
 
 
 def test_token_counts_match_a_direct_tokenization(tiny_model_dir: Path, tmp_path: Path) -> None:
-    from twinbot.model import load_tokenizer
-    from twinbot.tokens import load_samples
+    from twinbot.finetune.rows import load_samples
+    from twinbot.models.loading import load_tokenizer
 
     data_dir = write_data(tmp_path / "data", train=10)
     tokenizer = load_tokenizer(str(tiny_model_dir))
@@ -130,9 +131,9 @@ def test_token_counts_match_a_direct_tokenization(tiny_model_dir: Path, tmp_path
 
 
 def test_counts_match_a_real_training_run(tiny_model_dir: Path, tmp_path: Path) -> None:
-    from twinbot.checkpoint import list_checkpoints
-    from twinbot.model import load_tokenizer
-    from twinbot.train import main as train_main
+    from twinbot.finetune.recipe import main as train_main
+    from twinbot.models.loading import load_tokenizer
+    from twinbot.runs import list_checkpoints
 
     data_dir = write_data(tmp_path / "data", train=14, eval_=3)
     config = config_for(
@@ -165,7 +166,7 @@ def test_counts_match_a_real_training_run(tiny_model_dir: Path, tmp_path: Path) 
 
 
 def test_calibration_with_a_tiny_budget_measures_speed(tiny_model_dir: Path, tmp_path: Path) -> None:
-    from twinbot.model import load_tokenizer
+    from twinbot.models.loading import load_tokenizer
 
     data_dir = write_data(tmp_path / "data")
     config = config_for(tiny_model_dir, data_dir, "baseline")
@@ -362,7 +363,8 @@ def test_no_calibrate_is_a_rough_analytic_estimate(
 
 
 def test_model_shape_counts_lora_like_peft(tiny_model_dir: Path) -> None:
-    from twinbot.model import apply_lora, load_model
+    from twinbot.finetune.lora import apply_lora
+    from twinbot.models.loading import load_model
 
     plain = plan.shape_of_spec(str(tiny_model_dir), 4, "all-linear")
     peft_model = apply_lora(load_model(str(tiny_model_dir)), 4, 8, 0.0, "all-linear")
@@ -375,7 +377,7 @@ def test_model_shape_counts_lora_like_peft(tiny_model_dir: Path) -> None:
 
 
 def test_startup_line_is_labeled_and_quick(tiny_model_dir: Path, tmp_path: Path) -> None:
-    from twinbot.model import load_model, load_tokenizer
+    from twinbot.models.loading import load_model, load_tokenizer
 
     data_dir = write_data(tmp_path / "data")
     config = config_for(tiny_model_dir, data_dir, "baseline")
@@ -614,7 +616,7 @@ def test_attention_flops_follow_the_attention_implementation() -> None:
     """Whole-row attention pays row x row per row; per-sample attention (packed_sdpa, flash-attention) pays
     the sum of squared sample lengths, and its micro-batch is one padding-free row. With shared beginnings
     (packed_sdpa) the projections run only on the tokens computed, the attention over whole samples."""
-    from twinbot.tokens import Row, row_samples
+    from twinbot.finetune.rows import Row, row_samples
 
     shape = plan.ModelShape(body_params=5, head_params=0, lora_params=0, layers=2, attention_dim=8)
     rows = [
@@ -634,7 +636,7 @@ def test_attention_flops_follow_the_attention_implementation() -> None:
 def test_a_run_in_several_processes_is_planned_as_train_runs_it(tiny_model_dir: Path, tmp_path: Path) -> None:
     """Calibrated in the processes themselves (each with its share of the rows), the training and evaluation
     time divided between them, and the counts those of the real run."""
-    from twinbot.train import main as train_main
+    from twinbot.finetune.recipe import main as train_main
 
     data_dir = write_data(tmp_path / "data", train=14, eval_=3)
     config = config_for(tiny_model_dir, data_dir, "fast", batch_size=2, processes=2, max_steps=3)

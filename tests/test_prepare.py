@@ -12,9 +12,8 @@ from typing import Any
 
 import pytest
 
-from twinbot import prepare as prepare_module
-from twinbot.errors import TwinbotError
-from twinbot.prepare import (
+from twinbot.data import prepare as prepare_module
+from twinbot.data.prepare import (
     PersonaNotFound,
     PrepareOptions,
     prepare_messages,
@@ -22,7 +21,8 @@ from twinbot.prepare import (
     split_conversations,
     write_outputs,
 )
-from twinbot.records import Message, MessageKind, Sample
+from twinbot.data.records import Message, MessageKind, Sample
+from twinbot.errors import TwinbotError
 
 FIXTURE = Path(__file__).parent / "fixtures" / "prepare" / "chats.jsonl"
 T0 = datetime(2024, 1, 1, 9, 0, 3, tzinfo=UTC)
@@ -414,7 +414,7 @@ def test_cli_prepare_writes_the_folder_and_bad_paths_fail_cleanly(tmp_path: Path
 
 
 def test_real_tokenizer_budget_and_lengths(tiny_model_dir: Path, tmp_path: Path) -> None:
-    from twinbot.model import load_tokenizer
+    from twinbot.models.loading import load_tokenizer
 
     out = tmp_path / "data"
     options = PrepareOptions(

@@ -6,8 +6,8 @@ import itertools
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
-from twinbot.records import Conversation, Sample, Turn
-from twinbot.samples import SampleOptions, chat_turns, conversation_samples, count_samples
+from twinbot.data.records import Conversation, Sample, Turn
+from twinbot.data.samples import SampleOptions, chat_turns, conversation_samples, count_samples
 
 T0 = datetime(2024, 3, 1, 12, 0)
 

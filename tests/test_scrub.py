@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from twinbot.scrub import PII_TYPES, Scrubber, find_pii, scrub_text
+from twinbot.data.scrub import PII_TYPES, Scrubber, find_pii, scrub_text
 
 LABELED = Path(__file__).parent / "fixtures" / "pii" / "labeled.jsonl"
 # Thresholds actually reached on labeled.jsonl (see the printed table with `pytest -s`). The set was written

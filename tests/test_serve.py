@@ -13,8 +13,8 @@ import openai
 import pytest
 from typer.testing import CliRunner
 
-from twinbot.records import ChatTurn
-from twinbot.serve import SamplingRequest, ServeLimits, ServerThread, create_app
+from twinbot.bot.serve import SamplingRequest, ServeLimits, ServerThread, create_app
+from twinbot.data.records import ChatTurn
 
 PRIVATE = "my-private-words-7781"  # must never come back in an error message
 
@@ -305,14 +305,14 @@ def test_disconnect_while_waiting_for_a_plain_reply_stops_the_generation() -> No
 def test_cli_serve_binds_loopback_and_never_prints_the_key(monkeypatch: pytest.MonkeyPatch) -> None:
     import uvicorn
 
-    import twinbot.inference
-    import twinbot.serve
+    import twinbot.bot.generate
+    import twinbot.bot.serve
     from twinbot.cli import app
 
     listened: list[tuple[str, int]] = []
-    monkeypatch.setattr(twinbot.inference, "load_for_inference", lambda spec, device="auto": FakeEngine())
+    monkeypatch.setattr(twinbot.bot.generate, "load_for_inference", lambda spec, device="auto": FakeEngine())
     monkeypatch.setattr(
-        twinbot.serve, "_listen", lambda host, port: listened.append((host, port)) or _Dummy()
+        twinbot.bot.serve, "_listen", lambda host, port: listened.append((host, port)) or _Dummy()
     )
     monkeypatch.setattr(uvicorn.Server, "run", lambda self, sockets=None: None)
     monkeypatch.setenv("TWINBOT_API_KEY", "env-secret-key")
@@ -332,7 +332,7 @@ class _Dummy:
 
 
 def test_real_model_streams_the_same_reply_as_a_plain_request(tiny_model_dir: Path) -> None:
-    from twinbot.inference import build_prompt_ids, load_for_inference
+    from twinbot.bot.generate import build_prompt_ids, load_for_inference
 
     lm = load_for_inference(str(tiny_model_dir), device="cpu")
     messages = [{"role": "user", "content": "hello, how was your day?"}]

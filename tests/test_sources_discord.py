@@ -14,9 +14,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from twinbot.data.records import Message
+from twinbot.data.sources import ParseOptions, discord_csv, discord_json, discord_package, format_module
 from twinbot.errors import TwinbotError
-from twinbot.records import Message
-from twinbot.sources import ParseOptions, discord_csv, discord_json, discord_package, format_module
 
 FIXTURES = Path(__file__).parent / "fixtures" / "discord"
 DCE_JSON = FIXTURES / "dm.json"

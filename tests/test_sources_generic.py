@@ -10,10 +10,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from twinbot.data.records import Message
+from twinbot.data.sources import ParseOptions, format_module, generic_csv, generic_jsonl
+from twinbot.data.sources.common import from_unix_seconds, parse_iso_datetime, sort_chat, time_sort_key
 from twinbot.errors import TwinbotError
-from twinbot.records import Message
-from twinbot.sources import ParseOptions, format_module, generic_csv, generic_jsonl
-from twinbot.sources._common import from_unix_seconds, parse_iso_datetime, sort_chat, time_sort_key
 
 FIXTURES = Path(__file__).parent / "fixtures" / "generic"
 JSONL = FIXTURES / "family.jsonl"

@@ -15,10 +15,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from twinbot.data.records import Message
+from twinbot.data.sources import ParseOptions, instagram, messenger
+from twinbot.data.sources.messenger import detect_platform, fix_mojibake, generated_kind
 from twinbot.errors import TwinbotError
-from twinbot.records import Message
-from twinbot.sources import ParseOptions, instagram, messenger
-from twinbot.sources.messenger import detect_platform, fix_mojibake, generated_kind
 
 FIXTURES = Path(__file__).parent / "fixtures" / "meta"
 FB_EXPORT = FIXTURES / "messenger_export"

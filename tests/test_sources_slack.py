@@ -15,9 +15,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from twinbot.data.records import Message
+from twinbot.data.sources import ParseOptions, slack
 from twinbot.errors import TwinbotError
-from twinbot.records import Message
-from twinbot.sources import ParseOptions, slack
 
 EXPORT = Path(__file__).parent / "fixtures" / "slack" / "export"
 T = 1_610_000_000

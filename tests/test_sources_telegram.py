@@ -15,9 +15,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from twinbot.data.records import Message
+from twinbot.data.sources import FORMAT_MODULES, ParseOptions, detect_format, parse_path, telegram
 from twinbot.errors import TwinbotError
-from twinbot.records import Message
-from twinbot.sources import FORMAT_MODULES, ParseOptions, detect_format, parse_path, telegram
 
 FIXTURES = Path(__file__).parent / "fixtures" / "telegram"
 SINGLE = FIXTURES / "single_chat.json"

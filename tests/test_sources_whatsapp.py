@@ -12,9 +12,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from twinbot.data.records import MESSAGE_KINDS, Message
+from twinbot.data.sources import ParseOptions, format_module, whatsapp
 from twinbot.errors import TwinbotError
-from twinbot.records import MESSAGE_KINDS, Message
-from twinbot.sources import ParseOptions, format_module, whatsapp
 
 FIXTURES = Path(__file__).parent / "fixtures" / "whatsapp"
 ALEX = FIXTURES / "WhatsApp Chat with Alex.txt"

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from twinbot.style import (
+from twinbot.quality.style import (
     TrainingIndex,
     distinct_n,
     find_canaries,

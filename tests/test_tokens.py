@@ -13,10 +13,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from twinbot.data.records import ChatTurn, Sample
 from twinbot.errors import TwinbotError
-from twinbot.model import load_model, load_tokenizer
-from twinbot.records import ChatTurn, Sample
-from twinbot.tokens import (
+from twinbot.finetune.rows import (
     IGNORE_INDEX,
     Batch,
     Row,
@@ -31,6 +30,7 @@ from twinbot.tokens import (
     tokenize_sample,
     tokenize_samples,
 )
+from twinbot.models.loading import load_model, load_tokenizer
 
 GENERATION_TAGGED_CHATML = (
     "{% for message in messages %}"

@@ -18,11 +18,12 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from twinbot import train
-from twinbot.attention import PACKED_SDPA
-from twinbot.checkpoint import latest_checkpoint, list_checkpoints, read_state
-from twinbot.config import ENV_KEYS, TrainConfig
 from twinbot.errors import TwinbotError
+from twinbot.finetune import recipe as train
+from twinbot.finetune.checkpoint import read_state
+from twinbot.finetune.config import ENV_KEYS, TrainConfig
+from twinbot.kernels.attention import PACKED_SDPA
+from twinbot.runs import latest_checkpoint, list_checkpoints
 
 FIXTURE_DATA = Path(__file__).parent / "fixtures" / "train" / "data"
 SYSTEM_PROMPT = "Reply the way Sam does"  # text of every fixture sample: must never show up in logs
@@ -214,7 +215,7 @@ def test_auto_batch_size_is_the_largest_power_of_two_that_fits() -> None:
 
 
 def _rows(count: int) -> list[Any]:
-    from twinbot.tokens import Row
+    from twinbot.finetune.rows import Row
 
     return [
         Row(input_ids=[i] * (i + 2), target_ids=[-100, i] + [-100] * i, position_ids=list(range(i + 2)))
@@ -248,8 +249,8 @@ def test_short_last_window_gives_every_process_the_same_number_of_micro_batches(
 
 
 def _rows_and_model(model_dir: Path, packing: bool) -> tuple[list[Any], Any, int]:
-    from twinbot.model import load_model, load_tokenizer
-    from twinbot.tokens import load_samples, one_sample_rows, pack_rows, tokenize_samples
+    from twinbot.finetune.rows import load_samples, one_sample_rows, pack_rows, tokenize_samples
+    from twinbot.models.loading import load_model, load_tokenizer
 
     tokenizer = load_tokenizer(str(model_dir))
     samples = tokenize_samples(load_samples(FIXTURE_DATA / "train.jsonl")[:6], tokenizer, 128)
@@ -282,7 +283,7 @@ def test_packed_samples_do_not_attend_to_each_other(
 ) -> None:
     """A packed micro-batch's loss is the sum of its samples' losses computed one by one. The fixture's
     samples all begin with the persona's system prompt: `shared_prefix` computes it once per micro-batch."""
-    from twinbot.model import load_model
+    from twinbot.models.loading import load_model
 
     single_rows, _, pad_id = _rows_and_model(tiny_model_dir, packing=False)
     model = load_model(str(tiny_model_dir), torch.float32, attention, "cpu")
@@ -453,7 +454,7 @@ def test_resume_without_a_checkpoint_starts_from_the_beginning(tiny_model_dir: P
 # Runs `twinbot train ARGS` with every training micro-batch slowed down, so the test can act mid-run.
 SLOW_TRAIN = """
 import os, sys, time
-import twinbot.train as train
+import twinbot.finetune.recipe as train
 original = train.forward_loss
 def slow_forward_loss(model, batch):
     if model.training:

@@ -15,8 +15,9 @@ import torch
 import torch.distributed
 from safetensors.torch import load_file
 
-from twinbot import train, workers
-from twinbot.config import ENV_KEYS, TrainConfig
+from twinbot.finetune import recipe as train
+from twinbot.finetune import workers
+from twinbot.finetune.config import ENV_KEYS, TrainConfig
 
 FIXTURE_DATA = Path(__file__).parent / "fixtures" / "train" / "data"
 

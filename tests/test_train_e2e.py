@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from twinbot import train
-from twinbot.config import TrainConfig
-from twinbot.model import EMBEDDED_MODEL
+from twinbot.finetune import recipe as train
+from twinbot.finetune.config import TrainConfig
+from twinbot.models.loading import EMBEDDED_MODEL
 
 FIXTURE_DATA = Path(__file__).parent / "fixtures" / "train" / "data"
 

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from test_serve import FakeEngine
-from twinbot.serve import ServerThread, create_app
+from twinbot.bot.serve import ServerThread, create_app
 
 CHROMIUM = next((p for p in ("/usr/bin/chromium", shutil.which("chromium")) if p and Path(p).is_file()), None)
 pytestmark = pytest.mark.skipif(

@@ -1,4 +1,4 @@
-"""Training on a CPU in several processes that `twinbot train` starts itself (`PROCESSES`, twinbot.workers)."""
+"""Training on a CPU in several processes that `twinbot train` starts itself (`PROCESSES`, twinbot.finetune.workers)."""
 
 from __future__ import annotations
 
@@ -16,10 +16,11 @@ import pytest
 import torch
 import torch.distributed
 
-from twinbot import train
-from twinbot.checkpoint import list_checkpoints, read_state
-from twinbot.config import ENV_KEYS, TrainConfig, resolve_train_config
 from twinbot.errors import TwinbotError
+from twinbot.finetune import recipe as train
+from twinbot.finetune.checkpoint import read_state
+from twinbot.finetune.config import ENV_KEYS, TrainConfig, resolve_train_config
+from twinbot.runs import list_checkpoints
 
 FIXTURE_DATA = Path(__file__).parent / "fixtures" / "train" / "data"
 

@@ -17,8 +17,8 @@ try:
 except ImportError:  # run as a plain script from a checkout without `pip install -e .`
     sys.path.insert(0, str(REPO_ROOT / "src"))
 
-from twinbot.config import resolve_train_config  # noqa: E402
 from twinbot.errors import TwinbotError  # noqa: E402
+from twinbot.finetune.config import resolve_train_config  # noqa: E402
 
 
 def _default_env_file() -> Path:
@@ -54,7 +54,7 @@ def run(argv: list[str] | None = None) -> int:
     if args.print_config:
         print(resolved.describe())
         return 0
-    from twinbot.train import main as train_main
+    from twinbot.finetune.recipe import main as train_main
 
     train_main(resolved.config, resume=args.resume, overwrite=args.overwrite, sources=resolved.sources)
     return 0

@@ -57,7 +57,7 @@ def parse(
     ] = None,
 ) -> None:
     """Read chat exports and show what is in them (or stream normalized records with --jsonl)."""
-    from twinbot.parse import run_parse
+    from twinbot.data.parse import run_parse
 
     run_parse(paths, fmt=format, jsonl=jsonl, dayfirst=dayfirst)
 
@@ -111,7 +111,7 @@ def prepare(
     ] = None,
 ) -> None:
     """Turn exports into train.jsonl / eval.jsonl for the persona given by --me."""
-    from twinbot.prepare import PrepareOptions, run_prepare
+    from twinbot.data.prepare import PrepareOptions, run_prepare
 
     run_prepare(
         PrepareOptions(
@@ -173,8 +173,8 @@ def train(
     ] = False,
 ) -> None:
     """LoRA fine-tune the base model on prepared data."""
-    from twinbot.config import resolve_train_config
-    from twinbot.train import main as train_main
+    from twinbot.finetune.config import resolve_train_config
+    from twinbot.finetune.recipe import main as train_main
 
     resolved = resolve_train_config(
         cli={
@@ -219,7 +219,7 @@ def plan(
     set_: _SetOption = None,
 ) -> None:
     """How long training takes on this machine, per preset: measured, with a schedule and a recommendation."""
-    from twinbot.plan import run_plan
+    from twinbot.finetune.plan import run_plan
 
     run_plan(
         data,
@@ -263,7 +263,7 @@ def export(
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing output.")] = False,
 ) -> None:
     """Export the fine-tuned model (adapter merged in) for transformers, llama.cpp/GGUF or Ollama."""
-    from twinbot.export import run_export
+    from twinbot.export.exporter import run_export
 
     run_export(run, to, out, dtype=dtype, gguf_type=gguf_type, overwrite=overwrite)
 
@@ -293,8 +293,8 @@ def chat(
     device: _Device = "auto",
 ) -> None:
     """Chat with the trained persona in the terminal (/reset, /system TEXT, /quit)."""
-    from twinbot.chat import run_chat
-    from twinbot.inference import GenerationSettings
+    from twinbot.bot.chat import run_chat
+    from twinbot.bot.generate import GenerationSettings
 
     settings = GenerationSettings(
         temperature=temperature,
@@ -325,8 +325,8 @@ def discord(
     device: _Device = "auto",
 ) -> None:
     """Run the persona as a Discord bot (token from the DISCORD_TOKEN environment variable)."""
-    from twinbot.discord_bot import DiscordOptions, run_discord
-    from twinbot.inference import GenerationSettings
+    from twinbot.bot.discord_bot import DiscordOptions, run_discord
+    from twinbot.bot.generate import GenerationSettings
 
     settings = GenerationSettings(
         temperature=temperature,
@@ -362,7 +362,8 @@ def eval_(
     device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda, mps.")] = "auto",
 ) -> None:
     """Measure a run on held-out replies: loss, style vs the real person, memorisation; RUN/eval/."""
-    from twinbot.evaluate import EVAL_DIR, EvalOptions, run_eval, summary_lines
+    from twinbot.quality.evaluate import EvalOptions, run_eval, summary_lines
+    from twinbot.runs import EVAL_DIR
 
     result = run_eval(
         EvalOptions(
@@ -389,7 +390,7 @@ def compare(
     ] = None,
 ) -> None:
     """One table and plot across evaluated runs; writes DATA/compare.json for `twinbot plan`."""
-    from twinbot.compare import run_compare
+    from twinbot.quality.compare import run_compare
 
     run_compare(list(runs), out)
 
@@ -419,7 +420,7 @@ def serve(
     device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda, mps.")] = "auto",
 ) -> None:
     """Serve the model over an OpenAI-compatible API with a web chat page at /."""
-    from twinbot.serve import run_serve
+    from twinbot.bot.serve import run_serve
 
     run_serve(
         run,

@@ -11,14 +11,15 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from twinbot.console import quiet_transformers
+from twinbot.data.records import Sample
 from twinbot.errors import TwinbotError
 from twinbot.fileio import make_user_only, read_jsonl, write_json
-from twinbot.records import Sample
 
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from twinbot.train import TrainSummary
+    from twinbot.finetune.recipe import TrainSummary
 
 SAMPLE_FILES = ("sample-discord.json", "sample-whatsapp.txt")
 SAMPLE_ME = ("junebug", "Juno")  # the persona of the bundled sample, Juno (examples/README.md)
@@ -81,7 +82,7 @@ def run_demo(
     data_dir, run_dir = out / "data", out / "run"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # deprecation notices from transformers/peft internals
-        _quiet_transformers()
+        quiet_transformers()
 
         console.print(f"[bold]1/3 prepare[/] the bundled sample (persona Juno) -> {data_dir}")
         prepare_sample(data_dir)
@@ -116,20 +117,13 @@ def claim_demo_dir(out: Path) -> None:
     write_json(marker, {"made_by": "twinbot demo"})
 
 
-def _quiet_transformers() -> None:
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()
-    hf_logging.set_verbosity_error()
-
-
 def _loss(value: float | None) -> str:
     return "-" if value is None else f"{value:.3f}"
 
 
 def prepare_sample(data_dir: Path) -> None:
     """The bundled sample -> `data_dir` (replaced), as `twinbot prepare ... --me junebug --me Juno`."""
-    from twinbot.prepare import PrepareOptions, run_prepare
+    from twinbot.data.prepare import PrepareOptions, run_prepare
 
     sample = examples_dir()
     run_prepare(
@@ -143,8 +137,8 @@ def prepare_sample(data_dir: Path) -> None:
 
 
 def train_demo(data_dir: Path, run_dir: Path, model: str | None, max_steps: int) -> TrainSummary:
-    from twinbot.config import resolve_train_config
-    from twinbot.train import main as train_main
+    from twinbot.finetune.config import resolve_train_config
+    from twinbot.finetune.recipe import main as train_main
 
     # The demo ignores the user's environment and .env: same settings on every machine.
     resolved = resolve_train_config(
@@ -191,7 +185,7 @@ def compare_replies(
 ) -> list[DemoReply]:
     from peft import PeftModel
 
-    from twinbot.model import load_model, load_tokenizer
+    from twinbot.models.loading import load_model, load_tokenizer
 
     tokenizer = load_tokenizer(model)
     base_model = load_model(model)
@@ -219,7 +213,7 @@ def generate_reply(model: Any, tokenizer: Any, sample: Sample, max_new_tokens: i
     """
     import torch
 
-    from twinbot.tokens import template_messages
+    from twinbot.finetune.rows import template_messages
 
     context = template_messages(sample.messages[:-1], tokenizer)
     encoded = tokenizer.apply_chat_template(

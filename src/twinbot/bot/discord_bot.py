@@ -1,0 +1,255 @@
+"""`twinbot discord RUN`: the persona as a Discord bot (discord.py).
+
+It answers when mentioned, in DMs and in every message of the channels given with --channel; it ignores
+bots (itself included), rate-limits each user, shows "typing..." while it generates (off the event loop),
+remembers a short per-channel history, and splits long replies at Discord's 2,000-character limit. A reply
+made of several lines goes out as several messages, the way the persona writes.
+
+The token comes only from the DISCORD_TOKEN environment variable,
+and is never printed. Nothing here logs message text.
+
+`TwinDiscordBot.handle` holds all message logic and needs no network: tests drive it with fake messages.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import re
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from twinbot.bot.generate import GenerationSettings
+from twinbot.data.records import ChatTurn
+from twinbot.errors import TwinbotError
+
+if TYPE_CHECKING:
+    from twinbot.bot.generate import LoadedModel
+
+DISCORD_LIMIT = 2000
+TOKEN_VARIABLE = "DISCORD_TOKEN"
+log = logging.getLogger("twinbot.discord")
+
+
+@dataclass(frozen=True)
+class DiscordOptions:
+    channels: frozenset[int] = frozenset()  # channels where the bot answers every message
+    history: int = 10  # recent messages per channel in the prompt
+    rate_limit_seconds: float = 5.0  # between two replies to the same user
+    settings: GenerationSettings = field(default_factory=GenerationSettings)
+
+
+@dataclass(frozen=True)
+class SeenMessage:
+    author_id: int
+    author: str
+    text: str
+    from_bot: bool  # written by this bot
+
+
+# (history, names of the people in it) -> reply text; runs in a worker thread
+Generate = Callable[[list[ChatTurn], tuple[str, ...]], str]
+
+
+def split_for_discord(text: str, limit: int = DISCORD_LIMIT) -> list[str]:
+    """One message per non-empty line; lines over `limit` split at the last space (else hard) before it."""
+    chunks: list[str] = []
+    for line in text.split("\n"):
+        rest = line.strip()
+        while len(rest) > limit:
+            cut = rest.rfind(" ", 0, limit + 1)
+            if cut <= 0:
+                cut = limit
+            chunks.append(rest[:cut].rstrip())
+            rest = rest[cut:].lstrip()
+        if rest:
+            chunks.append(rest)
+    return chunks
+
+
+class TwinDiscordBot:
+    """Decides whether to answer a message and answers it; independent of the discord.py client."""
+
+    def __init__(
+        self,
+        generate: Generate,
+        options: DiscordOptions,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.generate = generate
+        self.options = options
+        self.clock = clock
+        self.user_id: int | None = None  # set when the client is ready
+        self.histories: dict[int, deque[SeenMessage]] = {}
+        self.last_reply_at: dict[int, float] = {}
+        self._generation_lock = asyncio.Lock()  # one generation at a time: they share one model
+
+    def is_addressed(self, message: Any) -> bool:
+        if message.guild is None:
+            return True
+        if message.channel.id in self.options.channels:
+            return True
+        return self.user_id is not None and any(user.id == self.user_id for user in message.mentions)
+
+    def clean_text(self, content: str) -> str:
+        """The message without mentions of this bot."""
+        if self.user_id is not None:
+            content = re.sub(rf"<@!?{self.user_id}>", " ", content)
+        return re.sub(r"[ \t]+", " ", content).strip()
+
+    def _history(self, channel_id: int) -> deque[SeenMessage]:
+        history = self.histories.get(channel_id)
+        if history is None:
+            history = deque(maxlen=max(1, self.options.history))
+            self.histories[channel_id] = history
+        return history
+
+    def _rate_limited(self, user_id: int) -> bool:
+        last = self.last_reply_at.get(user_id)
+        return last is not None and self.clock() - last < self.options.rate_limit_seconds
+
+    async def handle(self, message: Any) -> list[str]:
+        """Answer `message` if it is for this bot; returns the messages sent (empty when ignored)."""
+        author = message.author
+        if author.bot or (self.user_id is not None and author.id == self.user_id):
+            return []
+        if not self.is_addressed(message):
+            return []
+        text = self.clean_text(message.content or "")
+        if not text:
+            return []
+        if self._rate_limited(author.id):
+            return []
+        self.last_reply_at[author.id] = self.clock()
+        history = self._history(message.channel.id)
+        history.append(SeenMessage(author.id, _display_name(author), text, from_bot=False))
+        turns = history_turns(list(history))
+        speakers = tuple(dict.fromkeys(seen.author for seen in history if not seen.from_bot))
+        async with message.channel.typing(), self._generation_lock:
+            try:
+                reply = await asyncio.to_thread(self.generate, turns, speakers)
+            except TwinbotError as exc:
+                log.warning("generation failed: %s", exc)
+                return []
+            except Exception as exc:  # never let one message take the bot down; no text in the log
+                log.warning("generation failed: %s", type(exc).__name__)
+                return []
+        chunks = split_for_discord(reply)
+        if not chunks:
+            return []
+        history.append(SeenMessage(self.user_id or 0, "", "\n".join(chunks), from_bot=True))
+        for chunk in chunks:
+            await message.channel.send(chunk)
+        return chunks
+
+
+def _display_name(author: Any) -> str:
+    for attribute in ("display_name", "global_name", "name"):
+        value = getattr(author, attribute, None)
+        if isinstance(value, str) and value.strip():
+            return value.strip().replace("\n", " ")
+    return str(author.id)
+
+
+def history_turns(history: Sequence[SeenMessage]) -> list[ChatTurn]:
+    """Channel history as chat turns, as `prepare` builds them: the bot's messages are the assistant's;
+    consecutive messages of one side merge with newlines; with several other people each line reads
+    "Name: text"."""
+    others = {seen.author_id for seen in history if not seen.from_bot}
+    name_lines = len(others) > 1
+    turns: list[ChatTurn] = []
+    for seen in history:
+        role = "assistant" if seen.from_bot else "user"
+        text = seen.text
+        if name_lines and not seen.from_bot:
+            text = "\n".join(f"{seen.author}: {line}" for line in seen.text.split("\n"))
+        if turns and turns[-1].role == role:
+            turns[-1] = ChatTurn(role=role, content=f"{turns[-1].content}\n{text}")
+        else:
+            turns.append(ChatTurn(role=role, content=text))
+    while turns and turns[0].role == "assistant":
+        turns.pop(0)
+    return turns
+
+
+def generator_for(lm: LoadedModel, settings: GenerationSettings) -> Generate:
+    from twinbot.bot.generate import generate_reply, speakers_in, with_system_prompt
+
+    def generate(turns: list[ChatTurn], speakers: tuple[str, ...]) -> str:
+        names = (*speakers, *speakers_in(turns))  # a "Name:" line of any of them ends the reply
+        tuned = GenerationSettings(
+            temperature=settings.temperature,
+            top_p=settings.top_p,
+            max_new_tokens=settings.max_new_tokens,
+            repetition_penalty=settings.repetition_penalty,
+            seed=settings.seed,
+            other_speakers=(*settings.other_speakers, *names),
+        )
+        return generate_reply(lm, with_system_prompt(lm, turns), tuned)
+
+    return generate
+
+
+def discord_token(environ: dict[str, str] | None = None) -> str:
+    """DISCORD_TOKEN from the environment only; a one-line error when it is not set."""
+    environ = dict(os.environ) if environ is None else environ
+    token = (environ.get(TOKEN_VARIABLE) or "").strip()
+    if not token:
+        raise TwinbotError(
+            f"set the {TOKEN_VARIABLE} environment variable to your bot's token (Discord developer portal "
+            "-> your application -> Bot -> Reset Token); it is never accepted on the command line"
+        )
+    return token
+
+
+def make_client(bot: TwinDiscordBot) -> Any:
+    """A discord.py client that feeds every message to `bot.handle`."""
+    import discord
+
+    intents = discord.Intents.default()
+    intents.message_content = True
+    # the model's text may contain @everyone or <@id>: its replies never ping anyone
+    client = discord.Client(intents=intents, allowed_mentions=discord.AllowedMentions.none())
+
+    @client.event
+    async def on_ready() -> None:
+        if client.user is not None:
+            bot.user_id = client.user.id
+            print(f"logged in as {client.user.name} (id {client.user.id}); waiting for messages", flush=True)
+
+    @client.event
+    async def on_message(message: Any) -> None:
+        await bot.handle(message)
+
+    return client
+
+
+def run_discord(spec: str | None, options: DiscordOptions, device: str = "auto") -> None:
+    from twinbot.bot.generate import load_for_inference
+    from twinbot.console import quiet_transformers
+
+    token = discord_token()
+    try:
+        import discord
+    except ImportError as exc:
+        raise TwinbotError("discord.py is not installed; run `pip install 'discord.py>=2.3'`") from exc
+    quiet_transformers()
+    lm = load_for_inference(spec, device=device)
+    print(f"loaded {lm.describe()}", flush=True)
+    bot = TwinDiscordBot(generator_for(lm, options.settings), options)
+    client = make_client(bot)
+    try:
+        client.run(token, log_level=logging.WARNING)
+    except discord.LoginFailure as exc:
+        raise TwinbotError(
+            f"Discord rejected the token in {TOKEN_VARIABLE}; reset it in the developer portal"
+        ) from exc
+    except discord.PrivilegedIntentsRequired as exc:
+        raise TwinbotError(
+            "enable the Message Content intent for this bot (developer portal -> Bot -> Privileged "
+            "Gateway Intents)"
+        ) from exc

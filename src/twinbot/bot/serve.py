@@ -1,0 +1,742 @@
+"""`twinbot serve`: an OpenAI-compatible chat server (FastAPI + uvicorn) and a small web chat page.
+
+Endpoints: `POST /v1/chat/completions` (plain JSON or `stream: true` server-sent events, with `usage`),
+`GET /v1/models`, `GET /health`, and the chat page at `/`.
+
+Generation runs in worker threads, never on the event loop. At most `max_concurrent` generations run at
+once; up to `max_queue` more wait for a slot, and requests beyond that get 429. A client that goes away
+(mid-stream or while waiting for a plain reply) stops its generation through the `stop` event.
+
+Privacy: request bodies and message text are never logged, and the API key is never printed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import importlib.resources
+import ipaddress
+import json
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal, Protocol
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from twinbot.data.records import ChatTurn
+from twinbot.errors import TwinbotError
+
+if TYPE_CHECKING:
+    from twinbot.bot.generate import GenerationSettings, LoadedModel
+
+log = logging.getLogger("twinbot.bot.serve")
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8000
+API_KEY_ENV = "TWINBOT_API_KEY"
+_DISCONNECT_POLL_S = 0.25
+
+
+@dataclass(frozen=True)
+class ServeLimits:
+    """Bounds on what one request may ask for."""
+
+    max_tokens: int = 512  # reply tokens per request (also capped by the model's context window)
+    default_max_tokens: int = 128
+    max_prompt_chars: int = 32_000  # all message text of one request together
+    max_messages: int = 256
+
+
+@dataclass(frozen=True)
+class SamplingRequest:
+    """The generation settings of one request, before they become the inference API's GenerationSettings."""
+
+    temperature: float
+    top_p: float
+    max_new_tokens: int
+    seed: int | None
+
+
+class ReplyEngine(Protocol):
+    """What the server needs from a model. `ModelEngine` wraps a LoadedModel; tests pass fakes."""
+
+    name: str
+    system_prompt: str | None
+    context_window: int
+
+    def count_prompt_tokens(self, messages: Sequence[ChatTurn], max_new_tokens: int) -> int: ...
+
+    def count_tokens(self, text: str) -> int: ...
+
+    def stream(
+        self, messages: Sequence[ChatTurn], sampling: SamplingRequest, stop: threading.Event
+    ) -> Iterator[str]: ...
+
+
+class ModelEngine:
+    """A ReplyEngine over twinbot.bot.generate."""
+
+    def __init__(self, lm: LoadedModel) -> None:
+        self.lm = lm
+        self.name = lm.name
+        self.system_prompt = lm.system_prompt
+        self.context_window = lm.context_window
+
+    def count_prompt_tokens(self, messages: Sequence[ChatTurn], max_new_tokens: int) -> int:
+        from twinbot.bot.generate import build_prompt_ids
+
+        return len(build_prompt_ids(self.lm, messages, max_new_tokens))
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.lm.tokenizer.encode(text, add_special_tokens=False)) if text else 0
+
+    def settings(self, sampling: SamplingRequest) -> GenerationSettings:
+        from twinbot.bot.generate import GenerationSettings
+
+        defaults = GenerationSettings()
+        return GenerationSettings(
+            temperature=sampling.temperature,
+            top_p=sampling.top_p,
+            max_new_tokens=sampling.max_new_tokens,
+            repetition_penalty=defaults.repetition_penalty,
+            seed=sampling.seed,
+        )
+
+    def stream(
+        self, messages: Sequence[ChatTurn], sampling: SamplingRequest, stop: threading.Event
+    ) -> Iterator[str]:
+        from twinbot.bot.generate import stream_reply
+
+        return stream_reply(self.lm, messages, self.settings(sampling), stop=stop)
+
+
+# ---- request / response shapes (OpenAI chat completions) ----
+
+
+class TextPart(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    type: Literal["text"]
+    text: str
+
+
+class ChatMessageIn(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    role: Literal["system", "developer", "user", "assistant"]
+    content: str | list[TextPart]
+
+    def text(self) -> str:
+        if isinstance(self.content, str):
+            return self.content
+        return "".join(part.text for part in self.content)
+
+
+class StreamOptions(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    include_usage: bool = False
+
+
+class ChatCompletionRequest(BaseModel):
+    # Unknown OpenAI parameters (presence_penalty, user, logit_bias, ...) are accepted and ignored.
+    model_config = ConfigDict(extra="ignore")
+    model: str | None = None
+    messages: list[ChatMessageIn] = Field(min_length=1)
+    temperature: float | None = Field(default=None, ge=0.0, le=2.0)
+    top_p: float | None = Field(default=None, gt=0.0, le=1.0)
+    max_tokens: int | None = Field(default=None, ge=1)
+    max_completion_tokens: int | None = Field(default=None, ge=1)
+    seed: int | None = None
+    n: int = Field(default=1, ge=1, le=1)
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+
+
+class ApiError(Exception):
+    """An error answered in OpenAI's shape: {"error": {"message", "type", "param", "code"}}."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        error_type: str = "invalid_request_error",
+        param: str | None = None,
+        code: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.error_type = error_type
+        self.param = param
+        self.code = code
+
+    def body(self) -> dict[str, Any]:
+        return {
+            "error": {
+                "message": self.message,
+                "type": self.error_type,
+                "param": self.param,
+                "code": self.code,
+            }
+        }
+
+    def response(self) -> JSONResponse:
+        headers = {"WWW-Authenticate": "Bearer"} if self.status == 401 else None
+        return JSONResponse(self.body(), status_code=self.status, headers=headers)
+
+
+def _validation_message(errors: Sequence[Any]) -> tuple[str, str | None]:
+    """One line from pydantic errors: where and what, never the offending input (it may be message text)."""
+    first = errors[0] if errors else {}
+    location = [str(part) for part in first.get("loc", ()) if part != "body"]
+    param = ".".join(location) or None
+    reason = str(first.get("msg", "invalid request"))
+    more = f" (and {len(errors) - 1} more problems)" if len(errors) > 1 else ""
+    return (f"{param}: {reason}{more}" if param else f"{reason}{more}"), param
+
+
+# ---- admission: bounded concurrency with a bounded queue ----
+
+
+class Admission:
+    """At most `max_concurrent` generations run; at most `max_queue` wait; anything more is refused (429).
+
+    A slot is released by the generation thread itself when it has really finished, so a client that
+    disconnects does not free its slot while its generation is still winding down.
+    """
+
+    def __init__(self, max_concurrent: int, max_queue: int) -> None:
+        if max_concurrent < 1 or max_queue < 0:
+            raise TwinbotError("--max-concurrent must be at least 1 and --max-queue at least 0")
+        self.max_concurrent = max_concurrent
+        self.max_queue = max_queue
+        self.running = 0
+        self.waiting = 0
+        self._free: asyncio.Condition | None = None
+
+    def _condition(self) -> asyncio.Condition:
+        if self._free is None:
+            self._free = asyncio.Condition()
+        return self._free
+
+    async def acquire(self) -> None:
+        """Take a slot, waiting in the queue if needed. Raises ApiError(429) when the queue is full."""
+        if self.running < self.max_concurrent and self.waiting == 0:
+            self.running += 1
+            return
+        if self.waiting >= self.max_queue:
+            raise ApiError(
+                429,
+                "the server is busy (all generation slots and queue places are taken); retry shortly",
+                error_type="rate_limit_exceeded",
+                code="rate_limit_exceeded",
+            )
+        free = self._condition()
+        self.waiting += 1
+        try:
+            async with free:
+                await free.wait_for(lambda: self.running < self.max_concurrent)
+                self.running += 1
+        finally:
+            self.waiting -= 1
+
+    async def release(self) -> None:
+        free = self._condition()
+        async with free:
+            self.running -= 1
+            free.notify()
+
+
+# ---- generation off the event loop ----
+
+_END = object()
+
+
+@dataclass
+class _Failure:
+    error: BaseException
+
+
+class Generation:
+    """One reply generated in a worker thread; pieces are handed to the event loop through a queue."""
+
+    def __init__(
+        self,
+        engine: ReplyEngine,
+        messages: Sequence[ChatTurn],
+        sampling: SamplingRequest,
+        admission: Admission,
+        loop: asyncio.AbstractEventLoop,
+    ) -> None:
+        self.stop = threading.Event()
+        self.pieces: asyncio.Queue[object] = asyncio.Queue()
+        self._engine = engine
+        self._messages = list(messages)
+        self._sampling = sampling
+        self._admission = admission
+        self._loop = loop
+        self.thread = threading.Thread(target=self._run, name="twinbot-generation", daemon=True)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def _put(self, item: object) -> None:
+        with contextlib.suppress(RuntimeError):  # the loop is closed: the server is shutting down
+            self._loop.call_soon_threadsafe(self.pieces.put_nowait, item)
+
+    def _run(self) -> None:
+        pieces: Iterator[str] | None = None
+        try:
+            pieces = self._engine.stream(self._messages, self._sampling, self.stop)
+            for piece in pieces:
+                if self.stop.is_set():
+                    break
+                if piece:
+                    self._put(piece)
+            self._put(_END)
+        except BaseException as exc:
+            self._put(_Failure(exc))
+        finally:
+            close = getattr(pieces, "close", None)
+            if callable(close):
+                with contextlib.suppress(Exception):
+                    close()
+            with contextlib.suppress(RuntimeError):
+                asyncio.run_coroutine_threadsafe(self._admission.release(), self._loop)
+
+    async def pieces_until_done(self, request: Request) -> AsyncIterator[str]:
+        """The reply's pieces; stops the generation when the client disconnects or the consumer goes away."""
+        next_check = time.monotonic() + _DISCONNECT_POLL_S
+        try:
+            while True:
+                try:
+                    item = await asyncio.wait_for(self.pieces.get(), timeout=_DISCONNECT_POLL_S)
+                except TimeoutError:
+                    item = None
+                if time.monotonic() >= next_check:
+                    next_check = time.monotonic() + _DISCONNECT_POLL_S
+                    if await request.is_disconnected():
+                        log.info("client disconnected; generation stopped")
+                        return
+                if item is None:
+                    continue
+                if item is _END:
+                    return
+                if isinstance(item, _Failure):
+                    raise item.error
+                assert isinstance(item, str)
+                yield item
+        finally:
+            self.stop.set()
+
+
+# ---- the app ----
+
+
+@dataclass
+class _Prepared:
+    messages: list[ChatTurn]
+    sampling: SamplingRequest
+    prompt_tokens: int
+    include_usage: bool
+
+
+def _completion_id() -> str:
+    return f"chatcmpl-{uuid.uuid4().hex[:24]}"
+
+
+def _sse(data: dict[str, Any] | str) -> str:
+    payload = data if isinstance(data, str) else json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+    return f"data: {payload}\n\n"
+
+
+def _web_page() -> str:
+    return importlib.resources.files("twinbot.bot").joinpath("web/index.html").read_text(encoding="utf-8")
+
+
+_PAGE_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'; "
+        "img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+}
+
+
+def create_app(
+    lm: LoadedModel | ReplyEngine,
+    api_key: str | None = None,
+    max_concurrent: int = 2,
+    max_queue: int = 16,
+    limits: ServeLimits | None = None,
+) -> FastAPI:
+    """The FastAPI app serving `lm` (a LoadedModel, or any ReplyEngine such as a test fake)."""
+    limits = limits or ServeLimits()
+    engine: ReplyEngine = lm if _is_engine(lm) else ModelEngine(lm)  # type: ignore[arg-type]
+    admission = Admission(max_concurrent, max_queue)
+    created = int(time.time())
+    page = _web_page()
+    app = FastAPI(title="twinbot", docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.admission = admission
+    app.state.engine = engine
+
+    @app.exception_handler(ApiError)
+    async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
+        return exc.response()
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        message, param = _validation_message(exc.errors())
+        return ApiError(400, message, param=param).response()
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        error_type = "not_found_error" if exc.status_code == 404 else "invalid_request_error"
+        return ApiError(exc.status_code, str(exc.detail), error_type=error_type).response()
+
+    def check_key(request: Request) -> None:
+        if api_key is None:
+            return
+        header = request.headers.get("authorization", "")
+        scheme, _, given = header.partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), api_key.encode()):
+            raise ApiError(
+                401,
+                "missing or wrong API key; send the header `Authorization: Bearer KEY`",
+                code="invalid_api_key",
+            )
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    async def index() -> HTMLResponse:
+        return HTMLResponse(page, headers=_PAGE_HEADERS)
+
+    @app.get("/health")
+    async def health() -> dict[str, Any]:
+        return {
+            "status": "ok",
+            "model": engine.name,
+            "running": admission.running,
+            "queued": admission.waiting,
+            "auth": api_key is not None,
+        }
+
+    @app.get("/v1/models")
+    async def models(request: Request) -> dict[str, Any]:
+        check_key(request)
+        return {
+            "object": "list",
+            "data": [{"id": engine.name, "object": "model", "created": created, "owned_by": "twinbot"}],
+        }
+
+    def prepare(body: ChatCompletionRequest) -> _Prepared:
+        if len(body.messages) > limits.max_messages:
+            raise ApiError(400, f"too many messages (at most {limits.max_messages})", param="messages")
+        texts = [message.text() for message in body.messages]
+        if sum(len(text) for text in texts) > limits.max_prompt_chars:
+            raise ApiError(
+                400,
+                f"the messages are too long (at most {limits.max_prompt_chars} characters in all)",
+                param="messages",
+                code="context_length_exceeded",
+            )
+        turns = [
+            ChatTurn(role="system" if message.role == "developer" else message.role, content=text)
+            for message, text in zip(body.messages, texts, strict=True)
+        ]
+        if engine.system_prompt and not any(turn.role == "system" for turn in turns):
+            turns.insert(0, ChatTurn(role="system", content=engine.system_prompt))
+        # Leave room for at least a small prompt inside the context window.
+        cap = max(1, min(limits.max_tokens, engine.context_window // 2))
+        requested = body.max_completion_tokens or body.max_tokens
+        param = "max_completion_tokens" if body.max_completion_tokens else "max_tokens"
+        if requested is not None and requested > cap:
+            raise ApiError(400, f"{param} is too large (at most {cap})", param=param)
+        max_new_tokens = requested or min(limits.default_max_tokens, cap)
+        sampling = SamplingRequest(
+            temperature=0.7 if body.temperature is None else body.temperature,
+            top_p=0.9 if body.top_p is None else body.top_p,
+            max_new_tokens=max_new_tokens,
+            seed=body.seed,
+        )
+        include_usage = bool(body.stream_options and body.stream_options.include_usage)
+        return _Prepared(turns, sampling, 0, include_usage)
+
+    @app.post("/v1/chat/completions")
+    async def chat_completions(request: Request) -> Any:
+        check_key(request)
+        raw = await _read_json_body(request, max_bytes=4 * limits.max_prompt_chars + 65_536)
+        try:
+            body = ChatCompletionRequest.model_validate(raw)
+        except ValidationError as exc:
+            message, param = _validation_message(exc.errors())
+            raise ApiError(400, message, param=param) from None
+        prepared = prepare(body)
+        try:
+            prepared.prompt_tokens = await asyncio.to_thread(
+                engine.count_prompt_tokens, prepared.messages, prepared.sampling.max_new_tokens
+            )
+        except TwinbotError as exc:
+            raise ApiError(400, exc.message, param="messages", code="context_length_exceeded") from None
+
+        await admission.acquire()
+        generation = Generation(
+            engine, prepared.messages, prepared.sampling, admission, asyncio.get_running_loop()
+        )
+        try:
+            generation.start()
+        except BaseException:
+            await admission.release()
+            raise
+        completion_id = _completion_id()
+        if body.stream:
+            return StreamingResponse(
+                _stream_events(
+                    engine, generation, request, prepared, completion_id, created=int(time.time())
+                ),
+                media_type="text/event-stream",
+                headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+            )
+        parts: list[str] = []
+        try:
+            async for piece in generation.pieces_until_done(request):
+                parts.append(piece)
+        except Exception as exc:
+            raise _generation_error(exc) from None
+        text = "".join(parts)
+        usage = await asyncio.to_thread(_usage, engine, prepared, text)
+        return {
+            "id": completion_id,
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": engine.name,
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": text},
+                    "finish_reason": _finish_reason(usage, prepared),
+                }
+            ],
+            "usage": usage,
+        }
+
+    return app
+
+
+async def _read_json_body(request: Request, max_bytes: int) -> Any:
+    """The JSON body, refusing (413) bodies over `max_bytes` before reading them whole."""
+    too_large = ApiError(413, f"the request body is too large (at most {max_bytes} bytes)")
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > max_bytes:
+        raise too_large
+    body = bytearray()
+    async for chunk in request.stream():
+        body.extend(chunk)
+        if len(body) > max_bytes:
+            raise too_large
+    try:
+        return json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        raise ApiError(400, "the request body is not valid JSON") from None
+
+
+def _is_engine(candidate: object) -> bool:
+    return callable(getattr(candidate, "stream", None)) and callable(
+        getattr(candidate, "count_prompt_tokens", None)
+    )
+
+
+def _generation_error(exc: Exception) -> ApiError:
+    if isinstance(exc, TwinbotError):  # a problem with the request's settings; its message has no text
+        return ApiError(400, exc.message)
+    log.error("generation failed (%s)", type(exc).__name__)  # not the message: it could quote input
+    return ApiError(500, "generation failed; see the server log", error_type="server_error")
+
+
+def _usage(engine: ReplyEngine, prepared: _Prepared, text: str) -> dict[str, int]:
+    # The reply text re-encoded; that can differ slightly from the generated ids (special tokens, merges),
+    # so it is capped at what the request allowed.
+    completion = min(engine.count_tokens(text), prepared.sampling.max_new_tokens)
+    return {
+        "prompt_tokens": prepared.prompt_tokens,
+        "completion_tokens": completion,
+        "total_tokens": prepared.prompt_tokens + completion,
+    }
+
+
+def _finish_reason(usage: dict[str, int], prepared: _Prepared) -> str:
+    return "length" if usage["completion_tokens"] >= prepared.sampling.max_new_tokens else "stop"
+
+
+async def _stream_events(
+    engine: ReplyEngine,
+    generation: Generation,
+    request: Request,
+    prepared: _Prepared,
+    completion_id: str,
+    created: int,
+) -> AsyncIterator[str]:
+    def chunk(delta: dict[str, str], finish_reason: str | None) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "id": completion_id,
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": engine.name,
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}],
+        }
+        if prepared.include_usage:
+            data["usage"] = None
+        return data
+
+    parts: list[str] = []
+    try:
+        yield _sse(chunk({"role": "assistant", "content": ""}, None))
+        try:
+            async for piece in generation.pieces_until_done(request):
+                parts.append(piece)
+                yield _sse(chunk({"content": piece}, None))
+        except Exception as exc:
+            yield _sse(_generation_error(exc).body())
+            yield _sse("[DONE]")
+            return
+        if await request.is_disconnected():
+            return
+        usage = await asyncio.to_thread(_usage, engine, prepared, "".join(parts))
+        yield _sse(chunk({}, _finish_reason(usage, prepared)))
+        if prepared.include_usage:
+            yield _sse(
+                {
+                    "id": completion_id,
+                    "object": "chat.completion.chunk",
+                    "created": created,
+                    "model": engine.name,
+                    "choices": [],
+                    "usage": usage,
+                }
+            )
+        yield _sse("[DONE]")
+    finally:
+        generation.stop.set()
+
+
+# ---- running the server ----
+
+
+def _allow_quick_rebind(sock: socket.socket) -> None:
+    # On Windows SO_REUSEADDR would let two servers share a port; elsewhere it only skips TIME_WAIT.
+    if os.name != "nt":
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class ServerThread:
+    """uvicorn serving `app` on a free (or given) port in a background thread; for tests and benchmarks.
+
+    with ServerThread(app) as server: ... server.base_url ...
+    """
+
+    def __init__(self, app: FastAPI, host: str = DEFAULT_HOST, port: int = 0) -> None:
+        import uvicorn
+
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self.socket = socket.socket(family, socket.SOCK_STREAM)
+        _allow_quick_rebind(self.socket)
+        self.socket.bind((host, port))
+        self.socket.listen(128)
+        self.host = host
+        self.port = self.socket.getsockname()[1]
+        config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.socket]}, daemon=True)
+
+    @property
+    def base_url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+    def __enter__(self) -> ServerThread:
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started:
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("the test server did not start")
+            time.sleep(0.01)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+        self.socket.close()
+
+
+def run_serve(
+    run: str,
+    host: str = DEFAULT_HOST,
+    port: int = DEFAULT_PORT,
+    api_key: str | None = None,
+    max_concurrent: int = 2,
+    max_queue: int = 16,
+    device: str = "auto",
+) -> None:
+    """`twinbot serve`: load RUN (or any spec load_for_inference accepts) and serve it until Ctrl-C."""
+    import uvicorn
+
+    from twinbot.bot.generate import load_for_inference
+
+    if not 1 <= port <= 65535:
+        raise TwinbotError("--port must be between 1 and 65535")
+    api_key = api_key or None
+    Admission(max_concurrent, max_queue)  # validate the limits before the slow model load
+    listener = _listen(host, port)  # a taken port fails at once, not after loading the model
+    try:
+        lm = load_for_inference(run, device=device)
+        app = create_app(lm, api_key=api_key, max_concurrent=max_concurrent, max_queue=max_queue)
+        shown_host = f"[{host}]" if ":" in host else host
+        key_state = "set" if api_key else "not set"
+        print(f"serving {lm.name} at http://{shown_host}:{port}/ (API key: {key_state}); Ctrl-C stops")
+        if not is_loopback(host) and api_key is None:
+            print(
+                f"warning: listening on {host} without an API key: anyone who can reach this machine can "
+                f"use the model; set --api-key or {API_KEY_ENV}"
+            )
+        logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s")
+        server = uvicorn.Server(
+            uvicorn.Config(app, log_level="info", lifespan="off", timeout_graceful_shutdown=5)
+        )
+        server.run(sockets=[listener])
+    finally:
+        listener.close()
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """A bound listening socket, so a taken port or a bad host is one clear error before serving."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        family, _, _, _, address = infos[0]
+        listener = socket.socket(family, socket.SOCK_STREAM)
+        _allow_quick_rebind(listener)
+        listener.bind(address)
+        listener.listen(2048)
+    except OSError as exc:
+        raise TwinbotError(
+            f"cannot listen on {host}:{port}: {exc.strerror or exc}; try another --port"
+        ) from exc
+    return listener

@@ -1,0 +1,76 @@
+"""Stage 1: export files -> normalized `Message` records. One module per source format.
+
+Each format module defines:
+    NAME: str                                   # the --format name, e.g. "discord-json"
+    def sniff(path: Path) -> bool               # cheap content check (reads at most a few KB)
+    def parse(path: Path, options: ParseOptions) -> Iterator[Message]
+Records come out in time order within each chat (stable for equal times).
+Errors the user can fix are raised as TwinbotError(message, path, line).
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+
+from twinbot.data.records import Message
+from twinbot.errors import TwinbotError
+
+# Order matters for detection: the more specific formats are sniffed first.
+FORMAT_MODULES: dict[str, str] = {
+    "discord-package": "twinbot.data.sources.discord_package",
+    "slack": "twinbot.data.sources.slack",
+    "discord-json": "twinbot.data.sources.discord_json",
+    "discord-csv": "twinbot.data.sources.discord_csv",
+    "telegram": "twinbot.data.sources.telegram",
+    "messenger": "twinbot.data.sources.messenger",
+    "instagram": "twinbot.data.sources.instagram",
+    "whatsapp": "twinbot.data.sources.whatsapp",
+    "jsonl": "twinbot.data.sources.generic_jsonl",
+    "csv": "twinbot.data.sources.generic_csv",
+}
+FORMAT_NAMES: tuple[str, ...] = tuple(FORMAT_MODULES)
+
+
+@dataclass(frozen=True, slots=True)
+class ParseOptions:
+    dayfirst: bool | None = None  # WhatsApp: None = infer from the whole file
+
+
+def format_module(name: str) -> ModuleType:
+    if name not in FORMAT_MODULES:
+        raise TwinbotError(f"unknown format {name!r}; use one of: {', '.join(FORMAT_NAMES)}")
+    return importlib.import_module(FORMAT_MODULES[name])
+
+
+def detect_format(path: Path) -> str:
+    """Name of the first format whose sniff() accepts `path`; a TwinbotError when none does."""
+    path = Path(path)
+    if not path.exists():
+        raise TwinbotError("no such file or folder; check the path", path)
+    for name in FORMAT_NAMES:
+        try:
+            if format_module(name).sniff(path):
+                return name
+        except OSError as exc:
+            raise TwinbotError(f"cannot read ({exc.strerror}); check the permissions", path) from exc
+    raise TwinbotError(
+        f"not a chat export this tool recognises; pass --format with one of: {', '.join(FORMAT_NAMES)}", path
+    )
+
+
+def parse_path(path: Path, fmt: str | None = None, options: ParseOptions | None = None) -> Iterator[Message]:
+    """Messages of one export file or folder, auto-detecting the format unless `fmt` is given."""
+    path = Path(path)
+    if not path.exists():
+        raise TwinbotError("no such file or folder; check the path", path)
+    name = fmt or detect_format(path)
+    try:
+        yield from format_module(name).parse(path, options or ParseOptions())
+    except TwinbotError:
+        raise
+    except OSError as exc:
+        raise TwinbotError(f"cannot read ({exc.strerror}); check the path and permissions", path) from exc

@@ -1,0 +1,294 @@
+"""Helpers shared by the source parsers: reading text, folders and .zip archives, timestamps, ordering.
+
+Everything here raises `TwinbotError` (naming the file) for problems the user can fix, except the
+timestamp helpers, which raise `ValueError` so the caller can add the file and line.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import io
+import itertools
+import re
+import zipfile
+from collections.abc import Iterable, Iterator
+from datetime import UTC, datetime, timedelta
+from operator import attrgetter
+from pathlib import Path, PurePosixPath
+from typing import BinaryIO, TextIO
+
+from twinbot.data.records import Message
+from twinbot.errors import TwinbotError
+
+UTF8_BOM = b"\xef\xbb\xbf"
+SNIFF_BYTES = 8192
+
+_timestamp_of = attrgetter("timestamp")
+_DAMAGED_ZIP = "not a readable .zip archive (damaged, incomplete or unsupported); download it again"
+
+
+# --- text -----------------------------------------------------------------------------------------
+
+
+def read_head(path: Path, size: int = SNIFF_BYTES) -> bytes:
+    """The first `size` bytes of a regular file, UTF-8 BOM removed; b"" for anything that is not a file.
+
+    For `sniff()`: OSError (unreadable file) propagates so detection can report it.
+    """
+    path = Path(path)
+    if not path.is_file():
+        return b""
+    with path.open("rb") as fh:
+        data = fh.read(size)
+    return data.removeprefix(UTF8_BOM)
+
+
+def head_text(path: Path, size: int = SNIFF_BYTES) -> str:
+    """`read_head` decoded leniently (a character cut at the end is dropped), newlines normalized to \\n.
+
+    Returns "" when the head is not UTF-8 text or contains NUL bytes (binary files).
+    """
+    data = read_head(path, size)
+    if b"\x00" in data:
+        return ""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        if exc.start < len(data) - 3:  # not just a character cut by the size limit
+            return ""
+        text = data[: exc.start].decode("utf-8")
+    return text.replace("\r\n", "\n").replace("\r", "\n")
+
+
+def open_text(path: Path, newline: str | None = None) -> TextIO:
+    """Open a UTF-8 text file for reading (BOM skipped). `newline=""` for the csv module.
+
+    Decoding errors surface as UnicodeDecodeError while reading; callers turn them into TwinbotError.
+    """
+    try:
+        return Path(path).open(encoding="utf-8-sig", newline=newline)
+    except IsADirectoryError as exc:
+        raise TwinbotError("expected a file but this is a folder", path) from exc
+    except OSError as exc:
+        raise TwinbotError(
+            f"cannot read file ({exc.strerror}); check the path and permissions", path
+        ) from exc
+
+
+def open_binary(path: Path) -> BinaryIO:
+    """Open a file for binary reading with a TwinbotError for unreadable paths; a leading BOM is skipped."""
+    try:
+        fh = Path(path).open("rb")
+    except IsADirectoryError as exc:
+        raise TwinbotError("expected a file but this is a folder", path) from exc
+    except OSError as exc:
+        raise TwinbotError(
+            f"cannot read file ({exc.strerror}); check the path and permissions", path
+        ) from exc
+    skip_bom(fh)
+    return fh
+
+
+def skip_bom(fh: BinaryIO) -> None:
+    """Advance a seekable binary stream past a UTF-8 BOM if it starts with one."""
+    start = fh.tell()
+    if fh.read(3) != UTF8_BOM:
+        fh.seek(start)
+
+
+def decode_text(data: bytes, path: Path | str) -> str:
+    """Strict UTF-8 decode (BOM removed, CRLF/CR -> LF); a TwinbotError naming `path` when undecodable."""
+    try:
+        text = data.removeprefix(UTF8_BOM).decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise TwinbotError(
+            "not UTF-8 text; export the chat again or convert the file to UTF-8", path, line
+        ) from exc
+    return text.replace("\r\n", "\n").replace("\r", "\n")
+
+
+# --- folders and .zip archives --------------------------------------------------------------------
+
+
+def is_zip(path: Path) -> bool:
+    """Cheap content check: a regular file that starts like a zip archive."""
+    head = read_head(path, 4)
+    return head.startswith(b"PK\x03\x04") or head.startswith(b"PK\x05\x06")
+
+
+class ExportTree:
+    """A folder or a .zip archive seen the same way: relative POSIX member names and their bytes.
+
+    Use as a context manager. `names` lists regular files only (macOS `__MACOSX/` junk skipped).
+    Error messages name `display(name)`, i.e. `archive.zip/inner/path` or the real file path.
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        self._zip: zipfile.ZipFile | None = None
+        if self.root.is_dir():
+            try:
+                self.names = sorted(
+                    p.relative_to(self.root).as_posix() for p in self.root.rglob("*") if p.is_file()
+                )
+            except OSError as exc:
+                raise TwinbotError(
+                    f"cannot list folder ({exc.strerror}); check the permissions", root
+                ) from exc
+            return
+        try:
+            self._zip = zipfile.ZipFile(self.root)
+            infos = self._zip.infolist()
+        except OSError as exc:
+            if exc.filename is not None:  # opening failed (otherwise: a seek or read inside damaged data)
+                raise TwinbotError(
+                    f"cannot read file ({exc.strerror}); check the path and permissions", root
+                ) from exc
+            raise TwinbotError(_DAMAGED_ZIP, root) from exc
+        except Exception as exc:  # zipfile raises many types on damaged archives (BadZipFile, struct.error)
+            raise TwinbotError(_DAMAGED_ZIP, root) from exc
+        self.names = sorted(
+            info.filename for info in infos if not info.is_dir() and not info.filename.startswith("__MACOSX/")
+        )
+
+    def __enter__(self) -> ExportTree:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._zip is not None:
+            self._zip.close()
+            self._zip = None
+
+    @property
+    def is_zip(self) -> bool:
+        return self._zip is not None
+
+    def display(self, name: str) -> Path:
+        return self.root / PurePosixPath(name)
+
+    def open_binary(self, name: str) -> BinaryIO:
+        """A readable binary stream of one member (seekable for folders; zip members are read whole)."""
+        if self._zip is None:
+            return open_binary(self.display(name))
+        return io.BytesIO(self.read_bytes(name).removeprefix(UTF8_BOM))
+
+    def read_bytes(self, name: str) -> bytes:
+        if self._zip is None:
+            try:
+                return self.display(name).read_bytes()
+            except OSError as exc:
+                raise TwinbotError(
+                    f"cannot read ({exc.strerror}); check the permissions", self.display(name)
+                ) from exc
+        try:
+            return self._zip.read(name)
+        except NotImplementedError as exc:
+            raise TwinbotError(
+                "cannot extract this file (unsupported compression); unpack the archive and pass the folder",
+                self.display(name),
+            ) from exc
+        except RuntimeError as exc:  # zipfile: "File ... is encrypted, password required"
+            raise TwinbotError(
+                "cannot extract this file (the archive is password-protected); unpack it and pass the folder",
+                self.display(name),
+            ) from exc
+        except (
+            Exception
+        ) as exc:  # damaged data: BadZipFile, zlib.error, EOFError, OSError from a bad seek, ...
+            raise TwinbotError(
+                "cannot extract this file from the archive (damaged); download it again", self.display(name)
+            ) from exc
+
+    def read_text(self, name: str) -> str:
+        """A member as text: UTF-8 (BOM removed), newlines normalized; TwinbotError when undecodable."""
+        return decode_text(self.read_bytes(name), self.display(name))
+
+
+# --- timestamps -----------------------------------------------------------------------------------
+
+_LONG_FRACTION = re.compile(r"([.,]\d{6})\d+")
+
+
+def parse_iso_datetime(text: str) -> datetime:
+    """ISO 8601 date-time: `T` or space separator, 0-9 fractional digits, `Z` or an offset, or no zone.
+
+    Aware when the text has a zone, naive otherwise. ValueError when it is not a date-time.
+    """
+    try:
+        return datetime.fromisoformat(text)
+    except (ValueError, TypeError):
+        pass
+    if not isinstance(text, str):
+        raise ValueError("timestamp is not a string")
+    cleaned = _LONG_FRACTION.sub(r"\1", text.strip())
+    if cleaned.endswith(("z", "Z")):
+        cleaned = cleaned[:-1] + "+00:00"
+    return datetime.fromisoformat(cleaned)
+
+
+_UNIX_MIN = -62135596800  # 0001-01-01
+_UNIX_MAX = 253402300799  # 9999-12-31T23:59:59
+
+
+def from_unix_seconds(value: float | int | str) -> datetime:
+    """Seconds since 1970-01-01 UTC (int, float or numeric string) -> aware UTC datetime; ValueError if not."""
+    if isinstance(value, bool):
+        raise ValueError("not a number of seconds")
+    seconds = float(value)
+    if not (_UNIX_MIN <= seconds <= _UNIX_MAX):  # also rejects nan
+        raise ValueError("unix time out of range")
+    return datetime(1970, 1, 1, tzinfo=UTC) + timedelta(seconds=seconds)
+
+
+# --- ordering -------------------------------------------------------------------------------------
+
+
+def time_sort_key(timestamp: datetime) -> datetime:
+    """A naive sort key: aware times converted to UTC, naive times taken as they are.
+
+    Lets one chat mix aware and naive timestamps without `TypeError` when sorting.
+    """
+    offset = timestamp.utcoffset()
+    if offset is None:
+        return timestamp
+    return (timestamp - offset).replace(tzinfo=None)
+
+
+def sort_chat(messages: list[Message]) -> list[Message]:
+    """Sort one chat's messages by time in place, stable for equal times (no work when already sorted)."""
+    try:  # fast path: all aware or all naive, compared directly
+        if any(b.timestamp < a.timestamp for a, b in itertools.pairwise(messages)):
+            messages.sort(key=_timestamp_of)
+    except TypeError:  # a mix of aware and naive timestamps
+        messages.sort(key=lambda m: time_sort_key(m.timestamp))
+    return messages
+
+
+def in_chat_order(messages: Iterable[Message]) -> Iterator[Message]:
+    """Group messages by chat (chats in order of first appearance), each chat sorted stably by time."""
+    chats: dict[str, list[Message]] = {}
+    for message in messages:
+        chats.setdefault(message.chat_id, []).append(message)
+    for chat in chats.values():
+        yield from sort_chat(chat)
+
+
+@contextlib.contextmanager
+def gc_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector while building a large list of records.
+
+    Millions of live objects make every collection walk the whole heap again; reference counting still
+    frees everything that is dropped. Do not yield records to the caller inside this block.
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()

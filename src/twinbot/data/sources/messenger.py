@@ -1,0 +1,558 @@
+"""Facebook Messenger (and, via instagram.py, Instagram) "Download your information" JSON.
+
+Accepted paths: a thread folder (`message_1.json`, `message_2.json`, ... merged into one chat), one
+`message_N.json` (its sibling parts are merged in), an `inbox`/`messages` folder or a whole export folder
+holding many threads, a .zip of any of those, and the newer end-to-end-encrypted download shape
+(`{participants: ["A", "B"], threadName, messages: [{senderName, timestamp, text, ...}]}`, one file per
+thread, oldest first, correct UTF-8).
+
+Classic files are newest first and every string is mojibake (UTF-8 bytes written as Latin-1 code points);
+each string is repaired on its own and strings that are already correct are left alone. Meta has no
+message ids: a message's id is its position in the thread, oldest first. Author ids are the sender names.
+A message without a usable time borrows the previous message's time (the next one's for a thread's
+leading messages, the Unix epoch when no message of the thread has a time).
+
+Messenger or Instagram? `detect_platform` decides from, in order: the path (`your_instagram_activity` or
+an `instagram-...zip` means Instagram, `your_facebook_activity` / `your_activity_across_facebook` or a
+`facebook-...zip` means Messenger), the E2EE shape (Messenger only), then the message shape
+(`share.original_content_owner`, or classic messages without a `type` field, are Instagram's). When nothing
+decides it, it is Messenger.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import re
+import zipfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path, PurePosixPath
+from typing import Any, Literal
+
+from twinbot.data.records import Message, MessageKind
+from twinbot.data.sources import ParseOptions
+from twinbot.data.sources.common import (
+    SNIFF_BYTES,
+    UTF8_BOM,
+    ExportTree,
+    decode_text,
+    from_unix_seconds,
+    is_zip,
+    read_head,
+    sort_chat,
+)
+from twinbot.errors import TwinbotError
+
+NAME = "messenger"
+
+Platform = Literal["messenger", "instagram"]
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_PART_FILE = re.compile(r"^message_(\d+)\.json$")
+_HTML_PART = re.compile(r"(^|/)message_\d+\.html$")
+_INSTAGRAM_DIRS = frozenset({"your_instagram_activity"})
+_FACEBOOK_DIRS = frozenset({"your_facebook_activity", "your_activity_across_facebook"})
+_ATTACHMENT_LISTS = ("photos", "videos", "audio_files", "files", "gifs")
+_SYSTEM_TYPES = frozenset({"unsubscribe", "subscribe"})
+_UNKNOWN_SENDER = "Unknown"
+_MAX_SNIFF_DIRS = 400
+_MAX_SNIFF_DEPTH = 6
+_JSON_ERRORS: tuple[type[BaseException], ...] = (ValueError, RecursionError)
+
+
+# ---------------------------------------------------------------------------------------------- mojibake
+
+
+def fix_mojibake(text: str) -> str:
+    """Undo Meta's encoding bug (UTF-8 bytes stored as Latin-1 code points); correct text is unchanged.
+
+    Text with a character above U+00FF cannot be mojibake, and text whose Latin-1 bytes are not valid
+    UTF-8 (like a correctly encoded "café") was correct already.
+    """
+    if text.isascii():
+        return text
+    try:
+        return text.encode("latin-1").decode("utf-8")
+    except (UnicodeEncodeError, UnicodeDecodeError):
+        return text
+
+
+def _string(value: Any, repair: bool) -> str:
+    if not isinstance(value, str):
+        return ""
+    return fix_mojibake(value) if repair else value
+
+
+# ---------------------------------------------------------------------------------------------- detection
+
+
+def _head_shape(head: bytes) -> Literal["classic", "e2ee"] | None:
+    head = head.removeprefix(UTF8_BOM).lstrip()
+    if not head.startswith(b"{"):
+        return None
+    if b'"senderName"' in head or b'"threadName"' in head:
+        return "e2ee"
+    if b'"sender_name"' in head or b'"timestamp_ms"' in head:
+        return "classic"
+    if b'"participants"' in head and b'"messages"' in head and b'"thread_path"' in head:
+        return "classic"
+    return None
+
+
+def _head_platform(head: bytes) -> Platform | None:
+    """Instagram's message shape, judged from the first few KB of a classic file."""
+    if b'"original_content_owner"' in head:
+        return "instagram"
+    senders = len(re.findall(rb'"sender_name"\s*:', head))
+    if senders >= 2 and not re.search(rb'"type"\s*:', head):
+        return "instagram"
+    return None
+
+
+def _path_platform(parts: tuple[str, ...]) -> Platform | None:
+    for part in parts:
+        lowered = part.lower()
+        if lowered in _INSTAGRAM_DIRS:
+            return "instagram"
+        if lowered in _FACEBOOK_DIRS:
+            return "messenger"
+    return None
+
+
+def _zip_name_platform(path: Path) -> Platform | None:
+    lowered = path.name.lower()
+    if lowered.startswith("instagram-") or lowered.startswith("instagram_"):
+        return "instagram"
+    if lowered.startswith("facebook-") or lowered.startswith("facebook_"):
+        return "messenger"
+    return None
+
+
+def _is_e2ee_candidate(name: str) -> bool:
+    """Non-`message_N` JSON files worth opening as E2EE threads: near the root or under a messages folder."""
+    posix = PurePosixPath(name)
+    if posix.suffix.lower() != ".json" or _PART_FILE.match(posix.name):
+        return False
+    folders = [p.lower() for p in posix.parts[:-1]]
+    return len(folders) <= 1 or any("messag" in p or "e2ee" in p for p in folders)
+
+
+def _first_thread_file_in_folder(root: Path) -> Path | None:
+    """A message file under `root` found by a bounded breadth-first walk (cheap enough for sniffing)."""
+    queue: list[tuple[Path, int]] = [(root, 0)]
+    visited = 0
+    e2ee_candidate: Path | None = None
+    while queue and visited < _MAX_SNIFF_DIRS:
+        folder, depth = queue.pop(0)
+        visited += 1
+        try:
+            with os.scandir(folder) as entries:
+                children = sorted(entries, key=lambda e: e.name)
+        except OSError:
+            continue
+        for entry in children:
+            try:
+                if entry.is_file() and _PART_FILE.match(entry.name):
+                    return Path(entry.path)
+                if (
+                    e2ee_candidate is None
+                    and entry.is_file()
+                    and _is_e2ee_candidate(Path(entry.path).relative_to(root).as_posix())
+                    and _head_shape(read_head(Path(entry.path), 1024)) == "e2ee"
+                ):
+                    e2ee_candidate = Path(entry.path)
+                if entry.is_dir() and depth < _MAX_SNIFF_DEPTH:
+                    queue.append((Path(entry.path), depth + 1))
+            except OSError:
+                continue
+    return e2ee_candidate
+
+
+def _zip_head(path: Path) -> tuple[str, bytes] | None:
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = [n for n in archive.namelist() if not n.startswith("__MACOSX/")]
+            parts = [n for n in names if _PART_FILE.match(PurePosixPath(n).name)]
+            candidates = parts[:1] or [n for n in names if _is_e2ee_candidate(n)][:20]
+            for name in candidates:
+                with archive.open(name) as member:
+                    head = member.read(SNIFF_BYTES)
+                if _head_shape(head):
+                    return name, head
+    except (
+        zipfile.BadZipFile,
+        zipfile.LargeZipFile,
+        OSError,
+        ValueError,
+        EOFError,
+        RuntimeError,
+        NotImplementedError,
+    ):
+        return None
+    return None
+
+
+def detect_platform(path: Path) -> Platform | None:
+    """ "messenger" or "instagram" for a Meta message export, None when `path` is not one."""
+    path = Path(path)
+    if path.is_dir():
+        found = _first_thread_file_in_folder(path)
+        if found is None:
+            return None
+        head = read_head(found)
+        where = _path_platform(found.absolute().parts)
+    elif is_zip(path):
+        member = _zip_head(path)
+        if member is None:
+            return None
+        name, head = member
+        where = _path_platform(PurePosixPath(name).parts) or _zip_name_platform(path)
+    elif path.is_file():
+        head = read_head(path)
+        where = _path_platform(path.absolute().parts)
+    else:
+        return None
+    shape = _head_shape(head)
+    if shape is None:
+        return None
+    if where is not None:
+        return where
+    if shape == "e2ee":
+        return "messenger"
+    return _head_platform(head) or "messenger"
+
+
+def sniff(path: Path) -> bool:
+    return detect_platform(path) == "messenger"
+
+
+# ---------------------------------------------------------------------------------------------- threads
+
+
+@dataclass(slots=True)
+class _Thread:
+    """The files of one chat: classic parts (message_1.json first) or one E2EE file."""
+
+    key: str
+    files: list[str] = field(default_factory=list)
+
+
+def _part_number(name: str) -> int:
+    match = _PART_FILE.match(PurePosixPath(name).name)
+    return int(match.group(1)) if match else 0
+
+
+def _threads(tree: _Tree) -> list[_Thread]:
+    """Threads in `tree` sorted by folder: message_N.json parts grouped by folder, and E2EE files."""
+    threads: dict[str, _Thread] = {}
+    for name in tree.names:
+        posix = PurePosixPath(name)
+        if _PART_FILE.match(posix.name):
+            folder = str(posix.parent)
+            threads.setdefault(folder, _Thread(folder)).files.append(name)
+    for thread in threads.values():
+        thread.files.sort(key=_part_number)
+    for name in tree.names:
+        if _is_e2ee_candidate(name) and _head_shape(tree.read_bytes(name)[:SNIFF_BYTES]) == "e2ee":
+            threads[name] = _Thread(name, [name])
+    return [threads[key] for key in sorted(threads)]
+
+
+def _load(tree: _Tree, name: str) -> dict[str, Any]:
+    where = tree.display(name)
+    text = decode_text(tree.read_bytes(name), where)
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise TwinbotError(
+            f"not valid JSON ({exc.msg}); download the file again from Meta", where, exc.lineno
+        ) from exc
+    except _JSON_ERRORS as exc:
+        raise TwinbotError("not valid JSON; download the file again from Meta", where) from exc
+    if not isinstance(data, dict) or not isinstance(data.get("messages"), list):
+        raise TwinbotError(
+            "not a Messenger/Instagram message file (no `messages` list); pass the message_1.json files "
+            "from Download your information, in JSON format",
+            where,
+        )
+    return data
+
+
+# ---------------------------------------------------------------------------------------------- messages
+
+
+_MEDIA_TEXT = (
+    r"sent (?:an attachment|a photo|a video|a GIF|a gif|a sticker|a voice message|an audio clip|a file"
+    r"|a link|a location|a live location|a post|a reel|a story|\d+ photos|\d+ videos)\."
+)
+_SYSTEM_TEXT = (
+    r"(?:reacted .{1,24} to (?:your|a|their|his|her|the) message\.?|unsent a message\.?|left the group\.?"
+    r"|named the group .+|changed the group photo\.?|set (?:the|your|his|her|their|own) nickname.*"
+    r"|set the (?:emoji|quick reaction) to .+|changed the (?:chat )?theme.*|added .+ to the group\.?"
+    r"|removed .+ from the group\.?|created the group\.?|pinned a message\.?|liked a message\.?"
+    r"|changed the group name.*|turned on .+|turned off .+)"
+)
+_CALL_TEXT = (
+    r"(?:called you\.?|called .+\.|missed your (?:video )?call\.?|missed a (?:video )?call.*"
+    r"|started a (?:video )?call\.?|joined the (?:video )?call\.?|started a video chat\.?)"
+)
+_STANDALONE_TEXTS: tuple[tuple[re.Pattern[str], MessageKind], ...] = (
+    (re.compile(r"^Reacted .{1,24} to (?:your|a) message\.?$"), "system"),
+    (re.compile(r"^Liked a message\.?$"), "system"),
+    (re.compile(r"^The (?:video )?(?:chat|call) ended\.?$"), "call"),
+    (re.compile(r"^You missed a (?:video )?call from .+\.?$"), "call"),
+)
+
+
+@functools.lru_cache(maxsize=512)
+def _generated_patterns(sender: str) -> tuple[tuple[re.Pattern[str], MessageKind], ...]:
+    names = {"You", sender}
+    if " " in sender.strip():
+        names.add(sender.strip().split()[0])
+    subject = "(?:" + "|".join(re.escape(n) for n in sorted(names, key=len, reverse=True) if n) + ")"
+    return (
+        (re.compile(rf"^{subject} {_MEDIA_TEXT}$", re.IGNORECASE), "media"),
+        (re.compile(rf"^{subject} {_SYSTEM_TEXT}$", re.IGNORECASE | re.DOTALL), "system"),
+        (re.compile(rf"^{subject} {_CALL_TEXT}$", re.IGNORECASE), "call"),
+    )
+
+
+def generated_kind(text: str, sender: str) -> MessageKind | None:
+    """The kind of a text Meta wrote itself ("You sent an attachment.", "Ann reacted ❤ to your
+    message"), None for text a person wrote. Only texts whose subject is the sender (or "You") count."""
+    stripped = text.strip()
+    if not stripped or len(stripped) > 300:
+        return None
+    for pattern, kind in _STANDALONE_TEXTS:
+        if pattern.match(stripped):
+            return kind
+    for pattern, kind in _generated_patterns(sender):
+        if pattern.match(stripped):
+            return kind
+    return None
+
+
+def _timestamp_ms(value: Any) -> datetime | None:
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        return None
+    try:
+        return from_unix_seconds(float(value) / 1000)
+    except ValueError:
+        return None
+
+
+def _e2ee_timestamp(value: Any) -> datetime | None:
+    """E2EE `timestamp`: milliseconds (seconds when the number is too small to be milliseconds)."""
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        return None
+    try:
+        number = float(value)
+        return from_unix_seconds(number / 1000 if abs(number) >= 1e11 else number)
+    except ValueError:
+        return None
+
+
+@dataclass(slots=True)
+class _Draft:
+    time: datetime | None
+    sender: str
+    text: str
+    kind: MessageKind
+    attachments: int
+
+
+def _count(value: Any) -> int:
+    return len(value) if isinstance(value, list) else 0
+
+
+def _classify(text: str, sender: str, attachments: int, kind: MessageKind | None) -> tuple[MessageKind, int]:
+    if kind is not None:
+        return kind, attachments
+    generated = generated_kind(text, sender)
+    if generated == "media":
+        return "media", max(attachments, 1)
+    if generated is not None:
+        return generated, attachments
+    if text.strip():
+        return "text", attachments
+    return ("media" if attachments else "system"), attachments
+
+
+def _classic_draft(raw: Any, where: Path, index: int) -> _Draft:
+    if not isinstance(raw, dict):
+        raise TwinbotError(f"message #{index + 1} is not a JSON object; download the file again", where)
+    sender = _string(raw.get("sender_name"), repair=True) or _UNKNOWN_SENDER
+    text = _string(raw.get("content"), repair=True)
+    attachments = sum(_count(raw.get(key)) for key in _ATTACHMENT_LISTS)
+    if raw.get("sticker"):
+        attachments += 1
+    share = raw.get("share")
+    if not text.strip() and isinstance(share, dict):
+        text = _string(share.get("link"), repair=True)
+    message_type = raw.get("type").lower() if isinstance(raw.get("type"), str) else ""
+    kind: MessageKind | None = None
+    if raw.get("is_unsent") is True or message_type in _SYSTEM_TYPES:
+        kind = "system"
+    elif message_type == "call" or "call_duration" in raw:
+        kind = "call"
+    kind, attachments = _classify(text, sender, attachments, kind)
+    return _Draft(_timestamp_ms(raw.get("timestamp_ms")), sender, text, kind, attachments)
+
+
+def _e2ee_draft(raw: Any, where: Path, index: int) -> _Draft:
+    if not isinstance(raw, dict):
+        raise TwinbotError(f"message #{index + 1} is not a JSON object; download the file again", where)
+    sender = _string(raw.get("senderName"), repair=False) or _UNKNOWN_SENDER
+    text = _string(raw.get("text"), repair=False)
+    attachments = _count(raw.get("media"))
+    message_type = raw.get("type").lower() if isinstance(raw.get("type"), str) else ""
+    kind: MessageKind | None = None
+    if raw.get("isUnsent") is True or "unsent" in message_type:
+        kind = "system"
+    elif "call" in message_type:
+        kind = "call"
+    kind, attachments = _classify(text, sender, attachments, kind)
+    return _Draft(_e2ee_timestamp(raw.get("timestamp")), sender, text, kind, attachments)
+
+
+def _thread_chat_id(first_file: Path, data: dict[str, Any], e2ee: bool) -> str:
+    """`thread_path` ("inbox/ann_123") when present, else the thread folder (E2EE: the file name)."""
+    if e2ee:
+        return first_file.stem
+    thread_path = _string(data.get("thread_path"), repair=True).strip()
+    if thread_path:
+        return thread_path
+    return "/".join(first_file.parent.parts[-2:]) or "thread"
+
+
+def _is_e2ee(name: str, data: dict[str, Any]) -> bool:
+    if _PART_FILE.match(PurePosixPath(name).name):
+        return False
+    sample = [m for m in data["messages"][:50] if isinstance(m, dict)]
+    if sample:
+        return not any("sender_name" in m or "timestamp_ms" in m for m in sample)
+    return "threadName" in data or any(isinstance(p, str) for p in _list(data.get("participants")))
+
+
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
+def _thread_messages(tree: _Tree, thread: _Thread, platform: Platform) -> list[Message]:
+    drafts: list[_Draft] = []
+    chat_id = ""
+    e2ee = False
+    for name in thread.files:
+        where = tree.display(name)
+        data = _load(tree, name)
+        e2ee = _is_e2ee(name, data)
+        if not chat_id:
+            chat_id = _thread_chat_id(where, data, e2ee)
+        make = _e2ee_draft if e2ee else _classic_draft
+        drafts.extend(make(raw, where, i) for i, raw in enumerate(data["messages"]))
+    if not e2ee:
+        # Classic parts are newest first and message_1 is the newest part: the reversed concatenation
+        # is oldest first, with equal times in their true order.
+        drafts.reverse()
+    return _finish(drafts, chat_id, platform)
+
+
+def _finish(drafts: list[_Draft], chat_id: str, platform: Platform) -> list[Message]:
+    first_time = next((d.time for d in drafts if d.time is not None), None)
+    previous = first_time or _EPOCH
+    messages: list[Message] = []
+    for position, draft in enumerate(drafts):
+        time = draft.time or previous
+        previous = time
+        messages.append(
+            Message(
+                platform=platform,
+                chat_id=chat_id,
+                id=str(position),
+                timestamp=time,
+                author_id=draft.sender,
+                author=draft.sender,
+                text=draft.text,
+                kind=draft.kind,
+                attachments=draft.attachments,
+            )
+        )
+    return sort_chat(messages)
+
+
+# ---------------------------------------------------------------------------------------------- parse
+
+
+class _Files:
+    """An explicit list of files in one folder, with ExportTree's reading interface."""
+
+    def __init__(self, root: Path, names: list[str]) -> None:
+        self.root = root
+        self.names = names
+
+    def __enter__(self) -> _Files:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        return None
+
+    def display(self, name: str) -> Path:
+        return self.root / name
+
+    def read_bytes(self, name: str) -> bytes:
+        try:
+            return self.display(name).read_bytes()
+        except OSError as exc:
+            raise TwinbotError(
+                f"cannot read file ({exc.strerror}); check the path and permissions", self.display(name)
+            ) from exc
+
+
+_Tree = ExportTree | _Files
+
+
+def _open_tree(path: Path) -> tuple[_Tree, list[_Thread]]:
+    if path.is_dir() or is_zip(path):
+        tree: _Tree = ExportTree(path)
+        return tree, _threads(tree)
+    if _PART_FILE.match(path.name):  # one part: merge the thread's other parts beside it
+        try:
+            siblings = sorted(
+                p.name for p in path.parent.iterdir() if _PART_FILE.match(p.name) and p.is_file()
+            )
+        except OSError as exc:
+            raise TwinbotError(
+                f"cannot list folder ({exc.strerror}); check the permissions", path.parent
+            ) from exc
+        files = _Files(path.parent, siblings)
+        return files, _threads(files)
+    files = _Files(path.parent, [path.name])
+    return files, [_Thread(path.name, [path.name])]
+
+
+def parse_meta(path: Path, platform: Platform) -> Iterator[Message]:
+    """Messages of every thread under `path` (see the module docstring for what `path` may be)."""
+    path = Path(path)
+    if not path.exists():
+        raise TwinbotError("no such file or folder; check the path", path)
+    tree, threads = _open_tree(path)
+    with tree:
+        if not threads:
+            hint = ""
+            if any(_HTML_PART.search(n) for n in tree.names):
+                hint = " (this download is in HTML; request it again in JSON format)"
+            raise TwinbotError(
+                "no Messenger/Instagram messages here (no message_1.json)"
+                + hint
+                + "; pass a thread folder, the messages folder or the .zip from Download your information",
+                path,
+            )
+        for thread in threads:
+            yield from _thread_messages(tree, thread, platform)
+
+
+def parse(path: Path, options: ParseOptions | None = None) -> Iterator[Message]:
+    return parse_meta(path, "messenger")

@@ -1,0 +1,1 @@
+"""Stage 4, export: a RUN's adapter as merged weights, GGUF or an Ollama model."""

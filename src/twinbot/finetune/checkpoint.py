@@ -1,0 +1,148 @@
+"""Training checkpoints: RUN/checkpoints/step-NNNNNNN/, written atomically, the newest `keep` kept.
+
+A checkpoint holds everything `--resume` needs to continue exactly where the run stopped:
+
+    adapter/            the LoRA weights (PEFT format, the same files as RUN/adapter)
+    optimizer.pt        AdamW state
+    scheduler.pt        LR scheduler state
+    scaler.pt           fp16 loss-scaler state (only when loss scaling is on)
+    rng.pt              python / numpy / torch / cuda RNG states, one entry per process
+    state.json          counters and data position (TrainState), written last
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from twinbot.errors import TwinbotError
+from twinbot.fileio import atomic_dir, make_user_only
+from twinbot.runs import ADAPTER_DIR, CHECKPOINT_STATE, CHECKPOINTS_DIR, checkpoint_name, list_checkpoints
+
+
+@dataclass
+class TrainState:
+    """Where training stands after `step` optimizer steps (the data position is (epoch, step))."""
+
+    step: int = 0
+    epoch: int = 0
+    tokens_seen: int = 0
+    supervised_tokens: int = 0
+    computed_tokens: int = 0  # fewer than tokens_seen where samples share a beginning (train.make_batch)
+    elapsed_seconds: float = 0.0
+    nonfinite_in_a_row: int = 0
+    train_loss: float | None = None
+    eval_loss: float | None = None
+    # What the run was started with: resume refuses settings or data that would change the result.
+    fingerprint: dict[str, Any] = field(default_factory=dict)
+
+
+def capture_rng_state() -> dict[str, Any]:
+    """This process's RNG states, as plain Python values and tensors (loadable with weights_only)."""
+    np_state = np.random.get_state()
+    return {
+        "python": random.getstate(),
+        "numpy": [np_state[0], np_state[1].tolist(), int(np_state[2]), int(np_state[3]), float(np_state[4])],
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+
+
+def restore_rng_state(state: dict[str, Any]) -> None:
+    version, *rest = state["python"]
+    random.setstate((version, tuple(rest[0]), rest[1]))
+    kind, keys, pos, has_gauss, gauss = state["numpy"]
+    np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), pos, has_gauss, gauss))
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(
+    run_dir: Path,
+    *,
+    model: Any,
+    optimizer: Any,
+    scheduler: Any,
+    scaler: Any | None,
+    rng_states: list[dict[str, Any]],
+    state: TrainState,
+    keep: int,
+) -> Path:
+    """Write RUN/checkpoints/step-N atomically, then delete all but the newest `keep` checkpoints.
+
+    `model` is the (unwrapped) PEFT model; `rng_states` has one entry per process, indexed by rank.
+    Call it on the main process only.
+    """
+    final = Path(run_dir) / CHECKPOINTS_DIR / checkpoint_name(state.step)
+    with atomic_dir(final, overwrite=True) as tmp:
+        model.save_pretrained(tmp / ADAPTER_DIR, save_embedding_layers=False)
+        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+        torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
+        if scaler is not None:
+            torch.save(scaler.state_dict(), tmp / "scaler.pt")
+        torch.save(rng_states, tmp / "rng.pt")
+        (tmp / CHECKPOINT_STATE).write_text(json.dumps(asdict(state), indent=2) + "\n", encoding="utf-8")
+    make_user_only(final.parent)
+    for old in list_checkpoints(run_dir)[: -max(1, keep)]:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def read_state(checkpoint: Path) -> TrainState:
+    path = Path(checkpoint) / CHECKPOINT_STATE
+    try:
+        return TrainState(**json.loads(path.read_text(encoding="utf-8")))
+    except (OSError, ValueError, TypeError) as exc:
+        raise TwinbotError(
+            "checkpoint state is unreadable; delete this checkpoint folder and --resume again", path
+        ) from exc
+
+
+def load_adapter_weights(model: Any, adapter_dir: Path) -> None:
+    """Load saved LoRA weights into a PEFT model that has the same LoRA layout."""
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    weights = load_file(Path(adapter_dir) / "adapter_model.safetensors", device=str(_device_of(model)))
+    result = set_peft_model_state_dict(model, weights)
+    if getattr(result, "unexpected_keys", None):
+        raise TwinbotError(
+            "checkpoint adapter does not match this model's LoRA layers; resume with the same "
+            "BASE_MODEL and LORA_* settings, or start again with --overwrite",
+            adapter_dir,
+        )
+
+
+def load_checkpoint(
+    checkpoint: Path,
+    *,
+    model: Any,
+    optimizer: Any,
+    scheduler: Any,
+    scaler: Any | None,
+    rank: int,
+) -> TrainState:
+    """Restore weights, optimizer, scheduler, scaler and this process's RNG states; return the counters."""
+    checkpoint = Path(checkpoint)
+    state = read_state(checkpoint)
+    load_adapter_weights(model, checkpoint / ADAPTER_DIR)
+    optimizer.load_state_dict(torch.load(checkpoint / "optimizer.pt", map_location="cpu", weights_only=True))
+    scheduler.load_state_dict(torch.load(checkpoint / "scheduler.pt", map_location="cpu", weights_only=True))
+    scaler_file = checkpoint / "scaler.pt"
+    if scaler is not None and scaler_file.is_file():
+        scaler.load_state_dict(torch.load(scaler_file, weights_only=True))
+    rng_states = torch.load(checkpoint / "rng.pt", weights_only=True)
+    restore_rng_state(rng_states[rank % len(rng_states)])
+    return state
+
+
+def _device_of(model: Any) -> torch.device:
+    return next(model.parameters()).device

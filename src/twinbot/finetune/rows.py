@@ -1,0 +1,390 @@
+"""Samples -> token rows: chat-template tokenization with a supervision mask, packing, and batching.
+
+Supervision: the loss covers only the FINAL assistant turn of each sample (its content tokens plus the
+end-of-turn token, so the bot learns to stop; not the `<|im_start|>assistant\\n` header). Earlier assistant
+turns in the context are not supervised: `prepare` makes every persona turn the final turn of its own
+sample, so supervising context turns too would train on the same reply several times.
+
+Packing: whole samples are packed into rows without padding; `position_ids` restart at 0 for each sample,
+and a model called with `attention_mask=None` and `use_cache=False` (sdpa or flash-attention) then keeps
+the samples of a row independent (transformers builds a block-diagonal causal mask from the restarts).
+With `use_cache=True` transformers skips that detection and samples would attend to each other.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from twinbot.data.records import ChatTurn, Sample
+from twinbot.errors import TwinbotError
+from twinbot.fileio import read_jsonl
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
+IGNORE_INDEX = -100
+ROLES = ("system", "user", "assistant")
+
+_NOT_PREPARED = "create train/eval data with `twinbot prepare`"
+
+
+@dataclass(slots=True)
+class TokenizedSample:
+    """`target_ids[t]` is the token to predict after position t (`input_ids[t + 1]`) when that token is
+    supervised, else -100; the last position is always -100."""
+
+    input_ids: list[int]
+    target_ids: list[int]
+
+    @property
+    def num_supervised(self) -> int:
+        return sum(1 for t in self.target_ids if t != IGNORE_INDEX)
+
+    def __len__(self) -> int:
+        return len(self.input_ids)
+
+
+@dataclass(slots=True)
+class Row:
+    """Whole samples concatenated; `position_ids` restart at 0 at each sample."""
+
+    input_ids: list[int]
+    target_ids: list[int]
+    position_ids: list[int]
+
+    def __len__(self) -> int:
+        return len(self.input_ids)
+
+
+@dataclass
+class Batch:
+    """Rows padded to the longest one: LongTensors of shape [B, T].
+
+    Feed it as `model(input_ids=..., position_ids=..., attention_mask=None, use_cache=False)` and compute the
+    loss against `target_ids` (already shifted: no further shift). Padding forms its own sequence (positions
+    from 0) with target -100, so it never attends into real samples nor counts in the loss.
+    """
+
+    input_ids: torch.Tensor
+    target_ids: torch.Tensor
+    position_ids: torch.Tensor
+    num_supervised: int
+    num_tokens: int  # the samples' tokens (no padding)
+    computed_tokens: int  # the non-padding tokens the model runs: fewer when `shared_prefix_row` shares
+
+    def to(self, device: str | torch.device) -> Batch:
+        return Batch(
+            input_ids=self.input_ids.to(device),
+            target_ids=self.target_ids.to(device),
+            position_ids=self.position_ids.to(device),
+            num_supervised=self.num_supervised,
+            num_tokens=self.num_tokens,
+            computed_tokens=self.computed_tokens,
+        )
+
+
+# --- reading samples ------------------------------------------------------------------------------------
+
+
+def _sample_problem(obj: dict[str, Any]) -> str | None:
+    """What makes `obj` not a prepared sample (never quoting message text), or None."""
+    messages = obj.get("messages")
+    if not isinstance(messages, list) or not messages:
+        return "no `messages` list"
+    for index, message in enumerate(messages):
+        if not isinstance(message, dict):
+            return f"message {index + 1} is not an object"
+        role = message.get("role")
+        if role not in ROLES:
+            return f"message {index + 1} has role {role!r}, expected system, user or assistant"
+        if not isinstance(message.get("content"), str):
+            return f"message {index + 1} has no text `content`"
+        if role == "system" and index > 0:
+            return f"message {index + 1} is a system message after the start"
+    if messages[-1]["role"] != "assistant":
+        return "the last message is not an assistant turn"
+    return None
+
+
+def load_samples(path: Path) -> list[Sample]:
+    """Read a train.jsonl / eval.jsonl written by `prepare`."""
+    samples: list[Sample] = []
+    for lineno, obj in read_jsonl(path):
+        problem = _sample_problem(obj)
+        if problem is not None:
+            raise TwinbotError(f"not a twinbot sample ({problem}); {_NOT_PREPARED}", path, lineno)
+        samples.append(Sample.from_json(obj))
+    return samples
+
+
+# --- tokenization ---------------------------------------------------------------------------------------
+
+
+def _render(tokenizer: PreTrainedTokenizerBase, messages: list[dict[str, str]], **kwargs: Any) -> Any:
+    from jinja2 import TemplateError
+
+    try:
+        return tokenizer.apply_chat_template(messages, **kwargs)
+    except TemplateError as exc:
+        raise TwinbotError(
+            f"the model's chat template rejects a conversation ({exc.message or type(exc).__name__}); "
+            "use a chat model whose template accepts system/user/assistant turns"
+        ) from exc
+
+
+def _uses_generation_tags(tokenizer: PreTrainedTokenizerBase) -> bool:
+    template = tokenizer.chat_template
+    return isinstance(template, str) and "{% generation %}" in template.replace("{%-", "{%")
+
+
+def _encode(tokenizer: PreTrainedTokenizerBase, text: str) -> list[int]:
+    return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+_SENTINEL = "\u2063twinbot-final-turn\u2063"
+
+
+def _final_turn_ids(
+    tokenizer: PreTrainedTokenizerBase, messages: list[dict[str, str]]
+) -> tuple[list[int], int, int]:
+    """(token ids ending with the final turn's end-of-turn token, supervised span start, span end)."""
+    if _uses_generation_tags(tokenizer):
+        rendered = _render(
+            tokenizer, messages, tokenize=True, return_dict=True, return_assistant_tokens_mask=True
+        )
+        ids, mask = list(rendered["input_ids"]), list(rendered["assistant_masks"])
+        end = max((i + 1 for i, m in enumerate(mask) if m), default=0)
+        start = end
+        while start > 0 and mask[start - 1]:
+            start -= 1
+        return ids[:end], start, end
+
+    # The prompt is what the bot sees at chat time: the context rendered with the generation prompt. A
+    # sample without context (style-only) has no such rendering; take the text before the final turn's
+    # content instead. Prompt and completion are tokenized separately, as at generation time.
+    full_text = _render(tokenizer, messages, tokenize=False)
+    if messages[:-1]:
+        prompt_text = _render(tokenizer, messages[:-1], tokenize=False, add_generation_prompt=True)
+    else:
+        probe = _render(tokenizer, [{**messages[-1], "content": _SENTINEL}], tokenize=False)
+        prompt_text = probe.split(_SENTINEL, 1)[0]
+    if not full_text.startswith(prompt_text):
+        raise TwinbotError(
+            "the model's chat template renders a conversation differently from its generation prompt; "
+            "use a chat model with a standard chat template"
+        )
+    prompt = _encode(tokenizer, prompt_text)
+    completion = _encode(tokenizer, full_text[len(prompt_text) :])
+    eos_id = tokenizer.eos_token_id
+    if eos_id is not None and eos_id in completion:
+        # through the final end-of-turn token; the template's text after it (a newline) is not needed
+        completion = completion[: len(completion) - completion[::-1].index(eos_id)]
+    return prompt + completion, len(prompt), len(prompt) + len(completion)
+
+
+def _targets(input_ids: list[int], start: int, end: int) -> list[int]:
+    targets = [IGNORE_INDEX] * len(input_ids)
+    for t in range(max(start - 1, 0), min(end, len(input_ids)) - 1):
+        targets[t] = input_ids[t + 1]
+    return targets
+
+
+ZERO_WIDTH_SPACE = "\u200b"
+
+
+@functools.lru_cache(maxsize=8)
+def _added_tokens_pattern(tokens: tuple[str, ...]) -> re.Pattern[str] | None:
+    spelled = sorted((t for t in tokens if len(t) > 1), key=len, reverse=True)
+    return re.compile("|".join(re.escape(t) for t in spelled)) if spelled else None
+
+
+def plain_text(text: str, tokenizer: PreTrainedTokenizerBase) -> str:
+    """`text` with every spelled-out added token ("<|im_end|>") broken by a zero-width space after its first
+    character. The tokenizer turns such strings into the special token itself, so a message quoting one would
+    end its turn early or forge a turn of the other side; broken, it stays text."""
+    tokens = tuple(token.content for token in tokenizer.added_tokens_decoder.values())
+    pattern = _added_tokens_pattern(tokens)
+    if pattern is None:
+        return text
+    return pattern.sub(lambda match: match.group(0)[0] + ZERO_WIDTH_SPACE + match.group(0)[1:], text)
+
+
+def template_messages(turns: Sequence[ChatTurn], tokenizer: PreTrainedTokenizerBase) -> list[dict[str, str]]:
+    """Turns as chat templates take them, their text made plain (see `plain_text`)."""
+    return [{"role": turn.role, "content": plain_text(turn.content, tokenizer)} for turn in turns]
+
+
+def tokenize_sample(
+    sample: Sample, tokenizer: PreTrainedTokenizerBase, max_tokens: int
+) -> TokenizedSample | None:
+    """Tokenize one sample with its chat template; supervise only the final assistant turn.
+
+    Too long: drop the oldest context turns (the system prompt and the final turn stay); if the final
+    turn alone still does not fit, cut the end of the reply. None when nothing supervised remains.
+    """
+    messages = sample.messages
+    head = list(messages[:1]) if messages and messages[0].role == "system" else []
+    context = list(messages[len(head) : -1])
+    final = messages[-1]
+
+    def attempt(dropped: int) -> tuple[list[int], int, int]:
+        return _final_turn_ids(tokenizer, template_messages([*head, *context[dropped:], final], tokenizer))
+
+    ids, start, end = attempt(0)
+    if len(ids) > max_tokens and context:
+        low, high = 1, len(context)
+        best = attempt(high)
+        if len(best[0]) <= max_tokens:
+            # the fewest dropped turns that fit (a conversation only gets shorter as turns are dropped)
+            while low < high:
+                middle = (low + high) // 2
+                trial = attempt(middle)
+                if len(trial[0]) <= max_tokens:
+                    best, high = trial, middle
+                else:
+                    low = middle + 1
+        ids, start, end = best
+    if len(ids) > max_tokens:
+        ids = ids[:max_tokens]
+        end = min(end, max_tokens)
+    if end - start < 1:
+        return None
+    return TokenizedSample(input_ids=ids, target_ids=_targets(ids, start, end))
+
+
+def tokenize_samples(
+    samples: Sequence[Sample], tokenizer: PreTrainedTokenizerBase, max_tokens: int
+) -> list[TokenizedSample]:
+    """Tokenize every sample, leaving out those with nothing supervised left."""
+    tokenized = (tokenize_sample(sample, tokenizer, max_tokens) for sample in samples)
+    return [t for t in tokenized if t is not None]
+
+
+# --- rows and batches -----------------------------------------------------------------------------------
+
+
+def _row_of(samples: Sequence[TokenizedSample]) -> Row:
+    input_ids: list[int] = []
+    target_ids: list[int] = []
+    position_ids: list[int] = []
+    for sample in samples:
+        input_ids.extend(sample.input_ids)
+        target_ids.extend(sample.target_ids)
+        position_ids.extend(range(len(sample.input_ids)))
+    return Row(input_ids=input_ids, target_ids=target_ids, position_ids=position_ids)
+
+
+def pack_rows(samples: Sequence[TokenizedSample], row_tokens: int) -> list[Row]:
+    """Pack whole samples into rows of at most `row_tokens` tokens, without padding.
+
+    First-fit in the given order: each sample goes into the first row that still has room, else opens a
+    new row. Rows come out in the order they were opened and keep their samples in the given order, so
+    shuffling the samples shuffles the rows. Deterministic; O(n log n) via a max-tree over row space left.
+    """
+    too_long = max((len(s.input_ids) for s in samples), default=0)
+    if too_long > row_tokens:
+        raise ValueError(f"a sample has {too_long} tokens, more than row_tokens={row_tokens}")
+    if not samples:
+        return []
+    size = 1
+    while size < len(samples):
+        size *= 2
+    # tree[size + r] = room left in row r (rows not opened yet are empty); inner nodes hold their max
+    room = [0] * size + [row_tokens] * len(samples) + [0] * (size - len(samples))
+    for node in range(size - 1, 0, -1):
+        room[node] = max(room[2 * node], room[2 * node + 1])
+    members: list[list[TokenizedSample]] = []
+    for sample in samples:
+        need = len(sample.input_ids)
+        node = 1
+        while node < size:
+            node = 2 * node if room[2 * node] >= need else 2 * node + 1
+        row = node - size
+        if row == len(members):
+            members.append([])
+        members[row].append(sample)
+        room[node] -= need
+        node //= 2
+        while node:
+            room[node] = max(room[2 * node], room[2 * node + 1])
+            node //= 2
+    return [_row_of(row_samples) for row_samples in members]
+
+
+def row_samples(row: Row) -> list[TokenizedSample]:
+    """The samples packed into `row`, cut where the position ids restart at 0."""
+    starts = [i for i, position in enumerate(row.position_ids) if position == 0] or [0]
+    return [
+        TokenizedSample(row.input_ids[start:end], row.target_ids[start:end])
+        for start, end in zip(starts, [*starts[1:], len(row.input_ids)], strict=True)
+    ]
+
+
+def shared_prefix_length(sample: TokenizedSample, first: TokenizedSample) -> int:
+    """How many of `sample`'s first tokens equal `first`'s and predict nothing supervised (on a persona's
+    data at least the system prompt); every sample keeps at least its last token."""
+    shared = 0
+    limit = min(len(sample.input_ids) - 1, len(first.input_ids))
+    while (
+        shared < limit
+        and sample.input_ids[shared] == first.input_ids[shared]
+        and sample.target_ids[shared] == IGNORE_INDEX
+    ):
+        shared += 1
+    return shared
+
+
+def shared_prefix_row(rows: Sequence[Row]) -> Row:
+    """A micro-batch as one padding-free row in which the samples after the first leave out the tokens they
+    share with the first sample's beginning: those are computed once. A sample that leaves out p tokens
+    starts at position p, and `twinbot.kernels.attention.packed_sdpa` lets it attend to the row's first p tokens,
+    so every token sees exactly what it saw in its own sample (causal attention: a token's states depend
+    only on the tokens before it, which are the same). The loss is unchanged: the tokens left out have no
+    target. On the bundled sample this leaves out ~21% of the tokens (BENCHMARKS.md, attempt 28)."""
+    samples = [sample for row in rows for sample in row_samples(row)]
+    input_ids: list[int] = []
+    target_ids: list[int] = []
+    position_ids: list[int] = []
+    for index, sample in enumerate(samples):
+        shared = shared_prefix_length(sample, samples[0]) if index else 0
+        input_ids.extend(sample.input_ids[shared:])
+        target_ids.extend(sample.target_ids[shared:])
+        position_ids.extend(range(shared, len(sample.input_ids)))
+    return Row(input_ids=input_ids, target_ids=target_ids, position_ids=position_ids)
+
+
+def one_sample_rows(samples: Sequence[TokenizedSample]) -> list[Row]:
+    """One sample per row (packing off)."""
+    return [_row_of([sample]) for sample in samples]
+
+
+def collate(rows: Sequence[Row], pad_id: int) -> Batch:
+    """Pad rows to the longest; padding gets target -100 and its own positions from 0."""
+    if not rows:
+        raise ValueError("collate needs at least one row")
+    width = max(len(row.input_ids) for row in rows)
+    input_ids: list[list[int]] = []
+    target_ids: list[list[int]] = []
+    position_ids: list[list[int]] = []
+    for row in rows:
+        padding = width - len(row.input_ids)
+        input_ids.append(row.input_ids + [pad_id] * padding)
+        target_ids.append(row.target_ids + [IGNORE_INDEX] * padding)
+        position_ids.append(row.position_ids + list(range(padding)))
+    targets = torch.tensor(target_ids, dtype=torch.long)
+    real_tokens = sum(len(row.input_ids) for row in rows)
+    return Batch(
+        input_ids=torch.tensor(input_ids, dtype=torch.long),
+        target_ids=targets,
+        position_ids=torch.tensor(position_ids, dtype=torch.long),
+        num_supervised=int((targets != IGNORE_INDEX).sum()),
+        num_tokens=real_tokens,
+        computed_tokens=real_tokens,
+    )

@@ -1,0 +1,69 @@
+"""A tiny randomly initialised model with the real SmolLM2 tokenizer, for fast tests."""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import torch
+from transformers import PreTrainedTokenizerBase
+
+from twinbot.fileio import atomic_dir
+from twinbot.models.loading import (
+    embedded_gguf_path,
+    finish_tokenizer,
+    imported_dir_for,
+    is_complete_import,
+    tokenizer_from_gguf,
+)
+
+
+@functools.lru_cache(maxsize=2)
+def gguf_tokenizer_cached(gguf_path: Path, size: int, mtime_ns: int) -> PreTrainedTokenizerBase:
+    return tokenizer_from_gguf(gguf_path)
+
+
+def embedded_tokenizer() -> PreTrainedTokenizerBase:
+    """The embedded model's tokenizer (read-only use), from its cached import when present, else from the
+    GGUF (seconds; memoized per process so building several tiny models stays fast)."""
+    from transformers import AutoTokenizer
+
+    gguf_path = embedded_gguf_path()
+    imported = imported_dir_for(gguf_path)
+    if is_complete_import(imported):
+        return finish_tokenizer(AutoTokenizer.from_pretrained(str(imported)))
+    stat = gguf_path.stat()
+    return gguf_tokenizer_cached(gguf_path, stat.st_size, stat.st_mtime_ns)
+
+
+def make_tiny_model(out_dir: Path, seed: int = 0) -> Path:
+    """A tiny randomly initialised Llama with the real SmolLM2 tokenizer, saved as an HF folder.
+
+    For fast tests and benchmarks: same vocabulary, chat template and special tokens as the embedded model.
+    """
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    tokenizer = embedded_tokenizer()
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        intermediate_size=128,
+        max_position_embeddings=2048,
+        tie_word_embeddings=True,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = LlamaForCausalLM(config)
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    out_dir = Path(out_dir)
+    with atomic_dir(out_dir, overwrite=True) as tmp:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+    return out_dir
