@@ -1,7 +1,7 @@
 """Pre-filters: which messages never become training text, each with a named reason for the report.
 
 Two kinds:
-- per message (`drop_reason`): system / call / media-only records, bot authors, bot commands (`!play`,
+- per message (`MessageFilter`): system / call / media-only records, bot authors, bot commands (`!play`,
   `/roll 2d6`), link-only messages, empty text, too short / too long text;
 - per chat, over messages already in time order (`sequence_drop_reasons`):
   * duplicate: the same author sent the same text (whitespace-trimmed) in the same chat less than
@@ -111,7 +111,8 @@ def is_bot_author(message: Message, options: FilterOptions) -> bool:
 
 
 class MessageFilter:
-    """`drop_reason` for a stream of messages, remembering which authors are bots by name."""
+    """The reason a message alone is not training text (None keeps it), for a stream of messages:
+    remembers which authors are bots by name."""
 
     __slots__ = ("_bot_by_name", "options")
 
@@ -157,16 +158,11 @@ class MessageFilter:
         return None
 
 
-def drop_reason(message: Message, options: FilterOptions) -> DropReason | None:
-    """The reason this message alone is not training text, or None to keep it."""
-    return MessageFilter(options)(message)
-
-
 def sequence_drop_reasons(
     messages: Sequence[Message], times_us: Sequence[int], options: FilterOptions
 ) -> list[DropReason | None]:
     """Duplicate and spam-burst reasons for one chat's messages in time order (`times_us[i]` is
-    `messages[i]`'s time in microseconds, see `conversations.time_key`); None keeps the message."""
+    `messages[i]`'s time in microseconds, see `chat_order.time_key`); None keeps the message."""
     reasons: list[DropReason | None] = [None] * len(messages)
     dup_window = int(options.duplicate_window_s * _US_PER_S)
     burst_window = int(options.burst_window_s * _US_PER_S)

@@ -20,9 +20,9 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from twinbot.data.chat_order import time_key
 from twinbot.data.records import MESSAGE_KINDS, Message
 from twinbot.data.sources import ParseOptions, detect_format, format_module, parse_path
-from twinbot.data.sources.common import time_sort_key
 from twinbot.errors import TwinbotError
 
 TOP_AUTHORS = 10
@@ -48,10 +48,10 @@ class FileSummary:
         self.kinds[message.kind] += 1
         self.authors[(message.author_id, message.author)] += 1
         self.chats.add(message.chat_id)
-        key = time_sort_key(message.timestamp)
-        if self.first is None or key < time_sort_key(self.first):
+        key = time_key(message.timestamp)
+        if self.first is None or key < time_key(self.first):
             self.first = message.timestamp
-        if self.last is None or key > time_sort_key(self.last):
+        if self.last is None or key > time_key(self.last):
             self.last = message.timestamp
 
 

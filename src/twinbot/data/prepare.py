@@ -1,15 +1,15 @@
-"""`twinbot prepare`: export files -> filtered, scrubbed messages -> conversations -> samples ->
-train.jsonl / eval.jsonl, report.json and lengths.png in the output folder.
+"""`twinbot prepare`: export files -> filtered, scrubbed messages -> conversations -> samples -> the data
+folder (`prepared`: train.jsonl / eval.jsonl, report.json and lengths.png).
 
-The core is `prepare_messages` (a function over any iterable of `Message`), then `split_conversations`
-and `write_outputs`; `run_prepare` wires them to the files. Nothing is written to the output folder until
-everything succeeded (it is built in a temp folder and renamed into place).
+`run_prepare` is the recipe. Its steps, in the order of this file: `prepare_messages` (any iterable of
+`Message` -> conversations, in two passes: per-message filters and scrubbing while reading, then per chat
+in time order the duplicate/burst filters and the session split), `split_conversations` (train / eval by
+whole conversation) and `write_outputs` (samples, report and plot). Nothing is written to the output
+folder until everything succeeded (it is built in a temp folder and renamed into place).
 """
 
 from __future__ import annotations
 
-import contextlib
-import gc
 import json
 import random
 import sys
@@ -19,9 +19,10 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from json.encoder import encode_basestring as encode_json_string  # what json.dumps(ensure_ascii=False) uses
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from twinbot.data.conversations import SessionOptions, chat_conversations, sort_chat, time_key
+from twinbot.data.chat_order import sort_chat, time_key
+from twinbot.data.conversations import SessionOptions, chat_conversations
 from twinbot.data.filters import (
     DEFAULT_BOT_NAMES,
     DROP_REASONS,
@@ -29,13 +30,17 @@ from twinbot.data.filters import (
     MessageFilter,
     sequence_drop_reasons,
 )
+from twinbot.data.prepared import EVAL_FILE, LENGTHS_PLOT, REPORT_FILE, TRAIN_FILE
 from twinbot.data.records import MESSAGE_KINDS, Conversation, Message, Sample
 from twinbot.data.samples import HFTokenCounter, SampleOptions, conversation_samples, count_samples
 from twinbot.data.scrub import PII_TYPES, Scrubber
+from twinbot.data.sources import ParseOptions, parse_path
+from twinbot.data.sources.common import gc_paused
 from twinbot.errors import TwinbotError
+from twinbot.fileio import atomic_dir, write_json
 
-SplitStrategy = Literal["conversation", "time"]
 TOP_AUTHORS_SHOWN = 10
+_TOKEN_COUNT_BATCH = 512  # samples tokenized together for the length statistics
 
 
 @dataclass(slots=True)
@@ -184,6 +189,211 @@ class PrepareReport:
         return data
 
 
+# --- the recipe -----------------------------------------------------------------------------------
+
+
+def run_prepare(options: PrepareOptions) -> PrepareReport:
+    options.validate()
+    out = Path(options.out)
+    _check_out_dir(out, options.overwrite)
+    for path in options.paths:
+        if not Path(path).exists():
+            raise TwinbotError("no such file or folder; check the path", path)
+    tokenizer = _load_tokenizer(options.model) if options.model else None
+    try:
+        data = prepare_messages(_read_all(options), options)
+    except PersonaNotFound as exc:
+        if exc.authors:
+            print_authors(exc.authors)
+        else:
+            print("no authors found in the input", file=sys.stderr)
+        raise
+    report = write_outputs(data, options, tokenizer)
+    print_summary(report, out)
+    return report
+
+
+def _check_out_dir(out: Path, overwrite: bool) -> None:
+    if out.exists() and not out.is_dir():
+        raise TwinbotError("--out must be a folder, but this is a file", out)
+    if out.is_dir() and not overwrite and any(out.iterdir()):
+        raise TwinbotError("output folder exists and is not empty; pass --overwrite or pick another", out)
+
+
+def _load_tokenizer(spec: str) -> Any:
+    try:
+        from twinbot.models.loading import load_tokenizer
+    except ImportError as exc:
+        raise TwinbotError(
+            "--model needs twinbot.models.loading, which this install lacks; run without --model"
+        ) from exc
+    return load_tokenizer(spec)
+
+
+def _read_all(options: PrepareOptions) -> Iterator[Message]:
+    parse_options = ParseOptions(dayfirst=options.dayfirst)
+    for path in options.paths:
+        yield from parse_path(Path(path), options.fmt, parse_options)
+
+
+# --- messages -> conversations --------------------------------------------------------------------
+
+
+def prepare_messages(messages: Iterable[Message], options: PrepareOptions) -> PreparedData:
+    """Filter, scrub and group messages into conversations; TwinbotError when nothing usable is left.
+
+    For memory, the kept `Message` objects are updated in place (scrubbed text, repeated strings such as
+    author ids shared): pass messages you do not need unchanged afterwards.
+    """
+    options.validate()
+    with gc_paused(freeze=True):
+        return _prepare_messages(messages, options)
+
+
+@dataclass(slots=True)
+class _Tally:
+    """What the two passes over the messages count, for the report."""
+
+    read: int = 0
+    by_kind: Counter[str] = field(default_factory=Counter)
+    authors: Counter[tuple[str, str]] = field(default_factory=Counter)  # (author id, name) -> messages
+    drops: Counter[tuple[str, bool, str]] = field(default_factory=Counter)  # (reason, style-only, author id)
+    kept: int = 0
+    persona_kept: int = 0
+
+    def stats(self, me_ids: frozenset[str], authors: list[AuthorCount], pii: dict[str, int]) -> PrepareStats:
+        dropped = dict.fromkeys(DROP_REASONS, 0)
+        dropped_persona = dict.fromkeys(DROP_REASONS, 0)
+        for (reason, style_only, author_id), n in self.drops.items():
+            dropped[reason] += n
+            if style_only or author_id in me_ids:
+                dropped_persona[reason] += n
+        return PrepareStats(
+            messages_read=self.read,
+            by_kind={kind: self.by_kind.get(kind, 0) for kind in MESSAGE_KINDS}
+            | {k: v for k, v in self.by_kind.items() if k not in MESSAGE_KINDS},
+            kept=self.kept,
+            dropped=dropped,
+            dropped_persona=dropped_persona,
+            pii=pii,
+            persona_messages=self.persona_kept,
+            authors=authors,
+        )
+
+
+def _prepare_messages(messages: Iterable[Message], options: PrepareOptions) -> PreparedData:
+    keep = MessageFilter(options.filter_options())
+    sessions = options.session_options()
+    scrubber = Scrubber() if options.scrub else None
+    names_scrubber = Scrubber()  # not counted in the report: it sees each name once, not each message
+    tally = _Tally()
+    chats = _read_chats(messages, keep, sessions.style_only_platforms, scrubber, names_scrubber, tally)
+    if tally.read == 0:
+        raise TwinbotError("no messages found in the input; check the paths and --format")
+    authors = _author_counts(tally.authors)
+    me_ids = resolve_me(options.me, tally.authors, authors)
+    persona = options.persona or _persona_name(me_ids, tally.authors)
+    if options.persona is None and scrubber is not None:
+        persona = names_scrubber.scrub(persona)
+    conversations = _chats_to_conversations(chats, me_ids, keep.options, sessions, tally)
+    pii = dict(scrubber.counts) if scrubber is not None else dict.fromkeys(PII_TYPES, 0)
+    stats = tally.stats(me_ids, authors, pii)
+    if tally.kept == 0:
+        raise TwinbotError(
+            f"all {tally.read} messages were filtered out "
+            "(see the filter options, e.g. --min-chars/--max-chars)"
+        )
+    if tally.persona_kept == 0:
+        raise TwinbotError(
+            "none of your messages (--me) are left after filtering; check --me and the filter options"
+        )
+    return PreparedData(conversations=conversations, persona=persona, me_ids=me_ids, stats=stats)
+
+
+# A chat while reading: its messages, and the one copy of its platform and chat id strings they share.
+_Chat = tuple[list[Message], str, str]
+
+
+def _read_chats(
+    messages: Iterable[Message],
+    keep: MessageFilter,
+    style_platforms: frozenset[str],
+    scrubber: Scrubber | None,
+    names_scrubber: Scrubber,
+    tally: _Tally,
+) -> dict[tuple[str, str], _Chat]:
+    """The first pass: count every message, drop those the per-message filters reject, scrub the rest and
+    group them by (platform, chat id). The hot loop of large exports: everything it touches is local."""
+    by_kind, authors, drops = tally.by_kind, tally.authors, tally.drops
+    scrubbed_names: dict[str, str] = {}
+    shared: dict[str, str] = {}  # one copy of each repeated author string
+    share = shared.setdefault
+    chats: dict[tuple[str, str], _Chat] = {}
+    read = 0
+    for message in messages:
+        read += 1
+        by_kind[message.kind] += 1
+        author_id = message.author_id = share(message.author_id, message.author_id)
+        author = message.author = share(message.author, message.author)
+        if author_id and message.kind != "system":
+            authors[(author_id, author)] += 1
+        reason = keep(message)
+        if reason is not None:
+            drops[(reason, message.platform in style_platforms, author_id)] += 1
+            continue
+        if scrubber is not None:
+            message.text = scrubber.scrub(message.text)
+            # Display names reach the samples ("Name: text"); WhatsApp shows unsaved contacts by number.
+            name = scrubbed_names.get(author)
+            if name is None:
+                name = scrubbed_names[author] = names_scrubber.scrub(author)
+            message.author = name
+        key = (message.platform, message.chat_id)
+        chat = chats.get(key)
+        if chat is None:
+            chat = chats[key] = ([], message.platform, message.chat_id)
+        else:
+            message.platform = chat[1]
+            message.chat_id = chat[2]
+        chat[0].append(message)
+    tally.read = read
+    return chats
+
+
+def _chats_to_conversations(
+    chats: dict[tuple[str, str], _Chat],
+    me_ids: frozenset[str],
+    filters: FilterOptions,
+    sessions: SessionOptions,
+    tally: _Tally,
+) -> list[Conversation]:
+    """The second pass, chat by chat in time order: drop duplicates and spam bursts, then split what is
+    left into conversations. Each chat is released as soon as it is done."""
+    conversations: list[Conversation] = []
+    drops = tally.drops
+    persona_kept = 0
+    for key in list(chats):
+        ordered = sort_chat(chats.pop(key)[0])
+        times = [time_key(m.timestamp) for m in ordered]
+        style_only = key[0] in sessions.style_only_platforms
+        reasons = sequence_drop_reasons(ordered, times, filters)
+        kept_messages: list[Message] = []
+        kept_times: list[int] = []
+        for message, when, reason in zip(ordered, times, reasons, strict=True):
+            if reason is not None:
+                drops[(reason, style_only, message.author_id)] += 1
+                continue
+            kept_messages.append(message)
+            kept_times.append(when)
+            if style_only or message.author_id in me_ids:
+                persona_kept += 1
+        del ordered, times, reasons
+        tally.kept += len(kept_messages)
+        conversations.extend(chat_conversations(kept_messages, kept_times, me_ids, sessions))
+    tally.persona_kept = persona_kept
+    return conversations
+
+
 def _author_counts(pairs: Counter[tuple[str, str]]) -> list[AuthorCount]:
     totals: Counter[str] = Counter()
     best_name: dict[str, tuple[int, str]] = {}
@@ -204,7 +414,8 @@ def resolve_me(
     top = authors[:TOP_AUTHORS_SHOWN]
     if not wanted:
         raise PersonaNotFound(
-            "--me is required: pass your author id or display name (the most active authors are listed above)",
+            "--me is required: pass your author id or display name "
+            "(the most active authors are listed above)",
             top,
         )
     ids = frozenset(
@@ -229,131 +440,7 @@ def _persona_name(me_ids: frozenset[str], pairs: Counter[tuple[str, str]]) -> st
     return min(names.items(), key=lambda item: (-item[1], item[0]))[0]
 
 
-def prepare_messages(messages: Iterable[Message], options: PrepareOptions) -> PreparedData:
-    """Filter, scrub and group messages into conversations; TwinbotError when nothing usable is left.
-
-    For memory, the kept `Message` objects are updated in place (scrubbed text, repeated strings such as
-    author ids shared): pass messages you do not need unchanged afterwards.
-    """
-    options.validate()
-    with _gc_paused():
-        return _prepare_messages(messages, options)
-
-
-@contextlib.contextmanager
-def _gc_paused() -> Iterator[None]:
-    """Millions of live records make each cyclic-GC pass walk the whole heap (it doubled the run time);
-    nothing built here forms reference cycles, so reference counting frees everything. On the way out the
-    survivors are frozen (moved out of the collector's generations), or re-enabling the collector would
-    make its next pass walk all of them once more."""
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        gc.freeze()
-        if was_enabled:
-            gc.enable()
-
-
-def _prepare_messages(messages: Iterable[Message], options: PrepareOptions) -> PreparedData:
-    keep = MessageFilter(options.filter_options())
-    filters = keep.options
-    sessions = options.session_options()
-    style_platforms = sessions.style_only_platforms
-    scrubber = Scrubber() if options.scrub else None
-    names_scrubber = Scrubber()  # not counted in the report: it sees each name once, not each message
-    scrubbed_names: dict[str, str] = {}
-    shared: dict[str, str] = {}  # one copy of each repeated author string
-    share = shared.setdefault
-
-    by_kind: Counter[str] = Counter()
-    pairs: Counter[tuple[str, str]] = Counter()
-    drops: Counter[tuple[str, bool, str]] = Counter()  # (reason, style-only source, author id)
-    chats: dict[tuple[str, str], tuple[list[Message], str, str]] = {}
-    read = 0
-    for message in messages:
-        read += 1
-        by_kind[message.kind] += 1
-        author_id = message.author_id = share(message.author_id, message.author_id)
-        author = message.author = share(message.author, message.author)
-        if author_id and message.kind != "system":
-            pairs[(author_id, author)] += 1
-        reason = keep(message)
-        if reason is not None:
-            drops[(reason, message.platform in style_platforms, author_id)] += 1
-            continue
-        if scrubber is not None:
-            message.text = scrubber.scrub(message.text)
-            # Display names reach the samples ("Name: text"); WhatsApp shows unsaved contacts by number.
-            name = scrubbed_names.get(author)
-            if name is None:
-                name = scrubbed_names[author] = names_scrubber.scrub(author)
-            message.author = name
-        key = (message.platform, message.chat_id)
-        chat = chats.get(key)
-        if chat is None:
-            chat = chats[key] = ([], message.platform, message.chat_id)
-        else:
-            message.platform = chat[1]
-            message.chat_id = chat[2]
-        chat[0].append(message)
-
-    if read == 0:
-        raise TwinbotError("no messages found in the input; check the paths and --format")
-    authors = _author_counts(pairs)
-    me_ids = resolve_me(options.me, pairs, authors)
-    persona = options.persona or _persona_name(me_ids, pairs)
-    if options.persona is None and scrubber is not None:
-        persona = names_scrubber.scrub(persona)
-
-    conversations: list[Conversation] = []
-    kept = 0
-    persona_kept = 0
-    for key in list(chats):
-        ordered, times = sort_chat(chats.pop(key)[0])
-        style_only = key[0] in style_platforms
-        reasons = sequence_drop_reasons(ordered, times, filters)
-        kept_messages: list[Message] = []
-        kept_times: list[int] = []
-        for message, when, reason in zip(ordered, times, reasons, strict=True):
-            if reason is not None:
-                drops[(reason, style_only, message.author_id)] += 1
-                continue
-            kept_messages.append(message)
-            kept_times.append(when)
-            if style_only or message.author_id in me_ids:
-                persona_kept += 1
-        del ordered, times, reasons
-        kept += len(kept_messages)
-        conversations.extend(chat_conversations(kept_messages, kept_times, me_ids, sessions))
-
-    dropped = dict.fromkeys(DROP_REASONS, 0)
-    dropped_persona = dict.fromkeys(DROP_REASONS, 0)
-    for (reason, style_only, author_id), n in drops.items():
-        dropped[reason] += n
-        if style_only or author_id in me_ids:
-            dropped_persona[reason] += n
-    stats = PrepareStats(
-        messages_read=read,
-        by_kind={kind: by_kind.get(kind, 0) for kind in MESSAGE_KINDS}
-        | {k: v for k, v in by_kind.items() if k not in MESSAGE_KINDS},
-        kept=kept,
-        dropped=dropped,
-        dropped_persona=dropped_persona,
-        pii=dict(scrubber.counts) if scrubber is not None else dict.fromkeys(PII_TYPES, 0),
-        persona_messages=persona_kept,
-        authors=authors,
-    )
-    if kept == 0:
-        raise TwinbotError(
-            f"all {read} messages were filtered out (see the filter options, e.g. --min-chars/--max-chars)"
-        )
-    if persona_kept == 0:
-        raise TwinbotError(
-            "none of your messages (--me) are left after filtering; check --me and the filter options"
-        )
-    return PreparedData(conversations=conversations, persona=persona, me_ids=me_ids, stats=stats)
+# --- conversations -> train / eval ----------------------------------------------------------------
 
 
 def split_conversations(
@@ -383,40 +470,55 @@ def split_conversations(
     return train, evaluation
 
 
-def _percentiles(values: Sequence[int]) -> dict[str, int]:
-    if not values:
-        return {"p50": 0, "p90": 0, "p99": 0, "max": 0}
-    ordered = sorted(values)
-    last = len(ordered) - 1
-
-    def at(q: float) -> int:
-        return int(ordered[min(last, round(q * last))])
-
-    return {"p50": at(0.5), "p90": at(0.9), "p99": at(0.99), "max": int(ordered[-1])}
+# --- the data folder ------------------------------------------------------------------------------
 
 
-def sample_line(sample: Sample, encoded: dict[int, str]) -> str:
-    """`json.dumps(sample.to_json(), ensure_ascii=False)`, reusing the encoding of turns already seen
-    (`encoded`, keyed by object id): consecutive samples of one conversation share most of their turns."""
-    parts = []
-    for turn in sample.messages:
-        text = encoded.get(id(turn))
-        if text is None:
-            text = (
-                f'{{"role": {encode_json_string(turn.role)}, "content": {encode_json_string(turn.content)}}}'
-            )
-            encoded[id(turn)] = text
-        parts.append(text)
-    if sample.extra:
-        rest = json.dumps(
-            {k: v for k, v in sample.to_json().items() if k != "messages"}, ensure_ascii=False
-        ).removeprefix("{")
-    else:
-        style_only = "true" if sample.style_only else "false"
-        rest = (
-            f'"conversation_id": {encode_json_string(sample.conversation_id)}, "style_only": {style_only}}}'
+def write_outputs(
+    data: PreparedData,
+    options: PrepareOptions,
+    tokenizer: Any | None = None,
+) -> PrepareReport:
+    """Split, write train.jsonl / eval.jsonl / report.json / lengths.png into `options.out` atomically."""
+    train, evaluation = split_conversations(
+        data.conversations, options.split, options.eval_fraction, options.seed
+    )
+    if not train and not evaluation:
+        raise TwinbotError(
+            "no training samples: none of your messages (--me) answer anyone in the same conversation; "
+            "check --me or raise --session-gap"
         )
-    return f'{{"messages": [{", ".join(parts)}], {rest}'
+    sample_options = SampleOptions(
+        persona=data.persona,
+        context_turns=options.context_turns,
+        context_chars=options.context_chars,
+        context_tokens=options.context_tokens,
+    )
+    counter = HFTokenCounter(tokenizer) if tokenizer is not None else None
+    lengths = LengthStats()
+    with gc_paused(freeze=True), atomic_dir(options.out, overwrite=options.overwrite) as tmp:
+        samples_train = _write_samples(tmp / TRAIN_FILE, train, sample_options, counter, lengths)
+        samples_eval = _write_samples(tmp / EVAL_FILE, evaluation, sample_options, counter, lengths)
+        report = PrepareReport(
+            stats=data.stats,
+            persona=data.persona,
+            sessions=len(data.conversations),
+            conversations_train=len(train),
+            conversations_eval=len(evaluation),
+            samples_train=samples_train,
+            samples_eval=samples_eval,
+            split=options.split,
+            seed=options.seed,
+            scrubbed=options.scrub,
+            char_lengths={
+                "assistant": _percentiles(lengths.assistant_chars),
+                "sample": _percentiles(lengths.sample_chars),
+            },
+            token_lengths=_percentiles(lengths.sample_tokens) if counter is not None else None,
+            tokenizer=options.model if counter is not None else None,
+        )
+        write_json(tmp / REPORT_FILE, report.to_json())
+        plot_lengths(tmp / LENGTHS_PLOT, lengths)
+    return report
 
 
 def _write_samples(
@@ -448,10 +550,46 @@ def _write_samples(
                 lengths.sample_chars.append(sum(len(t.content) for t in sample.messages))
                 if counter is not None:
                     pending.append(sample)
-                    if len(pending) >= 512:
+                    if len(pending) >= _TOKEN_COUNT_BATCH:
                         flush()
         flush()
     return written
+
+
+def sample_line(sample: Sample, encoded: dict[int, str]) -> str:
+    """`json.dumps(sample.to_json(), ensure_ascii=False)`, reusing the encoding of turns already seen
+    (`encoded`, keyed by object id): consecutive samples of one conversation share most of their turns."""
+    parts = []
+    for turn in sample.messages:
+        text = encoded.get(id(turn))
+        if text is None:
+            text = (
+                f'{{"role": {encode_json_string(turn.role)}, "content": {encode_json_string(turn.content)}}}'
+            )
+            encoded[id(turn)] = text
+        parts.append(text)
+    if sample.extra:
+        rest = json.dumps(
+            {k: v for k, v in sample.to_json().items() if k != "messages"}, ensure_ascii=False
+        ).removeprefix("{")
+    else:
+        style_only = "true" if sample.style_only else "false"
+        rest = (
+            f'"conversation_id": {encode_json_string(sample.conversation_id)}, "style_only": {style_only}}}'
+        )
+    return f'{{"messages": [{", ".join(parts)}], {rest}'
+
+
+def _percentiles(values: Sequence[int]) -> dict[str, int]:
+    if not values:
+        return {"p50": 0, "p90": 0, "p99": 0, "max": 0}
+    ordered = sorted(values)
+    last = len(ordered) - 1
+
+    def at(q: float) -> int:
+        return int(ordered[min(last, round(q * last))])
+
+    return {"p50": at(0.5), "p90": at(0.9), "p99": at(0.99), "max": int(ordered[-1])}
 
 
 def plot_lengths(path: Path, lengths: LengthStats) -> None:
@@ -476,79 +614,7 @@ def plot_lengths(path: Path, lengths: LengthStats) -> None:
     figure.savefig(path, format="png")
 
 
-def write_outputs(
-    data: PreparedData,
-    options: PrepareOptions,
-    tokenizer: Any | None = None,
-) -> PrepareReport:
-    """Split, write train.jsonl / eval.jsonl / report.json / lengths.png into `options.out` atomically."""
-    from twinbot.fileio import atomic_dir, write_json
-
-    train, evaluation = split_conversations(
-        data.conversations, options.split, options.eval_fraction, options.seed
-    )
-    if not train and not evaluation:
-        raise TwinbotError(
-            "no training samples: none of your messages (--me) answer anyone in the same conversation; "
-            "check --me or raise --session-gap"
-        )
-    sample_options = SampleOptions(
-        persona=data.persona,
-        context_turns=options.context_turns,
-        context_chars=options.context_chars,
-        context_tokens=options.context_tokens,
-    )
-    counter = HFTokenCounter(tokenizer) if tokenizer is not None else None
-    lengths = LengthStats()
-    with _gc_paused(), atomic_dir(options.out, overwrite=options.overwrite) as tmp:
-        samples_train = _write_samples(tmp / "train.jsonl", train, sample_options, counter, lengths)
-        samples_eval = _write_samples(tmp / "eval.jsonl", evaluation, sample_options, counter, lengths)
-        report = PrepareReport(
-            stats=data.stats,
-            persona=data.persona,
-            sessions=len(data.conversations),
-            conversations_train=len(train),
-            conversations_eval=len(evaluation),
-            samples_train=samples_train,
-            samples_eval=samples_eval,
-            split=options.split,
-            seed=options.seed,
-            scrubbed=options.scrub,
-            char_lengths={
-                "assistant": _percentiles(lengths.assistant_chars),
-                "sample": _percentiles(lengths.sample_chars),
-            },
-            token_lengths=_percentiles(lengths.sample_tokens) if counter is not None else None,
-            tokenizer=options.model if counter is not None else None,
-        )
-        write_json(tmp / "report.json", report.to_json())
-        plot_lengths(tmp / "lengths.png", lengths)
-    return report
-
-
-def _check_out_dir(out: Path, overwrite: bool) -> None:
-    if out.exists() and not out.is_dir():
-        raise TwinbotError("--out must be a folder, but this is a file", out)
-    if out.is_dir() and not overwrite and any(out.iterdir()):
-        raise TwinbotError("output folder exists and is not empty; pass --overwrite or pick another", out)
-
-
-def _read_all(options: PrepareOptions) -> Iterator[Message]:
-    from twinbot.data.sources import ParseOptions, parse_path
-
-    parse_options = ParseOptions(dayfirst=options.dayfirst)
-    for path in options.paths:
-        yield from parse_path(Path(path), options.fmt, parse_options)
-
-
-def _load_tokenizer(spec: str) -> Any:
-    try:
-        from twinbot.models.loading import load_tokenizer
-    except ImportError as exc:
-        raise TwinbotError(
-            "--model needs twinbot.models.loading, which this install lacks; run without --model"
-        ) from exc
-    return load_tokenizer(spec)
+# --- the console ----------------------------------------------------------------------------------
 
 
 def print_authors(authors: Sequence[AuthorCount]) -> None:
@@ -590,24 +656,3 @@ def print_summary(report: PrepareReport, out: Path) -> None:
         t = report.token_lengths
         table.add_row("tokens p50/p90/p99/max", f"{t['p50']}/{t['p90']}/{t['p99']}/{t['max']}")
     Console().print(table)
-
-
-def run_prepare(options: PrepareOptions) -> PrepareReport:
-    options.validate()
-    out = Path(options.out)
-    _check_out_dir(out, options.overwrite)
-    for path in options.paths:
-        if not Path(path).exists():
-            raise TwinbotError("no such file or folder; check the path", path)
-    tokenizer = _load_tokenizer(options.model) if options.model else None
-    try:
-        data = prepare_messages(_read_all(options), options)
-    except PersonaNotFound as exc:
-        if exc.authors:
-            print_authors(exc.authors)
-        else:
-            print("no authors found in the input", file=sys.stderr)
-        raise
-    report = write_outputs(data, options, tokenizer)
-    print_summary(report, out)
-    return report

@@ -312,9 +312,3 @@ class Scrubber:
             pos = span.end
         parts.append(text[pos:])
         return "".join(parts)
-
-
-def scrub_text(text: str) -> tuple[str, dict[str, int]]:
-    """One-off helper: the scrubbed text and the number of replacements per type."""
-    scrubber = Scrubber()
-    return scrubber.scrub(text), {k: v for k, v in scrubber.counts.items() if v}

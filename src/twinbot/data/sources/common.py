@@ -1,4 +1,5 @@
-"""Helpers shared by the source parsers: reading text, folders and .zip archives, timestamps, ordering.
+"""Helpers shared by the source parsers: reading text, folders and .zip archives, timestamps, chat order,
+and pausing the garbage collector while millions of records are built (`prepare` uses that too).
 
 Everything here raises `TwinbotError` (naming the file) for problems the user can fix, except the
 timestamp helpers, which raise `ValueError` so the caller can add the file and line.
@@ -9,22 +10,21 @@ from __future__ import annotations
 import contextlib
 import gc
 import io
-import itertools
 import re
 import zipfile
-from collections.abc import Iterable, Iterator
-from datetime import UTC, datetime, timedelta
-from operator import attrgetter
+from collections.abc import Callable, Iterable, Iterator
+from datetime import datetime, timedelta
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO, TextIO
 
+from twinbot.data.chat_order import UNIX_EPOCH, sort_chat
 from twinbot.data.records import Message
 from twinbot.errors import TwinbotError
 
 UTF8_BOM = b"\xef\xbb\xbf"
 SNIFF_BYTES = 8192
 
-_timestamp_of = attrgetter("timestamp")
+_FOLDER_SNIFF_FILES = 20  # how many files of a folder detection looks at
 _DAMAGED_ZIP = "not a readable .zip archive (damaged, incomplete or unsupported); download it again"
 
 
@@ -61,31 +61,32 @@ def head_text(path: Path, size: int = SNIFF_BYTES) -> str:
     return text.replace("\r\n", "\n").replace("\r", "\n")
 
 
+@contextlib.contextmanager
+def _opening(path: Path) -> Iterator[None]:
+    """Turn the OSError of opening `path` into a TwinbotError naming it."""
+    try:
+        yield
+    except IsADirectoryError as exc:
+        raise TwinbotError("expected a file but this is a folder", path) from exc
+    except OSError as exc:
+        raise TwinbotError(
+            f"cannot read file ({exc.strerror}); check the path and permissions", path
+        ) from exc
+
+
 def open_text(path: Path, newline: str | None = None) -> TextIO:
     """Open a UTF-8 text file for reading (BOM skipped). `newline=""` for the csv module.
 
     Decoding errors surface as UnicodeDecodeError while reading; callers turn them into TwinbotError.
     """
-    try:
+    with _opening(path):
         return Path(path).open(encoding="utf-8-sig", newline=newline)
-    except IsADirectoryError as exc:
-        raise TwinbotError("expected a file but this is a folder", path) from exc
-    except OSError as exc:
-        raise TwinbotError(
-            f"cannot read file ({exc.strerror}); check the path and permissions", path
-        ) from exc
 
 
 def open_binary(path: Path) -> BinaryIO:
     """Open a file for binary reading with a TwinbotError for unreadable paths; a leading BOM is skipped."""
-    try:
+    with _opening(path):
         fh = Path(path).open("rb")
-    except IsADirectoryError as exc:
-        raise TwinbotError("expected a file but this is a folder", path) from exc
-    except OSError as exc:
-        raise TwinbotError(
-            f"cannot read file ({exc.strerror}); check the path and permissions", path
-        ) from exc
     skip_bom(fh)
     return fh
 
@@ -110,6 +111,32 @@ def decode_text(data: bytes, path: Path | str) -> str:
 
 
 # --- folders and .zip archives --------------------------------------------------------------------
+
+
+def files_under(folder: Path, suffix: str) -> list[Path]:
+    """The regular files below `folder` (any depth) whose name ends in `suffix` (any case), sorted."""
+    try:
+        return sorted(p for p in folder.rglob("*") if p.suffix.lower() == suffix and p.is_file())
+    except OSError as exc:
+        raise TwinbotError(f"cannot list folder ({exc.strerror}); check the permissions", folder) from exc
+
+
+def sniff_folder(folder: Path, suffix: str, sniff_file: Callable[[Path], bool]) -> bool:
+    """Whether one of the first few `suffix` files below `folder` passes `sniff_file`."""
+    return any(sniff_file(p) for p in files_under(folder, suffix)[:_FOLDER_SNIFF_FILES])
+
+
+def export_files(
+    path: Path, suffix: str, none_found: str, accept: Callable[[Path], bool] | None = None
+) -> list[Path]:
+    """`path` itself, or the `suffix` files below the folder `path` that `accept` takes (all by default);
+    a TwinbotError saying `none_found` when the folder holds none."""
+    if not path.is_dir():
+        return [path]
+    files = [p for p in files_under(path, suffix) if accept is None or accept(p)]
+    if not files:
+        raise TwinbotError(none_found, path)
+    return files
 
 
 def is_zip(path: Path) -> bool:
@@ -236,59 +263,60 @@ _UNIX_MAX = 253402300799  # 9999-12-31T23:59:59
 
 
 def from_unix_seconds(value: float | int | str) -> datetime:
-    """Seconds since 1970-01-01 UTC (int, float or numeric string) -> aware UTC datetime; ValueError if not."""
+    """Seconds since 1970-01-01 UTC (int, float or numeric string) -> aware UTC datetime, else ValueError."""
     if isinstance(value, bool):
         raise ValueError("not a number of seconds")
     seconds = float(value)
     if not (_UNIX_MIN <= seconds <= _UNIX_MAX):  # also rejects nan
         raise ValueError("unix time out of range")
-    return datetime(1970, 1, 1, tzinfo=UTC) + timedelta(seconds=seconds)
+    return UNIX_EPOCH + timedelta(seconds=seconds)
 
 
-# --- ordering -------------------------------------------------------------------------------------
+def fill_missing_times(times: Iterable[datetime | None]) -> list[datetime]:
+    """`times` with each missing one (None) borrowed from the message before, so every message keeps its
+    place: a chat's leading messages borrow its first known time, the Unix epoch when none is known."""
+    times = list(times)
+    previous = next((time for time in times if time is not None), UNIX_EPOCH)
+    filled: list[datetime] = []
+    for time in times:
+        if time is not None:
+            previous = time
+        filled.append(previous)
+    return filled
 
 
-def time_sort_key(timestamp: datetime) -> datetime:
-    """A naive sort key: aware times converted to UTC, naive times taken as they are.
-
-    Lets one chat mix aware and naive timestamps without `TypeError` when sorting.
-    """
-    offset = timestamp.utcoffset()
-    if offset is None:
-        return timestamp
-    return (timestamp - offset).replace(tzinfo=None)
-
-
-def sort_chat(messages: list[Message]) -> list[Message]:
-    """Sort one chat's messages by time in place, stable for equal times (no work when already sorted)."""
-    try:  # fast path: all aware or all naive, compared directly
-        if any(b.timestamp < a.timestamp for a, b in itertools.pairwise(messages)):
-            messages.sort(key=_timestamp_of)
-    except TypeError:  # a mix of aware and naive timestamps
-        messages.sort(key=lambda m: time_sort_key(m.timestamp))
-    return messages
-
-
-def in_chat_order(messages: Iterable[Message]) -> Iterator[Message]:
-    """Group messages by chat (chats in order of first appearance), each chat sorted stably by time."""
-    chats: dict[str, list[Message]] = {}
-    for message in messages:
-        chats.setdefault(message.chat_id, []).append(message)
-    for chat in chats.values():
-        yield from sort_chat(chat)
+# --- chat order and memory -----------------------------------------------------------------------
 
 
 @contextlib.contextmanager
-def gc_paused() -> Iterator[None]:
-    """Pause the cyclic garbage collector while building a large list of records.
+def gc_paused(*, freeze: bool = False) -> Iterator[None]:
+    """Pause the cyclic garbage collector while building millions of records.
 
-    Millions of live objects make every collection walk the whole heap again; reference counting still
-    frees everything that is dropped. Do not yield records to the caller inside this block.
+    With that many live objects every collection walks the whole heap again (it doubled `prepare`'s run
+    time); nothing built here forms reference cycles, so reference counting still frees what is dropped.
+    `freeze=True` moves the survivors out of the collector's generations on the way out: re-enabling the
+    collector would otherwise walk all of them once more. Do not yield records to the caller inside this
+    block.
     """
     was_enabled = gc.isenabled()
     gc.disable()
     try:
         yield
     finally:
+        if freeze:
+            gc.freeze()
         if was_enabled:
             gc.enable()
+
+
+def in_chat_order(messages: Iterable[Message]) -> Iterator[Message]:
+    """All of `messages` grouped by chat (chats in order of first appearance), each chat in time order.
+
+    Time order needs whole chats, so everything is read (with the collector paused) before the first yield.
+    """
+    chats: dict[str, list[Message]] = {}
+    with gc_paused():
+        for message in messages:
+            chats.setdefault(message.chat_id, []).append(message)
+    for chat in chats.values():
+        yield from sort_chat(chat)

@@ -13,14 +13,23 @@ from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 
+from twinbot.data.chat_order import sort_chat
 from twinbot.data.records import Message, MessageKind
 from twinbot.data.sources import ParseOptions
-from twinbot.data.sources.common import gc_paused, head_text, open_text, parse_iso_datetime, sort_chat
+from twinbot.data.sources.common import (
+    export_files,
+    gc_paused,
+    head_text,
+    open_text,
+    parse_iso_datetime,
+    sniff_folder,
+)
 from twinbot.errors import TwinbotError
 
 NAME = "discord-csv"
 
 _REQUIRED = ("Author", "Date", "Content")
+_NO_EXPORT_FILES = "no DiscordChatExporter CSV files in this folder; export with --format Csv"
 _DISCRIMINATOR = re.compile(r"#\d{4}$")
 _CHANNEL_ID_IN_NAME = re.compile(r"\[(\d+)\](?: \[part (\d+)\])?$")
 _CALL_TEXT = re.compile(r"Started a call that lasted [\d,.]+ minutes?\.")
@@ -37,7 +46,7 @@ def sniff(path: Path) -> bool:
     path = Path(path)
     if path.is_dir():
         try:
-            return any(_sniff_file(p) for p in _csv_files(path)[:20])
+            return sniff_folder(path, ".csv", _sniff_file)
         except TwinbotError:
             return False
     return _sniff_file(path)
@@ -61,23 +70,8 @@ def _header_columns(header: list[str]) -> dict[str, int] | None:
     return columns
 
 
-def _csv_files(folder: Path) -> list[Path]:
-    try:
-        return sorted(p for p in folder.rglob("*") if p.suffix.lower() == ".csv" and p.is_file())
-    except OSError as exc:
-        raise TwinbotError(f"cannot list folder ({exc.strerror}); check the permissions", folder) from exc
-
-
 def parse(path: Path, options: ParseOptions) -> Iterator[Message]:
-    path = Path(path)
-    if path.is_dir():
-        files = [p for p in _csv_files(path) if _sniff_file(p)]
-        if not files:
-            raise TwinbotError(
-                "no DiscordChatExporter CSV files in this folder; export with --format Csv", path
-            )
-    else:
-        files = [path]
+    files = export_files(Path(path), ".csv", _NO_EXPORT_FILES, _sniff_file)
     chats: dict[str, list[tuple[int, Path]]] = {}
     for file in files:
         match = _CHANNEL_ID_IN_NAME.search(file.stem)

@@ -15,9 +15,17 @@ from typing import Any
 
 import ijson
 
+from twinbot.data.chat_order import sort_chat
 from twinbot.data.records import Message, MessageKind
 from twinbot.data.sources import ParseOptions
-from twinbot.data.sources.common import gc_paused, head_text, open_binary, parse_iso_datetime, sort_chat
+from twinbot.data.sources.common import (
+    export_files,
+    gc_paused,
+    head_text,
+    open_binary,
+    parse_iso_datetime,
+    sniff_folder,
+)
 from twinbot.errors import TwinbotError
 
 NAME = "discord-json"
@@ -29,7 +37,7 @@ except ImportError:  # pragma: no cover - depends on the installed wheel
 
 _SNIFF_HEAD = re.compile(r'^\s*\{\s*"guild"\s*:\s*\{')
 _CHANNEL_ID_IN_NAME = re.compile(r"\[(\d+)\](?: \[part \d+\])?$")
-_MAX_FOLDER_SNIFF = 20
+_NO_EXPORT_FILES = "no DiscordChatExporter JSON files in this folder; export channels with --format Json"
 _JSON_ERRORS: tuple[type[BaseException], ...] = (
     ijson.JSONError,
     ValueError,
@@ -41,7 +49,7 @@ _JSON_ERRORS: tuple[type[BaseException], ...] = (
 def sniff(path: Path) -> bool:
     path = Path(path)
     if path.is_dir():
-        return any(_sniff_file(p) for p in _candidate_files(path)[:_MAX_FOLDER_SNIFF])
+        return sniff_folder(path, ".json", _sniff_file)
     return _sniff_file(path)
 
 
@@ -50,23 +58,8 @@ def _sniff_file(path: Path) -> bool:
     return bool(_SNIFF_HEAD.match(head)) and '"channel"' in head
 
 
-def _candidate_files(folder: Path) -> list[Path]:
-    try:
-        return sorted(p for p in folder.rglob("*") if p.suffix.lower() == ".json" and p.is_file())
-    except OSError as exc:
-        raise TwinbotError(f"cannot list folder ({exc.strerror}); check the permissions", folder) from exc
-
-
 def parse(path: Path, options: ParseOptions) -> Iterator[Message]:
-    path = Path(path)
-    if path.is_dir():
-        files = [p for p in _candidate_files(path) if _sniff_file(p)]
-        if not files:
-            raise TwinbotError(
-                "no DiscordChatExporter JSON files in this folder; export channels with --format Json", path
-            )
-    else:
-        files = [path]
+    files = export_files(Path(path), ".json", _NO_EXPORT_FILES, _sniff_file)
     chats: dict[str, list[Path]] = {}
     for file in files:
         chats.setdefault(_read_chat_id(file), []).append(file)

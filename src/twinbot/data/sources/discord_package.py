@@ -17,9 +17,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from twinbot.data.chat_order import sort_chat, time_key
 from twinbot.data.records import Message
 from twinbot.data.sources import ParseOptions
-from twinbot.data.sources.common import ExportTree, is_zip, parse_iso_datetime, sort_chat, time_sort_key
+from twinbot.data.sources.common import ExportTree, is_zip, parse_iso_datetime
 from twinbot.errors import TwinbotError
 
 NAME = "discord-package"
@@ -84,7 +85,7 @@ def parse(path: Path, options: ParseOptions) -> Iterator[Message]:
         owner = _read_owner(tree, path)
         for channel in channels:
             messages = list(_parse_channel(tree, channel, owner))
-            if messages and time_sort_key(messages[0].timestamp) > time_sort_key(messages[-1].timestamp):
+            if messages and time_key(messages[0].timestamp) > time_key(messages[-1].timestamp):
                 messages.reverse()  # Discord writes newest first; reversing keeps equal times in order
             yield from sort_chat(messages)
 

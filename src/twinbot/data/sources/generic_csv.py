@@ -13,7 +13,7 @@ from pathlib import Path
 
 from twinbot.data.records import Message
 from twinbot.data.sources import ParseOptions
-from twinbot.data.sources.common import gc_paused, head_text, open_text, sort_chat
+from twinbot.data.sources.common import head_text, in_chat_order, open_text
 from twinbot.data.sources.generic_jsonl import (
     OPTIONAL_FIELDS,
     REQUIRED_FIELDS,
@@ -47,14 +47,9 @@ def _header_delimiter(line: str) -> str | None:
 
 
 def parse(path: Path, options: ParseOptions) -> Iterator[Message]:
-    files = input_files(Path(path), ".csv")
-    chats: dict[str, list[Message]] = {}
-    with gc_paused():
-        for file in files:
-            for message in _parse_file(file):
-                chats.setdefault(message.chat_id, []).append(message)
-    for chat in chats.values():
-        yield from sort_chat(chat)
+    yield from in_chat_order(
+        message for file in input_files(Path(path), ".csv") for message in _parse_file(file)
+    )
 
 
 def _parse_file(path: Path) -> Iterator[Message]:

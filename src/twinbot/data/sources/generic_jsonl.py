@@ -19,12 +19,12 @@ from twinbot.data.records import MESSAGE_KINDS, Message, MessageKind
 from twinbot.data.sources import ParseOptions
 from twinbot.data.sources.common import (
     UTF8_BOM,
+    export_files,
     from_unix_seconds,
-    gc_paused,
     head_text,
+    in_chat_order,
     open_binary,
     parse_iso_datetime,
-    sort_chat,
 )
 from twinbot.errors import TwinbotError
 
@@ -52,27 +52,14 @@ def sniff(path: Path) -> bool:
 
 
 def parse(path: Path, options: ParseOptions) -> Iterator[Message]:
-    files = input_files(Path(path), ".jsonl")
-    chats: dict[str, list[Message]] = {}
-    with gc_paused():
-        for file in files:
-            for message in _parse_file(file):
-                chats.setdefault(message.chat_id, []).append(message)
-    for chat in chats.values():
-        yield from sort_chat(chat)
+    yield from in_chat_order(
+        message for file in input_files(Path(path), ".jsonl") for message in _parse_file(file)
+    )
 
 
 def input_files(path: Path, suffix: str) -> list[Path]:
-    """`path` itself, or the files with `suffix` inside the folder `path`."""
-    if not path.is_dir():
-        return [path]
-    try:
-        files = sorted(p for p in path.rglob("*") if p.suffix.lower() == suffix and p.is_file())
-    except OSError as exc:
-        raise TwinbotError(f"cannot list folder ({exc.strerror}); check the permissions", path) from exc
-    if not files:
-        raise TwinbotError(f"no {suffix} files in this folder; pass the files themselves", path)
-    return files
+    """`path` itself, or the files with `suffix` inside the folder `path` (generic CSV reads them so too)."""
+    return export_files(path, suffix, f"no {suffix} files in this folder; pass the files themselves")
 
 
 def _parse_file(path: Path) -> Iterator[Message]:

@@ -28,10 +28,11 @@ import re
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 
+from twinbot.data.chat_order import sort_chat
 from twinbot.data.records import Message, MessageKind
 from twinbot.data.sources import ParseOptions
 from twinbot.data.sources.common import (
@@ -39,10 +40,10 @@ from twinbot.data.sources.common import (
     UTF8_BOM,
     ExportTree,
     decode_text,
+    fill_missing_times,
     from_unix_seconds,
     is_zip,
     read_head,
-    sort_chat,
 )
 from twinbot.errors import TwinbotError
 
@@ -50,7 +51,6 @@ NAME = "messenger"
 
 Platform = Literal["messenger", "instagram"]
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _PART_FILE = re.compile(r"^message_(\d+)\.json$")
 _HTML_PART = re.compile(r"(^|/)message_\d+\.html$")
 _INSTAGRAM_DIRS = frozenset({"your_instagram_activity"})
@@ -461,12 +461,9 @@ def _thread_messages(tree: _Tree, thread: _Thread, platform: Platform) -> list[M
 
 
 def _finish(drafts: list[_Draft], chat_id: str, platform: Platform) -> list[Message]:
-    first_time = next((d.time for d in drafts if d.time is not None), None)
-    previous = first_time or _EPOCH
+    times = fill_missing_times(draft.time for draft in drafts)
     messages: list[Message] = []
-    for position, draft in enumerate(drafts):
-        time = draft.time or previous
-        previous = time
+    for position, (draft, time) in enumerate(zip(drafts, times, strict=True)):
         messages.append(
             Message(
                 platform=platform,

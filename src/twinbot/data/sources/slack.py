@@ -16,25 +16,25 @@ import re
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from twinbot.data.chat_order import UNIX_EPOCH, sort_chat
 from twinbot.data.records import Message, MessageKind
 from twinbot.data.sources import ParseOptions
 from twinbot.data.sources.common import (
     ExportTree,
     decode_text,
+    fill_missing_times,
     from_unix_seconds,
     is_zip,
     read_head,
-    sort_chat,
 )
 from twinbot.errors import TwinbotError
 
 NAME = "slack"
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _DAY_FILE = re.compile(r"^\d{4}-\d{2}-\d{2}\.json$")
 _TS = re.compile(r"^\s*(\d{1,12})(?:\.(\d{1,9}))?\s*$")
 _LISTINGS = ("channels.json", "groups.json", "mpims.json", "dms.json")
@@ -273,8 +273,10 @@ def _author(raw: dict[str, Any], directory: SlackDirectory) -> tuple[str, str, b
     return user_id or "unknown", name or user_id or "Unknown", False
 
 
-def _message(raw: Any, position: int, where: Path, directory: SlackDirectory) -> tuple[Message, bool]:
-    """A message with the epoch as a placeholder time, and whether its `ts` was usable."""
+def _message(
+    raw: Any, position: int, where: Path, directory: SlackDirectory
+) -> tuple[Message, datetime | None]:
+    """A message, and its time from `ts` (None when unusable: the message then holds the epoch)."""
     if not isinstance(raw, dict):
         raise TwinbotError(
             f"message #{position + 1} is not a JSON object; export the workspace again from Slack", where
@@ -300,7 +302,7 @@ def _message(raw: Any, position: int, where: Path, directory: SlackDirectory) ->
         platform=NAME,
         chat_id="",
         id=ts.strip() or f"#{position}",
-        timestamp=time or _EPOCH,
+        timestamp=time or UNIX_EPOCH,
         author_id=author_id,
         author=author,
         text=text,
@@ -309,25 +311,21 @@ def _message(raw: Any, position: int, where: Path, directory: SlackDirectory) ->
         attachments=attachments,
         is_bot=is_bot,
     )
-    return message, time is not None
+    return message, time
 
 
 def _channel(tree: ExportTree, channel: str, days: list[str], directory: SlackDirectory) -> list[Message]:
     messages: list[Message] = []
-    timed: list[bool] = []
+    times: list[datetime | None] = []
     for day in days:
         where = tree.display(day)
         for raw in _load_list(tree, day, "messages"):
-            message, has_time = _message(raw, len(messages), where, directory)
+            message, time = _message(raw, len(messages), where, directory)
             message.chat_id = channel
             messages.append(message)
-            timed.append(has_time)
-    first = next((m.timestamp for m, ok in zip(messages, timed, strict=True) if ok), _EPOCH)
-    previous = first
-    for message, has_time in zip(messages, timed, strict=True):
-        if not has_time:
-            message.timestamp = previous
-        previous = message.timestamp
+            times.append(time)
+    for message, time in zip(messages, fill_missing_times(times), strict=True):
+        message.timestamp = time
     return sort_chat(messages)
 
 

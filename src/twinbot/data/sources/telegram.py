@@ -24,6 +24,7 @@ from typing import Any
 
 import ijson
 
+from twinbot.data.chat_order import UNIX_EPOCH, sort_chat
 from twinbot.data.records import Message, MessageKind
 from twinbot.data.sources import ParseOptions
 from twinbot.data.sources.common import from_unix_seconds, open_binary, read_head
@@ -31,7 +32,6 @@ from twinbot.errors import TwinbotError
 
 NAME = "telegram"
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _RESULT_FILE = "result.json"
 
 # Chats live at the root (single-chat export) or in these lists (full export).
@@ -260,7 +260,7 @@ def _draft(raw: Any, position: int, path: Path) -> Message:
         platform=NAME,
         chat_id="",
         id=message_id,
-        timestamp=_EPOCH,
+        timestamp=UNIX_EPOCH,
         author_id=author_id,
         author=author,
         text=text,
@@ -357,16 +357,14 @@ def parse(path: Path, options: ParseOptions | None = None) -> Iterator[Message]:
             current_chat, position, held = event.chat, 0, []
             previous = plan.resolve(*_split(plan.first_time)) if plan.first_time else None
         if event.meta is not None:
-            if held:
-                held.sort(key=lambda m: m.timestamp)
-                yield from held
+            yield from sort_chat(held)
             held = []
             continue
         message = _draft(event.raw, position, path)
         position += 1
         time = plan.resolve(*_times(event.raw))
         if time is None:
-            time = previous if previous is not None else _EPOCH
+            time = previous if previous is not None else UNIX_EPOCH
         previous = time
         message.timestamp = time
         message.chat_id = plan.chat_id(event.chat)

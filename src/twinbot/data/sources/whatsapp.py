@@ -1,4 +1,4 @@
-"""WhatsApp "Export chat" files: the .txt, or the .zip that holds it (`_chat.txt` / `WhatsApp Chat with X.txt`).
+"""WhatsApp "Export chat" files: the .txt, or the .zip holding it (`_chat.txt` / `WhatsApp Chat with X.txt`).
 
 Both layouts are read:
     Android  `12/03/20, 14:05 - Alex: text`        iOS  `[12/03/2020, 14:05:23] Alex: text`
