@@ -1,15 +1,34 @@
-"""Token rows -> micro-batches: the per-epoch order, optimizer-step windows split between processes, and
-the batch layout (padded rows, one packed row, or one row with shared beginnings computed once)."""
+"""How token rows reach the model, step by step: the same for every run with the same seed.
+
+    tokenized samples --rows_for--> rows --TrainData--> optimizer-step windows --make_batch--> Batch
+
+`rows_for` packs samples into rows (or keeps one sample a row) as the run's settings say. `TrainData` fixes
+the order of the rows per epoch (from the seed) and cuts it into optimizer-step windows of micro-batches,
+split between processes, so that step s always sees the same rows and `--resume` continues exactly.
+`make_batch` lays out one micro-batch for the model's attention (`BatchLayout`): padded rows, one packed
+row, or one row whose samples share their beginning, computed once.
+"""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
 import torch
 
-from twinbot.finetune.rows import IGNORE_INDEX, Batch, Row, collate, shared_prefix_row
+from twinbot.finetune.config import TrainConfig
+from twinbot.finetune.rows import (
+    IGNORE_INDEX,
+    Batch,
+    Row,
+    TokenizedSample,
+    collate,
+    one_sample_rows,
+    pack_rows,
+    shared_prefix_row,
+)
 from twinbot.kernels.attention import PACKED_SDPA
 
 # How micro-batches reach the model (`make_batch`): padded rows; one padding-free row (attention that cuts
@@ -18,6 +37,17 @@ from twinbot.kernels.attention import PACKED_SDPA
 BatchLayout = Literal["rows", "flat", "shared_prefix"]
 # Attention that attends within each packed sample by itself, so a micro-batch can be one padding-free row.
 VARIABLE_LENGTH_ATTENTION = frozenset({"flash_attention_2", PACKED_SDPA})
+
+
+def max_tokens_for(config: TrainConfig) -> int:
+    """The longest a sample may be (MAX_SEQ_LEN): a packed row holds whole samples, so with packing no
+    sample may be longer than a row (ROW_TOKENS) either."""
+    return min(config.max_seq_len, config.row_tokens) if config.packing else config.max_seq_len
+
+
+def rows_for(config: TrainConfig, tokenized: Sequence[TokenizedSample]) -> list[Row]:
+    """Samples packed into rows of ROW_TOKENS (PACKING=true), or one sample a row."""
+    return pack_rows(tokenized, config.row_tokens) if config.packing else one_sample_rows(tokenized)
 
 
 def batch_layout(attention: str) -> BatchLayout:
@@ -81,6 +111,16 @@ class TrainData:
 
     def step_tokens(self, step: int) -> int:
         return sum(len(row.input_ids) for rows in self.step_micro_batches(step) for row in rows)
+
+
+def step_count(config: TrainConfig, steps_per_epoch: int) -> int:
+    """A run's optimizer steps: MAX_STEPS when set, else EPOCHS x steps per epoch rounded up (at least one)."""
+    return config.max_steps or max(1, math.ceil(config.epochs * steps_per_epoch))
+
+
+def cadence(every: int, steps: int) -> int:
+    """EVAL_EVERY / SAVE_EVERY of a run of `steps` steps: 0 means about 10 times per run."""
+    return every or math.ceil(steps / 10)
 
 
 def count_supervised(rows: list[Row]) -> int:
