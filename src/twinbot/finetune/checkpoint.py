@@ -1,6 +1,8 @@
-"""Training checkpoints: RUN/checkpoints/step-NNNNNNN/, written atomically, the newest `keep` kept.
+"""What training writes into RUN besides its logs: the folder itself, checkpoints, and the adapter.
 
-A checkpoint holds everything `--resume` needs to continue exactly where the run stopped:
+`start_run_dir` (re)creates RUN with its run.json marker once everything is loaded and valid.
+`save_checkpoint` writes RUN/checkpoints/step-NNNNNNN/ atomically and keeps the newest KEEP_CHECKPOINTS;
+a checkpoint holds everything `--resume` needs to continue exactly where the run stopped:
 
     adapter/            the LoRA weights (PEFT format, the same files as RUN/adapter)
     optimizer.pt        AdamW state
@@ -8,6 +10,9 @@ A checkpoint holds everything `--resume` needs to continue exactly where the run
     scaler.pt           fp16 loss-scaler state (only when loss scaling is on)
     rng.pt              python / numpy / torch / cuda RNG states, one entry per process
     state.json          counters and data position (TrainState), written last
+
+`run_fingerprint` is what a run was started with, and `check_resumable` refuses to resume with settings
+or data that would change the result. `save_adapter` writes the final RUN/adapter.
 """
 
 from __future__ import annotations
@@ -23,8 +28,42 @@ import numpy as np
 import torch
 
 from twinbot.errors import TwinbotError
-from twinbot.fileio import atomic_dir, make_user_only
-from twinbot.runs import ADAPTER_DIR, CHECKPOINT_STATE, CHECKPOINTS_DIR, checkpoint_name, list_checkpoints
+from twinbot.fileio import atomic_dir, make_user_only, write_json
+from twinbot.finetune.config import TrainConfig
+from twinbot.runs import (
+    ADAPTER_DIR,
+    ADAPTER_WEIGHTS,
+    CHECKPOINT_STATE,
+    CHECKPOINTS_DIR,
+    PERSONA_FILE,
+    RUN_MARKER,
+    PersonaInfo,
+    checkpoint_name,
+    file_sha256,
+    list_checkpoints,
+    write_persona_info,
+)
+
+# Inside a checkpoint folder (its adapter/ and state.json are RUN names: `twinbot.runs`)
+OPTIMIZER_FILE = "optimizer.pt"
+SCHEDULER_FILE = "scheduler.pt"
+SCALER_FILE = "scaler.pt"
+RNG_FILE = "rng.pt"
+
+# Settings that may differ on --resume: they change neither the data order nor the update math.
+RESUMABLE_CHANGES = frozenset(
+    {
+        "epochs",
+        "max_steps",
+        "eval_every",
+        "eval_max_samples",
+        "save_every",
+        "keep_checkpoints",
+        "log_every",
+        "fused_lora",  # the same computation either way
+        "torch_compile",
+    }
+)
 
 
 @dataclass
@@ -35,13 +74,66 @@ class TrainState:
     epoch: int = 0
     tokens_seen: int = 0
     supervised_tokens: int = 0
-    computed_tokens: int = 0  # fewer than tokens_seen where samples share a beginning (train.make_batch)
+    computed_tokens: int = 0  # fewer than tokens_seen where samples share a beginning (batches.make_batch)
     elapsed_seconds: float = 0.0
     nonfinite_in_a_row: int = 0
     train_loss: float | None = None
     eval_loss: float | None = None
     # What the run was started with: resume refuses settings or data that would change the result.
     fingerprint: dict[str, Any] = field(default_factory=dict)
+
+
+def start_run_dir(run_dir: Path, fresh: bool, marker: dict[str, Any]) -> None:
+    """A fresh run replaces the old one (the caller made sure it is a run folder); resume keeps it."""
+    if fresh and run_dir.exists():
+        shutil.rmtree(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    make_user_only(run_dir)
+    write_json(run_dir / RUN_MARKER, {"twinbot_run": 1, **marker})
+
+
+def save_adapter(peft_model: Any, tokenizer: Any, adapter_dir: Path, persona: PersonaInfo) -> None:
+    """RUN/adapter: PEFT files (adapter_config.json + adapter_model.safetensors), the tokenizer and
+    twinbot.json (the persona's system prompt and the base model)."""
+    with atomic_dir(adapter_dir, overwrite=True) as tmp:
+        peft_model.save_pretrained(tmp, save_embedding_layers=False)
+        tokenizer.save_pretrained(tmp)
+        write_persona_info(tmp / PERSONA_FILE, persona)
+
+
+def run_fingerprint(
+    config: TrainConfig, batch_size: int, processes: int, base_model: str, train_file: Path
+) -> dict[str, Any]:
+    """What decides a run's result: its settings (not where its folders are), the micro-batch it chose,
+    its processes, the base model as the user named it, and the training data's hash."""
+    return {
+        **config.model_dump(mode="json", exclude={"data_dir", "output_dir", "preset", "device"}),
+        "batch_size": batch_size,
+        "processes": processes,
+        "base_model": base_model,
+        "train_data_sha256": file_sha256(train_file),
+    }
+
+
+def check_resumable(saved: dict[str, Any], current: dict[str, Any], checkpoint: Path) -> None:
+    """A TwinbotError naming what changed since the run started, unless only RESUMABLE_CHANGES did."""
+    changed = sorted(
+        k
+        for k in saved.keys() | current.keys()
+        if k not in RESUMABLE_CHANGES and saved.get(k) != current.get(k)
+    )
+    if changed:
+        what = ", ".join(
+            "the training data"
+            if k == "train_data_sha256"
+            else f"{k.upper()} ({saved.get(k)} -> {current.get(k)})"
+            for k in changed
+        )
+        raise TwinbotError(
+            f"cannot resume: changed since the run started: {what}; use the same settings, "
+            f"or start again with --overwrite",
+            checkpoint,
+        )
 
 
 def capture_rng_state() -> dict[str, Any]:
@@ -84,11 +176,11 @@ def save_checkpoint(
     final = Path(run_dir) / CHECKPOINTS_DIR / checkpoint_name(state.step)
     with atomic_dir(final, overwrite=True) as tmp:
         model.save_pretrained(tmp / ADAPTER_DIR, save_embedding_layers=False)
-        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
-        torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
+        torch.save(optimizer.state_dict(), tmp / OPTIMIZER_FILE)
+        torch.save(scheduler.state_dict(), tmp / SCHEDULER_FILE)
         if scaler is not None:
-            torch.save(scaler.state_dict(), tmp / "scaler.pt")
-        torch.save(rng_states, tmp / "rng.pt")
+            torch.save(scaler.state_dict(), tmp / SCALER_FILE)
+        torch.save(rng_states, tmp / RNG_FILE)
         (tmp / CHECKPOINT_STATE).write_text(json.dumps(asdict(state), indent=2) + "\n", encoding="utf-8")
     make_user_only(final.parent)
     for old in list_checkpoints(run_dir)[: -max(1, keep)]:
@@ -111,7 +203,7 @@ def load_adapter_weights(model: Any, adapter_dir: Path) -> None:
     from peft import set_peft_model_state_dict
     from safetensors.torch import load_file
 
-    weights = load_file(Path(adapter_dir) / "adapter_model.safetensors", device=str(_device_of(model)))
+    weights = load_file(Path(adapter_dir) / ADAPTER_WEIGHTS, device=str(_device_of(model)))
     result = set_peft_model_state_dict(model, weights)
     if getattr(result, "unexpected_keys", None):
         raise TwinbotError(
@@ -134,12 +226,12 @@ def load_checkpoint(
     checkpoint = Path(checkpoint)
     state = read_state(checkpoint)
     load_adapter_weights(model, checkpoint / ADAPTER_DIR)
-    optimizer.load_state_dict(torch.load(checkpoint / "optimizer.pt", map_location="cpu", weights_only=True))
-    scheduler.load_state_dict(torch.load(checkpoint / "scheduler.pt", map_location="cpu", weights_only=True))
-    scaler_file = checkpoint / "scaler.pt"
+    optimizer.load_state_dict(torch.load(checkpoint / OPTIMIZER_FILE, map_location="cpu", weights_only=True))
+    scheduler.load_state_dict(torch.load(checkpoint / SCHEDULER_FILE, map_location="cpu", weights_only=True))
+    scaler_file = checkpoint / SCALER_FILE
     if scaler is not None and scaler_file.is_file():
         scaler.load_state_dict(torch.load(scaler_file, weights_only=True))
-    rng_states = torch.load(checkpoint / "rng.pt", weights_only=True)
+    rng_states = torch.load(checkpoint / RNG_FILE, weights_only=True)
     restore_rng_state(rng_states[rank % len(rng_states)])
     return state
 

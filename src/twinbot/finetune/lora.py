@@ -1,8 +1,16 @@
-"""The model being trained: load the base model for training, wrap it in LoRA (optionally fused,
-compiled), choose attention and an automatic micro-batch size, and build the optimizer."""
+"""The model being trained and what updates it: the base model with LoRA adapters, AdamW, the LR schedule.
+
+`load_training_model` loads the frozen base model with the attention the run uses (`pick_attention`),
+wraps its linear layers in fresh LoRA adapters (`apply_lora`; with FUSED_LORA, one autograd node per
+layer: `twinbot.kernels.fused_lora`) and runs the last layer's MLP on supervised positions only
+(`twinbot.kernels.last_layer`). `maybe_compile` gives the model the loop calls (TORCH_COMPILE). On CUDA,
+`auto_batch_size` probes the largest micro-batch that fits. `make_optimizer` and `make_scheduler` build
+the update: AdamW over the LoRA weights only, with warm-up and decay over the run's steps.
+"""
 
 from __future__ import annotations
 
+import math
 import shutil
 import sys
 from typing import TYPE_CHECKING, Any
@@ -92,6 +100,16 @@ def make_optimizer(trainable: list[torch.nn.Parameter], config: TrainConfig) -> 
     )
 
 
+def make_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig, total_steps: int) -> Any:
+    """LR_SCHEDULER over `total_steps` optimizer steps, after a warm-up of WARMUP_RATIO of them
+    ("constant" keeps the warm-up)."""
+    from transformers import get_scheduler
+
+    warmup_steps = math.ceil(config.warmup_ratio * total_steps)
+    schedule = "constant_with_warmup" if config.lr_scheduler == "constant" else config.lr_scheduler
+    return get_scheduler(schedule, optimizer, num_warmup_steps=warmup_steps, num_training_steps=total_steps)
+
+
 def compile_wanted(config: TrainConfig, device_type: str) -> bool:
     """TORCH_COMPILE as this run uses it. 'auto' (the fast preset) = on for training on a CPU on Linux where
     inductor finds a C++ compiler: 25-85 s of compiling at the first step, then faster steps (BENCHMARKS.md,
@@ -114,7 +132,8 @@ def cpp_compiler_found() -> bool:
 
 def maybe_compile(peft_model: Any, config: TrainConfig, device_type: str) -> Any:
     """The model the training loop calls: `peft_model` itself, or compiled (`compile_wanted`) with dynamic
-    shapes: packed micro-batches change length every step, and this compiles once instead of once per length."""
+    shapes: packed micro-batches change length every step, and this compiles once instead of once per
+    length."""
     if not compile_wanted(config, device_type):
         return peft_model
     if config.torch_compile == "auto":

@@ -1,4 +1,5 @@
-"""Training logs: RUN/metrics.csv, TensorBoard events in RUN/tb/, RUN/loss.png and a token progress bar."""
+"""Training logs: RUN/metrics.csv, TensorBoard events in RUN/tb/, RUN/loss.png, a progress bar counting
+tokens, and peak memory."""
 
 from __future__ import annotations
 
@@ -12,10 +13,13 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from twinbot.fileio import atomic_file, make_user_only
+from twinbot.runs import LOSS_PLOT, METRICS_FILE, TENSORBOARD_DIR
 
 
 @dataclass
 class MetricsRow:
+    """One row of metrics.csv (and its TensorBoard scalars); the losses are None when not measured."""
+
     step: int
     epoch: float
     tokens: int  # the samples' tokens trained on
@@ -36,8 +40,8 @@ class MetricsLog:
     """Appends rows to metrics.csv and TensorBoard. On resume, rows after `resume_step` are dropped first."""
 
     def __init__(self, run_dir: Path, resume_step: int | None = None) -> None:
-        self.csv_path = Path(run_dir) / "metrics.csv"
-        self.png_path = Path(run_dir) / "loss.png"
+        self.csv_path = Path(run_dir) / METRICS_FILE
+        self.png_path = Path(run_dir) / LOSS_PLOT
         kept = [r for r in read_metrics(self.csv_path) if r.step <= resume_step] if resume_step else []
         with atomic_file(self.csv_path) as fh:
             writer = csv.writer(fh)
@@ -45,7 +49,7 @@ class MetricsLog:
             writer.writerows(_csv_cells(row) for row in kept)
         from torch.utils.tensorboard import SummaryWriter
 
-        tb_dir = Path(run_dir) / "tb"
+        tb_dir = Path(run_dir) / TENSORBOARD_DIR
         self.tensorboard = SummaryWriter(str(tb_dir), purge_step=resume_step + 1 if resume_step else None)
         make_user_only(tb_dir)
 

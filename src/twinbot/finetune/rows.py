@@ -17,22 +17,17 @@ import functools
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 
 from twinbot.data.records import ChatTurn, Sample
 from twinbot.errors import TwinbotError
-from twinbot.fileio import read_jsonl
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
 IGNORE_INDEX = -100
-ROLES = ("system", "user", "assistant")
-
-_NOT_PREPARED = "create train/eval data with `twinbot prepare`"
 
 
 @dataclass(slots=True)
@@ -88,40 +83,6 @@ class Batch:
             num_tokens=self.num_tokens,
             computed_tokens=self.computed_tokens,
         )
-
-
-# --- reading samples ------------------------------------------------------------------------------------
-
-
-def _sample_problem(obj: dict[str, Any]) -> str | None:
-    """What makes `obj` not a prepared sample (never quoting message text), or None."""
-    messages = obj.get("messages")
-    if not isinstance(messages, list) or not messages:
-        return "no `messages` list"
-    for index, message in enumerate(messages):
-        if not isinstance(message, dict):
-            return f"message {index + 1} is not an object"
-        role = message.get("role")
-        if role not in ROLES:
-            return f"message {index + 1} has role {role!r}, expected system, user or assistant"
-        if not isinstance(message.get("content"), str):
-            return f"message {index + 1} has no text `content`"
-        if role == "system" and index > 0:
-            return f"message {index + 1} is a system message after the start"
-    if messages[-1]["role"] != "assistant":
-        return "the last message is not an assistant turn"
-    return None
-
-
-def load_samples(path: Path) -> list[Sample]:
-    """Read a train.jsonl / eval.jsonl written by `prepare`."""
-    samples: list[Sample] = []
-    for lineno, obj in read_jsonl(path):
-        problem = _sample_problem(obj)
-        if problem is not None:
-            raise TwinbotError(f"not a twinbot sample ({problem}); {_NOT_PREPARED}", path, lineno)
-        samples.append(Sample.from_json(obj))
-    return samples
 
 
 # --- tokenization ---------------------------------------------------------------------------------------

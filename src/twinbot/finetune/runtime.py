@@ -1,5 +1,12 @@
-"""The processes a run lives in: the accelerator (device, mixed precision, DDP), peak memory, RNG
-states from every process, and Ctrl-C turned into "save and stop" agreed by all processes."""
+"""Where a run executes and how its processes agree: the accelerate side of training.
+
+`make_accelerator` picks the device and mixed precision (`twinbot.models.devices`) and starts accelerate,
+which places the model and, under `accelerate launch` or `twinbot.finetune.workers`, wraps it in DDP.
+Every decision that changes what the processes do next is taken together (a collective), or they would
+wait on each other forever: `stop_requested` turns a Ctrl-C in any process into "save and stop" in all
+of them, `gather_rng_states` collects each process's RNG states for the checkpoint, and
+`run_peak_memory` adds up the memory of processes that share one machine.
+"""
 
 from __future__ import annotations
 

@@ -1,5 +1,10 @@
-"""One step's arithmetic: the loss on supervised tokens only (logits only where a target needs them),
-held-out evaluation across processes, and perplexity."""
+"""The arithmetic of a training step, shared by training, evaluation and the batch-size probe.
+
+The loss of a micro-batch is the summed token cross-entropy over its supervised targets only: the model is
+asked for logits (and runs its last layer's MLP, `twinbot.kernels.last_layer`) only where a target needs
+them, which skips most of the vocabulary projection. The training loop divides the sum by the supervised
+tokens of the whole optimizer step; `evaluate` divides by those of the eval set, across processes.
+"""
 
 from __future__ import annotations
 
@@ -23,8 +28,8 @@ def token_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
 
 
 def forward_loss(model: Any, batch: Batch) -> torch.Tensor:
-    """Summed token loss of one micro-batch; logits (and the last layer's MLP, `twinbot.kernels.last_layer`) only
-    where a target is supervised."""
+    """Summed token loss of one micro-batch; logits (and the last layer's MLP, `twinbot.kernels.last_layer`)
+    only where a target is supervised."""
     supervised = batch.target_ids != IGNORE_INDEX
     output = model(
         input_ids=batch.input_ids,
