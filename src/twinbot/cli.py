@@ -7,13 +7,16 @@ import signal
 import sys
 import traceback
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from typer._click import exceptions as click_exceptions  # typer vendors click
 
 from twinbot import __version__
 from twinbot.errors import TwinbotError
+
+if TYPE_CHECKING:
+    from twinbot.bot.generate import GenerationSettings
 
 app = typer.Typer(
     name="twinbot",
@@ -219,7 +222,7 @@ def plan(
     set_: _SetOption = None,
 ) -> None:
     """How long training takes on this machine, per preset: measured, with a schedule and a recommendation."""
-    from twinbot.finetune.plan import run_plan
+    from twinbot.finetune.plan.planner import run_plan
 
     run_plan(
         data,
@@ -279,6 +282,20 @@ _RepetitionPenalty = Annotated[float, typer.Option("--repetition-penalty", help=
 _Device = Annotated[str, typer.Option("--device", help="auto, cpu, cuda, mps.")]
 
 
+def _generation_settings(
+    temperature: float, top_p: float, max_new_tokens: int, seed: int | None, repetition_penalty: float
+) -> GenerationSettings:
+    from twinbot.bot.generate import GenerationSettings
+
+    return GenerationSettings(
+        temperature=temperature,
+        top_p=top_p,
+        max_new_tokens=max_new_tokens,
+        seed=seed,
+        repetition_penalty=repetition_penalty,
+    )
+
+
 @app.command()
 def chat(
     run: _ModelArg,
@@ -294,15 +311,8 @@ def chat(
 ) -> None:
     """Chat with the trained persona in the terminal (/reset, /system TEXT, /quit)."""
     from twinbot.bot.chat import run_chat
-    from twinbot.bot.generate import GenerationSettings
 
-    settings = GenerationSettings(
-        temperature=temperature,
-        top_p=top_p,
-        max_new_tokens=max_new_tokens,
-        seed=seed,
-        repetition_penalty=repetition_penalty,
-    )
+    settings = _generation_settings(temperature, top_p, max_new_tokens, seed, repetition_penalty)
     run_chat(run, settings, device=device, system=system)
 
 
@@ -326,15 +336,8 @@ def discord(
 ) -> None:
     """Run the persona as a Discord bot (token from the DISCORD_TOKEN environment variable)."""
     from twinbot.bot.discord_bot import DiscordOptions, run_discord
-    from twinbot.bot.generate import GenerationSettings
 
-    settings = GenerationSettings(
-        temperature=temperature,
-        top_p=top_p,
-        max_new_tokens=max_new_tokens,
-        seed=seed,
-        repetition_penalty=repetition_penalty,
-    )
+    settings = _generation_settings(temperature, top_p, max_new_tokens, seed, repetition_penalty)
     options = DiscordOptions(
         channels=frozenset(channel or []), history=history, rate_limit_seconds=rate_limit, settings=settings
     )
@@ -359,10 +362,11 @@ def eval_(
         list[str] | None,
         typer.Option("--canary", help="A planted string to look for in replies; repeatable."),
     ] = None,
-    device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda, mps.")] = "auto",
+    device: _Device = "auto",
 ) -> None:
     """Measure a run on held-out replies: loss, style vs the real person, memorisation; RUN/eval/."""
-    from twinbot.quality.evaluate import EvalOptions, run_eval, summary_lines
+    from twinbot.quality.evaluate import EvalOptions, run_eval
+    from twinbot.quality.results import summary_lines
     from twinbot.runs import EVAL_DIR
 
     result = run_eval(
@@ -397,9 +401,7 @@ def compare(
 
 @app.command()
 def serve(
-    run: Annotated[
-        str, typer.Argument(help="RUN folder from `twinbot train` (or adapter / merged folder / .gguf).")
-    ],
+    run: _ModelArg,
     host: Annotated[
         str, typer.Option("--host", help="Address to listen on (127.0.0.1: this machine only).")
     ] = "127.0.0.1",
@@ -417,7 +419,7 @@ def serve(
     max_queue: Annotated[
         int, typer.Option("--max-queue", help="Requests waiting for a slot before 429.")
     ] = 16,
-    device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda, mps.")] = "auto",
+    device: _Device = "auto",
 ) -> None:
     """Serve the model over an OpenAI-compatible API with a web chat page at /."""
     from twinbot.bot.serve import run_serve

@@ -13,7 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TextIO
 
-from twinbot.bot.generate import GenerationSettings, LoadedModel, stream_reply, with_system_prompt
+from twinbot.bot.generate import GenerationSettings, stream_reply, with_system_prompt
+from twinbot.bot.loading import LoadedModel
 from twinbot.console import quiet_transformers
 from twinbot.data.records import ChatTurn
 
@@ -147,7 +148,7 @@ def run_chat(
     out: TextIO | None = None,
     err: TextIO | None = None,
 ) -> None:
-    from twinbot.bot.generate import load_for_inference
+    from twinbot.bot.loading import load_for_inference
 
     stdin = stdin or sys.stdin
     out = out or sys.stdout

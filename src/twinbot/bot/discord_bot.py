@@ -20,7 +20,7 @@ import re
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from twinbot.bot.generate import GenerationSettings
@@ -28,7 +28,7 @@ from twinbot.data.records import ChatTurn
 from twinbot.errors import TwinbotError
 
 if TYPE_CHECKING:
-    from twinbot.bot.generate import LoadedModel
+    from twinbot.bot.loading import LoadedModel
 
 DISCORD_LIMIT = 2000
 TOKEN_VARIABLE = "DISCORD_TOKEN"
@@ -181,14 +181,7 @@ def generator_for(lm: LoadedModel, settings: GenerationSettings) -> Generate:
 
     def generate(turns: list[ChatTurn], speakers: tuple[str, ...]) -> str:
         names = (*speakers, *speakers_in(turns))  # a "Name:" line of any of them ends the reply
-        tuned = GenerationSettings(
-            temperature=settings.temperature,
-            top_p=settings.top_p,
-            max_new_tokens=settings.max_new_tokens,
-            repetition_penalty=settings.repetition_penalty,
-            seed=settings.seed,
-            other_speakers=(*settings.other_speakers, *names),
-        )
+        tuned = replace(settings, other_speakers=(*settings.other_speakers, *names))
         return generate_reply(lm, with_system_prompt(lm, turns), tuned)
 
     return generate
@@ -229,7 +222,7 @@ def make_client(bot: TwinDiscordBot) -> Any:
 
 
 def run_discord(spec: str | None, options: DiscordOptions, device: str = "auto") -> None:
-    from twinbot.bot.generate import load_for_inference
+    from twinbot.bot.loading import load_for_inference
     from twinbot.console import quiet_transformers
 
     token = discord_token()

@@ -1,7 +1,4 @@
-"""Loading a trained persona for chat and generating its replies (used by chat, discord, serve, eval).
-
-`load_for_inference` accepts what the other stages produce: a RUN folder (`twinbot train`), an adapter
-folder, a merged model folder or a `.gguf` file (`twinbot export`), or a base model spec for comparisons.
+"""Generating a persona's replies: prompt building, the token loop and where a reply ends.
 
 Generation is a plain token loop with a KV cache (no threads): each step's logits go through the
 repetition penalty, temperature and top-p, then greedy (temperature 0) or seeded sampling. The loop stops
@@ -16,49 +13,27 @@ from __future__ import annotations
 import re
 import threading
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import torch
 
+from twinbot.bot.loading import TURN_MARKERS
 from twinbot.data.records import ChatTurn
-from twinbot.errors import TwinbotError, one_line
-from twinbot.models.devices import pick_dtype
-from twinbot.runs import (
-    GGUF_SYSTEM_PROMPT_KEY,
-    PERSONA_FILE,
-    adapter_persona,
-    find_adapter,
-    read_persona_info,
-    usable_base_model,
-)
+from twinbot.errors import TwinbotError
 
 if TYPE_CHECKING:
-    from peft import PeftModel
-    from transformers import PreTrainedModel, PreTrainedTokenizerBase
-
-ModelKind = Literal["run", "adapter", "merged", "gguf", "base"]
-
+    from twinbot.bot.loading import LoadedModel
 
 # Role names that, at the start of a line, mean the model began writing another turn.
 ROLE_NAMES = ("user", "User", "USER", "assistant", "Assistant", "system", "System", "Human", "human")
-# Turn markers of common chat templates, in case a model spells one out with ordinary tokens.
-TURN_MARKERS = (
-    "<|im_start|>",
-    "<|im_end|>",
-    "<|endoftext|>",
-    "<|eot_id|>",
-    "<|start_header_id|>",
-    "<start_of_turn>",
-    "<end_of_turn>",
-    "</s>",
-)
 _SPEAKER_LINE = re.compile(r"^([^\n:]{1,40}): \S")
 
 
 @dataclass(frozen=True)
 class GenerationSettings:
+    """How one reply is sampled (chat, discord and eval take them from options; serve from each request)."""
+
     temperature: float = 0.7
     top_p: float = 0.9
     max_new_tokens: int = 128
@@ -67,238 +42,6 @@ class GenerationSettings:
     # Names of the other people in the conversation: a line starting "Name:" ends the reply. Names that
     # appear as "Name: ..." lines in the user turns are found automatically.
     other_speakers: tuple[str, ...] = ()
-
-
-@dataclass
-class LoadedModel:
-    model: PreTrainedModel | PeftModel
-    tokenizer: PreTrainedTokenizerBase
-    kind: ModelKind
-    source: str  # what was loaded
-    system_prompt: str | None  # the persona's system prompt used in training, when known
-    context_window: int  # max tokens (prompt + reply)
-    name: str  # a display name for /v1/models etc.
-    base_model: str | None = None  # the base model under an adapter, when there is one
-    device: str = "cpu"
-    dtype: str = "float32"
-    stop_token_ids: frozenset[int] = field(default_factory=frozenset)
-
-    def describe(self) -> str:
-        """One line: what is loaded, on what, in which precision (never any message text)."""
-        what = f"{self.kind} {self.source}"
-        if self.base_model is not None and self.kind in ("run", "adapter"):
-            what += f" (adapter on {self.base_model})"
-        persona = "persona system prompt" if self.system_prompt else "no system prompt"
-        return f"{what}; {self.dtype} on {self.device}; context {self.context_window} tokens; {persona}"
-
-
-# --- loading -------------------------------------------------------------------------------------------
-
-
-def pick_device(device: str) -> torch.device:
-    if device == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    try:
-        target = torch.device(device)
-    except (RuntimeError, ValueError) as exc:
-        raise TwinbotError(f"unknown device {device!r}; use auto, cpu, cuda, cuda:N or mps") from exc
-    if target.type == "cuda" and (
-        not torch.cuda.is_available() or (target.index or 0) >= torch.cuda.device_count()
-    ):
-        raise TwinbotError(f"device {device} is not available; use --device auto or cpu")
-    if target.type == "mps" and not torch.backends.mps.is_available():
-        raise TwinbotError("device mps is not available; use --device auto or cpu")
-    return target
-
-
-def _context_window(model: Any, tokenizer: Any) -> int:
-    config = getattr(model, "config", None)
-    positions = getattr(config, "max_position_embeddings", None)
-    limits = [int(positions)] if isinstance(positions, int) and positions > 0 else []
-    tokenizer_limit = getattr(tokenizer, "model_max_length", None)
-    if isinstance(tokenizer_limit, int) and 0 < tokenizer_limit < 10_000_000:
-        limits.append(tokenizer_limit)
-    return min(limits) if limits else 2048
-
-
-def stop_token_ids(tokenizer: Any, model: Any = None) -> frozenset[int]:
-    """Every token that ends a reply: eos ids and every special token (turn markers, padding, ...)."""
-    ids: set[int] = set()
-
-    def add(value: Any) -> None:
-        if isinstance(value, int):
-            ids.add(value)
-        elif isinstance(value, list | tuple | set):
-            ids.update(v for v in value if isinstance(v, int))
-
-    add(tokenizer.eos_token_id)
-    generation_config = getattr(model, "generation_config", None)
-    if generation_config is not None:
-        add(generation_config.eos_token_id)
-    add(list(getattr(tokenizer, "all_special_ids", []) or []))
-    unk = tokenizer.unk_token_id
-    for marker in TURN_MARKERS:
-        token_id = tokenizer.convert_tokens_to_ids(marker)
-        if isinstance(token_id, int) and token_id != unk and token_id >= 0:
-            ids.add(token_id)
-    added = getattr(tokenizer, "added_tokens_decoder", {}) or {}
-    for token_id, token in added.items():
-        if getattr(token, "special", False):
-            ids.add(int(token_id))
-    return frozenset(ids)
-
-
-def _finish(
-    model: Any,
-    tokenizer: Any,
-    kind: ModelKind,
-    source: str,
-    name: str,
-    system_prompt: str | None,
-    base_model: str | None,
-    device: torch.device,
-    dtype: torch.dtype,
-) -> LoadedModel:
-    model.eval()
-    return LoadedModel(
-        model=model,
-        tokenizer=tokenizer,
-        kind=kind,
-        source=source,
-        system_prompt=system_prompt,
-        context_window=_context_window(model, tokenizer),
-        name=name,
-        base_model=base_model,
-        device=str(device),
-        dtype=str(dtype).removeprefix("torch."),
-        stop_token_ids=stop_token_ids(tokenizer, model),
-    )
-
-
-def _tokenizer_from_folder(folder: Path, fallback_spec: str | None) -> Any:
-    from transformers import AutoTokenizer
-
-    from twinbot.models.loading import finish_tokenizer, load_tokenizer
-
-    if (folder / "tokenizer_config.json").is_file() or (folder / "tokenizer.json").is_file():
-        try:
-            return finish_tokenizer(AutoTokenizer.from_pretrained(str(folder)))
-        except Exception:
-            pass  # fall back to the base model's tokenizer
-    return load_tokenizer(fallback_spec)
-
-
-def _with_adapter(base_model: Any, adapter_dir: Path) -> Any:
-    from peft import PeftModel
-
-    try:
-        return PeftModel.from_pretrained(base_model, str(adapter_dir), is_trainable=False)
-    except Exception as exc:
-        raise TwinbotError(
-            f"cannot load the adapter: {one_line(exc)}; was it trained on this base model?",
-            adapter_dir,
-        ) from exc
-
-
-def _load_adapter(
-    adapter_dir: Path,
-    run_dir: Path | None,
-    device: torch.device,
-    dtype: torch.dtype,
-) -> LoadedModel:
-    from twinbot.models.loading import load_model
-
-    info = adapter_persona(adapter_dir, run_dir)
-    if info.base_model is None:
-        raise TwinbotError(
-            "cannot tell which base model this adapter belongs to (no summary.json, no "
-            "base_model_name_or_path in adapter_config.json); pass the RUN folder made by `twinbot train`",
-            adapter_dir,
-        )
-    base_spec = usable_base_model(run_dir, info.base_model) if run_dir is not None else info.base_model
-    tokenizer = _tokenizer_from_folder(adapter_dir, base_spec)
-    base = load_model(base_spec, dtype=dtype, device=device)
-    model = _with_adapter(base, adapter_dir)
-    kind: ModelKind = "run" if run_dir is not None else "adapter"
-    where = run_dir if run_dir is not None else adapter_dir
-    return _finish(
-        model, tokenizer, kind, str(where), where.resolve().name, info.system_prompt, info.base_model,
-        device, dtype,
-    )  # fmt: skip
-
-
-def _gguf_persona(gguf_path: Path) -> str | None:
-    from twinbot.models.loading import gguf_string_field
-
-    sidecar = read_persona_info(gguf_path.with_name(gguf_path.name + "." + PERSONA_FILE))
-    if sidecar is not None and sidecar.system_prompt is not None:
-        return sidecar.system_prompt
-    beside = read_persona_info(gguf_path.parent / PERSONA_FILE)
-    if beside is not None and beside.system_prompt is not None:
-        return beside.system_prompt
-    return gguf_string_field(gguf_path, GGUF_SYSTEM_PROMPT_KEY) or None
-
-
-def load_for_inference(
-    spec: str | Path | None, device: str = "auto", dtype: torch.dtype | None = None
-) -> LoadedModel:
-    """Load a RUN folder, adapter folder, merged folder, .gguf file or base model spec for generation.
-
-    Bad spec -> TwinbotError (one line).
-    """
-    from twinbot.models.loading import EMBEDDED_MODEL, load_model, load_tokenizer
-
-    target = pick_device(device)
-    weights_dtype = dtype or pick_dtype(target)
-    if spec is None or str(spec) == EMBEDDED_MODEL:
-        tokenizer = load_tokenizer(None)
-        model = load_model(None, dtype=weights_dtype, device=target)
-        return _finish(
-            model, tokenizer, "base", EMBEDDED_MODEL, EMBEDDED_MODEL, None, None, target, weights_dtype
-        )
-    text = str(spec)
-    path = Path(text).expanduser()
-    if path.is_dir():
-        adapter = find_adapter(path)
-        if adapter is not None:
-            return _load_adapter(*adapter, target, weights_dtype)
-        if (path / "config.json").is_file():
-            info = read_persona_info(path / PERSONA_FILE)
-            tokenizer = load_tokenizer(str(path))
-            model = load_model(str(path), dtype=weights_dtype, device=target)
-            return _finish(
-                model, tokenizer, "merged", str(path), path.resolve().name,
-                info.system_prompt if info else None, info.base_model if info else None, target, weights_dtype,
-            )  # fmt: skip
-        if (path / "checkpoints").is_dir() or (path / "run.json").is_file():
-            raise TwinbotError(
-                "this run has no adapter yet (training unfinished?); finish it with `twinbot train --resume`",
-                path,
-            )
-        raise TwinbotError(
-            "not a model folder: expected a RUN folder (`twinbot train`), an adapter folder or an exported "
-            "merged model (config.json)",
-            path,
-        )
-    if text.lower().endswith(".gguf"):
-        if not path.is_file():
-            raise TwinbotError("model file not found; check the path", path)
-        tokenizer = load_tokenizer(str(path))
-        model = load_model(str(path), dtype=weights_dtype, device=target)
-        return _finish(
-            model, tokenizer, "gguf", str(path), path.stem, _gguf_persona(path), None, target, weights_dtype
-        )
-    if path.exists():
-        raise TwinbotError("not a model: pass a RUN folder, a model folder or a .gguf file", path)
-    if text.startswith((".", "/", "\\", "~")) or re.match(r"^[A-Za-z]:[\\/]", text) or text.count("/") > 1:
-        raise TwinbotError("no such file or folder; check the path", path)
-    tokenizer = load_tokenizer(text)
-    model = load_model(text, dtype=weights_dtype, device=target)
-    return _finish(model, tokenizer, "base", text, text, None, None, target, weights_dtype)
 
 
 # --- prompts -------------------------------------------------------------------------------------------

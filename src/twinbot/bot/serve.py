@@ -1,7 +1,7 @@
 """`twinbot serve`: an OpenAI-compatible chat server (FastAPI + uvicorn) and a small web chat page.
 
 Endpoints: `POST /v1/chat/completions` (plain JSON or `stream: true` server-sent events, with `usage`),
-`GET /v1/models`, `GET /health`, and the chat page at `/`.
+`GET /v1/models`, `GET /health`, and the chat page at `/`. The wire format itself is in openai_api.py.
 
 Generation runs in worker threads, never on the event loop. At most `max_concurrent` generations run at
 once; up to `max_queue` more wait for a slot, and requests beyond that get 429. A client that goes away
@@ -23,22 +23,29 @@ import os
 import socket
 import threading
 import time
-import uuid
 from collections.abc import AsyncIterator, Iterator, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any, Protocol
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from twinbot.bot.openai_api import (
+    ApiError,
+    ChatCompletionRequest,
+    new_completion_id,
+    sse,
+    validation_message,
+)
 from twinbot.data.records import ChatTurn
 from twinbot.errors import TwinbotError
 
 if TYPE_CHECKING:
-    from twinbot.bot.generate import GenerationSettings, LoadedModel
+    from twinbot.bot.generate import GenerationSettings
+    from twinbot.bot.loading import LoadedModel
 
 log = logging.getLogger("twinbot.bot.serve")
 
@@ -102,14 +109,14 @@ class ModelEngine:
         return len(self.lm.tokenizer.encode(text, add_special_tokens=False)) if text else 0
 
     def settings(self, sampling: SamplingRequest) -> GenerationSettings:
+        """The request's sampling over the default settings (the repetition penalty is not an API option)."""
         from twinbot.bot.generate import GenerationSettings
 
-        defaults = GenerationSettings()
-        return GenerationSettings(
+        return replace(
+            GenerationSettings(),
             temperature=sampling.temperature,
             top_p=sampling.top_p,
             max_new_tokens=sampling.max_new_tokens,
-            repetition_penalty=defaults.repetition_penalty,
             seed=sampling.seed,
         )
 
@@ -119,89 +126,6 @@ class ModelEngine:
         from twinbot.bot.generate import stream_reply
 
         return stream_reply(self.lm, messages, self.settings(sampling), stop=stop)
-
-
-# ---- request / response shapes (OpenAI chat completions) ----
-
-
-class TextPart(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-    type: Literal["text"]
-    text: str
-
-
-class ChatMessageIn(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-    role: Literal["system", "developer", "user", "assistant"]
-    content: str | list[TextPart]
-
-    def text(self) -> str:
-        if isinstance(self.content, str):
-            return self.content
-        return "".join(part.text for part in self.content)
-
-
-class StreamOptions(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-    include_usage: bool = False
-
-
-class ChatCompletionRequest(BaseModel):
-    # Unknown OpenAI parameters (presence_penalty, user, logit_bias, ...) are accepted and ignored.
-    model_config = ConfigDict(extra="ignore")
-    model: str | None = None
-    messages: list[ChatMessageIn] = Field(min_length=1)
-    temperature: float | None = Field(default=None, ge=0.0, le=2.0)
-    top_p: float | None = Field(default=None, gt=0.0, le=1.0)
-    max_tokens: int | None = Field(default=None, ge=1)
-    max_completion_tokens: int | None = Field(default=None, ge=1)
-    seed: int | None = None
-    n: int = Field(default=1, ge=1, le=1)
-    stream: bool = False
-    stream_options: StreamOptions | None = None
-
-
-class ApiError(Exception):
-    """An error answered in OpenAI's shape: {"error": {"message", "type", "param", "code"}}."""
-
-    def __init__(
-        self,
-        status: int,
-        message: str,
-        error_type: str = "invalid_request_error",
-        param: str | None = None,
-        code: str | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.error_type = error_type
-        self.param = param
-        self.code = code
-
-    def body(self) -> dict[str, Any]:
-        return {
-            "error": {
-                "message": self.message,
-                "type": self.error_type,
-                "param": self.param,
-                "code": self.code,
-            }
-        }
-
-    def response(self) -> JSONResponse:
-        headers = {"WWW-Authenticate": "Bearer"} if self.status == 401 else None
-        return JSONResponse(self.body(), status_code=self.status, headers=headers)
-
-
-def _validation_message(errors: Sequence[Any]) -> tuple[str, str | None]:
-    """One line from pydantic errors: where and what, never the offending input (it may be message text)."""
-    first = errors[0] if errors else {}
-    location = [str(part) for part in first.get("loc", ()) if part != "body"]
-    param = ".".join(location) or None
-    reason = str(first.get("msg", "invalid request"))
-    more = f" (and {len(errors) - 1} more problems)" if len(errors) > 1 else ""
-    return (f"{param}: {reason}{more}" if param else f"{reason}{more}"), param
 
 
 # ---- admission: bounded concurrency with a bounded queue ----
@@ -341,28 +265,6 @@ class Generation:
 
 # ---- the app ----
 
-
-@dataclass
-class _Prepared:
-    messages: list[ChatTurn]
-    sampling: SamplingRequest
-    prompt_tokens: int
-    include_usage: bool
-
-
-def _completion_id() -> str:
-    return f"chatcmpl-{uuid.uuid4().hex[:24]}"
-
-
-def _sse(data: dict[str, Any] | str) -> str:
-    payload = data if isinstance(data, str) else json.dumps(data, ensure_ascii=False, separators=(",", ":"))
-    return f"data: {payload}\n\n"
-
-
-def _web_page() -> str:
-    return importlib.resources.files("twinbot.bot").joinpath("web/index.html").read_text(encoding="utf-8")
-
-
 _PAGE_HEADERS = {
     "Content-Security-Policy": (
         "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'; "
@@ -382,14 +284,33 @@ def create_app(
     limits: ServeLimits | None = None,
 ) -> FastAPI:
     """The FastAPI app serving `lm` (a LoadedModel, or any ReplyEngine such as a test fake)."""
-    limits = limits or ServeLimits()
     engine: ReplyEngine = lm if _is_engine(lm) else ModelEngine(lm)  # type: ignore[arg-type]
-    admission = Admission(max_concurrent, max_queue)
-    created = int(time.time())
+    service = ChatService(
+        engine=engine,
+        admission=Admission(max_concurrent, max_queue),
+        limits=limits or ServeLimits(),
+        api_key=api_key,
+        created=int(time.time()),
+    )
     page = _web_page()
     app = FastAPI(title="twinbot", docs_url=None, redoc_url=None, openapi_url=None)
-    app.state.admission = admission
-    app.state.engine = engine
+    _answer_errors_in_openai_shape(app)
+    _add_routes(app, service, page)
+    return app
+
+
+def _is_engine(candidate: object) -> bool:
+    return callable(getattr(candidate, "stream", None)) and callable(
+        getattr(candidate, "count_prompt_tokens", None)
+    )
+
+
+def _web_page() -> str:
+    return importlib.resources.files("twinbot.bot").joinpath("web/index.html").read_text(encoding="utf-8")
+
+
+def _answer_errors_in_openai_shape(app: FastAPI) -> None:
+    """Our errors, invalid requests and FastAPI's own HTTP errors (404, 405...) all answer ApiError bodies."""
 
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
@@ -397,7 +318,7 @@ def create_app(
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
-        message, param = _validation_message(exc.errors())
+        message, param = validation_message(exc.errors())
         return ApiError(400, message, param=param).response()
 
     @app.exception_handler(StarletteHTTPException)
@@ -405,41 +326,116 @@ def create_app(
         error_type = "not_found_error" if exc.status_code == 404 else "invalid_request_error"
         return ApiError(exc.status_code, str(exc.detail), error_type=error_type).response()
 
-    def check_key(request: Request) -> None:
-        if api_key is None:
-            return
-        header = request.headers.get("authorization", "")
-        scheme, _, given = header.partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), api_key.encode()):
-            raise ApiError(
-                401,
-                "missing or wrong API key; send the header `Authorization: Bearer KEY`",
-                code="invalid_api_key",
-            )
 
+def _add_routes(app: FastAPI, service: ChatService, page: str) -> None:
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def index() -> HTMLResponse:
         return HTMLResponse(page, headers=_PAGE_HEADERS)
 
     @app.get("/health")
     async def health() -> dict[str, Any]:
-        return {
-            "status": "ok",
-            "model": engine.name,
-            "running": admission.running,
-            "queued": admission.waiting,
-            "auth": api_key is not None,
-        }
+        return service.health()
 
     @app.get("/v1/models")
     async def models(request: Request) -> dict[str, Any]:
-        check_key(request)
+        service.check_key(request)
+        return service.models()
+
+    @app.post("/v1/chat/completions")
+    async def chat_completions(request: Request) -> Any:
+        service.check_key(request)
+        return await service.chat_completion(request)
+
+
+# ---- what the routes do ----
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    """A checked chat completion request, ready to generate."""
+
+    messages: list[ChatTurn]
+    sampling: SamplingRequest
+    prompt_tokens: int
+    include_usage: bool
+
+
+@dataclass
+class ChatService:
+    """The server's state and request handling, apart from the HTTP routing."""
+
+    engine: ReplyEngine
+    admission: Admission
+    limits: ServeLimits
+    api_key: str | None  # None: no authentication
+    created: int  # when the server started (the model's `created` in /v1/models)
+
+    def check_key(self, request: Request) -> None:
+        if self.api_key is None:
+            return
+        header = request.headers.get("authorization", "")
+        scheme, _, given = header.partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(
+            given.strip().encode(), self.api_key.encode()
+        ):
+            raise ApiError(
+                401,
+                "missing or wrong API key; send the header `Authorization: Bearer KEY`",
+                code="invalid_api_key",
+            )
+
+    def health(self) -> dict[str, Any]:
         return {
-            "object": "list",
-            "data": [{"id": engine.name, "object": "model", "created": created, "owned_by": "twinbot"}],
+            "status": "ok",
+            "model": self.engine.name,
+            "running": self.admission.running,
+            "queued": self.admission.waiting,
+            "auth": self.api_key is not None,
         }
 
-    def prepare(body: ChatCompletionRequest) -> _Prepared:
+    def models(self) -> dict[str, Any]:
+        model = {"id": self.engine.name, "object": "model", "created": self.created, "owned_by": "twinbot"}
+        return {"object": "list", "data": [model]}
+
+    async def chat_completion(self, request: Request) -> Any:
+        """The reply as one JSON body, or as server-sent events when the request asks to `stream`."""
+        body = await self._read(request)
+        prepared = await self._prepare(body)
+        generation = await self._start(prepared)
+        completion_id = new_completion_id()
+        if body.stream:
+            return StreamingResponse(
+                _stream_events(
+                    self.engine, generation, request, prepared, completion_id, created=int(time.time())
+                ),
+                media_type="text/event-stream",
+                headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+            )
+        return await _whole_reply(self.engine, generation, request, prepared, completion_id)
+
+    async def _read(self, request: Request) -> ChatCompletionRequest:
+        raw = await _read_json_body(request, max_bytes=4 * self.limits.max_prompt_chars + 65_536)
+        try:
+            return ChatCompletionRequest.model_validate(raw)
+        except ValidationError as exc:
+            message, param = validation_message(exc.errors())
+            raise ApiError(400, message, param=param) from None
+
+    async def _prepare(self, body: ChatCompletionRequest) -> _Prepared:
+        turns = self._turns(body)
+        sampling = self._sampling(body)
+        try:
+            prompt_tokens = await asyncio.to_thread(
+                self.engine.count_prompt_tokens, turns, sampling.max_new_tokens
+            )
+        except TwinbotError as exc:
+            raise ApiError(400, exc.message, param="messages", code="context_length_exceeded") from None
+        include_usage = bool(body.stream_options and body.stream_options.include_usage)
+        return _Prepared(turns, sampling, prompt_tokens, include_usage)
+
+    def _turns(self, body: ChatCompletionRequest) -> list[ChatTurn]:
+        """The messages as chat turns, within the limits, behind the persona's system prompt if none is given."""
+        limits = self.limits
         if len(body.messages) > limits.max_messages:
             raise ApiError(400, f"too many messages (at most {limits.max_messages})", param="messages")
         texts = [message.text() for message in body.messages]
@@ -454,83 +450,37 @@ def create_app(
             ChatTurn(role="system" if message.role == "developer" else message.role, content=text)
             for message, text in zip(body.messages, texts, strict=True)
         ]
-        if engine.system_prompt and not any(turn.role == "system" for turn in turns):
-            turns.insert(0, ChatTurn(role="system", content=engine.system_prompt))
+        system_prompt = self.engine.system_prompt
+        if system_prompt and not any(turn.role == "system" for turn in turns):
+            turns.insert(0, ChatTurn(role="system", content=system_prompt))
+        return turns
+
+    def _sampling(self, body: ChatCompletionRequest) -> SamplingRequest:
         # Leave room for at least a small prompt inside the context window.
-        cap = max(1, min(limits.max_tokens, engine.context_window // 2))
+        cap = max(1, min(self.limits.max_tokens, self.engine.context_window // 2))
         requested = body.max_completion_tokens or body.max_tokens
         param = "max_completion_tokens" if body.max_completion_tokens else "max_tokens"
         if requested is not None and requested > cap:
             raise ApiError(400, f"{param} is too large (at most {cap})", param=param)
-        max_new_tokens = requested or min(limits.default_max_tokens, cap)
-        sampling = SamplingRequest(
+        return SamplingRequest(
             temperature=0.7 if body.temperature is None else body.temperature,
             top_p=0.9 if body.top_p is None else body.top_p,
-            max_new_tokens=max_new_tokens,
+            max_new_tokens=requested or min(self.limits.default_max_tokens, cap),
             seed=body.seed,
         )
-        include_usage = bool(body.stream_options and body.stream_options.include_usage)
-        return _Prepared(turns, sampling, 0, include_usage)
 
-    @app.post("/v1/chat/completions")
-    async def chat_completions(request: Request) -> Any:
-        check_key(request)
-        raw = await _read_json_body(request, max_bytes=4 * limits.max_prompt_chars + 65_536)
-        try:
-            body = ChatCompletionRequest.model_validate(raw)
-        except ValidationError as exc:
-            message, param = _validation_message(exc.errors())
-            raise ApiError(400, message, param=param) from None
-        prepared = prepare(body)
-        try:
-            prepared.prompt_tokens = await asyncio.to_thread(
-                engine.count_prompt_tokens, prepared.messages, prepared.sampling.max_new_tokens
-            )
-        except TwinbotError as exc:
-            raise ApiError(400, exc.message, param="messages", code="context_length_exceeded") from None
-
-        await admission.acquire()
+    async def _start(self, prepared: _Prepared) -> Generation:
+        """A generation slot (waiting in the queue, or 429 when it is full), then the generation thread."""
+        await self.admission.acquire()
         generation = Generation(
-            engine, prepared.messages, prepared.sampling, admission, asyncio.get_running_loop()
+            self.engine, prepared.messages, prepared.sampling, self.admission, asyncio.get_running_loop()
         )
         try:
             generation.start()
         except BaseException:
-            await admission.release()
+            await self.admission.release()
             raise
-        completion_id = _completion_id()
-        if body.stream:
-            return StreamingResponse(
-                _stream_events(
-                    engine, generation, request, prepared, completion_id, created=int(time.time())
-                ),
-                media_type="text/event-stream",
-                headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-            )
-        parts: list[str] = []
-        try:
-            async for piece in generation.pieces_until_done(request):
-                parts.append(piece)
-        except Exception as exc:
-            raise _generation_error(exc) from None
-        text = "".join(parts)
-        usage = await asyncio.to_thread(_usage, engine, prepared, text)
-        return {
-            "id": completion_id,
-            "object": "chat.completion",
-            "created": int(time.time()),
-            "model": engine.name,
-            "choices": [
-                {
-                    "index": 0,
-                    "message": {"role": "assistant", "content": text},
-                    "finish_reason": _finish_reason(usage, prepared),
-                }
-            ],
-            "usage": usage,
-        }
-
-    return app
+        return generation
 
 
 async def _read_json_body(request: Request, max_bytes: int) -> Any:
@@ -550,10 +500,76 @@ async def _read_json_body(request: Request, max_bytes: int) -> Any:
         raise ApiError(400, "the request body is not valid JSON") from None
 
 
-def _is_engine(candidate: object) -> bool:
-    return callable(getattr(candidate, "stream", None)) and callable(
-        getattr(candidate, "count_prompt_tokens", None)
-    )
+async def _whole_reply(
+    engine: ReplyEngine, generation: Generation, request: Request, prepared: _Prepared, completion_id: str
+) -> dict[str, Any]:
+    parts: list[str] = []
+    try:
+        async for piece in generation.pieces_until_done(request):
+            parts.append(piece)
+    except Exception as exc:
+        raise _generation_error(exc) from None
+    text = "".join(parts)
+    usage = await asyncio.to_thread(_usage, engine, prepared, text)
+    return {
+        "id": completion_id,
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": engine.name,
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": text},
+                "finish_reason": _finish_reason(usage, prepared),
+            }
+        ],
+        "usage": usage,
+    }
+
+
+async def _stream_events(
+    engine: ReplyEngine,
+    generation: Generation,
+    request: Request,
+    prepared: _Prepared,
+    completion_id: str,
+    created: int,
+) -> AsyncIterator[str]:
+    def chunk(choices: list[dict[str, Any]], usage: dict[str, int] | None = None) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "id": completion_id,
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": engine.name,
+            "choices": choices,
+        }
+        if prepared.include_usage:
+            data["usage"] = usage  # null on every chunk but the last
+        return data
+
+    def delta(content: dict[str, str], finish_reason: str | None = None) -> dict[str, Any]:
+        return chunk([{"index": 0, "delta": content, "finish_reason": finish_reason}])
+
+    parts: list[str] = []
+    try:
+        yield sse(delta({"role": "assistant", "content": ""}))
+        try:
+            async for piece in generation.pieces_until_done(request):
+                parts.append(piece)
+                yield sse(delta({"content": piece}))
+        except Exception as exc:
+            yield sse(_generation_error(exc).body())
+            yield sse("[DONE]")
+            return
+        if await request.is_disconnected():
+            return
+        usage = await asyncio.to_thread(_usage, engine, prepared, "".join(parts))
+        yield sse(delta({}, _finish_reason(usage, prepared)))
+        if prepared.include_usage:
+            yield sse(chunk([], usage))
+        yield sse("[DONE]")
+    finally:
+        generation.stop.set()
 
 
 def _generation_error(exc: Exception) -> ApiError:
@@ -576,57 +592,6 @@ def _usage(engine: ReplyEngine, prepared: _Prepared, text: str) -> dict[str, int
 
 def _finish_reason(usage: dict[str, int], prepared: _Prepared) -> str:
     return "length" if usage["completion_tokens"] >= prepared.sampling.max_new_tokens else "stop"
-
-
-async def _stream_events(
-    engine: ReplyEngine,
-    generation: Generation,
-    request: Request,
-    prepared: _Prepared,
-    completion_id: str,
-    created: int,
-) -> AsyncIterator[str]:
-    def chunk(delta: dict[str, str], finish_reason: str | None) -> dict[str, Any]:
-        data: dict[str, Any] = {
-            "id": completion_id,
-            "object": "chat.completion.chunk",
-            "created": created,
-            "model": engine.name,
-            "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}],
-        }
-        if prepared.include_usage:
-            data["usage"] = None
-        return data
-
-    parts: list[str] = []
-    try:
-        yield _sse(chunk({"role": "assistant", "content": ""}, None))
-        try:
-            async for piece in generation.pieces_until_done(request):
-                parts.append(piece)
-                yield _sse(chunk({"content": piece}, None))
-        except Exception as exc:
-            yield _sse(_generation_error(exc).body())
-            yield _sse("[DONE]")
-            return
-        if await request.is_disconnected():
-            return
-        usage = await asyncio.to_thread(_usage, engine, prepared, "".join(parts))
-        yield _sse(chunk({}, _finish_reason(usage, prepared)))
-        if prepared.include_usage:
-            yield _sse(
-                {
-                    "id": completion_id,
-                    "object": "chat.completion.chunk",
-                    "created": created,
-                    "model": engine.name,
-                    "choices": [],
-                    "usage": usage,
-                }
-            )
-        yield _sse("[DONE]")
-    finally:
-        generation.stop.set()
 
 
 # ---- running the server ----
@@ -699,7 +664,7 @@ def run_serve(
     """`twinbot serve`: load RUN (or any spec load_for_inference accepts) and serve it until Ctrl-C."""
     import uvicorn
 
-    from twinbot.bot.generate import load_for_inference
+    from twinbot.bot.loading import load_for_inference
 
     if not 1 <= port <= 65535:
         raise TwinbotError("--port must be between 1 and 65535")

@@ -17,21 +17,42 @@ class Precision:
     description: str  # the one line printed at start
 
 
-def pick_device(requested: str) -> str:
-    """auto -> cuda > mps > cpu; an explicit device that is not there is an error."""
-    has_cuda = torch.cuda.is_available()
-    has_mps = torch.backends.mps.is_available()
+def pick_device(requested: str, setting: str = "DEVICE") -> str:
+    """auto -> cuda > mps > cpu; an explicit device that is not there is an error.
+
+    `setting` is what the user set it with, for the error: the training setting DEVICE, or a command's
+    --device option.
+    """
     if requested == "auto":
-        return "cuda" if has_cuda else "mps" if has_mps else "cpu"
-    if requested.startswith("cuda"):
-        index = int(requested.split(":")[1]) if ":" in requested else 0
-        if not has_cuda or index >= torch.cuda.device_count():
-            raise TwinbotError(
-                f"DEVICE={requested} but no such CUDA device is visible; use DEVICE=auto or cpu"
-            )
-    if requested == "mps" and not has_mps:
-        raise TwinbotError("DEVICE=mps but Apple MPS is not available; use DEVICE=auto or cpu")
-    return requested
+        if torch.cuda.is_available():
+            return "cuda"
+        return "mps" if torch.backends.mps.is_available() else "cpu"
+    try:
+        target = torch.device(requested)
+    except (RuntimeError, ValueError) as exc:
+        raise TwinbotError(f"unknown device {requested!r}; use auto, cpu, cuda, cuda:N or mps") from exc
+    if target.type == "cuda" and (
+        not torch.cuda.is_available() or (target.index or 0) >= torch.cuda.device_count()
+    ):
+        raise _unavailable(requested, setting, "no such CUDA device is visible")
+    if target.type == "mps" and not torch.backends.mps.is_available():
+        raise _unavailable("mps", setting, "Apple MPS is not available")
+    return str(target)
+
+
+def _unavailable(device: str, setting: str, reason: str) -> TwinbotError:
+    if setting.startswith("--"):  # a command-line option
+        return TwinbotError(f"device {device} is not available; use {setting} auto or cpu")
+    return TwinbotError(f"{setting}={device} but {reason}; use {setting}=auto or cpu")
+
+
+def pick_dtype(device: torch.device) -> torch.dtype:
+    """Inference weights: 16-bit on GPUs (bf16 where supported), fp32 on CPU."""
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if device.type == "mps":
+        return torch.float16
+    return torch.float32
 
 
 def cpu_has_bf16() -> bool:
@@ -59,12 +80,3 @@ def pick_precision(use_fp16: bool, device_type: str) -> Precision:
             "bf16", torch.bfloat16, "bf16", "precision: bf16 autocast on cpu (native bf16 support)"
         )
     return Precision("no", torch.float32, "fp32", "precision: fp32 on cpu (this CPU has no native bf16)")
-
-
-def pick_dtype(device: torch.device) -> torch.dtype:
-    """16-bit on GPUs (bf16 where supported), fp32 on CPU."""
-    if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    if device.type == "mps":
-        return torch.float16
-    return torch.float32

