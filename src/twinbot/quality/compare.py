@@ -1,4 +1,5 @@
-"""`twinbot compare RUN1 RUN2 ...`: one table and one plot across evaluated runs, and DATA/compare.json for plan.
+"""`twinbot compare RUN1 RUN2 ...`: one table and one plot across evaluated runs, and DATA/compare.json for
+`twinbot plan`.
 
 Reads RUN/summary.json (wall time, tokens/s, preset) and RUN/eval/eval.json (`twinbot eval`). "Quality
 relative to baseline" is measured, not claimed: for eval loss and for style distance, the share of the
@@ -16,9 +17,11 @@ from pathlib import Path
 import pydantic
 from pydantic import BaseModel, ConfigDict
 
+from twinbot.data.prepared import COMPARE_FILE, TRAIN_FILE
 from twinbot.errors import TwinbotError
 from twinbot.fileio import atomic_file, make_user_only, write_json
-from twinbot.finetune.plan import COMPARE_FILE, CompareFile, QualityResult
+from twinbot.finetune.plan.records import CompareFile, QualityResult
+from twinbot.runs import EVAL_DIR, EVAL_FILE, SUMMARY_FILE, file_sha256
 
 TABLE_FILE = "compare.md"
 PLOT_FILE = "compare.png"
@@ -81,7 +84,7 @@ class RunComparison:
 
 
 def read_run(run_dir: Path) -> RunComparison:
-    summary_path, eval_path = run_dir / "summary.json", run_dir / "eval" / "eval.json"
+    summary_path, eval_path = run_dir / SUMMARY_FILE, run_dir / EVAL_DIR / EVAL_FILE
     if not summary_path.is_file():
         raise TwinbotError("no summary.json: not a finished `twinbot train` run", run_dir)
     if not eval_path.is_file():
@@ -153,13 +156,11 @@ def run_compare(run_dirs: Sequence[Path], out: Path | None = None) -> list[RunCo
 
 
 def write_plan_quality(runs: Sequence[RunComparison]) -> list[Path]:
-    """DATA/compare.json (the shape `plan.read_quality` reads) for every data folder still holding the
-    train.jsonl the runs were evaluated on."""
-    from twinbot.runs import file_sha256
-
+    """DATA/compare.json (the shape `finetune.plan.recommendation.read_quality` reads) for every data folder
+    still holding the train.jsonl the runs were evaluated on."""
     written: list[Path] = []
     for data_dir in dict.fromkeys(Path(r.data_dir) for r in runs):
-        train = data_dir / "train.jsonl"
+        train = data_dir / TRAIN_FILE
         if not train.is_file():
             continue
         sha = file_sha256(train)

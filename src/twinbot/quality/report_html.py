@@ -1,4 +1,5 @@
-"""Self-contained HTML reports: inline CSS, matplotlib plots as base64 PNG data URIs, every text escaped."""
+"""RUN/eval/report.html for `twinbot eval`: one self-contained page (inline CSS, matplotlib plots as base64
+PNG data URIs, every text escaped) comparing the real replies with the base model's and the adapter's."""
 
 from __future__ import annotations
 
@@ -6,12 +7,10 @@ import base64
 import html
 import io
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from twinbot.quality.results import EvalResult, ModelEval
 from twinbot.quality.style import CHAR_BINS, RATE_FEATURES
-
-if TYPE_CHECKING:
-    from twinbot.quality.evaluate import EvalResult
 
 CSS = """
 body{font-family:system-ui,sans-serif;margin:2em;max-width:1200px;color:#222}
@@ -83,7 +82,47 @@ def page(title: str, body: str) -> str:
     )
 
 
+# Fingerprint features shown in the report's table (the rates are also plotted).
+TABLE_FEATURES = (
+    "mean_chars",
+    "mean_words",
+    "mean_messages",
+    "lowercase_rate",
+    "period_end_rate",
+    "emoji_rate",
+    "punctuation_rate",
+    "distinct_1",
+    "distinct_2",
+    "vocabulary_size",
+)
+
+
 def eval_report(result: EvalResult) -> str:
+    rates, lengths, gaps = _style_plots(result)
+    replies = table(
+        ["context (last lines)", "real reply", "base reply", "adapter reply"],
+        [[r.context, r.real, r.base, r.adapter] for r in result.rows],
+        text_columns=(0, 1, 2, 3),
+    )
+    g = result.generation
+    body = (
+        f'<p class="note">run {html.escape(result.run_dir)}; data {html.escape(result.data_dir)}; base model '
+        f"{html.escape(result.base_model)}; loss on {result.loss_samples} held-out replies "
+        f"({result.supervised_tokens} supervised tokens); {g['contexts']} contexts, seed {g['seed']}, "
+        f"temperature {g['temperature']}, top-p {g['top_p']}, up to {g['max_new_tokens']} new tokens. "
+        "This file contains message text: keep it private.</p>"
+        f"<h2>Summary</h2>{_summary_table(result.models)}"
+        f'<p class="note">Style distance: mean of per-feature gaps in [0, 1], lower = closer to the person '
+        f'(docs/eval.md).</p><img src="{gaps}" alt="style gaps">'
+        f'<h2>Style fingerprint</h2>{_fingerprint_table(result)}<img src="{rates}" alt="rates">'
+        f'<img src="{lengths}" alt="lengths">'
+        f"<h2>Replies to held-out contexts</h2>{replies}"
+    )
+    return page("twinbot eval", body)
+
+
+def _style_plots(result: EvalResult) -> tuple[str, str, str]:
+    """Data URIs of three plots: style rates, message lengths (real vs each model), per-feature gaps."""
     real = result.real_style
     models = result.models
     rates = grouped_bars(
@@ -108,7 +147,11 @@ def eval_report(result: EvalResult) -> str:
         {m.name: [g.gap for g in m.style_distance.gaps] for m in models},
         "gap",
     )
-    summary = table(
+    return rates, lengths, gaps
+
+
+def _summary_table(models: Sequence[ModelEval]) -> str:
+    return table(
         [
             "model",
             "eval loss",
@@ -137,47 +180,19 @@ def eval_report(result: EvalResult) -> str:
             for m in models
         ],
     )
-    features = [
-        "mean_chars",
-        "mean_words",
-        "mean_messages",
-        "lowercase_rate",
-        "period_end_rate",
-        "emoji_rate",
-        "punctuation_rate",
-        "distinct_1",
-        "distinct_2",
-        "vocabulary_size",
-    ]
-    fingerprint_table = table(
+
+
+def _fingerprint_table(result: EvalResult) -> str:
+    real, models = result.real_style, result.models
+    return table(
         ["feature", "real", *[m.name for m in models]],
-        [[f, real[f], *[m.style[f] for m in models]] for f in features]
+        [[f, real[f], *[m.style[f] for m in models]] for f in TABLE_FEATURES]
         + [
             ["top emoji", _top(real["top_emoji"]), *[_top(m.style["top_emoji"]) for m in models]],
             ["top phrases", _top(real["top_phrases"]), *[_top(m.style["top_phrases"]) for m in models]],
         ],
         text_columns=(1, 2, 3),
     )
-    replies = table(
-        ["context (last lines)", "real reply", "base reply", "adapter reply"],
-        [[r.context, r.real, r.base, r.adapter] for r in result.rows],
-        text_columns=(0, 1, 2, 3),
-    )
-    g = result.generation
-    body = (
-        f'<p class="note">run {html.escape(result.run_dir)}; data {html.escape(result.data_dir)}; base model '
-        f"{html.escape(result.base_model)}; loss on {result.loss_samples} held-out replies "
-        f"({result.supervised_tokens} supervised tokens); {g['contexts']} contexts, seed {g['seed']}, "
-        f"temperature {g['temperature']}, top-p {g['top_p']}, up to {g['max_new_tokens']} new tokens. "
-        "This file contains message text: keep it private.</p>"
-        f"<h2>Summary</h2>{summary}"
-        f'<p class="note">Style distance: mean of per-feature gaps in [0, 1], lower = closer to the person '
-        f'(docs/eval.md).</p><img src="{gaps}" alt="style gaps">'
-        f'<h2>Style fingerprint</h2>{fingerprint_table}<img src="{rates}" alt="rates">'
-        f'<img src="{lengths}" alt="lengths">'
-        f"<h2>Replies to held-out contexts</h2>{replies}"
-    )
-    return page("twinbot eval", body)
 
 
 def _top(items: Sequence[Sequence[object]]) -> str:

@@ -1,4 +1,5 @@
-"""Style fingerprints of chat replies, the style distance between two sets of replies, and memorisation checks.
+"""Style fingerprints of chat replies, the style distance between two sets of replies, and memorisation
+checks.
 
 A reply is one persona turn as `prepare` writes it: the messages of a burst joined with "\\n". Every metric
 here is deterministic and pure (no model, no randomness). Definitions: docs/eval.md.
@@ -10,16 +11,15 @@ import math
 import re
 import unicodedata
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 # Histogram bins (upper bounds, inclusive; the last bin takes everything above).
 CHAR_BINS = (5, 10, 20, 40, 80, 160, 320)  # characters per message
 BURST_BINS = (1, 2, 3, 4, 6)  # messages per reply
 TOP_K = 10
-MEMO_NGRAM = (
-    8  # a generated reply sharing this many consecutive words with a training reply is a long overlap
-)
+# A generated reply sharing this many consecutive words with a training reply is a long overlap.
+MEMO_NGRAM = 8
 MIN_VERBATIM_WORDS = 4  # shorter replies ("lol", "ok") match training replies by chance, not by memorising
 
 _WORD = re.compile(r"[^\W_]+(?:'[^\W_]+)*")
@@ -130,8 +130,7 @@ def fingerprint(replies: Sequence[str]) -> StyleFingerprint:
         for n in (2, 3):
             phrases.update(" ".join(g) for g in ngrams(words, n))
 
-    def share(predicate: object) -> float:
-        assert callable(predicate)
+    def share(predicate: Callable[[str], bool]) -> float:
         return sum(1 for m in messages if predicate(m)) / len(messages) if messages else 0.0
 
     def lowercase(m: str) -> bool:

@@ -1,0 +1,187 @@
+"""Checking an export before it is published: the adapter model's next-token logits on a few fixed chat
+prompts are the reference; the written export, reloaded with plain transformers, must reproduce them within
+what the precision it was stored in allows."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from twinbot.console import say
+from twinbot.errors import TwinbotError
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
+# Verification thresholds. Logits are compared at every position of the check prompts, with the exported
+# weights computed in fp32 on CPU, so the differences measure only the precision the weights were stored in.
+# f32 differs from the adapter model only by float reassociation of the merge; 16-bit weights round each
+# weight (relative error 2^-11 for fp16/f16, 2^-8 for bf16), q8_0 by up to 1/254 of each 32-weight block.
+MAX_DELTA: dict[str, float] = {"fp32": 1e-3, "f32": 1e-3, "fp16": 0.25, "f16": 0.25, "bf16": 1.0}
+MIN_TOP1: dict[str, float] = {"fp16": 0.99, "f16": 0.99, "bf16": 0.99, "q8_0": 0.99}
+# Top-1 agreement counts a position as agreeing when the exported model's top token is within this many
+# logits of the reference's best: a flip between near-tied tokens (probability ratio <= e^0.1) is rounding
+# noise, not a wrong model. Measured on SmolLM2-135M, plain q8_0 rounding of the base model alone flips
+# 1-2% of prompt positions, all with top-2 margins below 0.08.
+TOP1_TIE_MARGIN = 0.1
+
+# Fixed prompts for the check: ordinary chat turns, rendered with the RUN's chat template.
+CHECK_CONVERSATIONS: tuple[tuple[str, ...], ...] = (
+    ("hey, what are you up to tonight?",),
+    ("did you see the game yesterday", "yeah it was wild", "who do you think wins next week?"),
+    ("can you send me the address again", "sure, one sec"),
+    ("lol that's so true 😂 ok see you at 7:30",),
+    ("are we still on for saturday?", "I think so, what time works for you", "maybe around noon, is that ok"),
+    ("I finally finished the book you lent me. The ending was not what I expected at all!",),
+    ("where should we eat tonight", "no idea, you pick", "pizza or thai?"),
+    ("happy birthday!! hope you have a great day 🎉",),
+)
+DEFAULT_CHECK_SYSTEM_PROMPT = "You are a helpful assistant."
+
+
+@dataclass(frozen=True)
+class Reference:
+    """The check prompts and the adapter model's logits on them: what every export must reproduce."""
+
+    prompts: list[list[int]]
+    logits: list[torch.Tensor]  # [positions, vocab] per prompt, fp32
+
+
+@dataclass(frozen=True)
+class Verification:
+    """Exported model vs adapter model: next-token logits at every position of the check prompts."""
+
+    prompts: int
+    positions: int
+    max_abs_delta: float
+    top1_agreement: float  # share of positions whose exported top-1 is the reference's (up to near-ties)
+    exact_top1_agreement: float  # share of positions with exactly the same argmax token
+    max_allowed_delta: float | None
+    min_top1: float | None
+
+    @property
+    def passed(self) -> bool:
+        delta_ok = self.max_allowed_delta is None or self.max_abs_delta <= self.max_allowed_delta
+        top1_ok = self.min_top1 is None or self.top1_agreement >= self.min_top1
+        return delta_ok and top1_ok
+
+    def describe(self) -> str:
+        limits = []
+        if self.max_allowed_delta is not None:
+            limits.append(f"max |delta logit| <= {self.max_allowed_delta:g}")
+        if self.min_top1 is not None:
+            limits.append(f"top-1 >= {self.min_top1:.0%}")
+        verdict = "ok" if self.passed else "FAILED"
+        return (
+            f"verify: {self.prompts} prompts, {self.positions} positions: max |delta logit| "
+            f"{self.max_abs_delta:.3g}, top-1 agreement {self.top1_agreement:.2%} "
+            f"({self.exact_top1_agreement:.2%} exact) "
+            f"(need {' and '.join(limits)}): {verdict}"
+        )
+
+
+# --- the reference ------------------------------------------------------------------------------------------
+
+
+def check_prompts(tokenizer: PreTrainedTokenizerBase, system_prompt: str | None) -> list[list[int]]:
+    """Token ids of the fixed check chats (alternating user/assistant turns, ending with the reply prompt)."""
+    prompts = []
+    for turns in CHECK_CONVERSATIONS:
+        messages = [{"role": "system", "content": system_prompt or DEFAULT_CHECK_SYSTEM_PROMPT}]
+        messages += [
+            {"role": "user" if i % 2 == 0 else "assistant", "content": text} for i, text in enumerate(turns)
+        ]
+        text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        prompts.append(list(tokenizer(text, add_special_tokens=False)["input_ids"]))
+    return prompts
+
+
+def reference_logits(model: Any, tokenizer: PreTrainedTokenizerBase, system_prompt: str | None) -> Reference:
+    """The adapter model's logits on the check chats, rendered with the persona's system prompt."""
+    prompts = check_prompts(tokenizer, system_prompt)
+    return Reference(prompts, prompt_logits(model, prompts))
+
+
+@torch.no_grad()
+def prompt_logits(model: Any, prompts: list[list[int]]) -> list[torch.Tensor]:
+    """fp32 logits [positions, vocab] of each prompt, one prompt per forward pass (no padding involved)."""
+    return [model(torch.tensor([ids])).logits[0].float() for ids in prompts]
+
+
+# --- the export, reloaded -----------------------------------------------------------------------------------
+
+
+def load_merged_logits(folder: Path, prompts: list[list[int]]) -> list[torch.Tensor]:
+    """Reload a merged model folder with transformers (fp32) and run the check prompts."""
+    return _reloaded_logits(prompts, folder)
+
+
+def load_gguf_logits(path: Path, prompts: list[list[int]]) -> list[torch.Tensor]:
+    """Reload a GGUF file with transformers (dequantized to fp32) and run the check prompts."""
+    from transformers import AutoConfig
+
+    # the config is read from the GGUF metadata once and passed on: each read parses the whole vocabulary
+    config = AutoConfig.from_pretrained(str(path.parent), gguf_file=path.name)
+    return _reloaded_logits(prompts, path.parent, gguf_file=path.name, config=config)
+
+
+def _reloaded_logits(prompts: list[list[int]], folder: Path, **source: Any) -> list[torch.Tensor]:
+    from transformers import AutoModelForCausalLM
+
+    reloaded = AutoModelForCausalLM.from_pretrained(
+        str(folder), **source, dtype=torch.float32, attn_implementation="eager"
+    )
+    reloaded.eval()
+    return prompt_logits(reloaded, prompts)
+
+
+# --- the comparison -----------------------------------------------------------------------------------------
+
+
+def compare_logits(reference: Reference, exported: list[torch.Tensor], precision: str) -> Verification:
+    """Max |delta logit| and top-1 agreement over the distinct prompt prefixes (a prefix shared by several
+    prompts, like the system prompt, counts once)."""
+    max_delta, agree, exact, positions = 0.0, 0, 0, 0
+    seen: set[tuple[int, ...]] = set()
+    for ids, ref, out in zip(reference.prompts, reference.logits, exported, strict=True):
+        max_delta = max(max_delta, float((ref - out).abs().max()))
+        fresh = []
+        for position in range(len(ids)):
+            prefix = tuple(ids[: position + 1])
+            if prefix not in seen:
+                seen.add(prefix)
+                fresh.append(position)
+        ref, out = ref[fresh], out[fresh]
+        best, chosen = ref.max(-1).values, out.argmax(-1)
+        chosen_ref = ref.gather(-1, chosen[:, None])[:, 0]
+        exact += int((chosen == ref.argmax(-1)).sum())
+        agree += int((chosen_ref >= best - TOP1_TIE_MARGIN).sum())
+        positions += len(fresh)
+    return Verification(
+        prompts=len(reference.logits),
+        positions=positions,
+        max_abs_delta=max_delta,
+        top1_agreement=agree / positions if positions else 0.0,
+        exact_top1_agreement=exact / positions if positions else 0.0,
+        max_allowed_delta=MAX_DELTA.get(precision),
+        min_top1=MIN_TOP1.get(precision),
+    )
+
+
+def verify_export(
+    reference: Reference, exported: list[torch.Tensor], precision: str, out: Path
+) -> Verification:
+    """Compare the export's logits with the adapter's and say how close; raise (the output is then not
+    published) when they are too far apart."""
+    verification = compare_logits(reference, exported, precision)
+    say(verification.describe())
+    if not verification.passed:
+        raise TwinbotError(
+            f"the exported model does not match the adapter model ({verification.describe()}); "
+            "nothing was written; please report this with the base model name",
+            out,
+        )
+    return verification
