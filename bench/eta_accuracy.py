@@ -133,7 +133,9 @@ def samples_for(args: argparse.Namespace, preset: str, base: Path) -> int:
     The run's time for N samples: setup + N x train seconds per sample + its evaluations and checkpoints
     (about 10 of each once there are 10 steps or more), with the sizing calibration's rates.
     """
-    from twinbot.finetune.plan import cadence, events, make_plan, optimizer_steps
+    from twinbot.finetune.batches import cadence
+    from twinbot.finetune.plan.planner import make_plan
+    from twinbot.finetune.plan.workload import events, optimizer_steps
 
     config = config_for(preset, base, args.model, args.eval_samples)
     plan = make_plan(config, base, calibrate_seconds=args.sizing_seconds)
@@ -148,7 +150,7 @@ def samples_for(args: argparse.Namespace, preset: str, base: Path) -> int:
 
     def seconds(samples: int) -> float:
         rows = max(1, round(work.rows * samples / base_samples))
-        steps = optimizer_steps(rows, work.micro_batch, work.gradient_accumulation_steps, settings.epochs)
+        steps = optimizer_steps(settings, rows, work.micro_batch)
         evaluations = events(cadence(settings.eval_every, steps), steps) if work.evaluations else 0
         saves = events(cadence(settings.save_every, steps), steps) + 1
         train = estimate.train_seconds * samples / base_samples
@@ -172,7 +174,8 @@ def train_env() -> dict[str, str]:
 
 
 def run_preset(args: argparse.Namespace, preset: str, base: Path, workdir: Path) -> Result:
-    from twinbot.finetune.plan import make_plan, render
+    from twinbot.finetune.plan.planner import make_plan
+    from twinbot.finetune.plan.render import render
 
     samples = samples_for(args, preset, base)
     data_dir = workdir / f"data-{preset}"

@@ -215,7 +215,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     import torch
 
-    from twinbot.bot.generate import build_prompt_ids, load_for_inference, with_system_prompt
+    from twinbot.bot.generate import build_prompt_ids, with_system_prompt
+    from twinbot.bot.loading import load_for_inference
     from twinbot.bot.serve import ServerThread, create_app
 
     lm = load_for_inference(args.model, device=args.device)

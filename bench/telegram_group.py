@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 SPEAKERS = {
@@ -78,7 +78,7 @@ def make_export(messages: int, seed: int) -> dict:
     rng = random.Random(seed)
     names = list(SPEAKERS)
     ids = {name: f"user{1000 + index}" for index, name in enumerate(names)}
-    when = datetime(2023, 3, 1, 9, 0, tzinfo=timezone.utc)
+    when = datetime(2023, 3, 1, 9, 0, tzinfo=UTC)
     rows = []
     speaker = rng.choice(names)
     for message_id in range(1, messages + 1):

@@ -261,7 +261,8 @@ def _twinbot_train(
 
 def measure_ceiling(model: str | None, device: str) -> Ceiling:
     """See the module docstring; precision and row length are the `fast` preset's on this device."""
-    from twinbot.finetune.plan import matmul_gflops, shape_of_spec
+    from twinbot.finetune.plan.flops import shape_of_spec
+    from twinbot.finetune.plan.machine import matmul_gflops
     from twinbot.finetune.runtime import make_accelerator
 
     fast = preset_config("fast", device=device)
