@@ -30,9 +30,10 @@ chromium:
 			|| echo "note: could not install chromium; the web chat browser test will be skipped"; \
 	else echo "note: no chromium and no apt-get; the web chat browser test will be skipped"; fi
 
+# Two pytest-xdist workers, each test module on one of them; tests/conftest.py starts the slowest modules first.
 test: setup chromium
 	$(PY) -m ruff check .
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder
 
 lint: setup
 	$(PY) -m ruff check .

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from twinbot.finetune import recipe as train
+from twinbot.finetune import batches, lora, steps
 from twinbot.finetune.rows import Row
 from twinbot.kernels.attention import BUCKET_TOKENS, PACKED_SDPA, bucket_attention, packed_layout
 
@@ -43,8 +43,8 @@ def load(model_dir: Path, attention: str, dtype: torch.dtype = torch.float32) ->
     return model
 
 
-def logits(model: torch.nn.Module, rows: list[Row], layout: train.BatchLayout) -> torch.Tensor:
-    batch = train.make_batch(rows, 0, torch.device("cpu"), layout)
+def logits(model: torch.nn.Module, rows: list[Row], layout: batches.BatchLayout) -> torch.Tensor:
+    batch = batches.make_batch(rows, 0, torch.device("cpu"), layout)
     with torch.no_grad():
         out = model(input_ids=batch.input_ids, position_ids=batch.position_ids, use_cache=False).logits
     real = [len(row) for row in rows]
@@ -72,7 +72,7 @@ def test_packed_sdpa_equals_block_diagonal_sdpa_and_each_sample_alone(tiny_model
 
 
 def lora_gradients(
-    model_dir: Path, attention: str, rows: list[Row], layout: train.BatchLayout
+    model_dir: Path, attention: str, rows: list[Row], layout: batches.BatchLayout
 ) -> dict[str, torch.Tensor]:
     from twinbot.finetune.lora import apply_lora
 
@@ -81,7 +81,7 @@ def lora_gradients(
     for name, param in model.named_parameters():
         if "lora_B" in name:  # nonzero B so that every LoRA weight gets a gradient
             torch.nn.init.normal_(param, std=0.02, generator=torch.Generator().manual_seed(len(name)))
-    loss = train.forward_loss(model, train.make_batch(rows, 0, torch.device("cpu"), layout))
+    loss = steps.forward_loss(model, batches.make_batch(rows, 0, torch.device("cpu"), layout))
     loss.backward()
     return {name: p.grad.clone() for name, p in model.named_parameters() if p.requires_grad}
 
@@ -157,7 +157,7 @@ def test_shared_beginnings_give_the_same_logits_loss_and_lora_gradients(tiny_mod
     """`shared_prefix` leaves out what the samples share with the first one, and every remaining token's
     logits, the loss and every LoRA gradient equal those of each sample computed in full."""
     rows = shared_beginning_rows()
-    batch = train.make_batch(rows, 0, torch.device("cpu"), "shared_prefix")
+    batch = batches.make_batch(rows, 0, torch.device("cpu"), "shared_prefix")
     assert batch.num_tokens == sum(len(row) for row in rows)
     assert batch.computed_tokens == len(batch.input_ids[0]) < batch.num_tokens - 60
     full = logits(load(tiny_model_dir, "sdpa"), rows, layout="rows")
@@ -216,8 +216,8 @@ def test_auto_attention(device: str, packing: bool, expected: str) -> None:
 
     if device == "cuda" and is_flash_attn_2_available():
         expected = "flash_attention_2"
-    assert train.pick_attention("auto", device, torch.bfloat16, packing) == expected
-    assert train.pick_attention("eager", device, torch.bfloat16, packing) == "eager"
+    assert lora.pick_attention("auto", device, torch.bfloat16, packing) == expected
+    assert lora.pick_attention("eager", device, torch.bfloat16, packing) == "eager"
 
 
 @pytest.mark.parametrize("kv_heads", [1, 3, 9])

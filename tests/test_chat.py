@@ -10,22 +10,14 @@ from typing import Any
 
 import pytest
 
+from support.runs import TrainedRun
+from support.training import FIXTURE_SYSTEM_PROMPT
 from test_inference import GREEDY, scripted_lm
 from twinbot.bot.chat import REPLY_PREFIX, ChatSession, run_chat, run_repl
-from twinbot.bot.generate import (
-    GenerationSettings,
-    LoadedModel,
-    build_prompt_ids,
-    generate_reply,
-    load_for_inference,
-    with_system_prompt,
-)
+from twinbot.bot.generate import GenerationSettings, build_prompt_ids, generate_reply, with_system_prompt
+from twinbot.bot.loading import LoadedModel, load_for_inference
 from twinbot.data.records import ChatTurn
 from twinbot.errors import TwinbotError
-from twinbot.finetune.config import TrainConfig
-
-FIXTURE_DATA = Path(__file__).parent / "fixtures" / "train" / "data"
-TRAINED_SYSTEM_PROMPT = "You are Sam. Reply the way Sam does."  # the fixture samples' system prompt
 
 
 @pytest.fixture(scope="module")
@@ -124,40 +116,19 @@ def test_turns_no_prompt_can_hold_are_forgotten(tokenizer: Any) -> None:
 
 
 @pytest.fixture(scope="module")
-def trained_run(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from twinbot.finetune import recipe as train
-
-    root = tmp_path_factory.mktemp("chat-run")
-    data = root / "data"
-    data.mkdir()
-    shutil.copy(FIXTURE_DATA / "train.jsonl", data / "train.jsonl")
-    config = TrainConfig(
-        base_model=str(tiny_model_dir),
-        data_dir=data,
-        output_dir=root / "run",
-        use_fp16=False,
-        packing=True,
-        row_tokens=128,
-        max_seq_len=128,
-        batch_size=2,
-        lora_r=4,
-        lora_alpha=8,
-        lora_dropout=0.0,
-        max_steps=1,
-        device="cpu",
-    )
-    train.main(config)
-    return root / "run"
+def trained_run(tiny_run: TrainedRun) -> Path:
+    """The tiny model trained on the fixture data (conftest.tiny_run), shared: read only."""
+    return tiny_run.path
 
 
 def test_a_trained_run_loads_with_its_system_prompt(trained_run: Path) -> None:
     lm = load_for_inference(trained_run, device="cpu")
     assert lm.kind == "run"
-    assert lm.system_prompt == TRAINED_SYSTEM_PROMPT
+    assert lm.system_prompt == FIXTURE_SYSTEM_PROMPT
     assert type(lm.model).__name__.startswith("Peft")
-    assert "(adapter on " in lm.describe() and TRAINED_SYSTEM_PROMPT not in lm.describe()
+    assert "(adapter on " in lm.describe() and FIXTURE_SYSTEM_PROMPT not in lm.describe()
     stored = json.loads((trained_run / "adapter" / "twinbot.json").read_text(encoding="utf-8"))
-    assert stored["system_prompt"] == TRAINED_SYSTEM_PROMPT  # cached for when the data moves
+    assert stored["system_prompt"] == FIXTURE_SYSTEM_PROMPT  # cached for when the data moves
     reply = generate_reply(lm, [ChatTurn("user", "hi")], GenerationSettings(max_new_tokens=8, seed=0))
     assert isinstance(reply, str) and "<|im" not in reply
 
@@ -168,7 +139,7 @@ def test_the_system_prompt_survives_moving_the_data(trained_run: Path, tmp_path:
     summary = json.loads((moved / "summary.json").read_text(encoding="utf-8"))
     summary["config"]["data_dir"] = str(tmp_path / "gone")
     (moved / "summary.json").write_text(json.dumps(summary), encoding="utf-8")
-    assert load_for_inference(moved / "adapter", device="cpu").system_prompt == TRAINED_SYSTEM_PROMPT
+    assert load_for_inference(moved / "adapter", device="cpu").system_prompt == FIXTURE_SYSTEM_PROMPT
     (moved / "adapter" / "twinbot.json").unlink()
     lm = load_for_inference(moved, device="cpu")
     assert lm.system_prompt is None  # nothing left to find it from: still loads

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from twinbot.errors import TwinbotError
-from twinbot.finetune.plan import read_quality
+from twinbot.finetune.plan.recommendation import read_quality
 from twinbot.quality.compare import PLOT_FILE, TABLE_FILE, run_compare, share_of_gain
 
 

@@ -4,14 +4,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta, timezone
 
-from twinbot.data.conversations import (
-    SessionOptions,
-    build_conversations,
-    conversation_id,
-    session_bounds,
-    sort_chat,
-    time_key,
-)
+from support.data import build_conversations, session_bounds
+from twinbot.data.chat_order import sort_chat, time_key
+from twinbot.data.conversations import SessionOptions, conversation_id
 from twinbot.data.records import Message
 
 T0 = datetime(2024, 3, 1, 12, 0, 0)
@@ -113,7 +108,8 @@ def test_messages_are_sorted_stably_within_a_chat() -> None:
         msg("b", "tie-1", T0),
         msg("c", "tie-2", T0),
     ]
-    ordered, times = sort_chat(messages)
+    ordered = sort_chat(messages)
+    times = [time_key(m.timestamp) for m in ordered]
     assert [m.text for m in ordered] == ["tie-1", "tie-2", "second"]
     assert times == sorted(times)
     assert time_key(T0) == time_key(T0.replace(tzinfo=UTC))
@@ -182,7 +178,7 @@ def test_one_pass_splitting_agrees_with_session_bounds_on_random_chats() -> None
         for i in range(rng.randint(1, 60)):
             at += timedelta(seconds=rng.choice([0, 1, 59, 600, 1800, 1801, 86400]))
             messages.append(msg(rng.choice(["a", "b", "me"]), str(i), at))
-        _, times = sort_chat(messages)
+        times = [time_key(m.timestamp) for m in sort_chat(list(messages))]
         conversations = build_conversations(messages, ME)
         bounds = session_bounds(times, 30.0)
         assert [sum(len(t.texts) for t in c.turns) for c in conversations] == [e - s for s, e in bounds]

@@ -283,12 +283,11 @@ def test_run_discord_never_shows_the_token(
 ) -> None:
     import discord
 
-    from twinbot.bot import discord_bot
-    from twinbot.bot import generate as inference
+    from twinbot.bot import discord_bot, loading
 
     token = "SECRET-TOKEN-123"
     monkeypatch.setenv("DISCORD_TOKEN", token)
-    monkeypatch.setattr(inference, "load_for_inference", lambda *a, **k: FakeLoaded())
+    monkeypatch.setattr(loading, "load_for_inference", lambda *a, **k: FakeLoaded())
     seen: dict[str, Any] = {}
 
     def fake_run(self: Any, given: str, **kwargs: Any) -> None:

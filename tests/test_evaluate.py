@@ -15,21 +15,20 @@ from pathlib import Path
 import pytest
 import torch
 
+from support.runs import TrainedRun, copy_run
 from twinbot.data.records import ChatTurn, Sample
 from twinbot.errors import TwinbotError
+from twinbot.finetune.steps import perplexity
 from twinbot.quality.evaluate import (
     EvalOptions,
-    EvalResult,
-    ReplyRow,
     last_lines,
     mean_loss,
-    perplexity,
     pick_contexts,
     resolve_data_dir,
     run_eval,
-    summary_lines,
     write_outputs,
 )
+from twinbot.quality.results import EvalResult, ReplyRow, summary_lines
 from twinbot.runs import EVAL_DIR, EVAL_FILE, REPORT_FILE, read_summary
 
 
@@ -95,25 +94,21 @@ def test_mean_loss_is_the_supervised_token_cross_entropy(tiny_model_dir: Path) -
 
 
 @pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> Path:
-    from twinbot.demo import prepare_sample, train_demo
-
-    root = tmp_path_factory.mktemp("eval-tiny")
-    prepare_sample(root / "data")
-    train_demo(root / "data", root / "run", str(tiny_model_dir), max_steps=2)  # step 1 is LR warm-up
-    return root / "run"
+def evaluated_run(tiny_run: TrainedRun, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of the shared tiny RUN (conftest.tiny_run) for `twinbot eval` to write into."""
+    return copy_run(tiny_run, tmp_path_factory.mktemp("eval-tiny") / "run")
 
 
 TINY_OPTIONS = dict(samples=3, max_new_tokens=4, loss_samples=6, canaries=("zz-canary",))
 
 
 @pytest.fixture(scope="module")
-def tiny_result(tiny_run: Path) -> EvalResult:
-    return run_eval(EvalOptions(run_dir=tiny_run, **TINY_OPTIONS), quiet=True)
+def tiny_result(evaluated_run: Path) -> EvalResult:
+    return run_eval(EvalOptions(run_dir=evaluated_run, **TINY_OPTIONS), quiet=True)
 
 
-def test_eval_on_tiny_model_writes_json_and_report(tiny_run: Path, tiny_result: EvalResult) -> None:
-    out = tiny_run / EVAL_DIR
+def test_eval_on_tiny_model_writes_json_and_report(evaluated_run: Path, tiny_result: EvalResult) -> None:
+    out = evaluated_run / EVAL_DIR
     saved = json.loads((out / EVAL_FILE).read_text(encoding="utf-8"))
     assert saved["twinbot_eval"] == 1 and len(saved["rows"]) == 3 and saved["loss_samples"] == 6
     for name in ("base", "adapter"):
@@ -140,8 +135,8 @@ def test_eval_on_tiny_model_writes_json_and_report(tiny_run: Path, tiny_result: 
     assert "style dist" in lines and all(r.real not in lines for r in tiny_result.rows if len(r.real) > 3)
 
 
-def test_eval_is_reproducible(tiny_run: Path, tiny_result: EvalResult) -> None:
-    again = run_eval(EvalOptions(run_dir=tiny_run, **TINY_OPTIONS), quiet=True)  # fixed seeds
+def test_eval_is_reproducible(evaluated_run: Path, tiny_result: EvalResult) -> None:
+    again = run_eval(EvalOptions(run_dir=evaluated_run, **TINY_OPTIONS), quiet=True)  # fixed seeds
     assert [(r.real, r.base, r.adapter) for r in again.rows] == [
         (r.real, r.base, r.adapter) for r in tiny_result.rows
     ]
@@ -169,47 +164,21 @@ def test_eval_cli_errors_are_one_line(tmp_path: Path) -> None:
 
 # --- the real test -------------------------------------------------------------------------------------------
 
-# A short `fast` run that reliably moves the style: small rows so that many optimizer steps fit in the time, a
-# higher learning rate than the preset's 2.5e-4. Measured (seed 0): style distance base 0.374, adapter 0.235,
-# eval loss 6.68 -> 4.87; 82 s on a quiet 2-core machine (embedded model already imported). 16 steps and 12
-# contexts gave 0.340 vs 0.330: too close to rely on.
-REAL_STEPS = 24
-REAL_OVERRIDES = ("BATCH_SIZE=1", "ROW_TOKENS=128", "MAX_SEQ_LEN=128", "LEARNING_RATE=1e-3", "SEED=0")
-REAL_OVERRIDES += ("TORCH_COMPILE=false",)  # as the demo: 24 short steps do not earn back compiling
+# The shared embedded run (conftest.embedded_run): the `fast` preset on the bundled sample for
+# support.runs.EMBEDDED_STEPS short steps of 2 rows, which reliably moves the style. Measured (seed 0): style
+# distance base 0.374, adapter 0.283 (0.235 with 1 row a step; 16 steps and 12 contexts gave 0.340 vs 0.330:
+# too close to rely on).
 
 
 @pytest.mark.slow
-def test_fast_training_moves_style_towards_the_persona(tmp_path: Path) -> None:
-    """Bundled sample (persona Juno), embedded SmolLM2-135M, `fast` preset for REAL_STEPS steps, then eval on
-    16 seeded held-out contexts: the adapter's style distance must be below the base model's."""
-    from twinbot.demo import prepare_sample
-    from twinbot.finetune.config import resolve_train_config
-    from twinbot.finetune.recipe import main as train_main
-
+def test_fast_training_moves_style_towards_the_persona(embedded_run: TrainedRun, tmp_path: Path) -> None:
+    """Bundled sample (persona Juno), embedded SmolLM2-135M, a short `fast` training, then eval on 16 seeded
+    held-out contexts: the adapter's style distance must be below the base model's."""
     started = time.monotonic()
-    prepare_sample(tmp_path / "data")
-    resolved = resolve_train_config(
-        cli={
-            "preset": "fast",
-            "data_dir": tmp_path / "data",
-            "output_dir": tmp_path / "run",
-            "max_steps": REAL_STEPS,
-        },
-        overrides=[
-            f"EVAL_EVERY={REAL_STEPS}",
-            "EVAL_MAX_SAMPLES=4",
-            f"SAVE_EVERY={REAL_STEPS}",
-            *REAL_OVERRIDES,
-        ],
-        environ={},
-        dotenv_path=None,
-    )
-    train_main(resolved.config, overwrite=True, sources=resolved.sources)
-    result = run_eval(
-        EvalOptions(run_dir=tmp_path / "run", samples=16, max_new_tokens=24, loss_samples=16), quiet=True
-    )
+    run = copy_run(embedded_run, tmp_path / "run")
+    result = run_eval(EvalOptions(run_dir=run, samples=16, max_new_tokens=24, loss_samples=16), quiet=True)
     base, adapter = result.base.style_distance.score, result.adapter.style_distance.score
-    print(f"style distance base {base:.3f} adapter {adapter:.3f}; {time.monotonic() - started:.0f} s")
+    print(f"style distance base {base:.3f} adapter {adapter:.3f}; eval {time.monotonic() - started:.0f} s")
     assert adapter < base
     assert result.adapter.eval_loss is not None and result.base.eval_loss is not None
     assert result.adapter.eval_loss < result.base.eval_loss

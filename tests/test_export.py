@@ -14,14 +14,18 @@ from pathlib import Path
 import pytest
 import torch
 
+from support.runs import TrainedRun
 from twinbot.errors import TwinbotError
 from twinbot.export import exporter as ex
+from twinbot.export import gguf_writer, modelfile, verify
+from twinbot.runs import PERSONA_FILE
 
 SYSTEM_PROMPT = "You are Sam. Reply the way Sam does."
 
 
-def make_run(base_dir: Path, root: Path, seed: int = 0, scale: float = 0.05) -> Path:
-    """A RUN folder like `twinbot train` writes: adapter/ (PEFT + tokenizer), summary.json, data."""
+def make_run(base_dir: Path, root: Path) -> Path:
+    """A RUN folder like `twinbot train` writes: adapter/ (PEFT + tokenizer), summary.json, data; the LoRA
+    weights random (scale 0.05)."""
     from transformers import AutoTokenizer
 
     from twinbot.finetune.lora import apply_lora
@@ -38,11 +42,11 @@ def make_run(base_dir: Path, root: Path, seed: int = 0, scale: float = 0.05) -> 
     }
     (data / "train.jsonl").write_text(json.dumps(sample) + "\n", encoding="utf-8")
     model = apply_lora(load_model(str(base_dir)), r=4, alpha=8, dropout=0.0)
-    generator = torch.Generator().manual_seed(seed)
+    generator = torch.Generator().manual_seed(0)
     with torch.no_grad():
         for name, param in model.named_parameters():
             if "lora_" in name:
-                param.copy_(torch.randn(param.shape, generator=generator) * scale)
+                param.copy_(torch.randn(param.shape, generator=generator) * 0.05)
     run = root / "run"
     model.save_pretrained(run / "adapter")
     AutoTokenizer.from_pretrained(str(base_dir)).save_pretrained(run / "adapter")
@@ -66,27 +70,27 @@ def is_user_only(path: Path) -> bool:
 
 
 @pytest.fixture(scope="module")
-def tiny_run(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def lora_run(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_run(tiny_model_dir, tmp_path_factory.mktemp("export-run"))
 
 
 @pytest.fixture(scope="module")
-def merged_fp32(tiny_run: Path) -> tuple[Path, ex.ExportResult]:
-    out = tiny_run.parent / "merged-fp32"
-    return out, ex.export(tiny_run, "merged", out, dtype="fp32")
+def merged_fp32(lora_run: Path) -> tuple[Path, ex.ExportResult]:
+    out = lora_run.parent / "merged-fp32"
+    return out, ex.export(lora_run, "merged", out, dtype="fp32")
 
 
 @pytest.fixture(scope="module")
-def gguf_f32(tiny_run: Path) -> tuple[Path, ex.ExportResult]:
-    out = tiny_run.parent / "exports" / "twin-f32.gguf"
-    return out, ex.export(tiny_run, "gguf", out, gguf_type="f32")
+def gguf_f32(lora_run: Path) -> tuple[Path, ex.ExportResult]:
+    out = lora_run.parent / "exports" / "twin-f32.gguf"
+    return out, ex.export(lora_run, "gguf", out, gguf_type="f32")
 
 
 # --- merged -----------------------------------------------------------------------------------------------
 
 
 def test_merged_folder_loads_with_plain_transformers_and_matches_the_adapter(
-    tiny_run: Path, merged_fp32: tuple[Path, ex.ExportResult]
+    lora_run: Path, merged_fp32: tuple[Path, ex.ExportResult]
 ) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -105,27 +109,27 @@ def test_merged_folder_loads_with_plain_transformers_and_matches_the_adapter(
         [{"role": "user", "content": "hello there 123"}], add_generation_prompt=True, return_dict=False
     )
     input_ids = torch.tensor([list(ids)])
-    tuned, base = adapter_logits(tiny_run, input_ids)
+    tuned, base = adapter_logits(lora_run, input_ids)
     with torch.no_grad():
         merged = model(input_ids).logits
     torch.testing.assert_close(merged, tuned, rtol=0, atol=1e-4)
     assert (merged - base).abs().max() > 1e-2  # the merge changed the model
-    persona = json.loads((out / ex.PERSONA_FILE).read_text(encoding="utf-8"))
+    persona = json.loads((out / PERSONA_FILE).read_text(encoding="utf-8"))
     assert persona["system_prompt"] == SYSTEM_PROMPT
 
 
-def test_merged_dtype_is_stored_and_checked(tiny_run: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_merged_dtype_is_stored_and_checked(lora_run: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from safetensors import safe_open
 
-    out = tiny_run.parent / "merged-bf16"
-    result = ex.export(tiny_run, "merged", out, dtype="bf16")
+    out = lora_run.parent / "merged-bf16"
+    result = ex.export(lora_run, "merged", out, dtype="bf16")
     with safe_open(str(out / "model.safetensors"), framework="pt") as fh:
         dtypes = {fh.get_slice(name).get_dtype() for name in fh.keys()}  # noqa: SIM118
     assert dtypes == {"BF16"}
-    assert result.precision == "bf16" and 0 < result.verification.max_abs_delta <= ex.MAX_DELTA["bf16"]
+    assert result.precision == "bf16" and 0 < result.verification.max_abs_delta <= verify.MAX_DELTA["bf16"]
     err = capsys.readouterr().err
     assert (
-        f"verify: {len(ex.CHECK_CONVERSATIONS)} prompts" in err
+        f"verify: {len(verify.CHECK_CONVERSATIONS)} prompts" in err
         and "max |delta logit|" in err
         and "top-1 agreement" in err
     )
@@ -136,7 +140,7 @@ def test_merged_dtype_is_stored_and_checked(tiny_run: Path, capsys: pytest.Captu
 
 
 def test_gguf_has_llama_metadata_tokenizer_and_permuted_attention(
-    tiny_run: Path, tiny_model_dir: Path, gguf_f32: tuple[Path, ex.ExportResult]
+    lora_run: Path, tiny_model_dir: Path, gguf_f32: tuple[Path, ex.ExportResult]
 ) -> None:
     import gguf
     from transformers import AutoTokenizer
@@ -150,7 +154,7 @@ def test_gguf_has_llama_metadata_tokenizer_and_permuted_attention(
     def field(key: str) -> object:
         return reader.fields[key].contents()
 
-    tokenizer = AutoTokenizer.from_pretrained(str(tiny_run / "adapter"))
+    tokenizer = AutoTokenizer.from_pretrained(str(lora_run / "adapter"))
     assert field("general.architecture") == "llama"
     assert (field("llama.embedding_length"), field("llama.block_count")) == (64, 2)
     assert (field("llama.attention.head_count"), field("llama.attention.head_count_kv")) == (4, 2)
@@ -165,15 +169,15 @@ def test_gguf_has_llama_metadata_tokenizer_and_permuted_attention(
     assert {t.tensor_type for t in tensors.values()} == {gguf.GGMLQuantizationType.F32}
 
     # q is stored in llama.cpp's rotary layout: the HF rows permuted (transformers undoes it on load)
-    merged, _ = ex.load_adapter_model(ex.read_run(tiny_run))
+    merged, _ = ex.load_adapter_model(ex.read_run(lora_run))
     hf_q = merged.merge_and_unload().model.layers[0].self_attn.q_proj.weight.detach()
     stored_q = torch.from_numpy(tensors["blk.0.attn_q.weight"].data.copy()).reshape(hf_q.shape)
     assert not torch.allclose(stored_q, hf_q)
-    torch.testing.assert_close(stored_q, ex.llama_permute(hf_q, 4, 4), rtol=0, atol=0)
+    torch.testing.assert_close(stored_q, gguf_writer.llama_permute(hf_q, 4, 4), rtol=0, atol=0)
 
 
 def test_gguf_loads_with_transformers_gguf_file(
-    tiny_run: Path, gguf_f32: tuple[Path, ex.ExportResult]
+    lora_run: Path, gguf_f32: tuple[Path, ex.ExportResult]
 ) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -181,25 +185,25 @@ def test_gguf_loads_with_transformers_gguf_file(
     model = AutoModelForCausalLM.from_pretrained(str(out.parent), gguf_file=out.name, dtype=torch.float32)
     tokenizer = AutoTokenizer.from_pretrained(str(out.parent), gguf_file=out.name)
     assert tokenizer.chat_template and "<|im_start|>" in tokenizer.chat_template
-    source = AutoTokenizer.from_pretrained(str(tiny_run / "adapter"))
+    source = AutoTokenizer.from_pretrained(str(lora_run / "adapter"))
     text = "<|im_start|>user\nhow are you doing<|im_end|>\n"
     assert tokenizer(text)["input_ids"] == source(text)["input_ids"]
     input_ids = torch.tensor([source(text)["input_ids"]])
-    tuned, _ = adapter_logits(tiny_run, input_ids)
+    tuned, _ = adapter_logits(lora_run, input_ids)
     with torch.no_grad():
         torch.testing.assert_close(model(input_ids).logits, tuned, rtol=0, atol=1e-3)
 
 
 def test_ollama_folder_with_q8_0_gguf_and_modelfile(
-    tiny_run: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    lora_run: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     import gguf
 
     # The tiny model is random: its next-token logits are nearly flat, so q8_0 rounding flips a few near
     # ties. The 99% requirement is checked on the real embedded model (test_embedded_model_exports).
-    monkeypatch.setitem(ex.MIN_TOP1, "q8_0", 0.9)
-    out = tiny_run.parent / "ollama"
-    result = ex.export(tiny_run, "ollama", out, gguf_type="q8_0")
+    monkeypatch.setitem(verify.MIN_TOP1, "q8_0", 0.9)
+    out = lora_run.parent / "ollama"
+    result = ex.export(lora_run, "ollama", out, gguf_type="q8_0")
     assert result.verification.passed and result.precision == "q8_0"
     assert sorted(p.name for p in out.iterdir()) == ["Modelfile", "model.gguf"]
     assert all(is_user_only(p) for p in [out, *out.iterdir()])
@@ -221,28 +225,28 @@ def test_ollama_folder_with_q8_0_gguf_and_modelfile(
 
 
 def test_modelfile_quotes_and_rejects_non_chatml() -> None:
-    text = ex.modelfile_text("<|im_start|>{{ x }}", 'say """hi"""')
+    text = modelfile.modelfile_text("<|im_start|>{{ x }}", 'say """hi"""')
     assert 'SYSTEM "say \\"\\"\\"hi\\"\\"\\""' in text
-    assert "SYSTEM" not in ex.modelfile_text("<|im_start|>", None)
+    assert "SYSTEM" not in modelfile.modelfile_text("<|im_start|>", None)
     with pytest.raises(TwinbotError, match="not ChatML"):
-        ex.modelfile_text("[INST] {{ messages }} [/INST]", None)
+        modelfile.modelfile_text("[INST] {{ messages }} [/INST]", None)
 
 
 # --- failures ---------------------------------------------------------------------------------------------
 
 
 def test_failed_verification_is_an_error_and_leaves_no_output(
-    tiny_run: Path, monkeypatch: pytest.MonkeyPatch
+    lora_run: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setitem(ex.MAX_DELTA, "fp32", -1.0)  # nothing can pass
-    out = tiny_run.parent / "failed" / "merged"
+    monkeypatch.setitem(verify.MAX_DELTA, "fp32", -1.0)  # nothing can pass
+    out = lora_run.parent / "failed" / "merged"
     with pytest.raises(TwinbotError, match=r"does not match the adapter model.*FAILED"):
-        ex.export(tiny_run, "merged", out, dtype="fp32")
+        ex.export(lora_run, "merged", out, dtype="fp32")
     assert not out.exists() and list(out.parent.iterdir()) == []
 
 
 def test_a_write_failure_is_one_line_and_leaves_no_temp_file(
-    tiny_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    lora_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     def disk_full(*args: object, **kwargs: object) -> None:
         raise OSError(28, "No space left on device")
@@ -250,50 +254,50 @@ def test_a_write_failure_is_one_line_and_leaves_no_temp_file(
     monkeypatch.setattr(ex, "write_gguf", disk_full)
     out = tmp_path / "out" / "twin.gguf"
     with pytest.raises(TwinbotError, match=r"export failed: .*No space left on device") as info:
-        ex.export(tiny_run, "gguf", out)
+        ex.export(lora_run, "gguf", out)
     assert "\n" not in str(info.value) and list(out.parent.iterdir()) == []
 
 
-def test_existing_output_is_kept_without_overwrite(tiny_run: Path, tmp_path: Path) -> None:
+def test_existing_output_is_kept_without_overwrite(lora_run: Path, tmp_path: Path) -> None:
     folder = tmp_path / "taken"
     folder.mkdir()
     (folder / "keep.txt").write_text("mine", encoding="utf-8")
     for target in ("merged", "ollama"):
         with pytest.raises(TwinbotError, match="--overwrite"):
-            ex.export(tiny_run, target, folder)  # type: ignore[arg-type]
+            ex.export(lora_run, target, folder)  # type: ignore[arg-type]
     gguf_file = tmp_path / "taken.gguf"
     gguf_file.write_bytes(b"mine")
     with pytest.raises(TwinbotError, match="--overwrite"):
-        ex.export(tiny_run, "gguf", gguf_file)
+        ex.export(lora_run, "gguf", gguf_file)
     assert (folder / "keep.txt").read_text(encoding="utf-8") == "mine" and gguf_file.read_bytes() == b"mine"
 
 
-def test_bad_paths_and_options_are_one_line_errors(tiny_run: Path, tmp_path: Path) -> None:
+def test_bad_paths_and_options_are_one_line_errors(lora_run: Path, tmp_path: Path) -> None:
     cases = [
         ((tmp_path / "nope", "merged", tmp_path / "o"), "run folder not found"),
         ((tmp_path, "merged", tmp_path / "o"), "no adapter here"),
-        ((tiny_run, "gguf", tmp_path / "model.bin"), "ending in .gguf"),
-        ((tiny_run, "merged", tiny_run / "merged"), "inside the run folder"),
-        ((tiny_run, "onnx", tmp_path / "o"), "unknown export target"),
+        ((lora_run, "gguf", tmp_path / "model.bin"), "ending in .gguf"),
+        ((lora_run, "merged", lora_run / "merged"), "inside the run folder"),
+        ((lora_run, "onnx", tmp_path / "o"), "unknown export target"),
     ]
     for args, message in cases:
         with pytest.raises(TwinbotError, match=message) as info:
             ex.export(*args)  # type: ignore[arg-type]
         assert "\n" not in str(info.value)
     with pytest.raises(TwinbotError, match="unknown --type"):
-        ex.export(tiny_run, "gguf", tmp_path / "m.gguf", gguf_type="q4_k")  # type: ignore[arg-type]
+        ex.export(lora_run, "gguf", tmp_path / "m.gguf", gguf_type="q4_k")  # type: ignore[arg-type]
     with pytest.raises(TwinbotError, match="unknown --dtype"):
-        ex.export(tiny_run, "merged", tmp_path / "m", dtype="int8")  # type: ignore[arg-type]
+        ex.export(lora_run, "merged", tmp_path / "m", dtype="int8")  # type: ignore[arg-type]
 
 
-def test_persona_prompt_from_the_stored_file_or_the_training_data(tiny_run: Path, tmp_path: Path) -> None:
-    assert ex.read_run(tiny_run).system_prompt == SYSTEM_PROMPT  # from summary.json's data_dir
+def test_persona_prompt_from_the_stored_file_or_the_training_data(lora_run: Path, tmp_path: Path) -> None:
+    assert ex.read_run(lora_run).system_prompt == SYSTEM_PROMPT  # from summary.json's data_dir
     run = tmp_path / "run"
     (run / "adapter").mkdir(parents=True)
     (run / "adapter" / "adapter_config.json").write_text('{"base_model_name_or_path": "b"}', encoding="utf-8")
     assert ex.read_run(run) == ex.RunInfo(run / "adapter", "b", None)
     stored = {"system_prompt": "You are Kim.", "base_model": "b"}
-    (run / "adapter" / ex.PERSONA_FILE).write_text(json.dumps(stored), encoding="utf-8")
+    (run / "adapter" / PERSONA_FILE).write_text(json.dumps(stored), encoding="utf-8")
     assert ex.read_run(run).system_prompt == "You are Kim."  # what `twinbot train` stores beside the adapter
 
 
@@ -313,17 +317,17 @@ def test_unsupported_architecture_is_named(tmp_path: Path) -> None:
 
     scaled = LlamaConfig(rope_parameters={"rope_type": "linear", "factor": 2.0, "rope_theta": 10000.0})
     with pytest.raises(TwinbotError, match="rope scaling 'linear'"):
-        ex.check_gguf_support(scaled)
-    ex.check_gguf_support(LlamaConfig())
+        gguf_writer.check_gguf_support(scaled)
+    gguf_writer.check_gguf_support(LlamaConfig())
 
 
 def test_cli_export_errors_are_one_line(
-    tiny_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    lora_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from twinbot import cli
 
     monkeypatch.setattr(
-        sys, "argv", ["twinbot", "export", str(tiny_run), str(tmp_path / "o"), "--to", "onnx"]
+        sys, "argv", ["twinbot", "export", str(lora_run), str(tmp_path / "o"), "--to", "onnx"]
     )
     with pytest.raises(SystemExit) as exit_info:
         cli.main()
@@ -337,7 +341,7 @@ def test_cli_export_errors_are_one_line(
 def test_load_for_inference_accepts_merged_folder_and_gguf(
     merged_fp32: tuple[Path, ex.ExportResult], gguf_f32: tuple[Path, ex.ExportResult]
 ) -> None:
-    from twinbot.bot.generate import load_for_inference
+    from twinbot.bot.loading import load_for_inference
 
     merged = load_for_inference(merged_fp32[0], device="cpu", dtype=torch.float32)
     assert merged.kind == "merged" and merged.system_prompt == SYSTEM_PROMPT
@@ -354,9 +358,10 @@ def test_load_for_inference_accepts_merged_folder_and_gguf(
 
 
 @pytest.mark.slow
-def test_embedded_model_exports(embedded_model_dir: Path, tmp_path: Path) -> None:
-    """The real SmolLM2-135M with a LoRA: q8_0 GGUF keeps >= 99% top-1, bf16 merged within its bound."""
-    run = make_run(embedded_model_dir, tmp_path, scale=0.02)
+def test_embedded_model_exports(embedded_run: TrainedRun, tmp_path: Path) -> None:
+    """The real SmolLM2-135M with its trained LoRA (conftest.embedded_run): q8_0 GGUF keeps >= 99% top-1,
+    bf16 merged within its bound."""
+    run = embedded_run.path
     gguf_result = ex.export(run, "gguf", tmp_path / "twin.gguf", gguf_type="q8_0")
     assert gguf_result.verification.passed and gguf_result.verification.top1_agreement >= 0.99
     merged_result = ex.export(run, "merged", tmp_path / "merged", dtype="bf16")

@@ -6,8 +6,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from twinbot.data.conversations import time_key
-from twinbot.data.filters import FilterOptions, drop_reason, sequence_drop_reasons
+from support.data import drop_reason
+from twinbot.data.chat_order import time_key
+from twinbot.data.filters import FilterOptions, sequence_drop_reasons
 from twinbot.data.records import Message, MessageKind
 
 T0 = datetime(2024, 3, 1, 12, 0, 7, 250_000, tzinfo=UTC)

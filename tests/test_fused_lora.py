@@ -10,9 +10,11 @@ import pytest
 import torch
 
 from test_attention import SAMPLE_LENGTHS, assert_same_lora_gradients, random_rows
+from twinbot.finetune import batches, lora, steps
 from twinbot.finetune import recipe as train
 from twinbot.finetune.lora import apply_lora
 from twinbot.kernels.fused_lora import LoraLinearFunction, fuse_lora_layers, unfuse_lora_layers
+from twinbot.models import devices
 from twinbot.models.loading import load_model
 
 
@@ -51,13 +53,13 @@ def lora_model(
 
 
 def loss_and_gradients(
-    model: torch.nn.Module, autocast: bool = False, layout: train.BatchLayout = "rows"
+    model: torch.nn.Module, autocast: bool = False, layout: batches.BatchLayout = "rows"
 ) -> tuple[float, dict[str, torch.Tensor]]:
     rows = random_rows(SAMPLE_LENGTHS, seed=3, shared=12 if layout == "shared_prefix" else 0)
-    batch = train.make_batch(rows, 0, torch.device("cpu"), layout=layout)
+    batch = batches.make_batch(rows, 0, torch.device("cpu"), layout=layout)
     model.zero_grad(set_to_none=True)
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
-        loss = train.forward_loss(model, batch)
+        loss = steps.forward_loss(model, batch)
     loss.backward()
     grads = {name: p.grad.float().clone() for name, p in model.named_parameters() if p.requires_grad}
     return float(loss), grads
@@ -125,7 +127,7 @@ def test_fusing_leaves_the_adapter_and_unfuse_restores_peft(tiny_model_dir: Path
 def test_training_with_and_without_fused_lora_gives_the_same_adapter(
     tiny_model_dir: Path, tmp_path: Path
 ) -> None:
-    from test_train import assert_same_adapter, make_config
+    from support.training import assert_same_adapter, make_config
 
     common = {"max_steps": 3, "lora_dropout": 0.0}
     peft_run = train.main(make_config(tiny_model_dir, tmp_path / "peft", fused_lora=False, **common))
@@ -149,13 +151,11 @@ def test_a_model_for_torch_compile_keeps_peft_forward(
 ) -> None:
     """torch 2.11's compiler traced the fused layers wrong (BENCHMARKS.md, "GPU checks"): a compiled run
     keeps peft's forward."""
-    from test_train import make_config
+    from support.training import make_config
 
-    precision = train.pick_precision(False, "cpu")
-    monkeypatch.setattr(
-        train, "compile_wanted", lambda config, device_type: config.torch_compile is not False
-    )
+    precision = devices.pick_precision(False, "cpu")
+    monkeypatch.setattr(lora, "compile_wanted", lambda config, device_type: config.torch_compile is not False)
     for compiled, fused in ((False, True), (True, False), ("auto", False)):
         config = make_config(tiny_model_dir, tmp_path / "run", torch_compile=compiled)
-        model, _ = train.load_training_model(config, torch.device("cpu"), precision)
+        model, _ = lora.load_training_model(config, torch.device("cpu"), precision)
         assert any(hasattr(m, "_twinbot_peft_forward") for m in model.modules()) == fused

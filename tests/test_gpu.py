@@ -17,9 +17,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from support.training import assert_same_adapter, make_config, train_only_data
 from test_attention import SAMPLE_LENGTHS, computed_places, random_rows, shared_beginning_rows
 from test_fused_lora import lora_model
-from test_train import assert_same_adapter, make_config, train_only_data
+from twinbot.finetune import batches, steps
 from twinbot.finetune import recipe as train
 from twinbot.finetune.checkpoint import read_state
 from twinbot.finetune.config import TrainConfig
@@ -46,13 +47,13 @@ def cuda_logits(
     model_dir: Path,
     attention: str,
     dtype: torch.dtype,
-    layout: train.BatchLayout,
+    layout: batches.BatchLayout,
     rows: list[Row] | None = None,
 ) -> torch.Tensor:
     rows = rows or random_rows(SAMPLE_LENGTHS)
     model = load_model(str(model_dir), dtype, attention, CUDA)
     model.config.use_cache = False
-    batch = train.make_batch(rows, 0, CUDA, layout)
+    batch = batches.make_batch(rows, 0, CUDA, layout)
     with torch.no_grad():
         out = model(input_ids=batch.input_ids, position_ids=batch.position_ids, use_cache=False).logits
     if layout != "rows":
@@ -88,10 +89,10 @@ def test_packed_rows_on_cuda_equal_the_cpu_reference(tiny_model_dir: Path, atten
 def cuda_loss_and_gradients(
     model: torch.nn.Module, dtype: torch.dtype | None
 ) -> tuple[float, dict[str, torch.Tensor]]:
-    batch = train.make_batch(random_rows(SAMPLE_LENGTHS, seed=3), 0, CUDA, layout="rows")
+    batch = batches.make_batch(random_rows(SAMPLE_LENGTHS, seed=3), 0, CUDA, layout="rows")
     model.zero_grad(set_to_none=True)
     with torch.autocast("cuda", dtype=dtype or torch.float32, enabled=dtype is not None):
-        loss = train.forward_loss(model, batch)
+        loss = steps.forward_loss(model, batch)
     loss.backward()
     return float(loss), {n: p.grad.float().clone() for n, p in model.named_parameters() if p.requires_grad}
 
@@ -209,7 +210,7 @@ def test_torch_compile_on_cuda_trains_the_eager_adapter(tiny_model_dir: Path, tm
 
 def test_generation_on_cuda_matches_transformers_generate(tiny_model_dir: Path) -> None:
     from test_inference import greedy_ours_and_transformers
-    from twinbot.bot.generate import load_for_inference
+    from twinbot.bot.loading import load_for_inference
 
     lm = load_for_inference(str(tiny_model_dir), device="auto", dtype=torch.float32)
     assert lm.model.device.type == "cuda"

@@ -1,4 +1,4 @@
-"""twinbot.bot.generate: loading errors, prompt trimming, the token loop, and stop handling.
+"""twinbot.bot.loading and .generate: loading errors, prompt trimming, the token loop, stop handling.
 
 Stop handling is checked with a scripted model (the real SmolLM2 tokenizer behind a model that emits a
 fixed token sequence): it would go on to write the other side of the conversation, and must not.
@@ -18,15 +18,13 @@ import torch
 
 from twinbot.bot.generate import (
     GenerationSettings,
-    LoadedModel,
     build_prompt_ids,
     generate_reply,
-    load_for_inference,
     speakers_in,
-    stop_token_ids,
     stream_reply,
     with_system_prompt,
 )
+from twinbot.bot.loading import LoadedModel, load_for_inference, stop_token_ids
 from twinbot.data.records import ChatTurn
 from twinbot.errors import TwinbotError
 from twinbot.runs import PersonaInfo, read_persona_info, write_persona_info
@@ -345,6 +343,15 @@ def test_missing_and_wrong_specs_are_one_line_errors(tmp_path: Path) -> None:
         load_for_inference(str(tmp_path / "nope"), device="warp-drive")
 
 
+def test_a_missing_device_names_the_device_option(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    with pytest.raises(TwinbotError, match=r"^device cuda:1 is not available; use --device auto or cpu$"):
+        load_for_inference(str(tmp_path / "nope"), device="cuda:1")
+    with pytest.raises(TwinbotError, match=r"^device mps is not available; use --device auto or cpu$"):
+        load_for_inference(str(tmp_path / "nope"), device="mps")
+
+
 def test_adapter_without_a_base_model_is_a_user_error(tmp_path: Path) -> None:
     (tmp_path / "adapter_config.json").write_text("{}")
     with pytest.raises(TwinbotError, match="base model"):
@@ -362,7 +369,7 @@ def test_persona_info_round_trips(tmp_path: Path) -> None:
 def test_gguf_persona_from_metadata_or_sidecar(tmp_path: Path) -> None:
     import gguf
 
-    from twinbot.bot.generate import _gguf_persona
+    from twinbot.bot.loading import _gguf_persona
     from twinbot.runs import GGUF_SYSTEM_PROMPT_KEY
 
     path = tmp_path / "model.gguf"

@@ -11,16 +11,17 @@ import torch
 
 from test_attention import assert_same_lora_gradients
 from test_fused_lora import lora_model, loss_and_gradients
-from twinbot.finetune import recipe as train
+from twinbot.finetune import batches, lora
 from twinbot.kernels import last_layer
 from twinbot.kernels.attention import PACKED_SDPA
+from twinbot.models import devices
 
 
 @pytest.mark.parametrize(
     ("attention", "layout"), [(PACKED_SDPA, "shared_prefix"), (PACKED_SDPA, "flat"), ("sdpa", "rows")]
 )
 def test_trimmed_last_layer_gives_the_same_loss_and_lora_gradients(
-    tiny_model_dir: Path, attention: str, layout: train.BatchLayout
+    tiny_model_dir: Path, attention: str, layout: batches.BatchLayout
 ) -> None:
     model = lora_model(tiny_model_dir, attention=attention)
     whole_loss, whole = loss_and_gradients(model, layout=layout)
@@ -46,7 +47,7 @@ def test_calls_that_do_not_ask_run_the_whole_layer(tiny_model_dir: Path) -> None
 def test_the_trim_is_seen_through_torch_compile_and_training_uses_it(
     tiny_model_dir: Path, tmp_path: Path
 ) -> None:
-    from test_train import make_config
+    from support.training import make_config
 
     supervised = torch.tensor([[False, True, True, False, True]])
     model = lora_model(tiny_model_dir)
@@ -56,7 +57,7 @@ def test_the_trim_is_seen_through_torch_compile_and_training_uses_it(
         kwargs = last_layer.forward_kwargs(wrapped, supervised)
         assert kwargs["logits_to_keep"] == 0 and kwargs[last_layer.ROWS_KWARG].tolist() == [1, 2, 4]
     config = make_config(tiny_model_dir, tmp_path / "run")
-    loaded, _ = train.load_training_model(config, torch.device("cpu"), train.pick_precision(False, "cpu"))
+    loaded, _ = lora.load_training_model(config, torch.device("cpu"), devices.pick_precision(False, "cpu"))
     assert last_layer.ROWS_KWARG in last_layer.forward_kwargs(loaded, supervised)
 
 

@@ -13,20 +13,18 @@ import torch
 from support.tiny import make_tiny_model
 from twinbot.errors import TwinbotError
 from twinbot.finetune.lora import apply_lora
+from twinbot.models import gguf_import
 from twinbot.models import loading as model_module
+from twinbot.models.gguf_import import IMPORT_MARKER, cache_dir, import_gguf, imported_dir_for
 from twinbot.models.loading import (
-    CHATML_TEMPLATE,
     EMBEDDED_GGUF_NAME,
     EMBEDDED_MODEL,
-    IMPORT_MARKER,
-    cache_dir,
     embedded_gguf_path,
-    import_gguf,
-    imported_dir_for,
     load_model,
     load_tokenizer,
     resolve_model,
 )
+from twinbot.models.tokenizers import CHATML_TEMPLATE
 
 CHAT = [
     {"role": "system", "content": "You are Sam."},
@@ -47,7 +45,7 @@ def test_cache_dir_defaults(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> 
     monkeypatch.delenv("TWINBOT_CACHE")
     monkeypatch.setenv("HOME", str(tmp_path))
     assert cache_dir() == tmp_path / ".cache" / "twinbot"
-    monkeypatch.setattr(model_module, "_on_windows", lambda: True)
+    monkeypatch.setattr(gguf_import, "_on_windows", lambda: True)
     monkeypatch.setenv("LOCALAPPDATA", str(tmp_path / "Local"))
     assert cache_dir() == tmp_path / "Local" / "twinbot"
 
@@ -79,11 +77,11 @@ def test_imported_dir_key_changes_with_file_content(tmp_path: Path) -> None:
 
 def test_gguf_header_reader_finds_pre_tokenizer(tmp_path: Path) -> None:
     gguf = embedded_gguf_path()
-    assert model_module.gguf_string_field(gguf, "tokenizer.ggml.pre") == "smollm"
-    assert model_module.gguf_string_field(gguf, "no.such.key") is None
+    assert gguf_import.gguf_string_field(gguf, "tokenizer.ggml.pre") == "smollm"
+    assert gguf_import.gguf_string_field(gguf, "no.such.key") is None
     junk = tmp_path / "junk.gguf"
     junk.write_bytes(b"not a gguf file")
-    assert model_module.gguf_string_field(junk, "tokenizer.ggml.pre") is None
+    assert gguf_import.gguf_string_field(junk, "tokenizer.ggml.pre") is None
 
 
 # --- import mechanics (fake writer: fast, exercises the atomic publish) ------------------------------
@@ -104,7 +102,7 @@ def _fake_writer(barrier: threading.Barrier | None = None):
 
 def test_concurrent_imports_both_succeed(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     write, calls = _fake_writer(threading.Barrier(2))
-    monkeypatch.setattr(model_module, "_write_import", write)
+    monkeypatch.setattr(gguf_import, "_write_import", write)
     gguf = tmp_path / "m.gguf"
     gguf.write_bytes(b"x")
     out = tmp_path / "cache" / "m-import"
@@ -130,7 +128,7 @@ def test_concurrent_imports_both_succeed(monkeypatch: pytest.MonkeyPatch, tmp_pa
 
 def test_incomplete_leftover_is_replaced(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     write, calls = _fake_writer()
-    monkeypatch.setattr(model_module, "_write_import", write)
+    monkeypatch.setattr(gguf_import, "_write_import", write)
     gguf = tmp_path / "m.gguf"
     gguf.write_bytes(b"x")
     out = tmp_path / "m-import"

@@ -14,10 +14,30 @@ import pytest
 import torch
 
 from twinbot import cli
+from twinbot.data.prepared import COMPARE_FILE
 from twinbot.errors import TwinbotError
 from twinbot.fileio import write_json, write_jsonl
-from twinbot.finetune import plan
+from twinbot.finetune.batches import cadence, max_tokens_for, rows_for
 from twinbot.finetune.config import ENV_KEYS, TrainConfig
+from twinbot.finetune.plan.calibration import calibrate, run_micro_batch, spread_order
+from twinbot.finetune.plan.estimate import extrapolate, startup_line
+from twinbot.finetune.plan.flops import ModelShape, epoch_flops, model_shape, shape_of_spec
+from twinbot.finetune.plan.gpus import find_gpu, scale_to_gpu, target_gpu
+from twinbot.finetune.plan.machine import Bookkeeping, matmul_gflops
+from twinbot.finetune.plan.planner import make_plan, resolve_preset_configs, run_plan
+from twinbot.finetune.plan.recommendation import NOT_MEASURED, read_quality, recommend
+from twinbot.finetune.plan.records import (
+    Calibration,
+    Estimate,
+    Plan,
+    PresetPlan,
+    PresetSettings,
+    Quality,
+    Workload,
+)
+from twinbot.finetune.plan.render import render
+from twinbot.finetune.plan.schedule import parse_start, schedule_line
+from twinbot.finetune.plan.workload import TokenizedData, count_workload, events, optimizer_steps
 
 WORDS = ["ok", "sure", "later", "bus", "lunch", "see", "you", "again", "great", "maybe", "tomorrow", "yes"]
 # Small, fast settings shared by the tests that train: tiny rows, small LoRA, few eval samples.
@@ -58,7 +78,7 @@ def write_data(folder: Path, train: int = 12, eval_: int = 4, seed: int = 0) -> 
 
 
 def config_for(model_dir: Path, data_dir: Path, preset: str, **changes: Any) -> TrainConfig:
-    return plan.resolve_preset_configs(
+    return resolve_preset_configs(
         [preset], data_dir, str(model_dir), None, overrides=[], environ={}, dotenv_path=None
     )[preset].model_copy(update={**SMALL, **changes})
 
@@ -87,28 +107,33 @@ def run_cli(
 # --- counting --------------------------------------------------------------------------------------------
 
 
+def steps(rows: int, micro_batch: int, ga: int, epochs: float, max_steps: int | None = None) -> int:
+    config = TrainConfig(gradient_accumulation_steps=ga, epochs=epochs, max_steps=max_steps)
+    return optimizer_steps(config, rows, micro_batch)
+
+
 def test_steps_follow_the_origin_note_formula() -> None:
     # 63k samples, micro-batch 1: the origin note's 3,938 / 1,969 steps; 984 is rounded down there, but the
     # partial last step still runs
-    assert plan.optimizer_steps(63_000, 1, 16, 1) == 3_938
-    assert plan.optimizer_steps(63_000, 1, 32, 1) == 1_969
-    assert plan.optimizer_steps(63_000, 1, 64, 1) == 985
-    assert plan.optimizer_steps(63_000, 1, 16, 2) == 7_876
-    assert plan.optimizer_steps(63_000, 1, 16, 0.5) == 1_969
-    assert plan.optimizer_steps(1_000, 4, 1, 1) == 250  # packed rows, micro-batch 4
-    assert plan.optimizer_steps(1_000, 4, 1, 1, max_steps=7) == 7
+    assert steps(63_000, 1, 16, 1) == 3_938
+    assert steps(63_000, 1, 32, 1) == 1_969
+    assert steps(63_000, 1, 64, 1) == 985
+    assert steps(63_000, 1, 16, 2) == 7_876
+    assert steps(63_000, 1, 16, 0.5) == 1_969
+    assert steps(1_000, 4, 1, 1) == 250  # packed rows, micro-batch 4
+    assert steps(1_000, 4, 1, 1, max_steps=7) == 7
 
 
 def test_evaluation_and_checkpoint_counts() -> None:
-    assert plan.cadence(0, 3_938) == 394
-    assert plan.events(394, 3_938) == 10  # nine at multiples of 394, plus the last step
-    assert plan.events(5, 10) == 2
-    assert plan.cadence(0, 3) == 1
-    assert plan.events(1, 3) == 3
+    assert cadence(0, 3_938) == 394
+    assert events(394, 3_938) == 10  # nine at multiples of 394, plus the last step
+    assert events(5, 10) == 2
+    assert cadence(0, 3) == 1
+    assert events(1, 3) == 3
 
 
 def test_token_counts_match_a_direct_tokenization(tiny_model_dir: Path, tmp_path: Path) -> None:
-    from twinbot.finetune.rows import load_samples
+    from twinbot.data.prepared import load_samples
     from twinbot.models.loading import load_tokenizer
 
     data_dir = write_data(tmp_path / "data", train=10)
@@ -120,12 +145,12 @@ def test_token_counts_match_a_direct_tokenization(tiny_model_dir: Path, tmp_path
         total += len(rendered) - 1  # the template's newline after the final <|im_end|> is not trained on
         supervised += len(tokenizer(item.messages[-1].content, add_special_tokens=False)["input_ids"]) + 1
 
-    data = plan.TokenizedData(data_dir, tokenizer)
+    data = TokenizedData(data_dir, tokenizer)
     for preset in ("baseline", "fast"):
         config = config_for(tiny_model_dir, data_dir, preset, row_tokens=1024, max_seq_len=1024)
-        tokenized, _ = data.train(plan.max_tokens_for(config))
-        rows = plan.rows_for(config, tokenized)
-        work = plan.count_workload(config, rows, [], 1)
+        tokenized, _ = data.train(max_tokens_for(config))
+        rows = rows_for(config, tokenized)
+        work = count_workload(config, rows, [], 1)
         assert (work.tokens, work.supervised_tokens) == (total, supervised)
     assert work.rows < 10  # packed: fewer rows than samples, the same tokens
 
@@ -147,10 +172,10 @@ def test_counts_match_a_real_training_run(tiny_model_dir: Path, tmp_path: Path) 
         keep_checkpoints=10,
         lora_dropout=0.0,
     )
-    data = plan.TokenizedData(data_dir, load_tokenizer(str(tiny_model_dir)))
-    rows = plan.rows_for(config, data.train(plan.max_tokens_for(config))[0])
-    eval_rows = plan.rows_for(config, data.eval(plan.max_tokens_for(config), config.eval_max_samples)[0])
-    work = plan.count_workload(config, rows, eval_rows, 2)
+    data = TokenizedData(data_dir, load_tokenizer(str(tiny_model_dir)))
+    rows = rows_for(config, data.train(max_tokens_for(config))[0])
+    eval_rows = rows_for(config, data.eval(max_tokens_for(config), config.eval_max_samples)[0])
+    work = count_workload(config, rows, eval_rows, 2)
     summary = train_main(config)
     assert work.steps == summary.steps == 2  # 14 samples / micro-batch 2 = 7 micro-batches / GA 4
     assert work.tokens == summary.tokens_seen
@@ -171,10 +196,10 @@ def test_calibration_with_a_tiny_budget_measures_speed(tiny_model_dir: Path, tmp
     data_dir = write_data(tmp_path / "data")
     config = config_for(tiny_model_dir, data_dir, "baseline")
     tokenizer = load_tokenizer(str(tiny_model_dir))
-    data = plan.TokenizedData(data_dir, tokenizer)
-    rows = plan.rows_for(config, data.train(plan.max_tokens_for(config))[0])
-    eval_rows = plan.rows_for(config, data.eval(plan.max_tokens_for(config), 4)[0])
-    result = plan.calibrate(config, rows, eval_rows, tokenizer.pad_token_id, budget_seconds=0.3)
+    data = TokenizedData(data_dir, tokenizer)
+    rows = rows_for(config, data.train(max_tokens_for(config))[0])
+    eval_rows = rows_for(config, data.eval(max_tokens_for(config), 4)[0])
+    result = calibrate(config, rows, eval_rows, tokenizer.pad_token_id, budget_seconds=0.3)
     assert result.status == "ok", result.detail
     assert result.train_tokens > 0 and result.train_seconds > 0
     assert result.train_tokens / result.train_seconds > 0
@@ -188,17 +213,17 @@ def test_calibration_with_a_tiny_budget_measures_speed(tiny_model_dir: Path, tmp
 def test_calibration_order_spreads_over_lengths() -> None:
     rng = random.Random(1)
     sizes = [rng.randint(10, 1000) for _ in range(500)]
-    order = plan.spread_order(sizes)
+    order = spread_order(sizes)
     assert sorted(order) == list(range(500))  # every micro-batch, once
     first = sorted(sizes[i] for i in order[:8])
     ranked = sorted(sizes)
     assert first[0] <= ranked[125] and first[-1] >= ranked[375]  # short and long ones early
     mean_of_first = sum(sizes[i] for i in order[:16]) / 16
     assert abs(mean_of_first - sum(sizes) / 500) < 0.1 * sum(sizes) / 500
-    assert plan.spread_order([5]) == [0] and plan.spread_order([]) == []
+    assert spread_order([5]) == [0] and spread_order([]) == []
 
 
-def fixed_workload(**changes: Any) -> plan.Workload:
+def fixed_workload(**changes: Any) -> Workload:
     values: dict[str, Any] = {
         "micro_batch": 1,
         "gradient_accumulation_steps": 16,
@@ -211,10 +236,10 @@ def fixed_workload(**changes: Any) -> plan.Workload:
         "eval_tokens_per_evaluation": 5_000,
         "checkpoints": 10,
     }
-    return plan.Workload(**{**values, **changes})
+    return Workload(**{**values, **changes})
 
 
-def fixed_calibration(**changes: Any) -> plan.Calibration:
+def fixed_calibration(**changes: Any) -> Calibration:
     values: dict[str, Any] = {
         "status": "ok",
         "device": "cpu",
@@ -228,11 +253,11 @@ def fixed_calibration(**changes: Any) -> plan.Calibration:
         "eval_seconds": 0.25,
         "checkpoint_seconds": 0.5,
     }
-    return plan.Calibration(**{**values, **changes})
+    return Calibration(**{**values, **changes})
 
 
 def test_extrapolation_arithmetic() -> None:
-    estimate = plan.extrapolate(fixed_workload(), fixed_calibration(), setup_seconds=7.0)
+    estimate = extrapolate(fixed_workload(), fixed_calibration(), setup_seconds=7.0)
     assert estimate.train_seconds == pytest.approx(1_000_000 * 2.0 / 1_000)  # 2 ms per token
     assert estimate.eval_seconds == pytest.approx(10 * 5_000 * 0.25 / 500)
     assert estimate.checkpoint_seconds == pytest.approx(11 * 0.5)  # 10 checkpoints + the final adapter
@@ -241,38 +266,38 @@ def test_extrapolation_arithmetic() -> None:
     assert estimate.hours == pytest.approx(estimate.total_seconds / 3600)
 
     # the warm-up's cost beyond the steady speed is paid once by a real run too
-    warm = plan.extrapolate(fixed_workload(), fixed_calibration(warmup_tokens=100, warmup_seconds=1.0), 7.0)
+    warm = extrapolate(fixed_workload(), fixed_calibration(warmup_tokens=100, warmup_seconds=1.0), 7.0)
     assert warm.setup_seconds == pytest.approx(7.0 + 3.0 + (1.0 - 100 * 0.002))
 
     # no eval measured: forward-only at a third of a training token's cost
-    no_eval = plan.extrapolate(fixed_workload(), fixed_calibration(eval_tokens=0, eval_seconds=0.0), 0.0)
+    no_eval = extrapolate(fixed_workload(), fixed_calibration(eval_tokens=0, eval_seconds=0.0), 0.0)
     assert no_eval.eval_seconds == pytest.approx(10 * 5_000 * 0.002 / 3)
 
     # gradient accumulation changes steps, not tokens, so not the time
-    fewer_steps = plan.extrapolate(
+    fewer_steps = extrapolate(
         fixed_workload(steps=985, gradient_accumulation_steps=64), fixed_calibration(), 7.0
     )
     assert fewer_steps.train_seconds == estimate.train_seconds
 
-    logged = plan.extrapolate(
-        fixed_workload(), fixed_calibration(), 0.0, plan.Bookkeeping(1.0, 0.001, 0.2), log_every=1
+    logged = extrapolate(
+        fixed_workload(), fixed_calibration(), 0.0, Bookkeeping(1.0, 0.001, 0.2), log_every=1
     )
     # a row per step; a plot after each evaluation but the last, and one at the end
     assert logged.logging_seconds == pytest.approx(1.0 + 3_938 * 0.001 + 10 * 0.2)
 
 
 def test_target_gpu_scales_compute_by_published_peaks() -> None:
-    gpu = plan.target_gpu("RTX 4090")
-    assert plan.find_gpu("NVIDIA GeForce RTX 4090") == gpu
-    assert plan.find_gpu("NVIDIA H100 80GB HBM3") == plan.target_gpu("h100")
-    assert plan.find_gpu("a potato") is None
-    estimate = plan.extrapolate(fixed_workload(), fixed_calibration(), 7.0)
-    scaled = plan.scale_to_gpu(estimate, here_tflops=gpu.bf16_tflops / 10, gpu=gpu, precision_there="bf16")
+    gpu = target_gpu("RTX 4090")
+    assert find_gpu("NVIDIA GeForce RTX 4090") == gpu
+    assert find_gpu("NVIDIA H100 80GB HBM3") == target_gpu("h100")
+    assert find_gpu("a potato") is None
+    estimate = extrapolate(fixed_workload(), fixed_calibration(), 7.0)
+    scaled = scale_to_gpu(estimate, here_tflops=gpu.bf16_tflops / 10, gpu=gpu, precision_there="bf16")
     assert scaled.train_seconds == pytest.approx(estimate.train_seconds / 10)
     assert scaled.eval_seconds == pytest.approx(estimate.eval_seconds / 10)
     assert scaled.setup_seconds == estimate.setup_seconds
     assert scaled.extrapolated_to == "RTX 4090"
-    fp32 = plan.scale_to_gpu(estimate, here_tflops=gpu.fp32_tflops, gpu=gpu, precision_there="fp32")
+    fp32 = scale_to_gpu(estimate, here_tflops=gpu.fp32_tflops, gpu=gpu, precision_there="fp32")
     assert fp32.train_seconds == pytest.approx(estimate.train_seconds)
 
 
@@ -287,24 +312,25 @@ def test_out_of_memory_preset_is_reported_in_the_table(
         preset: config_for(tiny_model_dir, data_dir, preset, use_fp16=False)
         for preset in ("baseline", "fast")
     }
-    real_step, real_calibrate = plan.run_micro_batch, plan.calibrate
+    real_step, real_calibrate = run_micro_batch, calibrate
 
     def out_of_memory(*args: Any, **kwargs: Any) -> int:
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
-    def calibrate(config: TrainConfig, *args: Any, **kwargs: Any) -> plan.Calibration:
+    def calibrate_with_oom(config: TrainConfig, *args: Any, **kwargs: Any) -> Calibration:
         monkeypatch.setattr(
-            plan, "run_micro_batch", out_of_memory if config.preset == "baseline" else real_step
+            "twinbot.finetune.plan.calibration.run_micro_batch",
+            out_of_memory if config.preset == "baseline" else real_step,
         )
         return real_calibrate(config, *args, **kwargs)
 
-    monkeypatch.setattr(plan, "calibrate", calibrate)
-    result = plan.make_plan(configs, data_dir, calibrate_seconds=0.3, start=datetime(2026, 11, 27, 18, 0))
+    monkeypatch.setattr("twinbot.finetune.plan.planner.calibrate", calibrate_with_oom)
+    result = make_plan(configs, data_dir, calibrate_seconds=0.3, start=datetime(2026, 11, 27, 18, 0))
     baseline, fast = result.presets
     assert (baseline.status, fast.status) == ("out_of_memory", "ok")
     assert baseline.estimate is None and baseline.done is None
     assert fast.estimate is not None and fast.done is not None
-    text = plan.render(result)
+    text = render(result)
     baseline_row = next(line for line in text.splitlines() if line.startswith("| baseline"))
     assert baseline_row.rstrip(" |").endswith("out of memory")
     assert "baseline: out of memory" in text
@@ -340,7 +366,7 @@ def test_json_plan_schema(
     assert datetime.fromisoformat(data["start"]).strftime("%a %H:%M") == "Fri 18:00"
     assert data["recommendation"]["preset"] in ("baseline", "fast")
     assert data["quality"]["measured"] is False
-    assert plan.Plan.model_validate(data).presets[1].preset == "fast"
+    assert Plan.model_validate(data).presets[1].preset == "fast"
     assert "calibrating baseline" in err  # progress goes to stderr, not into the JSON
 
 
@@ -366,9 +392,9 @@ def test_model_shape_counts_lora_like_peft(tiny_model_dir: Path) -> None:
     from twinbot.finetune.lora import apply_lora
     from twinbot.models.loading import load_model
 
-    plain = plan.shape_of_spec(str(tiny_model_dir), 4, "all-linear")
+    plain = shape_of_spec(str(tiny_model_dir), 4, "all-linear")
     peft_model = apply_lora(load_model(str(tiny_model_dir)), 4, 8, 0.0, "all-linear")
-    assert plan.model_shape(peft_model) == plain
+    assert model_shape(peft_model) == plain
     # hidden 64, 2 layers, MLP 128, 4 query heads / 2 kv heads of 16: q,o 64x64, k,v 64x32, gate/up/down 64x128
     per_layer = 2 * 64 * 64 + 2 * 64 * 32 + 3 * 64 * 128
     assert plain.body_params == 2 * per_layer
@@ -381,16 +407,16 @@ def test_startup_line_is_labeled_and_quick(tiny_model_dir: Path, tmp_path: Path)
 
     data_dir = write_data(tmp_path / "data")
     config = config_for(tiny_model_dir, data_dir, "baseline")
-    data = plan.TokenizedData(data_dir, load_tokenizer(str(tiny_model_dir)))
-    rows = plan.rows_for(config, data.train(plan.max_tokens_for(config))[0])
+    data = TokenizedData(data_dir, load_tokenizer(str(tiny_model_dir)))
+    rows = rows_for(config, data.train(max_tokens_for(config))[0])
     model = load_model(str(tiny_model_dir))
-    plan.matmul_gflops.cache_clear()
+    matmul_gflops.cache_clear()
     rng_before = torch.get_rng_state()
-    line = plan.startup_line(config, model, rows, [], 1, "cpu", "fp32")
+    line = startup_line(config, model, rows, [], 1, "cpu", "fp32")
     assert torch.equal(torch.get_rng_state(), rng_before)  # training after it draws the same dropout masks
     assert line.startswith("plan: at least ")
     assert "1 steps" in line and "rough analytic lower bound" in line
-    assert plan.startup_line(config, object(), rows, [], 1, "cpu", "fp32").startswith("plan: no estimate (")
+    assert startup_line(config, object(), rows, [], 1, "cpu", "fp32").startswith("plan: no estimate (")
 
 
 # --- schedules -------------------------------------------------------------------------------------------
@@ -416,7 +442,7 @@ WEDNESDAY = datetime(2026, 11, 25, 17, 16)
     ],
 )
 def test_start_times(text: str, expected: datetime) -> None:
-    assert plan.parse_start(text, now=WEDNESDAY) == expected
+    assert parse_start(text, now=WEDNESDAY) == expected
 
 
 @pytest.mark.parametrize(
@@ -424,11 +450,11 @@ def test_start_times(text: str, expected: datetime) -> None:
 )
 def test_bad_start_times(text: str) -> None:
     with pytest.raises(TwinbotError, match="--start"):
-        plan.parse_start(text, now=WEDNESDAY)
+        parse_start(text, now=WEDNESDAY)
 
 
 def test_schedule_line_format() -> None:
-    settings = plan.PresetSettings(
+    settings = PresetSettings(
         precision="bf16",
         use_fp16=True,
         gradient_checkpointing=True,
@@ -441,18 +467,18 @@ def test_schedule_line_format() -> None:
     )
     start = datetime(2026, 11, 27, 18, 0)
     done = datetime(2026, 11, 28, 3, 12)
-    preset = plan.PresetPlan(preset="optimized", status="ok", settings=settings, start=start, done=done)
-    assert plan.schedule_line(preset, start) == "optimized: fri 18:00 -> sat 03:12"
+    preset = PresetPlan(preset="optimized", status="ok", settings=settings, start=start, done=done)
+    assert schedule_line(preset, start) == "optimized: fri 18:00 -> sat 03:12"
     later = preset.model_copy(update={"done": datetime(2026, 12, 8, 3, 12)})
-    assert plan.schedule_line(later, start) == "optimized: fri 18:00 -> tue 2026-12-08 03:12"
+    assert schedule_line(later, start) == "optimized: fri 18:00 -> tue 2026-12-08 03:12"
     oom = preset.model_copy(update={"done": None, "status": "out_of_memory"})
-    assert plan.schedule_line(oom, start) == "optimized: out of memory"
+    assert schedule_line(oom, start) == "optimized: out of memory"
 
 
 # --- recommendation and quality --------------------------------------------------------------------------
 
 
-def preset_plan(name: str, seconds: float, precision: str, ga: int, **settings: Any) -> plan.PresetPlan:
+def preset_plan(name: str, seconds: float, precision: str, ga: int, **settings: Any) -> PresetPlan:
     values: dict[str, Any] = {
         "precision": precision,
         "use_fp16": precision != "fp32",
@@ -465,19 +491,19 @@ def preset_plan(name: str, seconds: float, precision: str, ga: int, **settings: 
         "max_steps": None,
     }
     values.update(settings)
-    estimate = plan.Estimate(
+    estimate = Estimate(
         method="calibrated", setup_seconds=0, train_seconds=seconds, eval_seconds=0, checkpoint_seconds=0
     )
-    return plan.PresetPlan(
+    return PresetPlan(
         preset=name,
         status="ok",
-        settings=plan.PresetSettings(**values),
+        settings=PresetSettings(**values),
         estimate=estimate,
         start=WEDNESDAY,
     )
 
 
-def original_presets() -> list[plan.PresetPlan]:
+def original_presets() -> list[PresetPlan]:
     return [
         preset_plan("baseline", 10 * 3600, "fp32", 16),
         preset_plan("optimized", 5 * 3600, "bf16", 32),
@@ -486,8 +512,8 @@ def original_presets() -> list[plan.PresetPlan]:
 
 
 def test_recommendation_names_what_saves_time() -> None:
-    quality = plan.Quality(measured=False, note=plan.NOT_MEASURED)
-    result = plan.recommend(original_presets(), quality)
+    quality = Quality(measured=False, note=NOT_MEASURED)
+    result = recommend(original_presets(), quality)
     assert result.preset == "optimized"
     assert result.reason.startswith(
         "optimized: GA 16 -> 32 changes no compute; 16-bit (bf16) is what saves time here (2.0x faster than baseline)"
@@ -498,7 +524,7 @@ def test_recommendation_names_what_saves_time() -> None:
     fast = preset_plan(
         "fast", 2 * 3600, "bf16", 1, packing=True, gradient_checkpointing=False, batch_size="auto"
     )
-    reason = plan.recommend([*original_presets(), fast], quality).reason
+    reason = recommend([*original_presets(), fast], quality).reason
     assert reason.startswith(
         "fast: GA 16 -> 1 changes no compute; 16-bit (bf16), packing into 1024-token rows"
     )
@@ -515,24 +541,22 @@ def test_recommendation_uses_measured_quality(tmp_path: Path) -> None:
         {"preset": "fast", "eval_loss": 2.50},
     ]
     sha = hashlib.sha256((data_dir / "train.jsonl").read_bytes()).hexdigest()
-    write_json(data_dir / plan.COMPARE_FILE, {"twinbot_compare": 1, "train_sha256": sha, "results": results})
-    quality = plan.read_quality(data_dir)
+    write_json(data_dir / COMPARE_FILE, {"twinbot_compare": 1, "train_sha256": sha, "results": results})
+    quality = read_quality(data_dir)
     assert quality.measured
-    result = plan.recommend(presets, quality)
+    result = recommend(presets, quality)
     assert result.preset == "optimized"  # fast is faster, but measurably worse
     assert "measured eval loss 2.310 vs best 2.300" in result.reason
     assert "fast is faster but its eval loss is 2.500" in result.reason
 
     # measured on other data: ignored, and said so
-    write_json(
-        data_dir / plan.COMPARE_FILE, {"twinbot_compare": 1, "train_sha256": "0" * 64, "results": results}
-    )
-    stale = plan.read_quality(data_dir)
+    write_json(data_dir / COMPARE_FILE, {"twinbot_compare": 1, "train_sha256": "0" * 64, "results": results})
+    stale = read_quality(data_dir)
     assert not stale.measured and "other data" in stale.note
-    assert plan.recommend(presets, stale).preset == "fast"
+    assert recommend(presets, stale).preset == "fast"
 
-    (data_dir / plan.COMPARE_FILE).write_text("{not json", encoding="utf-8")
-    assert not plan.read_quality(data_dir).measured
+    (data_dir / COMPARE_FILE).write_text("{not json", encoding="utf-8")
+    assert not read_quality(data_dir).measured
 
 
 # --- bad input -------------------------------------------------------------------------------------------
@@ -602,13 +626,15 @@ def test_every_preset_failing_is_an_error_after_the_table(
     def broken(*args: Any, **kwargs: Any) -> int:
         raise RuntimeError("cuDNN error: CUDNN_STATUS_INTERNAL_ERROR")
 
-    monkeypatch.setattr(plan, "run_micro_batch", broken)
+    monkeypatch.setattr("twinbot.finetune.plan.calibration.run_micro_batch", broken)
     configs = {"baseline": config_for(tiny_model_dir, data_dir, "baseline")}
-    monkeypatch.setattr(plan, "resolve_preset_configs", lambda *args, **kwargs: configs)
+    monkeypatch.setattr(
+        "twinbot.finetune.plan.planner.resolve_preset_configs", lambda *args, **kwargs: configs
+    )
     with pytest.raises(
         TwinbotError, match=r"no preset could be calibrated .*baseline: RuntimeError: cuDNN error"
     ):
-        plan.run_plan(data_dir, model=str(tiny_model_dir), presets="baseline", calibrate_seconds=0.2)
+        run_plan(data_dir, model=str(tiny_model_dir), presets="baseline", calibrate_seconds=0.2)
     assert "failed" in capsys.readouterr().out
 
 
@@ -618,7 +644,7 @@ def test_attention_flops_follow_the_attention_implementation() -> None:
     (packed_sdpa) the projections run only on the tokens computed, the attention over whole samples."""
     from twinbot.finetune.rows import Row, row_samples
 
-    shape = plan.ModelShape(body_params=5, head_params=0, lora_params=0, layers=2, attention_dim=8)
+    shape = ModelShape(body_params=5, head_params=0, lora_params=0, layers=2, attention_dim=8)
     rows = [
         Row(input_ids=[1] * 6, target_ids=[-100] * 6, position_ids=[0, 1, 2, 0, 1, 0]),  # samples 3, 2, 1
         Row(input_ids=[1] * 4, target_ids=[-100] * 4, position_ids=[0, 1, 2, 3]),
@@ -626,11 +652,11 @@ def test_attention_flops_follow_the_attention_implementation() -> None:
     assert [[len(sample) for sample in row_samples(row)] for row in rows] == [[3, 2, 1], [4]]
     forward = 2 * shape.layers * shape.attention_dim  # per attended (query, key) pair, causal-halved
     linear = 2 * shape.body_params  # per token
-    assert plan.epoch_flops(shape, [rows], False, train=False) == linear * 12 + forward * 2 * 6 * 6
+    assert epoch_flops(shape, [rows], False, train=False) == linear * 12 + forward * 2 * 6 * 6
     per_sample_attention = forward * (9 + 4 + 1 + 16)
-    assert plan.epoch_flops(shape, [rows], False, False, "flat") == linear * 10 + per_sample_attention
+    assert epoch_flops(shape, [rows], False, False, "flat") == linear * 10 + per_sample_attention
     # the samples of 2 and 4 tokens share 1 and 3 tokens with the first (each keeps its last token)
-    assert plan.epoch_flops(shape, [rows], False, False, "shared_prefix") == linear * 6 + per_sample_attention
+    assert epoch_flops(shape, [rows], False, False, "shared_prefix") == linear * 6 + per_sample_attention
 
 
 def test_a_run_in_several_processes_is_planned_as_train_runs_it(tiny_model_dir: Path, tmp_path: Path) -> None:
@@ -641,14 +667,14 @@ def test_a_run_in_several_processes_is_planned_as_train_runs_it(tiny_model_dir: 
     data_dir = write_data(tmp_path / "data", train=14, eval_=3)
     config = config_for(tiny_model_dir, data_dir, "fast", batch_size=2, processes=2, max_steps=3)
 
-    preset = plan.make_plan({"fast": config}, data_dir, calibrate_seconds=1.0).presets[0]
+    preset = make_plan({"fast": config}, data_dir, calibrate_seconds=1.0).presets[0]
     assert preset.status == "ok", preset.detail
     work, calibration, estimate = preset.workload, preset.calibration, preset.estimate
     assert work is not None and calibration is not None and estimate is not None
     assert (work.processes, work.micro_batch) == (2, 1)
     assert (calibration.processes, calibration.micro_batch) == (2, 1)
     assert estimate.train_seconds == pytest.approx(work.tokens * calibration.seconds_per_token / 2)
-    one_process = plan.extrapolate(work, calibration, 0.0)
+    one_process = extrapolate(work, calibration, 0.0)
     assert estimate.eval_seconds == pytest.approx(one_process.eval_seconds / 2)
     assert estimate.checkpoint_seconds == pytest.approx(one_process.checkpoint_seconds)
 

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from twinbot.data.scrub import PII_TYPES, Scrubber, find_pii, scrub_text
+from support.data import scrub_text
+from twinbot.data.scrub import PII_TYPES, Scrubber, find_pii
 
 LABELED = Path(__file__).parent / "fixtures" / "pii" / "labeled.jsonl"
 # Thresholds actually reached on labeled.jsonl (see the printed table with `pytest -s`). The set was written

@@ -305,12 +305,12 @@ def test_disconnect_while_waiting_for_a_plain_reply_stops_the_generation() -> No
 def test_cli_serve_binds_loopback_and_never_prints_the_key(monkeypatch: pytest.MonkeyPatch) -> None:
     import uvicorn
 
-    import twinbot.bot.generate
+    import twinbot.bot.loading
     import twinbot.bot.serve
     from twinbot.cli import app
 
     listened: list[tuple[str, int]] = []
-    monkeypatch.setattr(twinbot.bot.generate, "load_for_inference", lambda spec, device="auto": FakeEngine())
+    monkeypatch.setattr(twinbot.bot.loading, "load_for_inference", lambda spec, device="auto": FakeEngine())
     monkeypatch.setattr(
         twinbot.bot.serve, "_listen", lambda host, port: listened.append((host, port)) or _Dummy()
     )
@@ -332,7 +332,8 @@ class _Dummy:
 
 
 def test_real_model_streams_the_same_reply_as_a_plain_request(tiny_model_dir: Path) -> None:
-    from twinbot.bot.generate import build_prompt_ids, load_for_inference
+    from twinbot.bot.generate import build_prompt_ids
+    from twinbot.bot.loading import load_for_inference
 
     lm = load_for_inference(str(tiny_model_dir), device="cpu")
     messages = [{"role": "user", "content": "hello, how was your day?"}]

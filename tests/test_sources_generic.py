@@ -10,9 +10,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from twinbot.data.chat_order import sort_chat, time_key
 from twinbot.data.records import Message
 from twinbot.data.sources import ParseOptions, format_module, generic_csv, generic_jsonl
-from twinbot.data.sources.common import from_unix_seconds, parse_iso_datetime, sort_chat, time_sort_key
+from twinbot.data.sources.common import from_unix_seconds, parse_iso_datetime
 from twinbot.errors import TwinbotError
 
 FIXTURES = Path(__file__).parent / "fixtures" / "generic"
@@ -299,7 +300,7 @@ def test_timestamp_helpers() -> None:
         with pytest.raises(ValueError):
             from_unix_seconds(bad)  # type: ignore[arg-type]
     aware = datetime(2024, 1, 1, 12, tzinfo=timezone(timedelta(hours=2)))
-    assert time_sort_key(aware) == datetime(2024, 1, 1, 10)
+    assert time_key(aware) == time_key(datetime(2024, 1, 1, 10))
 
 
 def test_sort_chat_is_stable_and_handles_mixed_zones() -> None:

@@ -13,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from twinbot.data.prepared import load_samples
 from twinbot.data.records import ChatTurn, Sample
 from twinbot.errors import TwinbotError
 from twinbot.finetune.rows import (
@@ -21,7 +22,6 @@ from twinbot.finetune.rows import (
     Row,
     TokenizedSample,
     collate,
-    load_samples,
     one_sample_rows,
     pack_rows,
     plain_text,

@@ -16,63 +16,24 @@ from typing import Any
 
 import pytest
 import torch
-from safetensors.torch import load_file
 
+from support.training import (
+    FIXTURE_DATA,
+    adapter_tensors,
+    assert_same_adapter,
+    make_config,
+    train_only_data,
+)
 from twinbot.errors import TwinbotError
+from twinbot.finetune import batches, lora, runtime, steps
 from twinbot.finetune import recipe as train
 from twinbot.finetune.checkpoint import read_state
 from twinbot.finetune.config import ENV_KEYS, TrainConfig
 from twinbot.kernels.attention import PACKED_SDPA
+from twinbot.models import devices
 from twinbot.runs import latest_checkpoint, list_checkpoints
 
-FIXTURE_DATA = Path(__file__).parent / "fixtures" / "train" / "data"
 SYSTEM_PROMPT = "Reply the way Sam does"  # text of every fixture sample: must never show up in logs
-
-# Settings shared by the tests: tiny rows, fp32, no warm-up, a few steps.
-TEST_SETTINGS: dict[str, Any] = {
-    "use_fp16": False,
-    "packing": True,
-    "row_tokens": 128,
-    "max_seq_len": 128,
-    "batch_size": 2,
-    "processes": 1,
-    "gradient_accumulation_steps": 1,
-    "learning_rate": 1e-3,
-    "warmup_ratio": 0.0,
-    "lora_r": 4,
-    "lora_alpha": 8,
-    "lora_dropout": 0.0,
-    "max_steps": 4,
-    "eval_every": 2,
-    "save_every": 2,
-    "eval_max_samples": 4,
-    "device": "cpu",
-    "seed": 0,
-}
-
-
-def make_config(model_dir: Path, out: Path, data: Path = FIXTURE_DATA, **changes: Any) -> TrainConfig:
-    settings = {**TEST_SETTINGS, "base_model": str(model_dir), "data_dir": data, "output_dir": out}
-    return TrainConfig(**{**settings, **changes})
-
-
-def train_only_data(tmp_path: Path) -> Path:
-    """The fixture's train.jsonl without eval.jsonl (no evaluation: faster)."""
-    data = tmp_path / "data-train-only"
-    data.mkdir()
-    shutil.copy(FIXTURE_DATA / "train.jsonl", data / "train.jsonl")
-    return data
-
-
-def adapter_tensors(adapter_dir: Path) -> dict[str, torch.Tensor]:
-    return load_file(Path(adapter_dir) / "adapter_model.safetensors")
-
-
-def assert_same_adapter(a: Path, b: Path, rtol: float = 1e-4, atol: float = 1e-6) -> None:
-    left, right = adapter_tensors(a), adapter_tensors(b)
-    assert left.keys() == right.keys()
-    for name in left:
-        torch.testing.assert_close(left[name], right[name], rtol=rtol, atol=atol, msg=name)
 
 
 def metrics_rows(run_dir: Path) -> list[dict[str, str]]:
@@ -139,7 +100,7 @@ def test_run_writes_adapter_checkpoints_logs_and_summary(
 def test_bf16_autocast_and_auto_batch_size_on_cpu(
     tiny_model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    if not train.cpu_has_bf16():
+    if not devices.cpu_has_bf16():
         pytest.skip("this CPU has no native bf16")
     run = tmp_path / "run"
     config = make_config(
@@ -147,7 +108,7 @@ def test_bf16_autocast_and_auto_batch_size_on_cpu(
     )
     summary = train.main(config)
     assert summary.precision == "bf16" and summary.final_train_loss is not None
-    assert json.loads((run / "summary.json").read_text())["micro_batch"] == train.CPU_AUTO_BATCH_SIZE
+    assert json.loads((run / "summary.json").read_text())["micro_batch"] == lora.CPU_AUTO_BATCH_SIZE
     assert "precision: bf16 autocast on cpu" in capsys.readouterr().err
     # LoRA weights stay fp32 (the master copy); only the frozen base runs in bf16
     assert all(t.dtype == torch.float32 for t in adapter_tensors(run / "adapter").values())
@@ -157,16 +118,16 @@ def test_bf16_autocast_and_auto_batch_size_on_cpu(
 
 
 def test_precision_choice(monkeypatch: pytest.MonkeyPatch) -> None:
-    assert train.pick_precision(False, "cpu").name == "fp32"
-    monkeypatch.setattr(train, "cpu_has_bf16", lambda: True)
-    chosen = train.pick_precision(True, "cpu")
+    assert devices.pick_precision(False, "cpu").name == "fp32"
+    monkeypatch.setattr(devices, "cpu_has_bf16", lambda: True)
+    chosen = devices.pick_precision(True, "cpu")
     assert (chosen.name, chosen.mixed_precision, chosen.base_dtype) == ("bf16", "bf16", torch.bfloat16)
-    monkeypatch.setattr(train, "cpu_has_bf16", lambda: False)
-    assert train.pick_precision(True, "cpu").mixed_precision == "no"
+    monkeypatch.setattr(devices, "cpu_has_bf16", lambda: False)
+    assert devices.pick_precision(True, "cpu").mixed_precision == "no"
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: True)
-    assert train.pick_precision(True, "cuda").name == "bf16"
+    assert devices.pick_precision(True, "cuda").name == "bf16"
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: False)
-    chosen = train.pick_precision(True, "cuda")
+    chosen = devices.pick_precision(True, "cuda")
     assert (chosen.name, chosen.mixed_precision, chosen.base_dtype) == ("fp16", "fp16", torch.float16)
     assert "loss scaling" in chosen.description
 
@@ -174,18 +135,18 @@ def test_precision_choice(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_device_choice(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
-    assert train.pick_device("auto") == "cpu"
+    assert devices.pick_device("auto") == "cpu"
     with pytest.raises(TwinbotError, match="DEVICE=cuda"):
-        train.pick_device("cuda")
+        devices.pick_device("cuda")
     with pytest.raises(TwinbotError, match="DEVICE=mps"):
-        train.pick_device("mps")
+        devices.pick_device("mps")
     monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)
-    assert train.pick_device("auto") == "mps"
+    assert devices.pick_device("auto") == "mps"
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
-    assert train.pick_device("auto") == "cuda" and train.pick_device("cuda:0") == "cuda:0"
+    assert devices.pick_device("auto") == "cuda" and devices.pick_device("cuda:0") == "cuda:0"
     with pytest.raises(TwinbotError, match="DEVICE=cuda:1"):
-        train.pick_device("cuda:1")
+        devices.pick_device("cuda:1")
 
 
 def test_each_run_gets_the_device_it_asks_for_not_an_earlier_runs(
@@ -198,7 +159,7 @@ def test_each_run_gets_the_device_it_asks_for_not_an_earlier_runs(
     PartialState(cpu=True)
     # an earlier run's device, as this test's stand-in
     PartialState._shared_state["device"] = torch.device("meta")
-    accelerator, _ = train.make_accelerator(make_config(tiny_model_dir, tmp_path / "run"))
+    accelerator, _ = runtime.make_accelerator(make_config(tiny_model_dir, tmp_path / "run"))
     assert accelerator.device == torch.device("cpu")
 
 
@@ -209,9 +170,9 @@ def test_auto_batch_size_is_the_largest_power_of_two_that_fits() -> None:
         tried.append(size)
         return size <= 6
 
-    assert train.largest_power_of_two(fits_up_to_6, limit=100) == 4 and tried == [1, 2, 4, 8]
-    assert train.largest_power_of_two(lambda size: True, limit=3) == 2  # never more than the data has
-    assert train.largest_power_of_two(lambda size: False, limit=8) == 0
+    assert lora.largest_power_of_two(fits_up_to_6, limit=100) == 4 and tried == [1, 2, 4, 8]
+    assert lora.largest_power_of_two(lambda size: True, limit=3) == 2  # never more than the data has
+    assert lora.largest_power_of_two(lambda size: False, limit=8) == 0
 
 
 def _rows(count: int) -> list[Any]:
@@ -225,12 +186,12 @@ def _rows(count: int) -> list[Any]:
 
 def test_data_order_is_fixed_per_epoch_and_windows_cover_every_row() -> None:
     rows = _rows(7)
-    data = train.TrainData(rows, micro_batch=2, window=2, processes=1, seed=3)
+    data = batches.TrainData(rows, micro_batch=2, window=2, processes=1, seed=3)
     assert data.steps_per_epoch == 2  # 4 micro-batches (the last one short), 2 per step
     epoch0 = [row.input_ids[0] for s in (0, 1) for batch in data.step_micro_batches(s) for row in batch]
     epoch1 = [row.input_ids[0] for s in (2, 3) for batch in data.step_micro_batches(s) for row in batch]
     assert sorted(epoch0) == sorted(epoch1) == list(range(7)) and epoch0 != epoch1
-    again = train.TrainData(rows, micro_batch=2, window=2, processes=1, seed=3)
+    again = batches.TrainData(rows, micro_batch=2, window=2, processes=1, seed=3)
     assert [row.input_ids[0] for batch in again.step_micro_batches(2) for row in batch] == epoch1[:4]
     assert data.step_tokens(0) == sum(
         len(row.input_ids) for batch in data.step_micro_batches(0) for row in batch
@@ -238,7 +199,7 @@ def test_data_order_is_fixed_per_epoch_and_windows_cover_every_row() -> None:
 
 
 def test_short_last_window_gives_every_process_the_same_number_of_micro_batches() -> None:
-    data = train.TrainData(_rows(5), micro_batch=1, window=4, processes=2, seed=0)  # accumulation 2 x 2
+    data = batches.TrainData(_rows(5), micro_batch=1, window=4, processes=2, seed=0)  # accumulation 2 x 2
     assert data.steps_per_epoch == 2
     assert len(data.step_micro_batches(0)) == 4
     last = data.step_micro_batches(1)  # 1 micro-batch left, padded with the epoch's first
@@ -249,7 +210,8 @@ def test_short_last_window_gives_every_process_the_same_number_of_micro_batches(
 
 
 def _rows_and_model(model_dir: Path, packing: bool) -> tuple[list[Any], Any, int]:
-    from twinbot.finetune.rows import load_samples, one_sample_rows, pack_rows, tokenize_samples
+    from twinbot.data.prepared import load_samples
+    from twinbot.finetune.rows import one_sample_rows, pack_rows, tokenize_samples
     from twinbot.models.loading import load_model, load_tokenizer
 
     tokenizer = load_tokenizer(str(model_dir))
@@ -261,12 +223,12 @@ def _rows_and_model(model_dir: Path, packing: bool) -> tuple[list[Any], Any, int
 
 def test_supervised_only_logits_match_the_full_logits_loss(tiny_model_dir: Path) -> None:
     rows, model, pad_id = _rows_and_model(tiny_model_dir, packing=True)
-    batch = train.make_batch(rows[:3], pad_id, torch.device("cpu"), layout="rows")
+    batch = batches.make_batch(rows[:3], pad_id, torch.device("cpu"), layout="rows")
     assert len(rows) >= 2 and batch.input_ids.shape[0] == min(3, len(rows))
     with torch.no_grad():
-        kept = train.forward_loss(model, batch)
-        flat = train.forward_loss(
-            model, train.make_batch(rows[:3], pad_id, torch.device("cpu"), layout="flat")
+        kept = steps.forward_loss(model, batch)
+        flat = steps.forward_loss(
+            model, batches.make_batch(rows[:3], pad_id, torch.device("cpu"), layout="flat")
         )
         # use_cache=False: with a cache transformers would not see the packed samples' boundaries
         logits = model(input_ids=batch.input_ids, position_ids=batch.position_ids, use_cache=False).logits
@@ -279,7 +241,7 @@ def test_supervised_only_logits_match_the_full_logits_loss(tiny_model_dir: Path)
 
 @pytest.mark.parametrize(("attention", "layout"), [("sdpa", "flat"), (PACKED_SDPA, "shared_prefix")])
 def test_packed_samples_do_not_attend_to_each_other(
-    tiny_model_dir: Path, attention: str, layout: train.BatchLayout
+    tiny_model_dir: Path, attention: str, layout: batches.BatchLayout
 ) -> None:
     """A packed micro-batch's loss is the sum of its samples' losses computed one by one. The fixture's
     samples all begin with the persona's system prompt: `shared_prefix` computes it once per micro-batch."""
@@ -288,14 +250,14 @@ def test_packed_samples_do_not_attend_to_each_other(
     single_rows, _, pad_id = _rows_and_model(tiny_model_dir, packing=False)
     model = load_model(str(tiny_model_dir), torch.float32, attention, "cpu")
     cpu = torch.device("cpu")
-    packed = train.make_batch(single_rows[:4], pad_id, cpu, layout)
+    packed = batches.make_batch(single_rows[:4], pad_id, cpu, layout)
     assert packed.num_tokens == sum(len(row) for row in single_rows[:4])
     if layout == "shared_prefix":
         assert packed.computed_tokens == packed.input_ids.shape[1] <= packed.num_tokens - 3 * 10
     with torch.no_grad():
-        together = train.forward_loss(model, packed)
+        together = steps.forward_loss(model, packed)
         apart = sum(
-            train.forward_loss(model, train.make_batch([row], pad_id, cpu, layout="rows"))
+            steps.forward_loss(model, batches.make_batch([row], pad_id, cpu, layout="rows"))
             for row in single_rows[:4]
         )
     torch.testing.assert_close(together, apart, rtol=1e-5, atol=1e-4)
@@ -558,7 +520,7 @@ def _csv_lines(path: Path) -> list[str]:
 
 
 def _nan_on_training_calls(monkeypatch: pytest.MonkeyPatch, bad_calls: set[int]) -> None:
-    original = train.token_loss
+    original = steps.token_loss
     calls = {"n": 0}
 
     def token_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -568,7 +530,7 @@ def _nan_on_training_calls(monkeypatch: pytest.MonkeyPatch, bad_calls: set[int])
         calls["n"] += 1
         return loss * float("nan") if calls["n"] in bad_calls else loss
 
-    monkeypatch.setattr(train, "token_loss", token_loss)
+    monkeypatch.setattr(steps, "token_loss", token_loss)
 
 
 def test_one_nonfinite_step_is_skipped_with_a_warning(
@@ -615,20 +577,19 @@ def test_torch_compile_auto_is_on_for_cpu_training_on_linux_with_a_compiler(
 ) -> None:
     auto = make_config(tiny_model_dir, tmp_path, torch_compile="auto")
     monkeypatch.setattr(sys, "platform", "linux")
-    monkeypatch.setattr(train, "cpp_compiler_found", lambda: True)
-    assert train.compile_wanted(auto, "cpu")
-    assert not train.compile_wanted(auto, "cuda") and not train.compile_wanted(auto, "mps")
-    monkeypatch.setattr(train, "cpp_compiler_found", lambda: False)
-    assert not train.compile_wanted(auto, "cpu")
-    monkeypatch.setattr(train, "cpp_compiler_found", lambda: True)
+    monkeypatch.setattr(lora, "cpp_compiler_found", lambda: True)
+    assert lora.compile_wanted(auto, "cpu")
+    assert not lora.compile_wanted(auto, "cuda") and not lora.compile_wanted(auto, "mps")
+    monkeypatch.setattr(lora, "cpp_compiler_found", lambda: False)
+    assert not lora.compile_wanted(auto, "cpu")
+    monkeypatch.setattr(lora, "cpp_compiler_found", lambda: True)
     for elsewhere in ("win32", "darwin"):
         monkeypatch.setattr(sys, "platform", elsewhere)
-        assert not train.compile_wanted(auto, "cpu")
+        assert not lora.compile_wanted(auto, "cpu")
     for explicit in (True, False):  # an explicit setting holds everywhere
         config = make_config(tiny_model_dir, tmp_path, torch_compile=explicit)
         assert (
-            train.compile_wanted(config, "cpu") is explicit
-            and train.compile_wanted(config, "cuda") is explicit
+            lora.compile_wanted(config, "cpu") is explicit and lora.compile_wanted(config, "cuda") is explicit
         )
 
 
@@ -636,15 +597,15 @@ def test_the_compiler_check_finds_what_inductor_would_run(monkeypatch: pytest.Mo
     from torch._inductor import cpp_builder
 
     monkeypatch.setattr(cpp_builder, "get_cpp_compiler", lambda: sys.executable)  # a file that exists
-    assert train.cpp_compiler_found()
+    assert lora.cpp_compiler_found()
     monkeypatch.setattr(cpp_builder, "get_cpp_compiler", lambda: "no-such-compiler-here")
-    assert not train.cpp_compiler_found()
+    assert not lora.cpp_compiler_found()
 
     def no_compiler() -> str:
         raise RuntimeError("no C++ compiler found")
 
     monkeypatch.setattr(cpp_builder, "get_cpp_compiler", no_compiler)
-    assert not train.cpp_compiler_found()
+    assert not lora.cpp_compiler_found()
 
 
 def test_auto_compile_falls_back_to_eager_when_compiling_fails(
@@ -658,16 +619,16 @@ def test_auto_compile_falls_back_to_eager_when_compiling_fails(
     try:
         dynamo_config.suppress_errors = False
         module = torch.nn.Linear(2, 2)
-        assert train.maybe_compile(module, make_config(tiny_model_dir, tmp_path), "cpu") is module
-        compiled = train.maybe_compile(
+        assert lora.maybe_compile(module, make_config(tiny_model_dir, tmp_path), "cpu") is module
+        compiled = lora.maybe_compile(
             module, make_config(tiny_model_dir, tmp_path, torch_compile=True), "cpu"
         )
         assert compiled is not module
         assert dynamo_config.suppress_errors is False
-        monkeypatch.setattr(train, "cpp_compiler_found", lambda: True)
+        monkeypatch.setattr(lora, "cpp_compiler_found", lambda: True)
         monkeypatch.setattr(sys, "platform", "linux")
         auto = make_config(tiny_model_dir, tmp_path, torch_compile="auto")
-        assert train.maybe_compile(module, auto, "cpu") is not module
+        assert lora.maybe_compile(module, auto, "cpu") is not module
         assert dynamo_config.suppress_errors is True
     finally:
         dynamo_config.suppress_errors = before
@@ -682,7 +643,7 @@ def test_the_fused_optimizer_takes_the_steps_the_per_tensor_loop_takes(
         generator = torch.Generator().manual_seed(0)
         params = [torch.nn.Parameter(torch.randn(16, 8, generator=generator)) for _ in range(3)]
         if fused:
-            optimizer = train.make_optimizer(params, config)
+            optimizer = lora.make_optimizer(params, config)
             assert optimizer.param_groups[0]["fused"] is True
         else:
             optimizer = torch.optim.AdamW(params, lr=1e-2, weight_decay=0.01, foreach=False)
@@ -701,4 +662,4 @@ def test_keep_freed_memory_tunes_glibc_malloc_on_linux() -> None:
     import platform
 
     expected = sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc"
-    assert train.keep_freed_memory() is expected
+    assert lora.keep_freed_memory() is expected

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -13,42 +12,25 @@ from pathlib import Path
 import pytest
 import torch
 import torch.distributed
-from safetensors.torch import load_file
 
+from support.training import TINY_TRAINING, assert_same_adapter, set_options, train_only_data
 from twinbot.finetune import recipe as train
 from twinbot.finetune import workers
 from twinbot.finetune.config import ENV_KEYS, TrainConfig
-
-FIXTURE_DATA = Path(__file__).parent / "fixtures" / "train" / "data"
 
 pytestmark = pytest.mark.skipif(
     not (torch.distributed.is_available() and torch.distributed.is_gloo_available()),
     reason="this torch build has no torch.distributed with gloo, so it cannot run CPU processes together",
 )
 
-SETTINGS = {
-    "use_fp16": False,
-    "packing": True,
-    "row_tokens": 128,
-    "max_seq_len": 128,
-    "batch_size": 1,
-    "learning_rate": 1e-3,
-    "warmup_ratio": 0.0,
-    "lora_r": 4,
-    "lora_alpha": 8,
-    "lora_dropout": 0.0,
-    "device": "cpu",
-    "seed": 0,
-}
+SETTINGS = {**TINY_TRAINING, "batch_size": 1}
 STEPS = 3
 
 
 def test_two_processes_match_one_process_with_the_same_global_batch(
     tiny_model_dir: Path, tmp_path: Path
 ) -> None:
-    data = tmp_path / "data"
-    data.mkdir()
-    shutil.copy(FIXTURE_DATA / "train.jsonl", data / "train.jsonl")
+    data = train_only_data(tmp_path)
 
     # 2 processes x 1 micro-batch each ...
     launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2"]
@@ -56,8 +38,7 @@ def test_two_processes_match_one_process_with_the_same_global_batch(
     launch += ["--main_process_port", str(workers.free_local_port()), "-m", "twinbot", "train"]
     args = ["--data", str(data), "--out", str(tmp_path / "ddp"), "--model", str(tiny_model_dir)]
     args += ["--max-steps", str(STEPS), "--set", "GRADIENT_ACCUMULATION_STEPS=1"]
-    for name, value in SETTINGS.items():
-        args += ["--set", f"{ENV_KEYS[name]}={value}"]
+    args += set_options(SETTINGS)
     env = {k: v for k, v in os.environ.items() if k not in ENV_KEYS.values()}
     env["OMP_NUM_THREADS"] = "1"
     result = subprocess.run(
@@ -86,8 +67,4 @@ def test_two_processes_match_one_process_with_the_same_global_batch(
     planned = re.search(rf"plan: .* for {STEPS} steps, ([\d,]+) tokens", result.stderr)
     assert planned is not None and int(planned.group(1).replace(",", "")) == ddp_summary["tokens_seen"]
     assert abs(ddp_summary["final_train_loss"] - single.final_train_loss) < 1e-5
-    ddp_adapter = load_file(tmp_path / "ddp" / "adapter" / "adapter_model.safetensors")
-    single_adapter = load_file(tmp_path / "single" / "adapter" / "adapter_model.safetensors")
-    assert ddp_adapter.keys() == single_adapter.keys()
-    for name, tensor in ddp_adapter.items():
-        torch.testing.assert_close(tensor, single_adapter[name], rtol=1e-4, atol=1e-6, msg=name)
+    assert_same_adapter(tmp_path / "ddp" / "adapter", tmp_path / "single" / "adapter", rtol=1e-4, atol=1e-6)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -16,34 +15,20 @@ import pytest
 import torch
 import torch.distributed
 
+from support.training import FIXTURE_DATA, TINY_TRAINING, assert_same_adapter, set_options, train_only_data
 from twinbot.errors import TwinbotError
 from twinbot.finetune import recipe as train
+from twinbot.finetune import workers
 from twinbot.finetune.checkpoint import read_state
 from twinbot.finetune.config import ENV_KEYS, TrainConfig, resolve_train_config
 from twinbot.runs import list_checkpoints
-
-FIXTURE_DATA = Path(__file__).parent / "fixtures" / "train" / "data"
 
 needs_gloo = pytest.mark.skipif(
     not (torch.distributed.is_available() and torch.distributed.is_gloo_available()),
     reason="this torch build has no torch.distributed with gloo, so it cannot run CPU processes together",
 )
 
-SETTINGS: dict[str, Any] = {
-    "use_fp16": False,
-    "packing": True,
-    "row_tokens": 128,
-    "max_seq_len": 128,
-    "learning_rate": 1e-3,
-    "warmup_ratio": 0.0,
-    "lora_r": 4,
-    "lora_alpha": 8,
-    "lora_dropout": 0.0,
-    "device": "cpu",
-    "seed": 0,
-    "eval_max_samples": 4,
-    "torch_compile": False,
-}
+SETTINGS: dict[str, Any] = {**TINY_TRAINING, "eval_max_samples": 4}
 
 
 def _config(**changes: Any) -> TrainConfig:
@@ -57,7 +42,7 @@ def _config(**changes: Any) -> TrainConfig:
 def cores(monkeypatch: pytest.MonkeyPatch) -> Any:
     """Pretend this machine has N cores (torch's intra-op threads) and memory for any number of processes."""
     monkeypatch.delenv("WORLD_SIZE", raising=False)
-    monkeypatch.setattr(train, "processes_memory_allows", lambda config: sys.maxsize)
+    monkeypatch.setattr(workers, "processes_memory_allows", lambda config: sys.maxsize)
 
     def set_cores(count: int) -> None:
         monkeypatch.setattr(torch, "get_num_threads", lambda: count)
@@ -80,14 +65,14 @@ def test_auto_takes_one_process_per_core_that_splits_the_micro_batch_evenly(
     cores: Any, count: int, batch_size: int | str, expected: tuple[int, int, int | str]
 ) -> None:
     cores(count)
-    plan = train.process_plan(_config(processes="auto", batch_size=batch_size))
+    plan = workers.process_plan(_config(processes="auto", batch_size=batch_size))
     assert (plan.count, plan.threads, plan.micro_batch) == expected
 
 
 def test_auto_takes_no_more_processes_than_memory_allows(cores: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     cores(8)
-    monkeypatch.setattr(train, "processes_memory_allows", lambda config: 2)
-    plan = train.process_plan(_config(processes="auto", batch_size="auto"))
+    monkeypatch.setattr(workers, "processes_memory_allows", lambda config: 2)
+    plan = workers.process_plan(_config(processes="auto", batch_size="auto"))
     assert (plan.count, plan.threads, plan.micro_batch) == (2, 4, 2)
 
 
@@ -100,17 +85,17 @@ def test_memory_allows_a_process_per_two_copies_of_the_weights_in_half_the_free_
     (model / "tokenizer.json").write_bytes(b"\0" * 10**6)  # not weights
     free = type("Memory", (), {"available": 10_000})()
     monkeypatch.setattr(psutil, "virtual_memory", lambda: free)
-    assert train.processes_memory_allows(_config(base_model=str(model))) == 1 + 10_000 // 2 // 2000
-    assert train.processes_memory_allows(_config(base_model="some-org/some-hub-model")) == sys.maxsize
+    assert workers.processes_memory_allows(_config(base_model=str(model))) == 1 + 10_000 // 2 // 2000
+    assert workers.processes_memory_allows(_config(base_model="some-org/some-hub-model")) == sys.maxsize
 
 
 def test_processes_must_split_the_micro_batch_evenly(cores: Any) -> None:
     cores(4)
     with pytest.raises(TwinbotError, match=r"BATCH_SIZE=3 does not split evenly between PROCESSES=2"):
-        train.process_plan(_config(processes=2, batch_size=3))
+        workers.process_plan(_config(processes=2, batch_size=3))
     with pytest.raises(TwinbotError, match=r"BATCH_SIZE=auto \(4 rows on a CPU\) .* PROCESSES=3"):
-        train.process_plan(_config(processes=3, batch_size="auto"))
-    plan = train.process_plan(_config(processes=2, batch_size=6))
+        workers.process_plan(_config(processes=3, batch_size="auto"))
+    plan = workers.process_plan(_config(processes=2, batch_size=6))
     assert (plan.count, plan.threads, plan.micro_batch) == (2, 2, 3)
 
 
@@ -118,14 +103,14 @@ def test_one_process_on_a_gpu_under_a_launcher_or_when_asked(
     cores: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     cores(8)
-    assert train.process_plan(_config(processes=1, batch_size=4)).count == 1
-    monkeypatch.setattr(train, "pick_device", lambda requested: "cuda")
-    assert train.process_plan(_config(processes="auto", batch_size=4)).count == 1
+    assert workers.process_plan(_config(processes=1, batch_size=4)).count == 1
+    monkeypatch.setattr(workers, "pick_device", lambda requested: "cuda")
+    assert workers.process_plan(_config(processes="auto", batch_size=4)).count == 1
     with pytest.raises(TwinbotError, match="PROCESSES=2 is for training on a CPU"):
-        train.process_plan(_config(processes=2, batch_size=4))
-    monkeypatch.setattr(train, "pick_device", lambda requested: "cpu")
+        workers.process_plan(_config(processes=2, batch_size=4))
+    monkeypatch.setattr(workers, "pick_device", lambda requested: "cpu")
     monkeypatch.setenv("WORLD_SIZE", "2")  # accelerate launch / torchrun already started the processes
-    assert train.process_plan(_config(processes="auto", batch_size=4)).count == 1
+    assert workers.process_plan(_config(processes="auto", batch_size=4)).count == 1
 
 
 def test_auto_is_one_process_on_windows_where_torch_distributed_is_little_tested(
@@ -133,8 +118,8 @@ def test_auto_is_one_process_on_windows_where_torch_distributed_is_little_tested
 ) -> None:
     cores(8)
     monkeypatch.setattr(sys, "platform", "win32")
-    assert train.process_plan(_config(processes="auto", batch_size=4)).count == 1
-    assert train.process_plan(_config(processes=2, batch_size=4)).count == 2  # on request
+    assert workers.process_plan(_config(processes="auto", batch_size=4)).count == 1
+    assert workers.process_plan(_config(processes=2, batch_size=4)).count == 2  # on request
 
 
 def test_the_fast_preset_trains_in_one_process_per_core_the_others_in_one() -> None:
@@ -146,17 +131,8 @@ def test_the_fast_preset_trains_in_one_process_per_core_the_others_in_one() -> N
 # --- training in two processes -----------------------------------------------------------------------------
 
 
-def _train_only_data(tmp_path: Path) -> Path:
-    data = tmp_path / "data"
-    data.mkdir()
-    shutil.copy(FIXTURE_DATA / "train.jsonl", data / "train.jsonl")
-    return data
-
-
 @needs_gloo
 def test_two_processes_train_the_adapter_one_process_trains(tiny_model_dir: Path, tmp_path: Path) -> None:
-    from test_train import assert_same_adapter
-
     common = {"base_model": str(tiny_model_dir), "data_dir": FIXTURE_DATA, "batch_size": 2, "max_steps": 3}
     common |= {"eval_every": 3, "save_every": 2}
     shared = train.main(_config(**common, processes=2, output_dir=tmp_path / "two"))
@@ -179,8 +155,7 @@ def test_two_processes_train_the_adapter_one_process_trains(tiny_model_dir: Path
 def _start_cli_train(data: Path, out: Path, model: Path, *extra: str) -> subprocess.Popen[str]:
     args = ["--data", str(data), "--out", str(out), "--model", str(model), "--set", "PROCESSES=2"]
     args += ["--set", "BATCH_SIZE=2", *extra]
-    for name, value in SETTINGS.items():
-        args += ["--set", f"{ENV_KEYS[name]}={value}"]
+    args += set_options(SETTINGS)
     env = {k: v for k, v in os.environ.items() if k not in ENV_KEYS.values()}
     return subprocess.Popen(
         [sys.executable, "-m", "twinbot", "train", *args],
@@ -207,7 +182,7 @@ def _start_endless_run(
     model: Path, tmp_path: Path, steps_done: int
 ) -> tuple[Path, Path, subprocess.Popen[str]]:
     """A 2-process CLI run with more steps than any test waits for, once `steps_done` steps are logged."""
-    data, run = _train_only_data(tmp_path), tmp_path / "run"
+    data, run = train_only_data(tmp_path), tmp_path / "run"
     process = _start_cli_train(data, run, model, "--max-steps", "100000", "--set", "SAVE_EVERY=100000")
     from test_train import _wait_for
 

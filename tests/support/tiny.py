@@ -9,13 +9,9 @@ import torch
 from transformers import PreTrainedTokenizerBase
 
 from twinbot.fileio import atomic_dir
-from twinbot.models.loading import (
-    embedded_gguf_path,
-    finish_tokenizer,
-    imported_dir_for,
-    is_complete_import,
-    tokenizer_from_gguf,
-)
+from twinbot.models.gguf_import import imported_dir_for, is_complete_import, tokenizer_from_gguf
+from twinbot.models.loading import embedded_gguf_path
+from twinbot.models.tokenizers import finish_tokenizer
 
 
 @functools.lru_cache(maxsize=2)
