@@ -9,6 +9,7 @@ GGUF weights.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import os
 import shutil
@@ -16,6 +17,7 @@ import struct
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
@@ -155,10 +157,40 @@ def _model_from_gguf(gguf_path: Path) -> PreTrainedModel:
     return model
 
 
+@contextlib.contextmanager
+def _gguf_decoded_once() -> Iterator[None]:
+    """transformers opens a GGUF file three times for one import (config, tokenizer, weights), decoding every
+    field each time (the 49k-token vocabulary: seconds), and rebuilds gguf's tensor-name map once per
+    tensor: within this block each file is decoded once and each name map built once (a third of the import
+    time). Readers are read-only views of their file, so sharing them changes nothing."""
+    import gguf
+
+    decode, name_map = gguf.GGUFReader, gguf.get_tensor_name_map
+    readers: dict[tuple[str, int, int], gguf.GGUFReader] = {}
+
+    def reader(path: os.PathLike[str] | str, mode: str = "r") -> gguf.GGUFReader:
+        if mode != "r":
+            return decode(path, mode)
+        stat = os.stat(path)
+        key = (os.path.realpath(path), stat.st_size, stat.st_mtime_ns)
+        if key not in readers:
+            readers[key] = decode(path, mode)
+        return readers[key]
+
+    gguf.GGUFReader = reader  # type: ignore[misc, assignment]
+    gguf.get_tensor_name_map = functools.lru_cache(maxsize=None)(name_map)
+    try:
+        yield
+    finally:
+        gguf.GGUFReader, gguf.get_tensor_name_map = decode, name_map
+        readers.clear()
+
+
 def _write_import(gguf_path: Path, target: Path) -> None:
     started = time.monotonic()
-    tokenizer = tokenizer_from_gguf(gguf_path)
-    model = _model_from_gguf(gguf_path)
+    with _gguf_decoded_once():
+        tokenizer = tokenizer_from_gguf(gguf_path)
+        model = _model_from_gguf(gguf_path)
     tokenizer.model_max_length = model.config.max_position_embeddings
     eos_id = tokenizer.eos_token_id
     model.generation_config.eos_token_id = eos_id
