@@ -19,6 +19,7 @@ import torch
 from twinbot.bot.generate import (
     GenerationSettings,
     build_prompt_ids,
+    generate_replies,
     generate_reply,
     speakers_in,
     stream_reply,
@@ -321,6 +322,27 @@ def test_seeded_sampling_is_reproducible(tiny_lm: LoadedModel) -> None:
     assert first == generate_reply(tiny_lm, ask(), settings)
     others = {generate_reply(tiny_lm, ask(), replace(settings, seed=s)) for s in (1, 2)}
     assert len(others | {first}) > 1
+
+
+def test_replies_generated_together_equal_replies_generated_alone(tiny_lm: LoadedModel) -> None:
+    """Prompts of different lengths share forward passes (left padding, one cache): each row keeps its own
+    settings, seed, repetition penalty and end, and gets the reply it would get alone."""
+    conversations = [
+        ask("hi"),
+        ask("what did you think of the film last night, honestly? " * 3),
+        [*ask("ok"), ChatTurn("assistant", "sure"), ChatTurn("user", "Ana: and tomorrow?")],
+        ask("one more"),
+    ]
+    settings = [
+        GREEDY,
+        GenerationSettings(temperature=0.9, top_p=0.8, max_new_tokens=10, seed=3),
+        GenerationSettings(temperature=1.0, top_p=1.0, max_new_tokens=16, seed=4, repetition_penalty=1.3),
+        replace(GREEDY, max_new_tokens=2),
+    ]
+    alone = [generate_reply(tiny_lm, turns, row) for turns, row in zip(conversations, settings, strict=True)]
+    assert generate_replies(tiny_lm, conversations, settings) == alone
+    assert len({reply for reply in alone}) == len(alone)
+    assert generate_replies(tiny_lm, [], []) == []
 
 
 # --- loading ----------------------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -235,41 +235,59 @@ def _forward_parameters(model: Any) -> frozenset[str]:
         return frozenset()
 
 
+class _RowSampler:
+    """Picks one row's next token: its logits processors over its own ids, then greedy or its seeded draw."""
+
+    def __init__(self, settings: GenerationSettings) -> None:
+        self.processors = _logits_processors(settings)
+        self.greedy = settings.temperature == 0
+        self.generator: torch.Generator | None = None
+        if settings.seed is not None and not self.greedy:
+            self.generator = torch.Generator(device="cpu")
+            self.generator.manual_seed(settings.seed)
+
+    def pick(self, ids: torch.Tensor, scores: torch.Tensor) -> int:
+        """`ids`: this row's prompt and generated ids (1 x n); `scores`: its last logits (1 x vocab)."""
+        scores = self.processors(ids, scores)
+        if self.greedy:
+            return int(torch.argmax(scores, dim=-1)[0])
+        # exponential-race sampling: argmax(p / E) with E ~ Exp(1) draws from p, faster than multinomial
+        probs = torch.softmax(scores[0], dim=-1).cpu()
+        noise = torch.empty_like(probs).exponential_(1.0, generator=self.generator)
+        return int(torch.argmax(probs / noise))
+
+
+def _forward(
+    model: Any, input_ids: torch.Tensor, cache: dict[str, Any], **inputs: Any
+) -> tuple[torch.Tensor, dict[str, Any]]:
+    """The last position's logits (float32) and the cache argument for the next step."""
+    if "logits_to_keep" in _forward_parameters(model):
+        inputs["logits_to_keep"] = 1
+    output = model(input_ids=input_ids, use_cache=True, **cache, **inputs)
+    # transformers 5.24 renamed `past_key_values` to `cache`; earlier 5.x use the old name
+    if getattr(output, "cache", None) is not None:
+        cache = {"cache": output.cache}
+    else:
+        cache = {"past_key_values": output.past_key_values}
+    return output.logits[:, -1, :].float(), cache
+
+
 def _token_stream(
     lm: LoadedModel, prompt_ids: list[int], settings: GenerationSettings, stop: threading.Event | None
 ) -> Iterator[int]:
     """Generated token ids, one at a time, until a stop token, max_new_tokens or `stop`."""
     model = lm.model
     device = _model_device(model)
-    processors = _logits_processors(settings)
-    greedy = settings.temperature == 0
-    generator: torch.Generator | None = None
-    if settings.seed is not None and not greedy:
-        generator = torch.Generator(device="cpu")
-        generator.manual_seed(settings.seed)
+    sampler = _RowSampler(settings)
     all_ids = torch.tensor([prompt_ids], dtype=torch.long, device=device)
     next_input = all_ids
-    cache_kwargs: dict[str, Any] = {}
-    extra = {"logits_to_keep": 1} if "logits_to_keep" in _forward_parameters(model) else {}
+    cache: dict[str, Any] = {}
     with torch.inference_mode():
         for _ in range(settings.max_new_tokens):
             if stop is not None and stop.is_set():
                 return
-            output = model(input_ids=next_input, use_cache=True, **cache_kwargs, **extra)
-            # transformers 5.24 renamed `past_key_values` to `cache`; earlier 5.x use the old name
-            if getattr(output, "cache", None) is not None:
-                cache_kwargs = {"cache": output.cache}
-            else:
-                cache_kwargs = {"past_key_values": output.past_key_values}
-            scores = output.logits[:, -1, :].float()
-            scores = processors(all_ids, scores)
-            if greedy:
-                token = int(torch.argmax(scores, dim=-1)[0])
-            else:
-                # exponential-race sampling: argmax(p / E) with E ~ Exp(1) draws from p, faster than multinomial
-                probs = torch.softmax(scores[0], dim=-1).cpu()
-                noise = torch.empty_like(probs).exponential_(1.0, generator=generator)
-                token = int(torch.argmax(probs / noise))
+            scores, cache = _forward(model, next_input, cache)
+            token = sampler.pick(all_ids, scores)
             if token in lm.stop_token_ids:
                 return
             yield token
@@ -277,23 +295,11 @@ def _token_stream(
             all_ids = torch.cat([all_ids, next_input], dim=1)
 
 
-def stream_reply(
-    lm: LoadedModel,
-    messages: Sequence[ChatTurn],
-    settings: GenerationSettings,
-    stop: threading.Event | None = None,
-) -> Iterator[str]:
-    """Text pieces of the reply as they are generated; together they are exactly `generate_reply`'s text.
-
-    Ends at an end-of-turn/special token, when the model starts another turn (a turn marker, a "user:" or
-    another speaker's "Name:" line), at max_new_tokens, or when `stop` is set from another thread.
-    """
-    _check_settings(settings)
-    prompt_ids = build_prompt_ids(lm, messages, settings.max_new_tokens)
-    text = ReplyText([*speakers_in(messages), *settings.other_speakers])
+def _reply_pieces(lm: LoadedModel, text: ReplyText, tokens: Iterable[int]) -> Iterator[str]:
+    """The text pieces that `tokens` make: what stream_reply yields (see there)."""
     generated: list[int] = []
     shown = ""
-    for token in _token_stream(lm, prompt_ids, settings, stop):
+    for token in tokens:
         generated.append(token)
         raw = lm.tokenizer.decode(generated, skip_special_tokens=True)
         kept, ended = text.cut(raw)
@@ -312,9 +318,110 @@ def stream_reply(
             yield final[len(shown) :]
 
 
+def stream_reply(
+    lm: LoadedModel,
+    messages: Sequence[ChatTurn],
+    settings: GenerationSettings,
+    stop: threading.Event | None = None,
+) -> Iterator[str]:
+    """Text pieces of the reply as they are generated; together they are exactly `generate_reply`'s text.
+
+    Ends at an end-of-turn/special token, when the model starts another turn (a turn marker, a "user:" or
+    another speaker's "Name:" line), at max_new_tokens, or when `stop` is set from another thread.
+    """
+    _check_settings(settings)
+    prompt_ids = build_prompt_ids(lm, messages, settings.max_new_tokens)
+    text = ReplyText([*speakers_in(messages), *settings.other_speakers])
+    yield from _reply_pieces(lm, text, _token_stream(lm, prompt_ids, settings, stop))
+
+
 def generate_reply(lm: LoadedModel, messages: Sequence[ChatTurn], settings: GenerationSettings) -> str:
     """The whole reply (what `stream_reply` yields, joined)."""
     return "".join(stream_reply(lm, messages, settings))
+
+
+# --- several replies at once --------------------------------------------------------------------------------
+
+# Conversations that share one forward pass. Decoding one token reads every weight from memory, so on a CPU
+# a batch of 16 costs little more than one reply; more would mostly add padding and cache memory.
+BATCH_ROWS = 16
+
+
+@dataclass
+class _BatchRow:
+    prompt: list[int]
+    settings: GenerationSettings
+    text: ReplyText
+    sampler: _RowSampler
+    generated: list[int]
+    done: bool = False
+
+
+def generate_replies(
+    lm: LoadedModel, conversations: Sequence[Sequence[ChatTurn]], settings: Sequence[GenerationSettings]
+) -> list[str]:
+    """`generate_reply(lm, conversations[i], settings[i])` for every i, with the rows sharing forward passes
+    (left-padded batches of up to BATCH_ROWS prompts of similar length, one KV cache). Each row gets its own
+    repetition penalty, seeded draws, stop tokens and end-of-turn detection; its tokens can still differ from
+    a reply generated alone where the batch shape changes the floating-point rounding."""
+    if len(conversations) != len(settings):
+        raise ValueError("one GenerationSettings per conversation")
+    rows = []
+    for messages, row_settings in zip(conversations, settings, strict=True):
+        _check_settings(row_settings)
+        text = ReplyText([*speakers_in(messages), *row_settings.other_speakers])
+        prompt = build_prompt_ids(lm, messages, row_settings.max_new_tokens)
+        rows.append(_BatchRow(prompt, row_settings, text, _RowSampler(row_settings), []))
+    by_length = sorted(range(len(rows)), key=lambda index: len(rows[index].prompt))
+    for start in range(0, len(by_length), BATCH_ROWS):
+        _decode_batch(lm, [rows[index] for index in by_length[start : start + BATCH_ROWS]])
+    return ["".join(_reply_pieces(lm, row.text, row.generated)) for row in rows]
+
+
+def _decode_batch(lm: LoadedModel, rows: list[_BatchRow]) -> None:
+    """Fills each row's `generated` until its stop token, its end of turn or its max_new_tokens."""
+    model, tokenizer = lm.model, lm.tokenizer
+    device = _model_device(model)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    width = max(len(row.prompt) for row in rows)
+    input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for number, row in enumerate(rows):
+        input_ids[number, width - len(row.prompt) :] = torch.tensor(row.prompt)
+        attention_mask[number, width - len(row.prompt) :] = 1
+    positions = (attention_mask.cumsum(-1) - 1).clamp(min=0)
+    next_input = input_ids
+    cache: dict[str, Any] = {}
+    with torch.inference_mode():
+        while not all(row.done for row in rows):
+            scores, cache = _forward(
+                model,
+                next_input.to(device),
+                cache,
+                attention_mask=attention_mask.to(device),
+                position_ids=positions.to(device),
+            )
+            tokens = [
+                pad_id if row.done else _next_token(lm, row, scores[number : number + 1])
+                for number, row in enumerate(rows)
+            ]
+            next_input = torch.tensor(tokens, dtype=torch.long)[:, None]
+            attention_mask = torch.cat([attention_mask, torch.ones((len(rows), 1), dtype=torch.long)], dim=1)
+            positions = positions[:, -1:] + 1
+
+
+def _next_token(lm: LoadedModel, row: _BatchRow, scores: torch.Tensor) -> int:
+    """The row's next token (kept in `row.generated` unless it is a stop token); marks the row done at its
+    end."""
+    ids = torch.tensor([row.prompt + row.generated], dtype=torch.long, device=scores.device)
+    token = row.sampler.pick(ids, scores)
+    if token in lm.stop_token_ids:
+        row.done = True
+        return token
+    row.generated.append(token)
+    raw = lm.tokenizer.decode(row.generated, skip_special_tokens=True)
+    row.done = len(row.generated) >= row.settings.max_new_tokens or row.text.cut(raw)[1]
+    return token
 
 
 def with_system_prompt(

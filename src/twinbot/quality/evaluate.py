@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from twinbot.bot.generate import GenerationSettings, generate_reply
+from twinbot.bot.generate import GenerationSettings, generate_replies
 from twinbot.bot.loading import LoadedModel, load_for_inference
 from twinbot.console import say
 from twinbot.data import prepared
@@ -118,21 +118,18 @@ def mean_loss(model: Any, rows: Sequence[Row], pad_id: int, device: torch.device
 # --- generation ---------------------------------------------------------------------------------------------
 
 
-def generate_replies(
-    lm: LoadedModel, contexts: Sequence[Sequence[ChatTurn]], options: EvalOptions
-) -> list[str]:
-    """Replies to every context with `twinbot.bot.generate` (what chat and serve use); context i is sampled
-    with seed `options.seed + i`, for every model alike, so base and adapter get the same draws."""
+def replies_to(lm: LoadedModel, contexts: Sequence[Sequence[ChatTurn]], options: EvalOptions) -> list[str]:
+    """Replies to every context with `twinbot.bot.generate` (the sampling and reply ends of chat and serve,
+    the contexts batched); context i is sampled with seed `options.seed + i`, for every model alike, so base
+    and adapter get the same draws."""
     settings = GenerationSettings(
         temperature=options.temperature,
         top_p=options.top_p,
         max_new_tokens=options.max_new_tokens,
         repetition_penalty=options.repetition_penalty,
     )
-    return [
-        generate_reply(lm, context, replace(settings, seed=options.seed + number))
-        for number, context in enumerate(contexts)
-    ]
+    seeded = [replace(settings, seed=options.seed + number) for number in range(len(contexts))]
+    return generate_replies(lm, contexts, seeded)
 
 
 # --- the stage ----------------------------------------------------------------------------------------------
@@ -222,10 +219,10 @@ def _measure_both(
             f"eval: loss on {len(rows)} held-out replies, generation for {len(contexts)} contexts, base model"
         )
     with model.disable_adapter():
-        base = _Measured(mean_loss(model, rows, pad_id, device), generate_replies(lm, contexts, options))
+        base = _Measured(mean_loss(model, rows, pad_id, device), replies_to(lm, contexts, options))
     if not quiet:
         say("eval: the same with the adapter")
-    adapter = _Measured(mean_loss(model, rows, pad_id, device), generate_replies(lm, contexts, options))
+    adapter = _Measured(mean_loss(model, rows, pad_id, device), replies_to(lm, contexts, options))
     return base, adapter
 
 
