@@ -34,7 +34,6 @@ DEMO_MAX_STEPS = 32
 DEMO_OVERRIDES = ("BATCH_SIZE=1", "LEARNING_RATE=1e-3", "TORCH_COMPILE=false")
 DEMO_PROMPTS = 6
 MAX_NEW_TOKENS = 40
-IM_END = "<|im_end|>"
 
 
 @dataclass
@@ -99,7 +98,7 @@ def run_demo(
             f"[bold]3/3 compare[/] base model vs adapter on {prompts} held-out prompts (fixed-seed sampling)"
         )
         samples = pick_prompts(data_dir / "eval.jsonl", prompts)
-        replies = compare_replies(samples, model, summary.adapter_dir, max_new_tokens)
+        replies = compare_replies(samples, run_dir, max_new_tokens)
     replies_path = out / "replies.json"
     write_json(replies_path, [asdict(reply) for reply in replies])
     console.print(replies_table(replies))
@@ -180,20 +179,18 @@ def pick_prompts(eval_path: Path, count: int) -> list[Sample]:
     return picked
 
 
-def compare_replies(
-    samples: list[Sample], model: str | None, adapter_dir: Path, max_new_tokens: int
-) -> list[DemoReply]:
-    from peft import PeftModel
+def compare_replies(samples: list[Sample], run_dir: Path, max_new_tokens: int) -> list[DemoReply]:
+    """The base model's and the adapter's replies to each sample's context, made as `twinbot eval` makes
+    them: chat's sampling settings and reply ends, sample i drawn with seed i for both models."""
+    from twinbot.bot.generate import GenerationSettings, generate_replies
+    from twinbot.bot.loading import load_for_inference
 
-    from twinbot.models.loading import load_model, load_tokenizer
-
-    tokenizer = load_tokenizer(model)
-    base_model = load_model(model)
-    base_model.eval()
-    base = [generate_reply(base_model, tokenizer, s, max_new_tokens, seed=i) for i, s in enumerate(samples)]
-    tuned_model = PeftModel.from_pretrained(base_model, str(adapter_dir))
-    tuned_model.eval()
-    tuned = [generate_reply(tuned_model, tokenizer, s, max_new_tokens, seed=i) for i, s in enumerate(samples)]
+    lm = load_for_inference(run_dir)
+    contexts = [sample.messages[:-1] for sample in samples]
+    settings = [GenerationSettings(max_new_tokens=max_new_tokens, seed=seed) for seed in range(len(samples))]
+    with lm.model.disable_adapter():
+        base = generate_replies(lm, contexts, settings)
+    tuned = generate_replies(lm, contexts, settings)
     return [
         DemoReply(
             context=_last_line(sample.messages[-2].content),
@@ -203,38 +200,6 @@ def compare_replies(
         )
         for sample, base_reply, tuned_reply in zip(samples, base, tuned, strict=True)
     ]
-
-
-def generate_reply(model: Any, tokenizer: Any, sample: Sample, max_new_tokens: int, seed: int = 0) -> str:
-    """A reply to the sample's context (everything before its last, assistant, turn).
-
-    Sampled with a fixed seed (temperature 0.7, top-p 0.9): the same prompt and seed give base and adapter
-    the same random stream, and re-runs give the same replies. Greedy decoding makes a 135M model loop.
-    """
-    import torch
-
-    from twinbot.finetune.rows import template_messages
-
-    context = template_messages(sample.messages[:-1], tokenizer)
-    encoded = tokenizer.apply_chat_template(
-        context, add_generation_prompt=True, return_tensors="pt", return_dict=True
-    )
-    device = next(model.parameters()).device
-    input_ids = encoded["input_ids"].to(device)
-    eos = tokenizer.convert_tokens_to_ids(IM_END)
-    torch.manual_seed(seed)
-    with torch.inference_mode():
-        output = model.generate(
-            input_ids=input_ids,
-            attention_mask=encoded["attention_mask"].to(device),
-            max_new_tokens=max_new_tokens,
-            do_sample=True,
-            temperature=0.7,
-            top_p=0.9,
-            eos_token_id=eos,
-            pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos,
-        )
-    return tokenizer.decode(output[0, input_ids.shape[1] :], skip_special_tokens=True).strip()
 
 
 def replies_table(replies: list[DemoReply]) -> Any:
