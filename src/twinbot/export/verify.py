@@ -121,11 +121,10 @@ def load_merged_logits(folder: Path, prompts: list[list[int]]) -> list[torch.Ten
 
 def load_gguf_logits(path: Path, prompts: list[list[int]]) -> list[torch.Tensor]:
     """Reload a GGUF file with transformers (dequantized to fp32) and run the check prompts."""
-    from transformers import AutoConfig
+    from twinbot.models.gguf_import import gguf_decoded_once
 
-    # the config is read from the GGUF metadata once and passed on: each read parses the whole vocabulary
-    config = AutoConfig.from_pretrained(str(path.parent), gguf_file=path.name)
-    return _reloaded_logits(prompts, path.parent, gguf_file=path.name, config=config)
+    with gguf_decoded_once():
+        return _reloaded_logits(prompts, path.parent, gguf_file=path.name)
 
 
 def _reloaded_logits(prompts: list[list[int]], folder: Path, **source: Any) -> list[torch.Tensor]:

@@ -158,8 +158,8 @@ def _model_from_gguf(gguf_path: Path) -> PreTrainedModel:
 
 
 @contextlib.contextmanager
-def _gguf_decoded_once() -> Iterator[None]:
-    """transformers opens a GGUF file three times for one import (config, tokenizer, weights), decoding every
+def gguf_decoded_once() -> Iterator[None]:
+    """transformers opens a GGUF file several times for one load (config, tokenizer, weights), decoding every
     field each time (the 49k-token vocabulary: seconds), and rebuilds gguf's tensor-name map once per
     tensor: within this block each file is decoded once and each name map built once (a third of the import
     time). Readers are read-only views of their file, so sharing them changes nothing."""
@@ -188,7 +188,7 @@ def _gguf_decoded_once() -> Iterator[None]:
 
 def _write_import(gguf_path: Path, target: Path) -> None:
     started = time.monotonic()
-    with _gguf_decoded_once():
+    with gguf_decoded_once():
         tokenizer = tokenizer_from_gguf(gguf_path)
         model = _model_from_gguf(gguf_path)
     tokenizer.model_max_length = model.config.max_position_embeddings
