@@ -64,7 +64,9 @@ DEFAULT_BOT_NAMES: frozenset[str] = frozenset(
     }
 )
 
-_LINK_ONLY = re.compile(r"(?:<?(?:https?://|www\.)\S+>?\s*)+", re.IGNORECASE)
+# One whitespace-free token that is a link (Discord's "<...>" form too). Messages are split on whitespace
+# first: a pattern that repeats links itself backtracks exponentially on "www.www.www...".
+_LINK = re.compile(r"<?(?:https?://|www\.)\S+", re.IGNORECASE)
 _DISCRIMINATOR = re.compile(r"#\d{4}$")
 _US_PER_S = 1_000_000
 _US_PER_MINUTE = 60 * _US_PER_S
@@ -94,6 +96,12 @@ class FilterOptions:
             command = re.compile(rf"[{re.escape(self.command_prefixes)}][A-Za-z][\w-]*(?=\s|$)")
         object.__setattr__(self, "_command", command)
         object.__setattr__(self, "_bot_names", frozenset(name.casefold() for name in self.bot_names))
+
+
+def is_link_only(text: str) -> bool:
+    """Whether `text` is nothing but links."""
+    tokens = text.split()
+    return bool(tokens) and all(_LINK.fullmatch(token) for token in tokens)
 
 
 def is_bot_author(message: Message, options: FilterOptions) -> bool:
@@ -145,11 +153,7 @@ class MessageFilter:
         command = options._command
         if command is not None and text[0] in options.command_prefixes and command.match(text):
             return "bot_command"
-        if (
-            options.drop_link_only
-            and ("://" in text or "www." in text.lower())
-            and _LINK_ONLY.fullmatch(text)
-        ):
+        if options.drop_link_only and ("://" in text or "www." in text.lower()) and is_link_only(text):
             return "link_only"
         if len(text) < options.min_chars:
             return "too_short"

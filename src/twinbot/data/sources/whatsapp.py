@@ -166,15 +166,16 @@ _ENCRYPTION_PREFIXES = tuple(
     )
 )  # fmt: skip
 _EDITED = re.compile(
-    r"\s*<(?:This message was edited|Se editó este mensaje\.?|Diese Nachricht wurde bearbeitet"
+    r"<(?:This message was edited|Se editó este mensaje\.?|Diese Nachricht wurde bearbeitet"
     r"|Ce message a été modifié|Esta mensagem foi editada|Questo messaggio è stato modificato"
     r"|Dit bericht is bewerkt|Mensaje editado|Nachricht bearbeitet|Message modifié|Mensagem editada"
-    r"|Messaggio modificato|Bericht bewerkt)>\s*$",
+    r"|Messaggio modificato|Bericht bewerkt)>$",
     re.IGNORECASE,
 )
-_NOTICE_NAME = re.compile(
+# The longest edited marker, with room for spaces: the marker is looked for in the text's end only.
+_EDITED_TAIL = 64
+_NOTICE_VERB = re.compile(
     r"\b(?:changed|created|cambió|creó|hat|a modifié|a créé|mudou|criou|ha cambiato|ha creato|heeft)\b"
-    r".*[\"“”«]"
 )
 _LOCATION_WORDS = (
     "location", "live location", "ubicación", "standort", "position", "localisation", "localização",
@@ -200,7 +201,7 @@ _CHAT_NAME = re.compile(
     r"\s*[-–]?\s*(.+)",
     re.IGNORECASE,
 )
-_DUPLICATE_SUFFIX = re.compile(r"\s*\(\d+\)$")
+_DUPLICATE_SUFFIX = re.compile(r"\(\d+\)$")  # what a second download of a file gets: "chat (2)"
 
 # Date order of a distinct date string.
 _YEAR_FIRST, _DAY_FIRST, _MONTH_FIRST, _AMBIGUOUS = "ymd", "dmy", "mdy", "?"
@@ -312,7 +313,7 @@ def _chat_members(archive: zipfile.ZipFile) -> list[str]:
 
 def _chat_name(stem: str) -> str | None:
     """ "Alex" from "WhatsApp Chat with Alex" (and its translations, iOS's "WhatsApp Chat - Alex")."""
-    match = _CHAT_NAME.fullmatch(_DUPLICATE_SUFFIX.sub("", stem.strip()))
+    match = _CHAT_NAME.fullmatch(_without_duplicate_suffix(stem))
     if match is None:
         return None
     return _MARKS.sub("", match.group(1)).strip() or None
@@ -322,7 +323,12 @@ def _chat_id_from_name(stem: str, path: Path) -> str:
     """The chat's name from the file's name; `_chat.txt` (an unzipped iOS export) from its folder's."""
     if stem == "_chat":
         stem = path.resolve().parent.name
-    return _chat_name(stem) or _MARKS.sub("", _DUPLICATE_SUFFIX.sub("", stem.strip())) or "whatsapp"
+    return _chat_name(stem) or _MARKS.sub("", _without_duplicate_suffix(stem)) or "whatsapp"
+
+
+def _without_duplicate_suffix(stem: str) -> str:
+    stem = stem.strip()
+    return _DUPLICATE_SUFFIX.sub("", stem).rstrip()
 
 
 def _open_binary(path: Path, source: _Source) -> IO[bytes]:
@@ -643,7 +649,8 @@ def _build(chat_id: str, line_no: int, when: datetime, rest: str, continuation: 
 def _is_notice_name(name: str) -> bool:
     """A system line whose own text holds ": " (a subject with a colon) splits into a fake sender that
     carries a quote mark and a verb of the notice."""
-    return ('"' in name or "“" in name or "«" in name) and _NOTICE_NAME.search(name) is not None
+    last_quote = max(name.rfind(mark) for mark in '"“”«')
+    return last_quote > 0 and _NOTICE_VERB.search(name, 0, last_quote) is not None
 
 
 def _system(chat_id: str, line_no: int, when: datetime, rest: str, continuation: list[str]) -> Message:
@@ -656,9 +663,10 @@ def _system(chat_id: str, line_no: int, when: datetime, rest: str, continuation:
 def _classify(text: str) -> tuple[MessageKind, str]:
     """The kind of a non-empty, stripped message text, and the text to keep."""
     if text[-1] == ">":
-        edited = _EDITED.search(text)
+        tail_start = max(0, len(text) - _EDITED_TAIL)
+        edited = _EDITED.search(text, tail_start)
         if edited is not None:
-            text = text[: edited.start()]
+            text = text[: edited.start()].rstrip()
             if not text:
                 return "text", ""
     if (

@@ -1,0 +1,290 @@
+"""Every regular expression twinbot runs on text from export files (or from a model, or from file names in
+an archive) takes time linear in its input: none can be made to backtrack for seconds by a crafted message.
+
+Each pattern is run the way the code runs it (match, search, sub, ...) on adversarial inputs built from its
+own pieces: its literal runs and a string it matches, repeated to 20,000 characters, with and without a
+character that makes the match fail at the end. Each run must finish within a budget of a thousand times a
+plain linear scan of the same length in this process (a quadratic pattern on 20,000 characters needs
+~10^8 steps, seconds; an exponential one never ends), enforced with a timer signal, so a regression fails
+quickly instead of hanging the suite."""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import pkgutil
+import re
+import signal
+import sys
+import time
+from collections.abc import Callable, Iterator
+from re import _constants as sre_constants  # type: ignore[attr-defined]
+from re import _parser as sre_parse  # type: ignore[attr-defined]
+from typing import Any
+
+import pytest
+
+import twinbot
+
+pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="the time budget uses a POSIX timer signal")
+
+SIZE = 20_000
+
+# How the code applies each module-level pattern ("module.NAME": operations).
+USES: dict[str, tuple[str, ...]] = {
+    "twinbot.bot.generate._SPEAKER_LINE": ("match",),
+    "twinbot.data.filters._LINK": ("fullmatch",),
+    "twinbot.data.filters._DISCRIMINATOR": ("sub",),
+    "twinbot.data.parse._CONTROL_CHARS": ("sub",),
+    "twinbot.data.scrub._ANY_DIGIT": ("search",),
+    "twinbot.data.scrub._URL": ("finditer",),
+    "twinbot.data.scrub._EMAIL": ("finditer",),
+    "twinbot.data.scrub._SECRET_PREFIXED": ("finditer",),
+    "twinbot.data.scrub._SECRET_HEX": ("finditer",),
+    "twinbot.data.scrub._SECRET_B64": ("finditer",),
+    "twinbot.data.scrub._LONG_RUN": ("search",),
+    "twinbot.data.scrub._CARD": ("finditer",),
+    "twinbot.data.scrub._IBAN": ("finditer",),
+    "twinbot.data.scrub._IPV4": ("finditer",),
+    "twinbot.data.scrub._IPV6": ("finditer",),
+    "twinbot.data.scrub._PHONE_INTL": ("finditer",),
+    "twinbot.data.scrub._PHONE_NANP": ("finditer",),
+    "twinbot.data.scrub._PHONE_TRUNK": ("finditer",),
+    "twinbot.data.scrub._SEPARATORS": ("search",),
+    "twinbot.data.sources.common._LONG_FRACTION": ("sub",),
+    "twinbot.data.sources.discord_csv._DISCRIMINATOR": ("sub",),
+    "twinbot.data.sources.discord_csv._CHANNEL_ID_IN_NAME": ("search",),
+    "twinbot.data.sources.discord_csv._CALL_TEXT": ("fullmatch",),
+    "twinbot.data.sources.discord_csv._SYSTEM_TEXT": ("fullmatch",),
+    "twinbot.data.sources.discord_json._SNIFF_HEAD": ("match",),
+    "twinbot.data.sources.discord_json._CHANNEL_ID_IN_NAME": ("search",),
+    "twinbot.data.sources.discord_package._CHANNEL_FILE": ("match",),
+    "twinbot.data.sources.discord_package._USER_FILE": ("match",),
+    "twinbot.data.sources.generic_jsonl._UNIX_SECONDS": ("fullmatch",),
+    "twinbot.data.sources.messenger._PART_FILE": ("match",),
+    "twinbot.data.sources.messenger._HTML_PART": ("search",),
+    "twinbot.data.sources.slack._DAY_FILE": ("match",),
+    "twinbot.data.sources.slack._TS": ("match",),
+    "twinbot.data.sources.slack._MARKUP": ("split",),
+    "twinbot.data.sources.telegram._SNIFF_MARKERS": ("search",),
+    "twinbot.data.sources.whatsapp._HEADER": ("match",),
+    "twinbot.data.sources.whatsapp._DATE_PARTS": ("match",),
+    "twinbot.data.sources.whatsapp._MARKS": ("sub",),
+    "twinbot.data.sources.whatsapp._ATTACHED": ("match",),
+    "twinbot.data.sources.whatsapp._LOCATION": ("match",),
+    "twinbot.data.sources.whatsapp._EDITED": ("search",),
+    "twinbot.data.sources.whatsapp._NOTICE_VERB": ("search",),
+    "twinbot.data.sources.whatsapp._CHAT_NAME": ("fullmatch",),
+    "twinbot.data.sources.whatsapp._DUPLICATE_SUFFIX": ("sub",),
+    "twinbot.quality.style._WORD": ("findall",),
+    "twinbot.quality.style._PLACEHOLDER": ("search",),
+    "twinbot.quality.style.CANARY": ("findall",),
+    "twinbot.runs._NAME": ("fullmatch", "search"),
+}
+
+
+@functools.cache
+def module_patterns() -> dict[str, re.Pattern[Any]]:
+    found = {}
+    for info in pkgutil.walk_packages(twinbot.__path__, "twinbot."):
+        module = importlib.import_module(info.name)
+        for name, value in vars(module).items():
+            if isinstance(value, re.Pattern):
+                found[f"{info.name}.{name}"] = value
+    return found
+
+
+def built_patterns() -> dict[str, tuple[re.Pattern[str], tuple[str, ...]]]:
+    """Patterns built at run time from settings or names."""
+    from twinbot.data.filters import FilterOptions
+    from twinbot.data.sources import messenger
+
+    command = FilterOptions()._command
+    assert command is not None
+    built = {"filters: bot command": (command, ("match",))}
+    for number, (pattern, _) in enumerate(messenger._STANDALONE_TEXTS):
+        built[f"messenger: standalone text {number}"] = (pattern, ("match",))
+    for number, (pattern, _) in enumerate(messenger._generated_patterns("Ann Lee")):
+        built[f"messenger: generated text {number}"] = (pattern, ("match",))
+    return built
+
+
+# --- adversarial inputs ------------------------------------------------------------------------------------
+
+
+def _representative(items: list[tuple[object, object]]) -> str:
+    """A character a character class accepts."""
+    for op, value in items:
+        if op is sre_constants.LITERAL:
+            return chr(value)  # type: ignore[arg-type]
+        if op is sre_constants.RANGE:
+            return chr(value[0])  # type: ignore[index]
+        if op is sre_constants.CATEGORY:
+            return {"CATEGORY_DIGIT": "7", "CATEGORY_SPACE": " ", "CATEGORY_WORD": "w"}.get(str(value), "x")
+    return "x"
+
+
+def _walk(parsed: object, literals: list[str], example: list[str]) -> None:
+    """Collects the literal runs of a parsed pattern and writes one string it matches into `example`."""
+    run: list[str] = []
+
+    def flush() -> None:
+        if run:
+            literals.append("".join(run))
+            run.clear()
+
+    for op, value in parsed:  # type: ignore[attr-defined]
+        if op is sre_constants.LITERAL:
+            run.append(chr(value))
+            example.append(chr(value))
+            continue
+        flush()
+        if op is sre_constants.IN:
+            character = _representative(value)
+            literals.append(character)
+            example.append(character)
+        elif op is sre_constants.ANY:
+            example.append("a")
+        elif op is sre_constants.SUBPATTERN:
+            _walk(value[-1], literals, example)
+        elif op is sre_constants.BRANCH:
+            for number, branch in enumerate(value[1]):
+                _walk(branch, literals, example if number == 0 else [])
+        elif op in (sre_constants.MAX_REPEAT, sre_constants.MIN_REPEAT, sre_constants.POSSESSIVE_REPEAT):
+            low, _, body = value
+            for _ in range(max(1, low)):
+                _walk(body, literals, example)
+        elif op is sre_constants.ATOMIC_GROUP:
+            _walk(value, literals, example)
+    flush()
+
+
+def adversarial_inputs(pattern: re.Pattern[Any]) -> Iterator[str]:
+    literals: list[str] = []
+    example: list[str] = []
+    _walk(sre_parse.parse(pattern.pattern, pattern.flags), literals, example)
+    matched = "".join(example)
+    pieces = {
+        piece for piece in [*literals, matched, matched[:-1], " ", "\n", "a", "7", "www.", "<a"] if piece
+    }
+    for piece in sorted(pieces):
+        body = piece * (SIZE // len(piece) + 1)
+        yield from (body[:SIZE], body[: SIZE - 1] + "\x00", piece + " " * SIZE + "\x00", "a" + body[:SIZE])
+
+
+# --- the time budget ---------------------------------------------------------------------------------------
+
+
+class TooSlow(Exception):
+    pass
+
+
+def _alarm(signum: int, frame: object) -> None:
+    raise TooSlow
+
+
+def plain_scan_seconds() -> float:
+    """The time of one anchored pass of a trivial pattern over SIZE characters (the slowest of a few runs)."""
+    plain = re.compile(r"[^\x01]*\x01")
+    text = "lorem ipsum dolor sit amet " * (SIZE // 27 + 1)
+    timings = []
+    for _ in range(5):
+        started = time.perf_counter()
+        plain.match(text[:SIZE])
+        timings.append(time.perf_counter() - started)
+    return max(timings)
+
+
+def run_within(budget: float, work: Callable[[], object]) -> float:
+    previous = signal.signal(signal.SIGALRM, _alarm)
+    signal.setitimer(signal.ITIMER_REAL, budget)
+    started = time.perf_counter()
+    try:
+        work()
+        return time.perf_counter() - started
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+OPERATIONS: dict[str, Callable[[re.Pattern[Any], Any], object]] = {
+    "match": lambda pattern, text: pattern.match(text),
+    "fullmatch": lambda pattern, text: pattern.fullmatch(text),
+    "search": lambda pattern, text: pattern.search(text),
+    "finditer": lambda pattern, text: list(pattern.finditer(text)),
+    "findall": lambda pattern, text: pattern.findall(text),
+    "sub": lambda pattern, text: pattern.sub(text[:0], text),
+    "split": lambda pattern, text: pattern.split(text),
+}
+
+
+def slow_inputs(pattern: re.Pattern[Any], operations: tuple[str, ...], budget: float) -> list[str]:
+    slow = []
+    for line in adversarial_inputs(pattern):
+        text = line.encode("utf-8", "replace") if isinstance(pattern.pattern, bytes) else line
+        for operation in operations:
+            try:
+                run_within(budget, lambda: OPERATIONS[operation](pattern, text))  # noqa: B023
+            except TooSlow:
+                slow.append(f"{operation} on {text[:24]!r}... ({len(text)} chars)")
+    return slow
+
+
+@pytest.fixture(scope="module")
+def budget() -> float:
+    return max(0.25, 1000 * plain_scan_seconds())
+
+
+def test_every_module_pattern_is_listed_with_how_it_is_used() -> None:
+    assert set(module_patterns()) == set(USES)
+
+
+@pytest.mark.parametrize("name", sorted(USES))
+def test_module_pattern_is_linear(name: str, budget: float) -> None:
+    pattern = module_patterns()[name]
+    assert slow_inputs(pattern, USES[name], budget) == []
+
+
+def test_patterns_built_at_run_time_are_linear(budget: float) -> None:
+    slow = {
+        name: found
+        for name, (pattern, operations) in built_patterns().items()
+        if (found := slow_inputs(pattern, operations, budget))
+    }
+    assert slow == {}
+
+
+def test_the_budget_catches_a_backtracking_pattern(budget: float) -> None:
+    """The check itself: the link pattern that hung prepare (exponential under fullmatch) is caught."""
+    backtracking = re.compile(r"(?:<?(?:https?://|www\.)\S+>?\s*)+", re.IGNORECASE)
+    assert slow_inputs(backtracking, ("fullmatch",), budget)
+
+
+def test_the_reported_slow_inputs_are_fast_where_the_code_uses_them(budget: float) -> None:
+    """The cases the security review timed: a link-only check on repeated "www." (exponential before), and
+    WhatsApp's edited-marker and notice-name checks on 80 KB lines (quadratic before)."""
+    from datetime import datetime
+
+    from twinbot.data.filters import FilterOptions, MessageFilter
+    from twinbot.data.records import Message
+    from twinbot.data.sources import whatsapp
+
+    def message(text: str) -> Message:
+        return Message("discord-json", "c", "1", datetime(2024, 1, 1), "a", "Ann", text, "text")
+
+    keep = MessageFilter(FilterOptions(max_chars=10**6))
+    cases: list[Callable[[], object]] = [
+        lambda: keep(message("www." * 20_000 + " !")),
+        lambda: keep(message("<https://x> " * 8_000 + "?")),
+        lambda: whatsapp._classify("x" + " " * 80_000 + "<This message was edited>"),
+        lambda: whatsapp._classify("<" * 80_000 + ">"),
+        lambda: whatsapp._is_notice_name("changed " * 10_000 + "x"),
+        lambda: whatsapp._is_notice_name('"' + "hat " * 20_000),
+    ]
+    for case in cases:
+        run_within(budget, case)
+    assert keep(message("www.example.com <https://b.example/x>")) == "link_only"
+    assert keep(message("look www.example.com")) is None
+    assert whatsapp._classify("fine  <This message was edited>") == ("text", "fine")
+    assert whatsapp._is_notice_name('Ann changed the subject to "Trip: day 2')
+    assert not whatsapp._is_notice_name("Ann changed")
