@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import io
+import os
 import re
 import zipfile
 from collections.abc import Callable, Iterable, Iterator
@@ -26,6 +27,22 @@ SNIFF_BYTES = 8192
 
 _FOLDER_SNIFF_FILES = 20  # how many files of a folder detection looks at
 _DAMAGED_ZIP = "not a readable .zip archive (damaged, incomplete or unsupported); download it again"
+
+# What one archive may unpack to, in MB (environment variables raise them): a zip bomb (kilobytes that
+# inflate to gigabytes) ends in an error instead of exhausting the memory. Real chat exports stay far below.
+ZIP_MEMBER_MB = ("TWINBOT_ZIP_MEMBER_MB", 2048)
+ZIP_TOTAL_MB = ("TWINBOT_ZIP_TOTAL_MB", 8192)
+_READ_CHUNK = 1 << 20
+
+
+def _megabytes(setting: tuple[str, int]) -> int:
+    name, default = setting
+    text = os.environ.get(name, "").strip()
+    if not text:
+        return default
+    if not text.isdigit() or int(text) < 1:
+        raise TwinbotError(f"{name}={text!r} is not a whole number of megabytes; set it to e.g. {default}")
+    return int(text)
 
 
 # --- text -----------------------------------------------------------------------------------------
@@ -155,6 +172,7 @@ class ExportTree:
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
         self._zip: zipfile.ZipFile | None = None
+        self._unpacked = 0  # bytes read from the archive so far
         if self.root.is_dir():
             try:
                 self.names = sorted(
@@ -213,7 +231,9 @@ class ExportTree:
                     f"cannot read ({exc.strerror}); check the permissions", self.display(name)
                 ) from exc
         try:
-            return self._zip.read(name)
+            return self._read_member(name)
+        except TwinbotError:
+            raise
         except NotImplementedError as exc:
             raise TwinbotError(
                 "cannot extract this file (unsupported compression); unpack the archive and pass the folder",
@@ -230,6 +250,51 @@ class ExportTree:
             raise TwinbotError(
                 "cannot extract this file from the archive (damaged); download it again", self.display(name)
             ) from exc
+
+    def read_head(self, name: str, size: int = SNIFF_BYTES) -> bytes:
+        """The first `size` bytes of a member (for sniffing: the rest is not read), BOM removed."""
+        if self._zip is None:
+            return read_head(self.display(name), size)
+        try:
+            with self._zip.open(name) as member:
+                return member.read(size).removeprefix(UTF8_BOM)
+        except Exception as exc:  # damaged, encrypted or unsupported: reading it whole says which
+            raise TwinbotError(
+                "cannot extract this file from the archive (damaged, encrypted or unsupported compression)",
+                self.display(name),
+            ) from exc
+
+    def _read_member(self, name: str) -> bytes:
+        """A zip member, read in chunks within the ZIP_MEMBER_MB and ZIP_TOTAL_MB caps."""
+        assert self._zip is not None
+        member_limit = _megabytes(ZIP_MEMBER_MB) << 20
+        total_limit = _megabytes(ZIP_TOTAL_MB) << 20
+        # zipfile stops reading a member at its declared size, so a declared size within the caps bounds
+        # the read; the count below also covers a size the caps allow but the data does not keep to
+        size = self._zip.getinfo(name).file_size
+        chunks: list[bytes] = []
+        if size <= member_limit and self._unpacked + size <= total_limit:
+            size = 0
+            with self._zip.open(name) as member:
+                while chunk := member.read(_READ_CHUNK):
+                    size += len(chunk)
+                    chunks.append(chunk)
+                    if size > member_limit or self._unpacked + size > total_limit:
+                        break
+        if size > member_limit:
+            raise TwinbotError(
+                f"this archive member unpacks to more than {member_limit >> 20:,} MB (a zip bomb?); unpack "
+                f"the archive and pass the folder, or raise {ZIP_MEMBER_MB[0]}",
+                self.display(name),
+            )
+        if self._unpacked + size > total_limit:
+            raise TwinbotError(
+                f"the archive unpacks to more than {total_limit >> 20:,} MB (a zip bomb?); unpack it and "
+                f"pass the folder, or raise {ZIP_TOTAL_MB[0]}",
+                self.display(name),
+            )
+        self._unpacked += size
+        return b"".join(chunks)
 
     def read_text(self, name: str) -> str:
         """A member as text: UTF-8 (BOM removed), newlines normalized; TwinbotError when undecodable."""

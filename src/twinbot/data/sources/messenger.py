@@ -256,7 +256,7 @@ def _threads(tree: _Tree) -> list[_Thread]:
     for thread in threads.values():
         thread.files.sort(key=_part_number)
     for name in tree.names:
-        if _is_e2ee_candidate(name) and _head_shape(tree.read_bytes(name)[:SNIFF_BYTES]) == "e2ee":
+        if _is_e2ee_candidate(name) and _head_shape(tree.read_head(name)) == "e2ee":
             threads[name] = _Thread(name, [name])
     return [threads[key] for key in sorted(threads)]
 
@@ -506,6 +506,9 @@ class _Files:
             raise TwinbotError(
                 f"cannot read file ({exc.strerror}); check the path and permissions", self.display(name)
             ) from exc
+
+    def read_head(self, name: str, size: int = SNIFF_BYTES) -> bytes:
+        return read_head(self.display(name), size)
 
 
 _Tree = ExportTree | _Files
