@@ -18,6 +18,7 @@ from support.runs import TrainedRun
 from twinbot.errors import TwinbotError
 from twinbot.export import exporter as ex
 from twinbot.export import gguf_writer, modelfile, verify
+from twinbot.fileio import OUTPUT_MARKER
 from twinbot.runs import PERSONA_FILE
 
 SYSTEM_PROMPT = "You are Sam. Reply the way Sam does."
@@ -205,7 +206,7 @@ def test_ollama_folder_with_q8_0_gguf_and_modelfile(
     out = lora_run.parent / "ollama"
     result = ex.export(lora_run, "ollama", out, gguf_type="q8_0")
     assert result.verification.passed and result.precision == "q8_0"
-    assert sorted(p.name for p in out.iterdir()) == ["Modelfile", "model.gguf"]
+    assert sorted(p.name for p in out.iterdir()) == [OUTPUT_MARKER, "Modelfile", "model.gguf"]
     assert all(is_user_only(p) for p in [out, *out.iterdir()])
 
     types = {t.name: t.tensor_type for t in gguf.GGUFReader(out / "model.gguf").tensors}
@@ -265,11 +266,17 @@ def test_existing_output_is_kept_without_overwrite(lora_run: Path, tmp_path: Pat
     for target in ("merged", "ollama"):
         with pytest.raises(TwinbotError, match="--overwrite"):
             ex.export(lora_run, target, folder)  # type: ignore[arg-type]
+        with pytest.raises(TwinbotError, match="twinbot did not write it"):
+            ex.export(lora_run, target, folder, overwrite=True)  # type: ignore[arg-type]
     gguf_file = tmp_path / "taken.gguf"
     gguf_file.write_bytes(b"mine")
     with pytest.raises(TwinbotError, match="--overwrite"):
         ex.export(lora_run, "gguf", gguf_file)
     assert (folder / "keep.txt").read_text(encoding="utf-8") == "mine" and gguf_file.read_bytes() == b"mine"
+    ours = tmp_path / "merged"
+    ex.export(lora_run, "merged", ours)
+    assert (ours / OUTPUT_MARKER).is_file()
+    ex.export(lora_run, "merged", ours, overwrite=True)  # an export twinbot wrote is replaced
 
 
 def test_bad_paths_and_options_are_one_line_errors(lora_run: Path, tmp_path: Path) -> None:

@@ -23,6 +23,7 @@ from twinbot.data.prepare import (
 )
 from twinbot.data.records import Message, MessageKind, Sample
 from twinbot.errors import TwinbotError
+from twinbot.fileio import OUTPUT_MARKER
 
 FIXTURE = Path(__file__).parent / "fixtures" / "prepare" / "chats.jsonl"
 T0 = datetime(2024, 1, 1, 9, 0, 3, tzinfo=UTC)
@@ -251,6 +252,7 @@ def test_write_outputs_creates_all_files_and_a_complete_report(tmp_path: Path) -
     options = PrepareOptions(me=["Sam"], out=out)
     write_outputs(prepare_messages(many_conversations(10), options), options)
     assert sorted(p.name for p in out.iterdir()) == [
+        OUTPUT_MARKER,
         "eval.jsonl",
         "lengths.png",
         "report.json",
@@ -304,18 +306,24 @@ def test_no_samples_is_an_error_and_writes_nothing(tmp_path: Path) -> None:
     assert list(tmp_path.iterdir()) == []
 
 
-def test_existing_output_needs_overwrite(tmp_path: Path) -> None:
+def test_existing_output_needs_overwrite_and_only_twinbots_own_is_replaced(tmp_path: Path) -> None:
     out = tmp_path / "data"
     out.mkdir()
     (out / "keep.txt").write_text("mine", encoding="utf-8")
     options = PrepareOptions(paths=[FIXTURE], me=["Sam"], out=out)
     with pytest.raises(TwinbotError, match="--overwrite"):
         run_prepare(options)
-    assert (out / "keep.txt").read_text(encoding="utf-8") == "mine"
     options.overwrite = True
+    with pytest.raises(TwinbotError, match="twinbot did not write it"):
+        run_prepare(options)  # --out ~/Documents --overwrite must not wipe the user's folder
+    assert (out / "keep.txt").read_text(encoding="utf-8") == "mine"
+
+    options.out = tmp_path / "prepared"
     run_prepare(options)
-    assert not (out / "keep.txt").exists()
-    assert (out / "train.jsonl").exists()
+    (options.out / "stale.txt").write_text("old run", encoding="utf-8")
+    run_prepare(options)  # a folder prepare wrote is replaced as a whole
+    assert not (options.out / "stale.txt").exists()
+    assert (options.out / "train.jsonl").exists() and (options.out / OUTPUT_MARKER).is_file()
 
 
 class FakeTokenizer:

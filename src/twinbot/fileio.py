@@ -16,6 +16,10 @@ from twinbot.errors import TwinbotError
 USER_ONLY_FILE = 0o600
 USER_ONLY_DIR = 0o700
 
+# In every output folder of prepare and export: --overwrite replaces a folder only when it carries this
+# file, so a mistyped --out (a home or documents folder) is never deleted.
+OUTPUT_MARKER = ".twinbot-output"
+
 
 def make_user_only(path: Path) -> None:
     """chmod to user-only (a no-op on Windows, where files inherit the profile's ACLs)."""
@@ -23,16 +27,42 @@ def make_user_only(path: Path) -> None:
         path.chmod(USER_ONLY_DIR if path.is_dir() else USER_ONLY_FILE)
 
 
+def check_output_dir(final: Path, overwrite: bool) -> None:
+    """Raises unless `final` is absent or empty, or (with `overwrite`) an output folder of twinbot's."""
+    if not final.exists():
+        return
+    if not final.is_dir():
+        raise TwinbotError("output path is a file; pass a folder", final)
+    if not any(final.iterdir()):
+        return
+    if not overwrite:
+        raise TwinbotError("output folder exists and is not empty; pass --overwrite or pick another", final)
+    if not (final / OUTPUT_MARKER).is_file():
+        raise TwinbotError(
+            f"output folder exists and twinbot did not write it (no {OUTPUT_MARKER}); --overwrite replaces "
+            "only twinbot's own output folders: pick another",
+            final,
+        )
+
+
 @contextlib.contextmanager
-def atomic_dir(final: Path, overwrite: bool = False) -> Iterator[Path]:
-    """Yield a temp folder beside `final`; on success it replaces `final`, on error it is removed."""
+def atomic_dir(final: Path, overwrite: bool = False, marked: bool = False) -> Iterator[Path]:
+    """Yield a temp folder beside `final`; on success it replaces `final`, on error it is removed.
+
+    `marked`: a user-facing output folder: it gets OUTPUT_MARKER, and replaces an existing folder only when
+    that one has it too (check_output_dir). Unmarked folders are twinbot's internal ones (checkpoints).
+    """
     final = Path(final)
-    if final.exists() and not overwrite and any(final.iterdir()):
+    if marked:
+        check_output_dir(final, overwrite)
+    elif final.exists() and not overwrite and any(final.iterdir()):
         raise TwinbotError("output folder exists and is not empty; pass --overwrite or pick another", final)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
     make_user_only(tmp)
     try:
+        if marked:
+            (tmp / OUTPUT_MARKER).write_text("written by twinbot; `--overwrite` may replace this folder\n")
         yield tmp
         for p in tmp.rglob("*"):
             make_user_only(p)

@@ -37,7 +37,7 @@ from twinbot.data.scrub import PII_TYPES, Scrubber
 from twinbot.data.sources import ParseOptions, parse_path
 from twinbot.data.sources.common import gc_paused
 from twinbot.errors import TwinbotError
-from twinbot.fileio import atomic_dir, write_json
+from twinbot.fileio import atomic_dir, check_output_dir, write_json
 
 TOP_AUTHORS_SHOWN = 10
 _TOKEN_COUNT_BATCH = 512  # samples tokenized together for the length statistics
@@ -195,7 +195,7 @@ class PrepareReport:
 def run_prepare(options: PrepareOptions) -> PrepareReport:
     options.validate()
     out = Path(options.out)
-    _check_out_dir(out, options.overwrite)
+    check_output_dir(out, options.overwrite)
     for path in options.paths:
         if not Path(path).exists():
             raise TwinbotError("no such file or folder; check the path", path)
@@ -211,13 +211,6 @@ def run_prepare(options: PrepareOptions) -> PrepareReport:
     report = write_outputs(data, options, tokenizer)
     print_summary(report, out)
     return report
-
-
-def _check_out_dir(out: Path, overwrite: bool) -> None:
-    if out.exists() and not out.is_dir():
-        raise TwinbotError("--out must be a folder, but this is a file", out)
-    if out.is_dir() and not overwrite and any(out.iterdir()):
-        raise TwinbotError("output folder exists and is not empty; pass --overwrite or pick another", out)
 
 
 def _load_tokenizer(spec: str) -> Any:
@@ -495,7 +488,7 @@ def write_outputs(
     )
     counter = HFTokenCounter(tokenizer) if tokenizer is not None else None
     lengths = LengthStats()
-    with gc_paused(freeze=True), atomic_dir(options.out, overwrite=options.overwrite) as tmp:
+    with gc_paused(freeze=True), atomic_dir(options.out, overwrite=options.overwrite, marked=True) as tmp:
         samples_train = _write_samples(tmp / TRAIN_FILE, train, sample_options, counter, lengths)
         samples_eval = _write_samples(tmp / EVAL_FILE, evaluation, sample_options, counter, lengths)
         report = PrepareReport(

@@ -29,7 +29,7 @@ from twinbot.export.verify import (
     reference_logits,
     verify_export,
 )
-from twinbot.fileio import atomic_dir, atomic_path, make_user_only, write_json
+from twinbot.fileio import atomic_dir, atomic_path, check_output_dir, make_user_only, write_json
 from twinbot.runs import PERSONA_FILE, adapter_persona, find_adapter
 
 if TYPE_CHECKING:
@@ -152,10 +152,7 @@ def _check_output(target: ExportTarget, out: Path, run: Path, overwrite: bool) -
             raise TwinbotError("a GGUF export needs a file name ending in .gguf", out)
         _check_gguf_file(out, overwrite)
     else:
-        if out.exists() and not out.is_dir():
-            raise TwinbotError("output path is a file; pass a folder", out)
-        if out.is_dir() and any(out.iterdir()) and not overwrite:
-            raise TwinbotError("output folder exists and is not empty; pass --overwrite or pick another", out)
+        check_output_dir(out, overwrite)
 
 
 def _check_gguf_file(out: Path, overwrite: bool) -> None:
@@ -236,7 +233,7 @@ def merge(model: PeftModel) -> PreTrainedModel:
 
 
 def _export_merged(merged: _Merged, out: Path, dtype: MergedDtype, overwrite: bool) -> ExportResult:
-    with atomic_dir(out, overwrite=overwrite) as tmp:
+    with atomic_dir(out, overwrite=overwrite, marked=True) as tmp:
         say(f"writing the merged model ({dtype}) ...")
         write_merged(merged.model, merged.tokenizer, tmp, MERGED_DTYPES[dtype])
         info = merged.info
@@ -277,7 +274,7 @@ def _export_gguf(merged: _Merged, out: Path, precision: GgufType, overwrite: boo
 
 def _export_ollama(merged: _Merged, out: Path, precision: GgufType, overwrite: bool) -> ExportResult:
     system_prompt = merged.info.system_prompt
-    with atomic_dir(out, overwrite=overwrite) as tmp:
+    with atomic_dir(out, overwrite=overwrite, marked=True) as tmp:
         say(f"writing GGUF ({precision}) and Modelfile ...")
         model_file = tmp / OLLAMA_MODEL_FILE
         write_gguf(merged.model, merged.tokenizer, model_file, precision, out.name, system_prompt)
