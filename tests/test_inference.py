@@ -324,9 +324,17 @@ def test_seeded_sampling_is_reproducible(tiny_lm: LoadedModel) -> None:
     assert len(others | {first}) > 1
 
 
-def test_replies_generated_together_equal_replies_generated_alone(tiny_lm: LoadedModel) -> None:
+@pytest.mark.parametrize("prefill", ["alone, caches joined", "padded batch"])
+def test_replies_generated_together_equal_replies_generated_alone(
+    tiny_lm: LoadedModel, prefill: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Prompts of different lengths share forward passes (left padding, one cache): each row keeps its own
-    settings, seed, repetition penalty and end, and gets the reply it would get alone."""
+    settings, seed, repetition penalty and end, and gets the reply it would get alone. The prompts are
+    prefilled one by one and their caches joined, or (for caches that cannot be joined) as a padded batch."""
+    from twinbot.bot import generate
+
+    if prefill == "padded batch":
+        monkeypatch.setattr(generate, "_joinable", lambda cache: False)
     conversations = [
         ask("hi"),
         ask("what did you think of the film last night, honestly? " * 3),

@@ -384,30 +384,82 @@ def _decode_batch(lm: LoadedModel, rows: list[_BatchRow]) -> None:
     device = _model_device(model)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     width = max(len(row.prompt) for row in rows)
-    input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
     attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
     for number, row in enumerate(rows):
-        input_ids[number, width - len(row.prompt) :] = torch.tensor(row.prompt)
         attention_mask[number, width - len(row.prompt) :] = 1
     positions = (attention_mask.cumsum(-1) - 1).clamp(min=0)
-    next_input = input_ids
-    cache: dict[str, Any] = {}
     with torch.inference_mode():
-        while not all(row.done for row in rows):
-            scores, cache = _forward(
-                model,
-                next_input.to(device),
-                cache,
-                attention_mask=attention_mask.to(device),
-                position_ids=positions.to(device),
-            )
+        scores, cache = _prefill(model, rows, attention_mask, positions, pad_id, device)
+        while True:
             tokens = [
                 pad_id if row.done else _next_token(lm, row, scores[number : number + 1])
                 for number, row in enumerate(rows)
             ]
-            next_input = torch.tensor(tokens, dtype=torch.long)[:, None]
+            if all(row.done for row in rows):
+                return
             attention_mask = torch.cat([attention_mask, torch.ones((len(rows), 1), dtype=torch.long)], dim=1)
             positions = positions[:, -1:] + 1
+            scores, cache = _forward(
+                model,
+                torch.tensor(tokens, dtype=torch.long, device=device)[:, None],
+                cache,
+                attention_mask=attention_mask.to(device),
+                position_ids=positions.to(device),
+            )
+
+
+def _prefill(
+    model: Any,
+    rows: list[_BatchRow],
+    attention_mask: torch.Tensor,
+    positions: torch.Tensor,
+    pad_id: int,
+    device: torch.device,
+) -> tuple[torch.Tensor, dict[str, Any]]:
+    """The prompts' last logits and their KV cache, left-padded to one width.
+
+    Each prompt runs alone and the caches are joined, so no compute goes into padding (prompts of eval's
+    contexts differ in length several times over); where the model's cache is not transformers' plain
+    DynamicCache (sliding windows, other layouts), the padded batch runs at once instead."""
+    first_scores, first = _forward(model, torch.tensor([rows[0].prompt], device=device), {})
+    if len(rows) == 1:
+        return first_scores, first
+    (argument, joined), *_ = first.items()
+    if not _joinable(joined):
+        input_ids = torch.full(attention_mask.shape, pad_id, dtype=torch.long)
+        input_ids[attention_mask.bool()] = torch.tensor([token for row in rows for token in row.prompt])
+        return _forward(
+            model,
+            input_ids.to(device),
+            {},
+            attention_mask=attention_mask.to(device),
+            position_ids=positions.to(device),
+        )
+    parts = [(first_scores, joined)]
+    for row in rows[1:]:
+        scores, cache = _forward(model, torch.tensor([row.prompt], device=device), {})
+        parts.append((scores, next(iter(cache.values()))))
+    width = attention_mask.shape[1]
+    for index, layer in enumerate(joined.layers):
+        for field in ("keys", "values"):
+            padded = []
+            for _, cache in parts:
+                states = getattr(cache.layers[index], field)
+                padded.append(torch.nn.functional.pad(states, (0, 0, width - states.shape[-2], 0)))
+            setattr(layer, field, torch.cat(padded))
+    return torch.cat([scores for scores, _ in parts]), {argument: joined}
+
+
+def _joinable(cache: Any) -> bool:
+    """Whether `cache` is a DynamicCache of plain DynamicLayers (key/value tensors batch x heads x seq x dim)."""
+    try:
+        from transformers.cache_utils import DynamicCache, DynamicLayer
+    except ImportError:
+        return False
+    layers = getattr(cache, "layers", None)
+    return (
+        type(cache) is DynamicCache and bool(layers) and all(type(layer) is DynamicLayer for layer in layers)
+    )
 
 
 def _next_token(lm: LoadedModel, row: _BatchRow, scores: torch.Tensor) -> int:
