@@ -46,15 +46,15 @@ def train_tiny_run(config: TrainConfig) -> None:
 
 # --- the embedded default model -----------------------------------------------------------------------------
 
-# `twinbot train`'s default `fast` preset as it runs on a CPU (packed rows, processes that share each
-# micro-batch), with short rows so that many optimizer steps fit in the time, and a higher learning rate
-# than the preset's 2.5e-4: enough for the adapter to move the style towards the persona reliably
-# (test_evaluate). Without torch.compile: compiling the 135M model takes each process ~35 s on 2 cores,
-# more than the 24 steps themselves; test_train checks that a compiled run trains the same adapter.
+# `twinbot train`'s default `fast` preset (packed rows, shared beginnings) with short rows so that many
+# optimizer steps fit in the time, and a higher learning rate than the preset's 2.5e-4: enough for the
+# adapter to move the style towards the persona reliably (test_evaluate). One process (the batch of 2 is the one 2 processes would share: the same update) and no
+# torch.compile (compiling the 135M model takes ~35 s on 2 cores, more than the 24 steps themselves):
+# test_workers and test_train check that several processes and a compiled run train the same adapter.
 EMBEDDED_STEPS = 24
 EMBEDDED_OVERRIDES = (
     "BATCH_SIZE=2",
-    "PROCESSES=2",
+    "PROCESSES=1",
     "TORCH_COMPILE=off",
     "ROW_TOKENS=128",
     "MAX_SEQ_LEN=128",
