@@ -10,6 +10,7 @@ held back while streaming, so streamed pieces always concatenate to the final re
 
 from __future__ import annotations
 
+import functools
 import re
 import threading
 from collections.abc import Iterable, Iterator, Sequence
@@ -226,11 +227,17 @@ def _model_device(model: Any) -> torch.device:
 
 
 def _forward_parameters(model: Any) -> frozenset[str]:
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return _class_forward_parameters(type(inner))
+
+
+@functools.cache
+def _class_forward_parameters(model_class: type) -> frozenset[str]:
+    """Read once per model class: `_forward` asks at every decoding step."""
     import inspect
 
-    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
     try:
-        return frozenset(inspect.signature(inner.forward).parameters)
+        return frozenset(inspect.signature(model_class.forward).parameters)
     except (TypeError, ValueError, AttributeError):
         return frozenset()
 
