@@ -108,3 +108,19 @@ def test_a_zip_inside_the_zip_is_a_member_not_an_archive(tmp_path: Path) -> None
     archive = slack_zip(tmp_path / "ws.zip", {"backup/inner.zip": inner.read_bytes()})
     from_zip = list(slack.parse(archive, ParseOptions()))
     assert [m.to_json() for m in from_zip] == [m.to_json() for m in slack.parse(SLACK_EXPORT, ParseOptions())]
+
+
+def test_a_whatsapp_zip_is_streamed_within_the_member_cap(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from twinbot.data.sources import whatsapp
+
+    archive = tmp_path / "WhatsApp Chat with Bo.zip"
+    with zipfile.ZipFile(archive, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("WhatsApp Chat with Bo.txt", b"1/2/24, 10:00 - Bo: hi\n" + b" " * (24 * MB))
+    monkeypatch.setenv("TWINBOT_ZIP_MEMBER_MB", "16")
+    with pytest.raises(TwinbotError, match="unpacks to more than 16 MB") as info:
+        list(whatsapp.parse(archive, ParseOptions()))
+    assert "WhatsApp Chat with Bo.txt" in info.value.render()
+    monkeypatch.setenv("TWINBOT_ZIP_MEMBER_MB", "64")
+    assert [message.text for message in whatsapp.parse(archive, ParseOptions())] == ["hi"]

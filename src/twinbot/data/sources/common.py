@@ -162,6 +162,25 @@ def is_zip(path: Path) -> bool:
     return head.startswith(b"PK\x03\x04") or head.startswith(b"PK\x05\x06")
 
 
+def check_zip_member(size: int, unpacked_before: int, where: Path) -> None:
+    """Raises when a member of `size` bytes, after `unpacked_before` bytes of the same archive, passes the
+    ZIP_MEMBER_MB or ZIP_TOTAL_MB cap."""
+    member_limit = _megabytes(ZIP_MEMBER_MB) << 20
+    total_limit = _megabytes(ZIP_TOTAL_MB) << 20
+    if size > member_limit:
+        raise TwinbotError(
+            f"this archive member unpacks to more than {member_limit >> 20:,} MB (a zip bomb?); unpack "
+            f"the archive and pass the folder, or raise {ZIP_MEMBER_MB[0]}",
+            where,
+        )
+    if unpacked_before + size > total_limit:
+        raise TwinbotError(
+            f"the archive unpacks to more than {total_limit >> 20:,} MB (a zip bomb?); unpack it and "
+            f"pass the folder, or raise {ZIP_TOTAL_MB[0]}",
+            where,
+        )
+
+
 class ExportTree:
     """A folder or a .zip archive seen the same way: relative POSIX member names and their bytes.
 
@@ -267,32 +286,17 @@ class ExportTree:
     def _read_member(self, name: str) -> bytes:
         """A zip member, read in chunks within the ZIP_MEMBER_MB and ZIP_TOTAL_MB caps."""
         assert self._zip is not None
-        member_limit = _megabytes(ZIP_MEMBER_MB) << 20
-        total_limit = _megabytes(ZIP_TOTAL_MB) << 20
+        where = self.display(name)
         # zipfile stops reading a member at its declared size, so a declared size within the caps bounds
-        # the read; the count below also covers a size the caps allow but the data does not keep to
-        size = self._zip.getinfo(name).file_size
+        # the read; the count below also covers data that does not keep to its declared size
+        check_zip_member(self._zip.getinfo(name).file_size, self._unpacked, where)
+        size = 0
         chunks: list[bytes] = []
-        if size <= member_limit and self._unpacked + size <= total_limit:
-            size = 0
-            with self._zip.open(name) as member:
-                while chunk := member.read(_READ_CHUNK):
-                    size += len(chunk)
-                    chunks.append(chunk)
-                    if size > member_limit or self._unpacked + size > total_limit:
-                        break
-        if size > member_limit:
-            raise TwinbotError(
-                f"this archive member unpacks to more than {member_limit >> 20:,} MB (a zip bomb?); unpack "
-                f"the archive and pass the folder, or raise {ZIP_MEMBER_MB[0]}",
-                self.display(name),
-            )
-        if self._unpacked + size > total_limit:
-            raise TwinbotError(
-                f"the archive unpacks to more than {total_limit >> 20:,} MB (a zip bomb?); unpack it and "
-                f"pass the folder, or raise {ZIP_TOTAL_MB[0]}",
-                self.display(name),
-            )
+        with self._zip.open(name) as member:
+            while chunk := member.read(_READ_CHUNK):
+                size += len(chunk)
+                check_zip_member(size, self._unpacked, where)
+                chunks.append(chunk)
         self._unpacked += size
         return b"".join(chunks)
 

@@ -45,6 +45,7 @@ from typing import IO, TextIO
 
 from twinbot.data.records import Message, MessageKind
 from twinbot.data.sources import ParseOptions
+from twinbot.data.sources.common import check_zip_member
 from twinbot.errors import TwinbotError
 
 NAME = "whatsapp"
@@ -336,6 +337,8 @@ def _open_binary(path: Path, source: _Source) -> IO[bytes]:
         return path.open("rb")
     archive = zipfile.ZipFile(path)
     try:
+        # read as a stream, which zipfile ends at the member's declared size: that size is what to cap
+        check_zip_member(archive.getinfo(source.member).file_size, 0, path / source.member)
         return _ZipMember(archive, source.member)
     except BaseException:
         archive.close()
