@@ -223,6 +223,46 @@ def test_bad_json_and_unknown_route() -> None:
     assert missing.status_code == 404 and missing.json()["error"]["type"] == "not_found_error"
 
 
+BODY = {"model": "x", "messages": [{"role": "user", "content": "hi"}]}
+
+
+def test_web_pages_cannot_use_the_server_through_another_host_name_or_a_simple_post() -> None:
+    """DNS rebinding (a page's own host name resolving to 127.0.0.1) sends that name as Host: refused with
+    421 before any route runs; a cross-site form or text/plain POST (no CORS preflight) is refused with 415."""
+    engine = FakeEngine()
+    url = "/v1/chat/completions"
+    with serve(engine) as server:
+        rebound = httpx.post(server.base_url + url, json=BODY, headers={"host": "attacker.example:8000"})
+        page = httpx.get(server.base_url + "/", headers={"host": "attacker.example"})
+        plain = httpx.post(
+            server.base_url + url, content=json.dumps(BODY), headers={"content-type": "text/plain"}
+        )
+        form = httpx.post(server.base_url + url, data={"messages": "hi"})
+        for name in ("localhost", "127.0.0.1", "[::1]"):
+            assert httpx.get(server.base_url + "/health", headers={"host": f"{name}:8000"}).status_code == 200
+        ok = httpx.post(server.base_url + url, json=BODY)
+        ok_with_charset = httpx.post(
+            server.base_url + url,
+            content=json.dumps(BODY),
+            headers={"content-type": "application/json; charset=utf-8"},
+        )
+    assert rebound.status_code == page.status_code == 421
+    assert (
+        rebound.json()["error"]["code"] == "host_not_allowed"
+        and "--allow-host" in rebound.json()["error"]["message"]
+    )
+    assert plain.status_code == form.status_code == 415
+    assert ok.status_code == ok_with_charset.status_code == 200
+    assert len(engine.calls) == 2  # the refused requests never reached the model
+
+
+def test_allowed_host_names_are_answered() -> None:
+    with serve(FakeEngine(), allowed_hosts=["Twin.Lan"]) as server:
+        answered = httpx.get(server.base_url + "/health", headers={"host": "twin.lan:8000"})
+        other = httpx.get(server.base_url + "/health", headers={"host": "other.lan"})
+    assert answered.status_code == 200 and other.status_code == 421
+
+
 def _stream_in_background(server: ServerThread, results: list[str]) -> threading.Thread:
     def consume() -> None:
         stream = client(server).chat.completions.create(
@@ -414,7 +454,11 @@ def test_oversized_body_is_refused_before_it_is_read() -> None:
             yield b"x" * 200_000
             yield b'"}]}'
 
-        chunked = httpx.post(server.base_url + "/v1/chat/completions", content=chunks())
+        chunked = httpx.post(
+            server.base_url + "/v1/chat/completions",
+            content=chunks(),
+            headers={"content-type": "application/json"},
+        )
     assert response.status_code == 413 and chunked.status_code == 413
     assert response.json()["error"]["message"].startswith("the request body is too large")
     assert engine.calls == []

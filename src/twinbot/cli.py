@@ -420,6 +420,15 @@ def serve(
         int, typer.Option("--max-queue", help="Requests waiting for a slot before 429.")
     ] = 16,
     device: _Device = "auto",
+    allow_host: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--allow-host",
+            metavar="NAME",
+            help="Also answer requests addressed to this host name (repeatable); loopback names and --host "
+            "always work. Other names are refused, so that web pages cannot reach the server.",
+        ),
+    ] = None,
 ) -> None:
     """Serve the model over an OpenAI-compatible API with a web chat page at /."""
     from twinbot.bot.serve import run_serve
@@ -432,6 +441,7 @@ def serve(
         max_concurrent=max_concurrent,
         max_queue=max_queue,
         device=device,
+        allow_hosts=allow_host or [],
     )
 
 

@@ -276,14 +276,20 @@ _PAGE_HEADERS = {
 }
 
 
+# Host names every server answers to; `create_app(allowed_hosts=...)` adds the bound host and --allow-host.
+LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
+
+
 def create_app(
     lm: LoadedModel | ReplyEngine,
     api_key: str | None = None,
     max_concurrent: int = 2,
     max_queue: int = 16,
     limits: ServeLimits | None = None,
+    allowed_hosts: Sequence[str] = (),
 ) -> FastAPI:
-    """The FastAPI app serving `lm` (a LoadedModel, or any ReplyEngine such as a test fake)."""
+    """The FastAPI app serving `lm` (a LoadedModel, or any ReplyEngine such as a test fake), answering
+    requests addressed to a loopback name or one of `allowed_hosts` only."""
     engine: ReplyEngine = lm if _is_engine(lm) else ModelEngine(lm)  # type: ignore[arg-type]
     service = ChatService(
         engine=engine,
@@ -295,8 +301,53 @@ def create_app(
     page = _web_page()
     app = FastAPI(title="twinbot", docs_url=None, redoc_url=None, openapi_url=None)
     _answer_errors_in_openai_shape(app)
+    app.add_middleware(_SameSiteOnly, allowed_hosts=LOOPBACK_NAMES | {host.lower() for host in allowed_hosts})
     _add_routes(app, service, page)
     return app
+
+
+class _SameSiteOnly:
+    """What a web page in the user's browser must not do to a local server: read replies through a host
+    name of its own that resolves to this machine (DNS rebinding: the Host header names that site), or
+    start generations with a cross-site form or `text/plain` POST (no preflight; JSON needs one).
+    Plain ASGI, so that a client's disconnect still reaches the routes."""
+
+    def __init__(self, app: Any, allowed_hosts: frozenset[str]) -> None:
+        self.app = app
+        self.allowed_hosts = allowed_hosts
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            headers = {
+                key.decode("latin-1").lower(): value.decode("latin-1") for key, value in scope["headers"]
+            }
+            refusal = self._refusal(scope["method"], headers)
+            if refusal is not None:
+                await refusal.response()(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+    def _refusal(self, method: str, headers: dict[str, str]) -> ApiError | None:
+        if host_name(headers.get("host", "")) not in self.allowed_hosts:
+            return ApiError(
+                421,
+                "this server answers requests addressed to its own host names only; start it with "
+                "--allow-host NAME to add the name you use",
+                code="host_not_allowed",
+            )
+        media_type = headers.get("content-type", "").split(";")[0].strip().lower()
+        if method == "POST" and media_type != "application/json":
+            return ApiError(415, "the request body must be JSON (Content-Type: application/json)")
+        return None
+
+
+def host_name(header: str) -> str:
+    """The host of a Host header, without its port or IPv6 brackets, lower-cased."""
+    header = header.strip().lower()
+    if header.startswith("["):
+        return header[1 : header.find("]")] if "]" in header else header
+    name, _, _ = header.partition(":") if header.count(":") == 1 else (header, "", "")
+    return name
 
 
 def _is_engine(candidate: object) -> bool:
@@ -660,6 +711,7 @@ def run_serve(
     max_concurrent: int = 2,
     max_queue: int = 16,
     device: str = "auto",
+    allow_hosts: Sequence[str] = (),
 ) -> None:
     """`twinbot serve`: load RUN (or any spec load_for_inference accepts) and serve it until Ctrl-C."""
     import uvicorn
@@ -673,7 +725,13 @@ def run_serve(
     listener = _listen(host, port)  # a taken port fails at once, not after loading the model
     try:
         lm = load_for_inference(run, device=device)
-        app = create_app(lm, api_key=api_key, max_concurrent=max_concurrent, max_queue=max_queue)
+        app = create_app(
+            lm,
+            api_key=api_key,
+            max_concurrent=max_concurrent,
+            max_queue=max_queue,
+            allowed_hosts=[host, *allow_hosts],
+        )
         shown_host = f"[{host}]" if ":" in host else host
         key_state = "set" if api_key else "not set"
         print(f"serving {lm.name} at http://{shown_host}:{port}/ (API key: {key_state}); Ctrl-C stops")
