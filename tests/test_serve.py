@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 
 from twinbot.bot.serve import SamplingRequest, ServeLimits, ServerThread, create_app
 from twinbot.data.records import ChatTurn
+from twinbot.errors import TwinbotError
 
 PRIVATE = "my-private-words-7781"  # must never come back in an error message
 
@@ -256,6 +257,20 @@ def test_web_pages_cannot_use_the_server_through_another_host_name_or_a_simple_p
     assert len(engine.calls) == 2  # the refused requests never reached the model
 
 
+def test_deep_nesting_and_unbounded_seeds_are_clear_400s() -> None:
+    engine = FakeEngine()
+    with serve(engine) as server:
+        url = server.base_url + "/v1/chat/completions"
+        nested = httpx.post(
+            url, content=b"[" * 20_000 + b"]" * 20_000, headers={"content-type": "application/json"}
+        )
+        huge_seed = httpx.post(url, json={**BODY, "seed": 2**70})
+        fine_seed = httpx.post(url, json={**BODY, "seed": -(2**63)})
+    assert nested.status_code == 400 and "nested too deeply" in nested.json()["error"]["message"]
+    assert huge_seed.status_code == 400 and huge_seed.json()["error"]["param"] == "seed"
+    assert fine_seed.status_code == 200 and len(engine.calls) == 1
+
+
 def test_allowed_host_names_are_answered() -> None:
     with serve(FakeEngine(), allowed_hosts=["Twin.Lan"]) as server:
         answered = httpx.get(server.base_url + "/health", headers={"host": "twin.lan:8000"})
@@ -361,7 +376,13 @@ def test_cli_serve_binds_loopback_and_never_prints_the_key(monkeypatch: pytest.M
     assert listened == [("127.0.0.1", 8000)]
     assert "API key: set" in result.output and "env-secret-key" not in result.output
     monkeypatch.delenv("TWINBOT_API_KEY")
-    result = CliRunner().invoke(app, ["serve", "some-run", "--host", "0.0.0.0", "--port", "9001"])
+    refused = CliRunner().invoke(app, ["serve", "some-run", "--host", "0.0.0.0", "--port", "9001"])
+    assert isinstance(refused.exception, TwinbotError)  # `twinbot` prints it as one error line, exit 2
+    assert listened == [("127.0.0.1", 8000)]  # refused before binding
+    assert str(refused.exception).startswith("listening on 0.0.0.0 without an API key")
+    assert "--insecure-no-auth" in str(refused.exception)
+    insecure = ["serve", "some-run", "--host", "0.0.0.0", "--port", "9001", "--insecure-no-auth"]
+    result = CliRunner().invoke(app, insecure)
     assert listened[-1] == ("0.0.0.0", 9001)
     assert "API key: not set" in result.output and "warning" in result.output
 

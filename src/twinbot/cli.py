@@ -429,6 +429,13 @@ def serve(
             "always work. Other names are refused, so that web pages cannot reach the server.",
         ),
     ] = None,
+    insecure_no_auth: Annotated[
+        bool,
+        typer.Option(
+            "--insecure-no-auth",
+            help="Serve on an address other than this machine's without an API key (refused otherwise).",
+        ),
+    ] = False,
 ) -> None:
     """Serve the model over an OpenAI-compatible API with a web chat page at /."""
     from twinbot.bot.serve import run_serve
@@ -442,6 +449,7 @@ def serve(
         max_queue=max_queue,
         device=device,
         allow_hosts=allow_host or [],
+        insecure_no_auth=insecure_no_auth,
     )
 
 

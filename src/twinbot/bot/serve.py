@@ -549,6 +549,8 @@ async def _read_json_body(request: Request, max_bytes: int) -> Any:
         return json.loads(body)
     except (ValueError, UnicodeDecodeError):
         raise ApiError(400, "the request body is not valid JSON") from None
+    except RecursionError:
+        raise ApiError(400, "the request body is nested too deeply") from None
 
 
 async def _whole_reply(
@@ -712,6 +714,7 @@ def run_serve(
     max_queue: int = 16,
     device: str = "auto",
     allow_hosts: Sequence[str] = (),
+    insecure_no_auth: bool = False,
 ) -> None:
     """`twinbot serve`: load RUN (or any spec load_for_inference accepts) and serve it until Ctrl-C."""
     import uvicorn
@@ -721,6 +724,11 @@ def run_serve(
     if not 1 <= port <= 65535:
         raise TwinbotError("--port must be between 1 and 65535")
     api_key = api_key or None
+    if not is_loopback(host) and api_key is None and not insecure_no_auth:
+        raise TwinbotError(
+            f"listening on {host} without an API key would let anyone who reaches this machine question a "
+            f"model of your private chats; set {API_KEY_ENV} (or --api-key), or pass --insecure-no-auth"
+        )
     Admission(max_concurrent, max_queue)  # validate the limits before the slow model load
     listener = _listen(host, port)  # a taken port fails at once, not after loading the model
     try:
