@@ -53,10 +53,8 @@ def atomic_dir(final: Path, overwrite: bool = False, marked: bool = False) -> It
     that one has it too (check_output_dir). Unmarked folders are twinbot's internal ones (checkpoints).
     """
     final = Path(final)
-    if marked:
+    if marked or not overwrite:  # internal folders with `overwrite` are replaced unchecked
         check_output_dir(final, overwrite)
-    elif final.exists() and not overwrite and any(final.iterdir()):
-        raise TwinbotError("output folder exists and is not empty; pass --overwrite or pick another", final)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
     make_user_only(tmp)
