@@ -76,31 +76,16 @@ def twinbot_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 
 @pytest.fixture(scope="session", autouse=True)
 def gguf_files_decoded_once() -> Iterator[None]:
-    """gguf.GGUFReader decodes every field of a file (the 49k-token vocabulary: seconds), and transformers
-    opens a GGUF file several times for one load (config, tokenizer, weights): in a test session each
-    unchanged file is decoded once. A reader is a read-only view of its file, so sharing it changes nothing.
-    (Not on Windows, where a file mapped into memory cannot be replaced or deleted.)"""
+    """twinbot decodes a GGUF file once per load (models.gguf_import.gguf_decoded_once); in a test session,
+    each unchanged file once for the whole session. (Not on Windows, where a file mapped into memory cannot
+    be replaced or deleted.)"""
     if sys.platform == "win32":
         yield
         return
-    import gguf
+    from twinbot.models.gguf_import import gguf_decoded_once
 
-    decode = gguf.GGUFReader
-    readers: dict[tuple[str, int, int, int], gguf.GGUFReader] = {}
-
-    def reader(path: os.PathLike[str] | str, mode: str = "r") -> gguf.GGUFReader:
-        if mode != "r":
-            return decode(path, mode)
-        stat = os.stat(path)
-        key = (os.path.realpath(path), stat.st_ino, stat.st_size, stat.st_mtime_ns)
-        if key not in readers:
-            readers[key] = decode(path, mode)
-        return readers[key]
-
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(gguf, "GGUFReader", reader)
+    with gguf_decoded_once():
         yield
-    readers.clear()
 
 
 @pytest.fixture(scope="session")

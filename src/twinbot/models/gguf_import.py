@@ -166,13 +166,13 @@ def gguf_decoded_once() -> Iterator[None]:
     import gguf
 
     decode, name_map = gguf.GGUFReader, gguf.get_tensor_name_map
-    readers: dict[tuple[str, int, int], gguf.GGUFReader] = {}
+    readers: dict[tuple[str, int, int, int], gguf.GGUFReader] = {}
 
     def reader(path: os.PathLike[str] | str, mode: str = "r") -> gguf.GGUFReader:
         if mode != "r":
             return decode(path, mode)
         stat = os.stat(path)
-        key = (os.path.realpath(path), stat.st_size, stat.st_mtime_ns)
+        key = (os.path.realpath(path), stat.st_ino, stat.st_size, stat.st_mtime_ns)
         if key not in readers:
             readers[key] = decode(path, mode)
         return readers[key]
