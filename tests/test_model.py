@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import struct
 import threading
 from pathlib import Path
 
@@ -82,6 +83,33 @@ def test_gguf_header_reader_finds_pre_tokenizer(tmp_path: Path) -> None:
     junk = tmp_path / "junk.gguf"
     junk.write_bytes(b"not a gguf file")
     assert gguf_import.gguf_string_field(junk, "tokenizer.ggml.pre") is None
+
+
+def _gguf_header(fields: bytes, field_count: int) -> bytes:
+    return b"GGUF" + struct.pack("<IQQ", 3, 0, field_count) + fields
+
+
+def _gguf_key(name: str, value_type: int) -> bytes:
+    return struct.pack("<Q", len(name)) + name.encode() + struct.pack("<I", value_type)
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        _gguf_header(b"", 2**63),  # more fields than the file has bytes
+        _gguf_header(struct.pack("<Q", 2**62) + b"key", 1),  # a key longer than the file
+        _gguf_header(_gguf_key("a", 8) + struct.pack("<Q", 2**60), 1),  # a string value longer than the file
+        _gguf_header(_gguf_key("a", 9) + struct.pack("<IQ", 8, 2**40), 1),  # 2**40 strings in a tiny file
+        _gguf_header(_gguf_key("a", 9) + struct.pack("<IQ", 6, 2**61), 2),  # a huge scalar array
+        _gguf_header(_gguf_key("a", 9) + struct.pack("<IQ", 9, 1) * 10_000, 1),  # arrays nested 10,000 deep
+        _gguf_header(_gguf_key("a", 77), 1),  # an unknown value type
+    ],
+    ids=["fields", "key", "string", "string-array", "scalar-array", "nesting", "type"],
+)
+def test_gguf_header_reader_survives_crafted_headers(tmp_path: Path, header: bytes) -> None:
+    crafted = tmp_path / "crafted.gguf"
+    crafted.write_bytes(header)
+    assert gguf_import.gguf_string_field(crafted, "tokenizer.ggml.pre") is None
 
 
 # --- import mechanics (fake writer: fast, exercises the atomic publish) ------------------------------

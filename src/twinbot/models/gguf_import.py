@@ -75,49 +75,74 @@ def is_complete_import(out_dir: Path) -> bool:
 
 _GGUF_SCALAR_SIZES = {0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8}
 _GGUF_STRING, _GGUF_ARRAY = 8, 9
+_GGUF_MAX_NESTING = 4  # arrays of arrays: real files use one level
+
+
+class _BadHeader(Exception):
+    pass
 
 
 def gguf_string_field(gguf_path: Path, wanted: str) -> str | None:
-    """One string from a GGUF header, read by skipping the other fields.
+    """One string from a GGUF header, read by skipping the other fields; None when absent or unreadable.
 
-    gguf.GGUFReader decodes every field (the 49k-token vocabulary included), which costs seconds.
+    gguf.GGUFReader decodes every field (the 49k-token vocabulary included), which costs seconds. The file
+    may be crafted: every length and count is checked against the bytes left in the file before it is
+    used, nesting is bounded, and the loops over items run only as long as each item takes bytes.
     """
 
     def read(fh: BinaryIO, fmt: str) -> Any:
         size = struct.calcsize(fmt)
         data = fh.read(size)
         if len(data) != size:
-            raise EOFError
+            raise _BadHeader
         return struct.unpack(fmt, data)[0]
 
-    def read_string(fh: BinaryIO) -> bytes:
-        return fh.read(read(fh, "<Q"))
+    def skip(fh: BinaryIO, size: int) -> None:
+        if size > file_size - fh.tell():
+            raise _BadHeader
+        fh.seek(size, os.SEEK_CUR)
 
-    def skip_value(fh: BinaryIO, value_type: int) -> None:
+    def read_string(fh: BinaryIO) -> bytes:
+        size = read(fh, "<Q")
+        if size > file_size - fh.tell():
+            raise _BadHeader
+        return fh.read(size)
+
+    def skip_value(fh: BinaryIO, value_type: int, depth: int = 0) -> None:
         if value_type == _GGUF_STRING:
-            fh.seek(read(fh, "<Q"), os.SEEK_CUR)
+            skip(fh, read(fh, "<Q"))
         elif value_type == _GGUF_ARRAY:
             item_type, count = read(fh, "<I"), read(fh, "<Q")
             if item_type in _GGUF_SCALAR_SIZES:
-                fh.seek(_GGUF_SCALAR_SIZES[item_type] * count, os.SEEK_CUR)
+                skip(fh, _GGUF_SCALAR_SIZES[item_type] * count)
+            elif depth >= _GGUF_MAX_NESTING or item_type not in (_GGUF_STRING, _GGUF_ARRAY):
+                raise _BadHeader
+            elif count > (file_size - fh.tell()) // 8:  # each string or array item takes at least 8 bytes
+                raise _BadHeader
             else:
                 for _ in range(count):
-                    skip_value(fh, item_type)
+                    skip_value(fh, item_type, depth + 1)
+        elif value_type in _GGUF_SCALAR_SIZES:
+            skip(fh, _GGUF_SCALAR_SIZES[value_type])
         else:
-            fh.seek(_GGUF_SCALAR_SIZES[value_type], os.SEEK_CUR)
+            raise _BadHeader
 
     try:
+        file_size = gguf_path.stat().st_size
         with open(gguf_path, "rb") as fh:
             if fh.read(4) != b"GGUF" or read(fh, "<I") < 2:
                 return None
             read(fh, "<Q")  # tensor count
-            for _ in range(read(fh, "<Q")):
+            field_count = read(fh, "<Q")
+            if field_count > (file_size - fh.tell()) // 12:  # a key length and a type at least
+                return None
+            for _ in range(field_count):
                 key = read_string(fh).decode("utf-8", errors="replace")
                 value_type = read(fh, "<I")
                 if key == wanted and value_type == _GGUF_STRING:
                     return read_string(fh).decode("utf-8", errors="replace")
                 skip_value(fh, value_type)
-    except (OSError, EOFError, KeyError, struct.error):
+    except (OSError, _BadHeader, struct.error):
         return None
     return None
 
