@@ -48,6 +48,13 @@ def test_several_message_reply_shows_as_several_lines(tokenizer: Any) -> None:
     assert session.history == [ChatTurn("user", "hi"), ChatTurn("assistant", "hey\nwhat's up\nlol")]
 
 
+def test_the_repl_shows_no_terminal_control_sequences(tokenizer: Any) -> None:
+    lm = scripted_lm(tokenizer, ["ok \x1b]0;pwned\x07\x1b[2J\rred\x9b31m \u202eevil\tfine<|im_end|>"])
+    out, _, session = repl(lm, "hi\n")
+    assert out == f"{REPLY_PREFIX}ok ]0;pwned[2Jred31m evil\tfine\n"
+    assert session.history[-1].content.startswith("ok \x1b]0;")  # the history keeps what the model said
+
+
 def test_the_repl_never_writes_the_other_side(tokenizer: Any) -> None:
     lm = scripted_lm(tokenizer, ["sure\n", "<|", "im_start|>user\nand then I said"], filler=" more")
     out, _, session = repl(lm, "tell me\n")

@@ -58,7 +58,7 @@ class ChatSession:
         try:
             for piece in stream_reply(self.lm, self.messages(), self.settings):
                 reply += piece
-                out.write(piece.replace("\n", "\n" + REPLY_PREFIX))
+                out.write(for_terminal(piece).replace("\n", "\n" + REPLY_PREFIX))
                 out.flush()
         except KeyboardInterrupt:
             out.write(" [stopped]")
@@ -82,6 +82,26 @@ class ChatSession:
 
     def reset(self) -> None:
         self.history.clear()
+
+
+# Model output can hold any character it saw in training; these would drive the terminal rather than show:
+# C0 controls but tab and newline (ESC starts colour, cursor and title sequences; CR overwrites the line),
+# DEL, C1 controls (U+009B is a one-character CSI) and the bidirectional overrides that reorder text.
+_TERMINAL_CONTROLS = dict.fromkeys(
+    [
+        *range(0x00, 0x09),
+        *range(0x0B, 0x20),
+        0x7F,
+        *range(0x80, 0xA0),
+        *range(0x202A, 0x202F),
+        *range(0x2066, 0x206A),
+    ]
+)
+
+
+def for_terminal(text: str) -> str:
+    """`text` without the characters a terminal would act on instead of showing."""
+    return text.translate(_TERMINAL_CONTROLS)
 
 
 def run_repl(
