@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
 from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
 
 from support.data import build_conversations, session_bounds
 from twinbot.data.chat_order import sort_chat, time_key
@@ -166,6 +170,25 @@ def test_conversation_ids_are_stable_and_do_not_leak_the_chat_id() -> None:
     assert a == conversation_id("whatsapp", "Chat with +44 7700 900123", 0)
     assert a != conversation_id("whatsapp", "Chat with +44 7700 900123", 1)
     assert "7700" not in a
+
+
+def test_conversation_ids_are_keyed_by_a_user_only_secret(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import hashlib
+
+    chat = "Chat with +44 7700 900123"
+    monkeypatch.setenv("TWINBOT_CACHE", str(tmp_path / "one"))
+    first = conversation_id("whatsapp", chat, 0)
+    assert not hashlib.sha256(f"whatsapp\0{chat}".encode()).hexdigest().startswith(first.split("-")[0])
+    key = tmp_path / "one" / "keys" / "conversation-ids.key"
+    assert len(key.read_bytes()) == 32
+    if os.name != "nt":
+        assert key.stat().st_mode & 0o777 == 0o600
+    monkeypatch.setenv("TWINBOT_CACHE", str(tmp_path / "two"))  # another user, another key
+    assert conversation_id("whatsapp", chat, 0) != first
+    monkeypatch.setenv("TWINBOT_CACHE", str(tmp_path / "one"))
+    assert conversation_id("whatsapp", chat, 0) == first
 
 
 def test_one_pass_splitting_agrees_with_session_bounds_on_random_chats() -> None:

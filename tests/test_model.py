@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from support.tiny import make_tiny_model
+from twinbot import fileio
 from twinbot.errors import TwinbotError
 from twinbot.finetune.lora import apply_lora
 from twinbot.models import gguf_import
@@ -46,7 +47,7 @@ def test_cache_dir_defaults(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> 
     monkeypatch.delenv("TWINBOT_CACHE")
     monkeypatch.setenv("HOME", str(tmp_path))
     assert cache_dir() == tmp_path / ".cache" / "twinbot"
-    monkeypatch.setattr(gguf_import, "_on_windows", lambda: True)
+    monkeypatch.setattr(fileio, "on_windows", lambda: True)
     monkeypatch.setenv("LOCALAPPDATA", str(tmp_path / "Local"))
     assert cache_dir() == tmp_path / "Local" / "twinbot"
 

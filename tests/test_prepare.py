@@ -23,7 +23,7 @@ from twinbot.data.prepare import (
 )
 from twinbot.data.records import Message, MessageKind, Sample
 from twinbot.errors import TwinbotError
-from twinbot.fileio import OUTPUT_MARKER
+from twinbot.fileio import OUTPUT_MARKER, keyed_digest
 
 FIXTURE = Path(__file__).parent / "fixtures" / "prepare" / "chats.jsonl"
 T0 = datetime(2024, 1, 1, 9, 0, 3, tzinfo=UTC)
@@ -115,11 +115,14 @@ def test_phone_number_display_names_are_scrubbed_in_samples(tmp_path: Path) -> N
     ]
     options = PrepareOptions(me=["Sam"], out=tmp_path / "data")
     data = prepare_messages(messages, options)
-    assert "+44 7700 900123" in [a.author for a in data.stats.authors]  # the report is the user's own
+    assert "<PHONE>" in [a.author for a in data.stats.authors]
     write_outputs(data, options)
     written = (tmp_path / "data" / "train.jsonl").read_text(encoding="utf-8")
     assert "<PHONE>: who's in?\\nJo: me" in written
     assert "7700" not in written
+    report = (tmp_path / "data" / "report.json").read_text(encoding="utf-8")
+    assert "<PHONE>" in report  # the report names authors the way the samples do
+    assert "7700" not in report
 
 
 def test_no_scrub_keeps_the_text() -> None:
@@ -275,7 +278,12 @@ def test_write_outputs_creates_all_files_and_a_complete_report(tmp_path: Path) -
         assert key in report, key
     assert report["sessions"] == 10
     assert report["samples_train"] + report["samples_eval"] == 20
-    assert report["authors"][0] == {"author_id": "u-sam", "author": "Sam", "messages": 20}
+    assert report["authors"][0] == {
+        "author_key": keyed_digest("author-ids", "u-sam"),
+        "author": "Sam",
+        "messages": 20,
+    }
+    assert "u-sam" not in json.dumps(report)
     assert "token_lengths" not in report
     for sample in read_samples(out / "train.jsonl") + read_samples(out / "eval.jsonl"):
         assert sample.messages[0].role == "system"

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import hmac
 import json
 import os
+import secrets
 import shutil
 import tempfile
 from collections.abc import Iterable, Iterator
@@ -19,6 +22,75 @@ USER_ONLY_DIR = 0o700
 # In every output folder of prepare and export: --overwrite replaces a folder only when it carries this
 # file, so a mistyped --out (a home or documents folder) is never deleted.
 OUTPUT_MARKER = ".twinbot-output"
+
+
+def on_windows() -> bool:
+    return os.name == "nt"
+
+
+def cache_dir() -> Path:
+    """`$TWINBOT_CACHE`, else `~/.cache/twinbot` (`%LOCALAPPDATA%/twinbot` on Windows)."""
+    override = os.environ.get("TWINBOT_CACHE")
+    if override:
+        return Path(override).expanduser()
+    if on_windows():
+        local = os.environ.get("LOCALAPPDATA")
+        base = Path(local) if local else Path.home() / "AppData" / "Local"
+        return base / "twinbot"
+    return Path.home() / ".cache" / "twinbot"
+
+
+def keyed_digest(purpose: str, *parts: str, length: int = 16) -> str:
+    """An opaque id for `parts`: HMAC-SHA256 under this user's secret key for `purpose`.
+
+    Chat ids and author ids can be phone numbers, which a plain hash does not hide (there are few enough
+    to try them all); without the key, which stays in the user's cache folder, no guess can be tested.
+    The same machine gives the same ids for the same input, so outputs stay reproducible.
+    """
+    message = "\0".join(parts).encode("utf-8", errors="surrogatepass")
+    return hmac.new(_secret_key(purpose), message, hashlib.sha256).hexdigest()[:length]
+
+
+_KEYS: dict[tuple[Path, str], bytes] = {}
+
+
+def _secret_key(purpose: str) -> bytes:
+    path = cache_dir() / "keys" / f"{purpose}.key"
+    key = _KEYS.get((path, purpose))
+    if key is None:
+        key = _KEYS[(path, purpose)] = _read_or_create_key(path)
+    return key
+
+
+def _read_or_create_key(path: Path) -> bytes:
+    for _ in range(3):
+        try:
+            key = path.read_bytes()
+            if len(key) == 32:
+                return key
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            raise TwinbotError(
+                f"cannot read the key file ({exc.strerror}); check its permissions", path
+            ) from exc
+        path.parent.mkdir(parents=True, exist_ok=True)
+        make_user_only(path.parent)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
+        tmp = Path(tmp_name)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(secrets.token_bytes(32))
+            make_user_only(tmp)
+            try:  # link, not rename: when two processes race, the first key stays and both use it
+                os.link(tmp, path)
+            except FileExistsError:
+                continue
+            except OSError:
+                os.replace(tmp, path)  # a file system without hard links
+        finally:
+            tmp.unlink(missing_ok=True)
+    return path.read_bytes()
 
 
 def make_user_only(path: Path) -> None:

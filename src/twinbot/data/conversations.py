@@ -13,11 +13,11 @@ burst of messages sent at most `style_turn_gap_minutes` apart.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
 from twinbot.data.records import Conversation, Message, Turn
+from twinbot.fileio import keyed_digest
 
 STYLE_ONLY_PLATFORMS: frozenset[str] = frozenset({"discord-package"})
 
@@ -32,8 +32,9 @@ class SessionOptions:
 
 
 def chat_digest(platform: str, chat_id: str) -> str:
-    """Stable, opaque chat id: chat ids can hold names or phone numbers, so they are hashed, never written."""
-    return hashlib.sha256(f"{platform}\0{chat_id}".encode()).hexdigest()[:16]
+    """Stable, opaque chat id: chat ids can hold names or phone numbers, so they are never written; the
+    digest is keyed with the user's own secret (fileio.keyed_digest), so they cannot be guessed back."""
+    return keyed_digest("conversation-ids", platform, chat_id)
 
 
 def conversation_id(platform: str, chat_id: str, index: int) -> str:

@@ -37,7 +37,7 @@ from twinbot.data.scrub import PII_TYPES, Scrubber
 from twinbot.data.sources import ParseOptions, parse_path
 from twinbot.data.sources.common import gc_paused
 from twinbot.errors import TwinbotError
-from twinbot.fileio import atomic_dir, check_output_dir, write_json
+from twinbot.fileio import atomic_dir, check_output_dir, keyed_digest, write_json
 
 TOP_AUTHORS_SHOWN = 10
 _TOKEN_COUNT_BATCH = 512  # samples tokenized together for the length statistics
@@ -109,6 +109,19 @@ class AuthorCount:
         return {"author_id": self.author_id, "author": self.author, "messages": self.messages}
 
 
+@dataclass(frozen=True, slots=True)
+class ReportedAuthor:
+    """An author as report.json shows them: the name scrubbed as in the samples, the id as a keyed digest
+    (ids can be phone numbers or account ids; the report may travel with the data)."""
+
+    author_key: str
+    author: str
+    messages: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {"author_key": self.author_key, "author": self.author, "messages": self.messages}
+
+
 class PersonaNotFound(TwinbotError):
     """--me is missing or matches nobody; `authors` holds the most active authors to choose from."""
 
@@ -126,7 +139,7 @@ class PrepareStats:
     dropped_persona: dict[str, int] = field(default_factory=dict)
     pii: dict[str, int] = field(default_factory=dict)
     persona_messages: int = 0
-    authors: list[AuthorCount] = field(default_factory=list)
+    authors: list[ReportedAuthor] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -254,7 +267,9 @@ class _Tally:
     kept: int = 0
     persona_kept: int = 0
 
-    def stats(self, me_ids: frozenset[str], authors: list[AuthorCount], pii: dict[str, int]) -> PrepareStats:
+    def stats(
+        self, me_ids: frozenset[str], authors: list[ReportedAuthor], pii: dict[str, int]
+    ) -> PrepareStats:
         dropped = dict.fromkeys(DROP_REASONS, 0)
         dropped_persona = dict.fromkeys(DROP_REASONS, 0)
         for (reason, style_only, author_id), n in self.drops.items():
@@ -290,7 +305,11 @@ def _prepare_messages(messages: Iterable[Message], options: PrepareOptions) -> P
         persona = names_scrubber.scrub(persona)
     conversations = _chats_to_conversations(chats, me_ids, keep.options, sessions, tally)
     pii = dict(scrubber.counts) if scrubber is not None else dict.fromkeys(PII_TYPES, 0)
-    stats = tally.stats(me_ids, authors, pii)
+    reported = [
+        ReportedAuthor(keyed_digest("author-ids", a.author_id), names_scrubber.scrub(a.author), a.messages)
+        for a in authors
+    ]
+    stats = tally.stats(me_ids, reported, pii)
     if tally.kept == 0:
         raise TwinbotError(
             f"all {tally.read} messages were filtered out "

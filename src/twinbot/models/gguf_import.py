@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 import torch
 
 from twinbot.errors import TwinbotError, one_line
-from twinbot.fileio import USER_ONLY_DIR, make_user_only, write_json
+from twinbot.fileio import USER_ONLY_DIR, cache_dir, make_user_only, write_json
 from twinbot.models.tokenizers import finish_tokenizer
 
 if TYPE_CHECKING:
@@ -41,22 +41,6 @@ LOAD_HINT = "pass --model with a local folder or .gguf file"
 # BPE (SmolLM / StarCoder family). transformers' GGUF converter builds a plain GPT-2 byte-level
 # pre-tokenizer for them, which differs from the original tokenizer on inputs like " 5".
 _DIGIT_SPLITTING_PRE_TOKENIZERS = {"smollm", "starcoder", "refact"}
-
-
-def _on_windows() -> bool:
-    return os.name == "nt"
-
-
-def cache_dir() -> Path:
-    """`$TWINBOT_CACHE`, else `~/.cache/twinbot` (`%LOCALAPPDATA%/twinbot` on Windows)."""
-    override = os.environ.get("TWINBOT_CACHE")
-    if override:
-        return Path(override).expanduser()
-    if _on_windows():
-        local = os.environ.get("LOCALAPPDATA")
-        base = Path(local) if local else Path.home() / "AppData" / "Local"
-        return base / "twinbot"
-    return Path.home() / ".cache" / "twinbot"
 
 
 def imported_dir_for(gguf_path: Path) -> Path:
@@ -115,11 +99,11 @@ def gguf_string_field(gguf_path: Path, wanted: str) -> str | None:
             item_type, count = read(fh, "<I"), read(fh, "<Q")
             if item_type in _GGUF_SCALAR_SIZES:
                 skip(fh, _GGUF_SCALAR_SIZES[item_type] * count)
-            elif depth >= _GGUF_MAX_NESTING or item_type not in (_GGUF_STRING, _GGUF_ARRAY):
-                raise _BadHeader
-            elif count > (file_size - fh.tell()) // 8:  # each string or array item takes at least 8 bytes
-                raise _BadHeader
             else:
+                nested = item_type in (_GGUF_STRING, _GGUF_ARRAY) and depth < _GGUF_MAX_NESTING
+                # each string or array item takes at least 8 bytes
+                if not nested or count > (file_size - fh.tell()) // 8:
+                    raise _BadHeader
                 for _ in range(count):
                     skip_value(fh, item_type, depth + 1)
         elif value_type in _GGUF_SCALAR_SIZES:
