@@ -288,3 +288,25 @@ def test_the_reported_slow_inputs_are_fast_where_the_code_uses_them(budget: floa
     assert whatsapp._classify("fine  <This message was edited>") == ("text", "fine")
     assert whatsapp._is_notice_name('Ann changed the subject to "Trip: day 2')
     assert not whatsapp._is_notice_name("Ann changed")
+
+
+@pytest.mark.parametrize(
+    "unit",
+    [
+        "203.0.113.7 ",
+        "a@b.co ",
+        "+44 20 7946 0958, ",
+        "4111 1111 1111 1111; ",
+        "https://x.example/5551234567 ",
+    ],
+    ids=["ip", "email", "phone", "card-and-phone", "urls"],
+)
+def test_scrubbing_a_line_full_of_matches_is_linear(unit: str, budget: float) -> None:
+    """Scrub's own work per line (URL checks, overlap resolution) grows with the line, not with the square
+    of its number of matches: ~200,000 characters, tens of thousands of matches."""
+    from twinbot.data.scrub import find_pii
+
+    line = unit * (200_000 // len(unit))
+    found: list[object] = []
+    run_within(8 * budget, lambda: found.extend(find_pii(line)))
+    assert len(found) >= (0 if unit.startswith("https") else line.count(unit))

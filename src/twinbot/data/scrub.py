@@ -176,11 +176,20 @@ def _looks_random(token: str) -> bool:
     return has_upper and has_lower and has_digit and _class_changes(body) >= 0.4
 
 
-def _inside(spans: list[tuple[int, int]], start: int, end: int) -> bool:
-    return any(s < end and start < e for s, e in spans)
+def _inside(urls: bytearray | None, start: int, end: int) -> bool:
+    """Whether [start, end) touches a URL; `urls` marks URL characters with 1 (None: no URL in the text).
+    The cost is the span's length, so checking every match of a line stays linear in the line."""
+    return urls is not None and urls.find(1, start, end) >= 0
 
 
-def _iter_secret(text: str, urls: list[tuple[int, int]]) -> Iterator[PiiSpan]:
+def _mark(spans: Iterator[tuple[int, int]], size: int) -> bytearray:
+    marks = bytearray(size)
+    for start, end in spans:
+        marks[start:end] = b"\x01" * (end - start)
+    return marks
+
+
+def _iter_secret(text: str, urls: bytearray | None) -> Iterator[PiiSpan]:
     for m in _SECRET_PREFIXED.finditer(text):
         yield PiiSpan(m.start(), m.end(), "SECRET")
     for m in _SECRET_HEX.finditer(text):
@@ -213,7 +222,7 @@ def _iter_iban(text: str) -> Iterator[PiiSpan]:
             yield PiiSpan(m.start(), pos, "IBAN")
 
 
-def _iter_card(text: str, urls: list[tuple[int, int]]) -> Iterator[PiiSpan]:
+def _iter_card(text: str, urls: bytearray | None) -> Iterator[PiiSpan]:
     for m in _CARD.finditer(text):
         digits = re.sub(r"\D", "", m.group())
         if 13 <= len(digits) <= 19 and _luhn_ok(digits) and not _inside(urls, m.start(), m.end()):
@@ -237,7 +246,7 @@ def _iter_ipv6(text: str) -> Iterator[PiiSpan]:
         yield PiiSpan(m.start(), m.end(), "IP")
 
 
-def _iter_phone(text: str, urls: list[tuple[int, int]]) -> Iterator[PiiSpan]:
+def _iter_phone(text: str, urls: bytearray | None) -> Iterator[PiiSpan]:
     for m in _PHONE_INTL.finditer(text):
         raw = m.group()
         if raw.startswith("00") and _SEPARATORS.search(raw) is None:
@@ -264,9 +273,9 @@ def find_pii(text: str) -> list[PiiSpan]:
     if not (has_at or has_digit or long_enough or maybe_ipv6):
         return []
     urls = (
-        [m.span() for m in _URL.finditer(text)]
+        _mark((m.span() for m in _URL.finditer(text)), len(text))
         if ("http" in text or "www." in text or "HTTP" in text or "WWW." in text)
-        else []
+        else None
     )
     found: list[PiiSpan] = []
     if long_enough:
@@ -284,11 +293,15 @@ def find_pii(text: str) -> list[PiiSpan]:
         found.extend(_iter_ipv4(text))
     if len(found) <= 1:
         return found
+    # Overlaps: the lower rank wins, then the longer span. Each span is checked against the characters
+    # already taken, so resolving costs the total length of the matches, not their count squared.
     found.sort(key=lambda s: (_RANK[s.type], -(s.end - s.start), s.start))
+    taken = bytearray(len(text))
     chosen: list[PiiSpan] = []
     for span in found:
-        if all(span.end <= c.start or c.end <= span.start for c in chosen):
+        if taken.find(1, span.start, span.end) < 0:
             chosen.append(span)
+            taken[span.start : span.end] = b"\x01" * (span.end - span.start)
     chosen.sort(key=lambda s: s.start)
     return chosen
 
