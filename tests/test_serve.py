@@ -392,6 +392,68 @@ class _Dummy:
         pass
 
 
+def test_api_key_comes_from_exactly_one_of_flag_file_and_environment(tmp_path: Path) -> None:
+    from twinbot.bot.serve import api_key_from
+
+    key_file = tmp_path / "key.txt"
+    key_file.write_text("  file-secret-1  \nsecond line is ignored\n", encoding="utf-8")
+    assert api_key_from(None, None, {}) is None
+    assert api_key_from(None, None, {"TWINBOT_API_KEY": ""}) is None  # empty: not set
+    assert api_key_from(" flag-secret-2 ", None, {}) == "flag-secret-2"
+    assert api_key_from(None, key_file, {}) == "file-secret-1"
+    assert api_key_from(None, None, {"TWINBOT_API_KEY": "env-secret-3\n"}) == "env-secret-3"
+    blank_first_line = tmp_path / "blank.txt"
+    blank_first_line.write_text("\nfile-secret-4\n", encoding="utf-8")
+    with_spaces = tmp_path / "spaces.txt"
+    with_spaces.write_text("two words\n", encoding="utf-8")
+    refusals = {
+        "more than once (--api-key and TWINBOT_API_KEY)": ("flag-secret-2", None, "env-secret-3"),
+        "more than once (--api-key and --api-key-file)": ("flag-secret-2", key_file, None),
+        "more than once (--api-key-file and TWINBOT_API_KEY)": (None, key_file, "env-secret-3"),
+        "--api-key is empty": ("  ", None, None),
+        "the first line of --api-key-file is empty": (None, blank_first_line, None),
+        "cannot read the API key file": (None, tmp_path / "missing.txt", None),
+        "printable ASCII without spaces": (None, with_spaces, None),
+    }
+    for expected, (flag, path, env) in refusals.items():
+        environ = {} if env is None else {"TWINBOT_API_KEY": env}
+        with pytest.raises(TwinbotError) as caught:
+            api_key_from(flag, path, environ)
+        message = str(caught.value)
+        assert expected in message and "\n" not in message
+        assert not any(secret in message for secret in ("secret-2", "secret-3", "secret-4", "two words"))
+    with pytest.raises(TwinbotError, match="cannot read the API key file"):
+        api_key_from(None, tmp_path, {})  # a folder
+
+
+def test_cli_serve_reads_the_key_file_and_refuses_two_sources(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import uvicorn
+
+    import twinbot.bot.loading
+    import twinbot.bot.serve
+    from twinbot.cli import app
+
+    apps: list[object] = []
+    monkeypatch.setattr(twinbot.bot.loading, "load_for_inference", lambda spec, device="auto": FakeEngine())
+    monkeypatch.setattr(twinbot.bot.serve, "_listen", lambda host, port: _Dummy())
+    monkeypatch.setattr(twinbot.bot.serve, "create_app", lambda lm, **kwargs: apps.append(kwargs) or object())
+    monkeypatch.setattr(uvicorn.Server, "run", lambda self, sockets=None: None)
+    monkeypatch.delenv("TWINBOT_API_KEY", raising=False)
+    key_file = tmp_path / "key.txt"
+    key_file.write_text("file-secret-5\n", encoding="utf-8")
+    result = CliRunner().invoke(app, ["serve", "some-run", "--api-key-file", str(key_file)])
+    assert result.exit_code == 0, result.output
+    assert apps[-1]["api_key"] == "file-secret-5"  # type: ignore[index]
+    assert "API key: set" in result.output and "file-secret-5" not in result.output
+    monkeypatch.setenv("TWINBOT_API_KEY", "env-secret-6")
+    both = CliRunner().invoke(app, ["serve", "some-run", "--api-key-file", str(key_file)])
+    assert isinstance(both.exception, TwinbotError) and len(apps) == 1
+    assert "--api-key-file and TWINBOT_API_KEY" in str(both.exception)
+    assert "secret" not in both.output and "secret" not in str(both.exception)
+
+
 def test_real_model_streams_the_same_reply_as_a_plain_request(tiny_model_dir: Path) -> None:
     from twinbot.bot.generate import build_prompt_ids
     from twinbot.bot.loading import load_for_inference

@@ -410,9 +410,18 @@ def serve(
         str | None,
         typer.Option(
             "--api-key",
-            envvar="TWINBOT_API_KEY",
             show_default=False,
-            help="Require `Authorization: Bearer KEY` on API requests.",
+            help="Require `Authorization: Bearer KEY` on API requests. Other users of this machine can read "
+            "command lines: prefer the TWINBOT_API_KEY environment variable or --api-key-file.",
+        ),
+    ] = None,
+    api_key_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--api-key-file",
+            metavar="PATH",
+            show_default=False,
+            help="Read the API key from the first line of this file (instead of --api-key).",
         ),
     ] = None,
     max_concurrent: Annotated[int, typer.Option("--max-concurrent", help="Generations running at once.")] = 2,
@@ -445,6 +454,7 @@ def serve(
         host=host,
         port=port,
         api_key=api_key,
+        api_key_file=api_key_file,
         max_concurrent=max_concurrent,
         max_queue=max_queue,
         device=device,

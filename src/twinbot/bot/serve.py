@@ -23,8 +23,9 @@ import os
 import socket
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from fastapi import FastAPI, Request
@@ -41,7 +42,7 @@ from twinbot.bot.openai_api import (
     validation_message,
 )
 from twinbot.data.records import ChatTurn
-from twinbot.errors import TwinbotError
+from twinbot.errors import TwinbotError, one_line
 
 if TYPE_CHECKING:
     from twinbot.bot.generate import GenerationSettings
@@ -705,6 +706,51 @@ class ServerThread:
         self.socket.close()
 
 
+def api_key_from(
+    flag: str | None, key_file: Path | None, environ: Mapping[str, str] = os.environ
+) -> str | None:
+    """The API key from exactly one of --api-key, --api-key-file and TWINBOT_API_KEY; None when none is
+    given (an empty TWINBOT_API_KEY counts as not set). The key itself never appears in an error."""
+    env_key = environ.get(API_KEY_ENV) or None
+    sources = [
+        name
+        for name, value in (("--api-key", flag), ("--api-key-file", key_file), (API_KEY_ENV, env_key))
+        if value is not None
+    ]
+    if len(sources) > 1:
+        raise TwinbotError(
+            f"the API key is given more than once ({' and '.join(sources)}); give it one way only "
+            f"({API_KEY_ENV} or --api-key-file keep it out of the process list)"
+        )
+    if key_file is not None:
+        key = _first_line(key_file)
+    elif flag is not None or env_key is not None:
+        key = (flag if flag is not None else env_key or "").strip()
+    else:
+        return None
+    if not key:
+        where = "the first line of --api-key-file" if key_file is not None else sources[0]
+        raise TwinbotError(f"{where} is empty; give the key there, or no key at all to serve without one")
+    if not (key.isascii() and key.isprintable()) or " " in key:
+        raise TwinbotError(
+            f"the API key from {sources[0]} must be printable ASCII without spaces (clients send it in an "
+            "HTTP header)"
+        )
+    return key
+
+
+def _first_line(path: Path) -> str:
+    try:
+        with path.open(encoding="utf-8") as file:
+            return file.readline(4096).strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else one_line(exc)
+        raise TwinbotError(
+            f"cannot read the API key file: {reason}; give --api-key-file a readable UTF-8 text file",
+            path=path,
+        ) from None
+
+
 def run_serve(
     run: str,
     host: str = DEFAULT_HOST,
@@ -715,19 +761,21 @@ def run_serve(
     device: str = "auto",
     allow_hosts: Sequence[str] = (),
     insecure_no_auth: bool = False,
+    api_key_file: Path | None = None,
 ) -> None:
-    """`twinbot serve`: load RUN (or any spec load_for_inference accepts) and serve it until Ctrl-C."""
+    """`twinbot serve`: load RUN (or any spec load_for_inference accepts) and serve it until Ctrl-C.
+    The API key comes from `api_key` (--api-key), `api_key_file` or TWINBOT_API_KEY: one of them at most."""
     import uvicorn
 
     from twinbot.bot.loading import load_for_inference
 
     if not 1 <= port <= 65535:
         raise TwinbotError("--port must be between 1 and 65535")
-    api_key = api_key or None
+    api_key = api_key_from(api_key, api_key_file)
     if not is_loopback(host) and api_key is None and not insecure_no_auth:
         raise TwinbotError(
             f"listening on {host} without an API key would let anyone who reaches this machine question a "
-            f"model of your private chats; set {API_KEY_ENV} (or --api-key), or pass --insecure-no-auth"
+            f"model of your private chats; set {API_KEY_ENV} (or --api-key-file), or pass --insecure-no-auth"
         )
     Admission(max_concurrent, max_queue)  # validate the limits before the slow model load
     listener = _listen(host, port)  # a taken port fails at once, not after loading the model
@@ -746,7 +794,7 @@ def run_serve(
         if not is_loopback(host) and api_key is None:
             print(
                 f"warning: listening on {host} without an API key: anyone who can reach this machine can "
-                f"use the model; set --api-key or {API_KEY_ENV}"
+                f"use the model; set {API_KEY_ENV} or --api-key-file"
             )
         logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s")
         server = uvicorn.Server(
