@@ -7,10 +7,14 @@ Python process so the peak RSS belongs to that run alone:
   parse    every record of `twinbot.data.sources.parse_path(file)` consumed (what `twinbot parse` reads)
   prepare  `twinbot.data.prepare.run_prepare` for the persona Juno (what `twinbot prepare --me Juno` does),
            outputs written to a scratch folder and removed afterwards
+  salted   prepare again on a copy of each export where `--salt` messages (default 1,000, spread evenly)
+           carry adversarial text: the inputs that made the link filter backtrack exponentially, the
+           WhatsApp notice and edited-marker checks quadratic, and scrub's overlap resolution quadratic
 
 and prints a table (plus `--json PATH`) next to the targets: parse >= 100,000 messages/s, a full prepare
 of 1,000,000 messages in <= 30 s (the same rate, >= 33,333 messages/s, at other sizes; timed from the
-call, without the interpreter start, which the `wall s` column includes), peak RSS <= 1.5 GB.
+call, without the interpreter start, which the `wall s` column includes), peak RSS <= 1.5 GB, and a
+salted prepare no slower than 1.2x the unsalted one.
 
     python bench/prepare.py --messages 20000          # quick check (seconds)
     python bench/prepare.py --json bench-prepare.json # the real thing (minutes; ~1 GB of scratch files)
@@ -32,6 +36,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -44,7 +49,10 @@ ME = ("Juno", "junebug")
 PARSE_TARGET_RATE = 100_000  # messages/s
 PREPARE_TARGET_SECONDS_PER_MILLION = 30.0
 RSS_TARGET_BYTES = int(1.5 * 1024**3)
+SALTED_TARGET_RATIO = 1.2
 DEFAULT_MESSAGES = 1_000_000
+DEFAULT_SALT = 1_000
+KINDS = ("parse", "prepare", "salted")
 SEED = 7
 
 
@@ -119,6 +127,73 @@ def generate_exports(folder: Path, messages: int) -> tuple[list[Export], float]:
     return exports, seconds if fresh else 0.0
 
 
+# --- salting: adversarial messages ----------------------------------------------------------------
+
+# Each one made some step of prepare slow before it was made linear; sizes a chat could hold. The ones aimed
+# at scrub stay under prepare's default --max-chars (2,000) so that they are kept and scrubbed.
+ADVERSARIAL_TEXTS: tuple[str, ...] = (
+    "www." * 2_000,  # link-only filter: exponential backtracking under fullmatch
+    "<https://x> " * 700 + "?",
+    "www." * 40 + "!",
+    "x" + " " * 8_000 + "<This message was edited>",  # WhatsApp edited marker: quadratic
+    "<" * 8_000 + ">",
+    "changed " * 1_000 + "x",  # WhatsApp notice names: quadratic
+    '"' + "hat " * 2_000,
+    "203.0.113.7 " * 160,  # scrub: hundreds of matches in one message
+    "+44 20 7946 0958, " * 100,
+    "4111 1111 1111 1111; " * 90,
+    "a@b.co " * 280,
+    "Ab1" * 650,
+    "1." * 990,
+    "::" * 990,
+    "0" * 1_990,
+    "http://" + "a" * 1_990,
+)
+
+
+def salted_path(path: Path) -> Path:
+    return path.with_name(f"{path.stem}-salted{path.suffix}")
+
+
+def message_lines(fmt: str, lines: Iterator[str]) -> Iterator[tuple[str, str | None]]:
+    """Each line with, for a line holding a text message's body, the part before the body (else None).
+    The generator writes one JSON field per line, and every WhatsApp message starts a line."""
+    discord_text = False  # the current Discord message is a plain or reply message, not a notice
+    for line in lines:
+        prefix = None
+        if fmt == "discord-json":
+            if line.startswith('      "type": '):
+                discord_text = line.strip() in ('"type": "Default",', '"type": "Reply",')
+            if discord_text and line.startswith('      "content": '):
+                prefix = line[: len('      "content": ')]
+        else:
+            head, sep, _ = line.partition(" - ")
+            author_end = line.find(": ", len(head) + len(sep))
+            if sep and head[:1].isdigit() and author_end > 0:
+                prefix = line[: author_end + 2]
+        yield line, prefix
+
+
+def salt_export(fmt: str, source: Path, target: Path, salt: int) -> int:
+    """Copy `source` to `target` with `salt` text messages, spread evenly, replaced by adversarial ones
+    (cycling through ADVERSARIAL_TEXTS); returns how many were replaced."""
+    with source.open(encoding="utf-8") as src:
+        texts = sum(1 for _, prefix in message_lines(fmt, src) if prefix is not None)
+    every = max(1, texts // salt)
+    seen = replaced = 0
+    with source.open(encoding="utf-8") as src, target.open("w", encoding="utf-8", newline="\n") as out:
+        for line, prefix in message_lines(fmt, src):
+            if prefix is not None:
+                seen += 1
+                if seen % every == 0 and replaced < salt:
+                    text = ADVERSARIAL_TEXTS[replaced % len(ADVERSARIAL_TEXTS)]
+                    body = json.dumps(text) + "," if fmt == "discord-json" else text
+                    line = f"{prefix}{body}\n"
+                    replaced += 1
+            out.write(line)
+    return replaced
+
+
 # --- one measured run (the worker, in its own process) ------------------------------------------------
 
 
@@ -140,10 +215,10 @@ def worker(kind: str, fmt: str, path: Path, scratch: Path, result: Path) -> None
         started = time.perf_counter()
         records = sum(1 for _ in parse_path(path))
         seconds = time.perf_counter() - started
-    else:
+    else:  # prepare, on the export or its salted copy
         from twinbot.data.prepare import PrepareOptions, run_prepare
 
-        out = scratch / f"prepare-{fmt}"
+        out = scratch / f"{kind}-{fmt}"
         started = time.perf_counter()
         report = run_prepare(PrepareOptions(paths=[path], me=list(ME), out=out, overwrite=True))
         seconds = time.perf_counter() - started
@@ -166,7 +241,7 @@ def _messages_read(report: object) -> int | None:
 
 @dataclass(slots=True)
 class Run:
-    benchmark: str  # "parse" | "prepare"
+    benchmark: str  # "parse" | "prepare" | "salted"
     format: str
     file: str
     file_bytes: int
@@ -233,6 +308,39 @@ def check_targets(run: Run) -> None:
     run.ok = all(passed for _, passed in checks)
 
 
+def salted_exports(exports: list[Export], salt: int) -> list[Export]:
+    """The exports with `salt` adversarial messages each (written beside them, reused when present)."""
+    salted = []
+    for export in exports:
+        target = salted_path(export.path)
+        stamp = target.with_suffix(".salt.json")
+        wanted = {
+            "salt": salt,
+            "source_bytes": export.bytes,
+            "source_mtime_ns": export.path.stat().st_mtime_ns,
+        }
+        if not (target.exists() and stamp.exists() and json.loads(stamp.read_text()) == wanted):
+            replaced = salt_export(export.name, export.path, target, salt)
+            if replaced != salt:
+                raise SystemExit(f"salted {replaced} messages of {export.path.name} instead of {salt}")
+            stamp.write_text(json.dumps(wanted))
+        salted.append(Export(export.name, target, export.messages, target.stat().st_size))
+    return salted
+
+
+def compare_salted(runs: list[Run]) -> None:
+    """Adds the salted/plain time ratio to each salted run's targets."""
+    plain = {r.format: r for r in runs if r.benchmark == "prepare" and r.error is None}
+    for run in runs:
+        base = plain.get(run.format)
+        if run.benchmark != "salted" or run.error is not None or base is None or not base.seconds:
+            continue
+        ratio = run.seconds / base.seconds
+        passed = ratio <= SALTED_TARGET_RATIO
+        run.targets[f"{ratio:.2f}x plain <= {SALTED_TARGET_RATIO}x"] = "ok" if passed else "MISSED"
+        run.ok = run.ok and passed
+
+
 def render_table(runs: list[Run]) -> str:
     header = (
         "benchmark",
@@ -284,11 +392,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--messages", type=int, default=DEFAULT_MESSAGES, help="messages per export")
     parser.add_argument("--data", type=Path, help="folder for the exports (default: a temp folder)")
     parser.add_argument("--keep", action="store_true", help="keep the exports (reused by the next run)")
-    parser.add_argument("--only", choices=("parse", "prepare"), help="run one benchmark only")
+    parser.add_argument("--only", choices=KINDS, help="run one benchmark only")
+    parser.add_argument(
+        "--salt", type=int, default=DEFAULT_SALT, help="adversarial messages in the salted copies (0: none)"
+    )
     parser.add_argument("--json", type=Path, help="also write the results as JSON to this file")
     parser.add_argument("--verbose", action="store_true", help="show the workers' own output")
     # internal: one measured run in a fresh process
-    parser.add_argument("--worker", choices=("parse", "prepare"), help=argparse.SUPPRESS)
+    parser.add_argument("--worker", choices=KINDS, help=argparse.SUPPRESS)
     parser.add_argument("--format", help=argparse.SUPPRESS)
     parser.add_argument("--scratch", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--result", type=Path, help=argparse.SUPPRESS)
@@ -307,13 +418,15 @@ def main(argv: list[str] | None = None) -> int:
         exports, generate_seconds = generate_exports(folder, args.messages)
         if generate_seconds:
             print(f"generated {len(exports)} exports in {generate_seconds:.1f} s into {folder}")
+        kinds = [k for k in KINDS if args.only in (None, k) and (k != "salted" or args.salt > 0)]
+        if "salted" in kinds and "prepare" not in kinds:
+            kinds.insert(0, "prepare")  # the salted run is measured against the plain one
         runs: list[Run] = []
-        for kind in ("parse", "prepare"):
-            if args.only and kind != args.only:
-                continue
-            for export in exports:
+        for kind in kinds:
+            for export in exports if kind != "salted" else salted_exports(exports, args.salt):
                 print(f"{kind} {export.path.name} ...", flush=True)
                 runs.append(measure(kind, export, folder, args.verbose))
+        compare_salted(runs)
     finally:
         for leftover in folder.glob("result-*.json"):
             leftover.unlink()
@@ -324,7 +437,8 @@ def main(argv: list[str] | None = None) -> int:
     print(render_table(runs))
     print(
         f"\ntargets: parse >= {PARSE_TARGET_RATE:,} messages/s; prepare of 1,000,000 messages <= "
-        f"{PREPARE_TARGET_SECONDS_PER_MILLION:.0f} s (scaled to --messages); peak RSS <= 1.5 GB"
+        f"{PREPARE_TARGET_SECONDS_PER_MILLION:.0f} s (scaled to --messages); peak RSS <= 1.5 GB; "
+        f"salted prepare <= {SALTED_TARGET_RATIO}x the plain one ({args.salt:,} adversarial messages)"
     )
     if args.messages < DEFAULT_MESSAGES and any(r.benchmark == "prepare" for r in runs):
         print(f"note: at {args.messages:,} messages fixed costs (imports, the plot) weigh on prepare's time")
@@ -342,7 +456,9 @@ def main(argv: list[str] | None = None) -> int:
                 "parse_messages_per_s": PARSE_TARGET_RATE,
                 "prepare_seconds_per_million": PREPARE_TARGET_SECONDS_PER_MILLION,
                 "peak_rss_bytes": RSS_TARGET_BYTES,
+                "salted_ratio": SALTED_TARGET_RATIO,
             },
+            "salt_messages": args.salt,
             "runs": [asdict(r) for r in runs],
             "ok": all(r.ok for r in runs),
         }
