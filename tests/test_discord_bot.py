@@ -12,14 +12,19 @@ from typing import Any
 import pytest
 
 from twinbot.bot.discord_bot import (
+    BUSY_REPLY,
     DISCORD_LIMIT,
     DiscordOptions,
     TwinDiscordBot,
+    access_warning,
+    cap_messages,
     discord_token,
     generator_for,
     history_turns,
+    ids_from_environment,
     make_client,
     split_for_discord,
+    with_environment_allow_lists,
 )
 from twinbot.data.records import ChatTurn
 from twinbot.errors import TwinbotError
@@ -61,16 +66,21 @@ class FakeChannel:
         self.sent.append(content)
 
 
+@dataclass(frozen=True)
+class FakeGuild:
+    id: int
+
+
 @dataclass
 class FakeMessage:
     author: FakeUser
     channel: FakeChannel
     content: str
-    guild: object | None = None
+    guild: FakeGuild | None = None  # None: a direct message
     mentions: list[FakeUser] = field(default_factory=list)
 
 
-GUILD = object()
+GUILD = FakeGuild(500)
 ME = FakeUser(BOT_ID, "Twin", bot=True)
 ALICE = FakeUser(1, "Alice")
 BOB = FakeUser(2, "Bob")
@@ -117,7 +127,7 @@ def handle(bot: TwinDiscordBot, message: FakeMessage) -> list[str]:
 def test_replies_in_dms_with_typing_and_off_the_event_loop() -> None:
     channel = FakeChannel(10)
     generate = FakeGenerate(channel=channel)
-    bot, _ = make_bot(generate)
+    bot, _ = make_bot(generate, dms=True)
     sent = handle(bot, FakeMessage(ALICE, channel, "hi there"))
     assert sent == ["hey", "what's up"] == channel.sent  # several lines -> several messages
     assert generate.calls == [[ChatTurn("user", "hi there")]]
@@ -141,7 +151,7 @@ def test_in_a_server_only_mentions_and_configured_channels() -> None:
 
 def test_ignores_bots_and_itself() -> None:
     generate = FakeGenerate()
-    bot, _ = make_bot(generate, channels=frozenset({20}))
+    bot, _ = make_bot(generate, channels=frozenset({20}), dms=True)
     channel = FakeChannel(20)
     assert handle(bot, FakeMessage(ME, channel, "my own reply", guild=GUILD)) == []
     assert handle(bot, FakeMessage(FakeUser(5, "Other bot", bot=True), channel, "beep")) == []
@@ -159,7 +169,7 @@ def test_only_a_mention_is_not_a_question() -> None:
 
 def test_rate_limit_per_user() -> None:
     generate = FakeGenerate()
-    bot, clock = make_bot(generate, rate_limit_seconds=5.0)
+    bot, clock = make_bot(generate, rate_limit_seconds=5.0, dms=True)
     channel = FakeChannel(10)
     assert handle(bot, FakeMessage(ALICE, channel, "one")) != []
     clock.now += 1
@@ -173,7 +183,7 @@ def test_rate_limit_per_user() -> None:
 def test_long_replies_are_split_at_the_discord_limit() -> None:
     words = " ".join(f"word{i}" for i in range(900))  # ~8k characters on one line
     generate = FakeGenerate(reply=words + "\n" + "x" * 4500)
-    bot, _ = make_bot(generate)
+    bot, _ = make_bot(generate, dms=True, max_messages_per_reply=100)
     channel = FakeChannel(10)
     sent = handle(bot, FakeMessage(ALICE, channel, "talk a lot"))
     assert all(len(chunk) <= DISCORD_LIMIT for chunk in sent)
@@ -222,7 +232,7 @@ def test_a_failed_generation_sends_nothing_and_logs_no_text(caplog: pytest.LogCa
     def broken(turns: list[ChatTurn], speakers: tuple[str, ...]) -> str:
         raise RuntimeError(f"exploded on {turns[-1].content}")
 
-    bot, _ = make_bot(broken)
+    bot, _ = make_bot(broken, dms=True)
     channel = FakeChannel(10)
     with caplog.at_level(logging.WARNING):
         assert handle(bot, FakeMessage(ALICE, channel, SECRET_TEXT)) == []
@@ -249,6 +259,172 @@ def test_the_bot_never_writes_the_other_side_in_a_group(tmp_path: Path, tiny_mod
     assert "You are Sam." in prompt and "Bob: anyone up" in prompt and "Alice: me" in prompt
 
 
+# --- who gets answers, and how much -----------------------------------------------------------------------
+
+
+def test_a_stranger_dm_gets_no_reply_and_leaves_no_trace_by_default(caplog: pytest.LogCaptureFixture) -> None:
+    generate = FakeGenerate()
+    bot, _ = make_bot(generate)
+    dm = FakeChannel(10)
+    with caplog.at_level(logging.DEBUG):
+        assert handle(bot, FakeMessage(ALICE, dm, SECRET_TEXT)) == []
+    assert dm.sent == [] and generate.calls == [] and not dm.typing_now  # not even a refusal
+    assert bot.histories == {} and bot.last_reply_at == {}
+    assert SECRET_TEXT not in caplog.text
+    server = FakeChannel(20)  # servers still work without --dms
+    assert handle(bot, FakeMessage(ALICE, server, "<@999> hi", guild=GUILD, mentions=[ME])) != []
+
+
+def test_dms_are_answered_with_dms() -> None:
+    generate = FakeGenerate(reply="hello you")
+    bot, _ = make_bot(generate, dms=True)
+    dm = FakeChannel(10)
+    assert handle(bot, FakeMessage(ALICE, dm, "hi")) == ["hello you"] == dm.sent
+
+
+def test_the_user_allow_list_applies_in_servers_and_dms() -> None:
+    generate = FakeGenerate(reply="ok")
+    bot, _ = make_bot(
+        generate,
+        dms=True,
+        allowed_users=frozenset({ALICE.id}),
+        channels=frozenset({20}),
+        rate_limit_seconds=0,
+    )
+    server, alice_dm, bob_dm = FakeChannel(20), FakeChannel(11), FakeChannel(12)
+    assert handle(bot, FakeMessage(BOB, bob_dm, "let me in")) == []
+    assert handle(bot, FakeMessage(BOB, server, "me too", guild=GUILD)) == []
+    assert handle(bot, FakeMessage(BOB, server, "<@999> hey", guild=GUILD, mentions=[ME])) == []
+    assert bob_dm.sent == [] and server.sent == [] and generate.calls == []
+    assert handle(bot, FakeMessage(ALICE, alice_dm, "hi")) == ["ok"]
+    assert handle(bot, FakeMessage(ALICE, server, "hello all", guild=GUILD)) == ["ok"]
+    assert generate.calls[-1] == [ChatTurn("user", "hello all")]  # Bob's messages are not in the history
+
+
+def test_the_guild_allow_list_ignores_other_servers() -> None:
+    generate = FakeGenerate(reply="ok")
+    bot, _ = make_bot(
+        generate,
+        dms=True,
+        allowed_guilds=frozenset({GUILD.id}),
+        channels=frozenset({20}),
+        rate_limit_seconds=0,
+    )
+    elsewhere = FakeGuild(501)
+    other_server = FakeChannel(20)  # even a --channel id does not let another server in
+    assert handle(bot, FakeMessage(ALICE, other_server, "hi", guild=elsewhere)) == []
+    assert handle(bot, FakeMessage(ALICE, FakeChannel(21), "<@999> hi", guild=elsewhere, mentions=[ME])) == []
+    assert other_server.sent == [] and generate.calls == []
+    assert handle(bot, FakeMessage(ALICE, FakeChannel(20), "hi", guild=GUILD)) == ["ok"]
+    assert handle(bot, FakeMessage(ALICE, FakeChannel(10), "hi in a DM")) == ["ok"]  # DMs follow --dms
+
+
+class BlockingGenerate:
+    """Holds every generation until `release` is set, so that messages pile up."""
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+        self.calls = 0
+
+    def __call__(self, turns: list[ChatTurn], speakers: tuple[str, ...]) -> str:
+        self.calls += 1
+        assert self.release.wait(timeout=10)
+        return "done"
+
+
+def test_a_full_backlog_gets_one_busy_reply_per_user_then_silence() -> None:
+    generate = BlockingGenerate()
+    bot, clock = make_bot(generate, dms=True, max_pending=2, rate_limit_seconds=0)
+    carol, dave = FakeUser(3, "Carol"), FakeUser(4, "Dave")
+    carol_dm, dave_dm = FakeChannel(13), FakeChannel(14)
+
+    async def scenario() -> None:
+        waiting = [
+            asyncio.create_task(bot.handle(FakeMessage(ALICE, FakeChannel(11), "first"))),
+            asyncio.create_task(bot.handle(FakeMessage(BOB, FakeChannel(12), "second"))),
+        ]
+        try:
+            for _ in range(3):
+                await asyncio.sleep(0)
+            assert bot.pending == 2  # one generating, one waiting for the model
+            for _ in range(5):  # a flood: one busy reply, then silence
+                await bot.handle(FakeMessage(carol, carol_dm, "hello?"))
+            assert carol_dm.sent == [BUSY_REPLY]
+            assert await bot.handle(FakeMessage(dave, dave_dm, "hi")) == [BUSY_REPLY]  # per user
+            clock.now += 59
+            assert await bot.handle(FakeMessage(carol, carol_dm, "still busy?")) == []
+            clock.now += 2  # a minute since Carol's busy reply
+            assert await bot.handle(FakeMessage(carol, carol_dm, "now?")) == [BUSY_REPLY]
+        finally:
+            generate.release.set()
+        assert await asyncio.gather(*waiting) == [["done"], ["done"]]
+        assert bot.pending == 0
+        assert await bot.handle(FakeMessage(carol, carol_dm, "and now?")) == ["done"]  # room again
+
+    asyncio.run(scenario())
+    assert carol_dm.sent == [BUSY_REPLY, BUSY_REPLY, "done"] and dave_dm.sent == [BUSY_REPLY]
+    assert generate.calls == 3  # dropped messages never reach the model
+
+
+def test_a_reply_never_sends_more_than_max_messages_per_reply() -> None:
+    generate = FakeGenerate(reply="one\ntwo\nthree\nfour\nfive\nsix")
+    bot, _ = make_bot(generate, dms=True, max_messages_per_reply=3, rate_limit_seconds=0)
+    dm = FakeChannel(10)
+    sent = handle(bot, FakeMessage(ALICE, dm, "tell me everything"))
+    assert sent == dm.sent == ["one", "two", "three\nfour\nfive\nsix"]  # later lines join the last message
+
+    long_reply = " ".join(f"word{i}" for i in range(900)) + "\n" + "x" * 4500
+    generate.reply = long_reply
+    dm.sent.clear()
+    sent = handle(bot, FakeMessage(ALICE, dm, "talk a lot"))
+    every_chunk = split_for_discord(long_reply)
+    assert len(every_chunk) > 5 and bot.options.max_messages_per_reply == 3
+    assert len(dm.sent) == 3 and all(len(chunk) <= DISCORD_LIMIT for chunk in dm.sent)
+    assert sent[:2] == every_chunk[:2] and "\n".join(every_chunk[2:]).startswith(sent[2])
+
+
+def test_the_default_cap_is_five_messages() -> None:
+    generate = FakeGenerate(reply="\n".join(f"line {i}" for i in range(12)))
+    bot, _ = make_bot(generate, dms=True)
+    dm = FakeChannel(10)
+    assert len(handle(bot, FakeMessage(ALICE, dm, "go"))) == 5 == len(dm.sent)
+
+
+def test_cap_messages_edges() -> None:
+    assert cap_messages(["a", "b"], 2) == ["a", "b"]
+    assert cap_messages(["a", "b", "c"], 1) == ["a\nb\nc"]
+    assert cap_messages(["ab", "cd"], 1, limit=3) == ["ab"]  # cut at the line break
+    assert cap_messages(["abcd", "ef"], 1, limit=3) == ["abc"]  # nowhere to cut: hard
+    assert cap_messages([], 1) == []
+
+
+def test_limits_must_be_at_least_one() -> None:
+    for limits in ({"max_pending": 0}, {"max_messages_per_reply": 0}):
+        with pytest.raises(TwinbotError, match="at least 1"):
+            DiscordOptions(**limits)
+
+
+def test_allow_lists_from_the_environment() -> None:
+    assert ids_from_environment("DISCORD_ALLOW_USERS", {}) == frozenset()
+    assert ids_from_environment("DISCORD_ALLOW_USERS", {"DISCORD_ALLOW_USERS": " 1, 2,,3 4 "}) == {1, 2, 3, 4}
+    with pytest.raises(TwinbotError, match="DISCORD_ALLOW_GUILDS must be Discord ids") as info:
+        ids_from_environment("DISCORD_ALLOW_GUILDS", {"DISCORD_ALLOW_GUILDS": "12,not-a-secret"})
+    assert "not-a-secret" not in str(info.value) and "\n" not in str(info.value)
+    environ = {"DISCORD_ALLOW_USERS": "7,8", "DISCORD_ALLOW_GUILDS": "9"}
+    filled = with_environment_allow_lists(DiscordOptions(), environ)
+    assert filled.allowed_users == {7, 8} and filled.allowed_guilds == {9}
+    given = with_environment_allow_lists(DiscordOptions(allowed_users=frozenset({1})), environ)
+    assert given.allowed_users == {1} and given.allowed_guilds == {9}  # the command line wins
+    assert with_environment_allow_lists(DiscordOptions(), {}) == DiscordOptions()
+
+
+def test_the_dm_warning_is_only_for_dms_open_to_anyone() -> None:
+    warning = access_warning(DiscordOptions(dms=True))
+    assert warning is not None and "anyone who can DM the bot" in warning and "--allow-user" in warning
+    assert access_warning(DiscordOptions()) is None
+    assert access_warning(DiscordOptions(dms=True, allowed_users=frozenset({1}))) is None
+
+
 # --- token and client -------------------------------------------------------------------------------------
 
 
@@ -273,6 +449,8 @@ def test_cli_has_no_token_flag_and_fails_without_the_variable(monkeypatch: pytes
     runner = CliRunner()
     help_text = runner.invoke(app, ["discord", "--help"]).output
     assert "--token" not in help_text and "--channel" in help_text and "--rate-limit" in help_text
+    for option in ("--allow-user", "--allow-guild", "--dms", "--max-pending", "--max-messages-per-reply"):
+        assert option in help_text
     result = runner.invoke(app, ["discord", "some-run"])
     assert isinstance(result.exception, TwinbotError)
     assert "DISCORD_TOKEN" in str(result.exception)
@@ -303,6 +481,59 @@ def test_run_discord_never_shows_the_token(
     assert token not in str(info.value) + captured.out + captured.err
 
 
+@pytest.mark.parametrize(("allow_users", "warned"), [(None, True), ("123", False)])
+def test_run_discord_warns_once_about_open_dms(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    allow_users: str | None,
+    warned: bool,
+) -> None:
+    import discord
+
+    from twinbot.bot import discord_bot, loading
+
+    monkeypatch.setenv("DISCORD_TOKEN", "SECRET-TOKEN-123")
+    monkeypatch.delenv("DISCORD_ALLOW_GUILDS", raising=False)
+    if allow_users is None:
+        monkeypatch.delenv("DISCORD_ALLOW_USERS", raising=False)
+    else:
+        monkeypatch.setenv("DISCORD_ALLOW_USERS", allow_users)
+    monkeypatch.setattr(loading, "load_for_inference", lambda *a, **k: FakeLoaded())
+
+    def fake_run(self: Any, given: str, **kwargs: Any) -> None:
+        raise discord.LoginFailure("Improper token has been passed.")
+
+    monkeypatch.setattr(discord.Client, "run", fake_run)
+    with pytest.raises(TwinbotError):
+        discord_bot.run_discord("run", DiscordOptions(dms=True))
+    assert capsys.readouterr().out.count("anyone who can DM the bot") == (1 if warned else 0)
+
+
+def test_cli_passes_the_access_and_limit_options(monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    from twinbot.bot import discord_bot
+    from twinbot.cli import app
+
+    seen: list[DiscordOptions] = []
+    monkeypatch.setattr(discord_bot, "run_discord", lambda run, options, device: seen.append(options))
+    runner = CliRunner()
+    result = runner.invoke(app, ["discord", "some-run"])
+    assert result.exit_code == 0, result.output
+    defaults = seen[-1]
+    assert not defaults.dms and not defaults.allowed_users and not defaults.allowed_guilds
+    assert defaults.max_pending == 8 and defaults.max_messages_per_reply == 5
+    arguments = ["--allow-user", "11", "--allow-user", "12", "--allow-guild", "21", "--dms"]
+    arguments += ["--max-pending", "3", "--max-messages-per-reply", "2"]
+    result = runner.invoke(app, ["discord", "some-run", *arguments])
+    assert result.exit_code == 0, result.output
+    given = seen[-1]
+    assert given.allowed_users == {11, 12} and given.allowed_guilds == {21} and given.dms
+    assert given.max_pending == 3 and given.max_messages_per_reply == 2
+    result = runner.invoke(app, ["discord", "some-run", "--max-pending", "0"])
+    assert isinstance(result.exception, TwinbotError) and len(seen) == 2
+
+
 class FakeLoaded:
     system_prompt = None
 
@@ -312,7 +543,7 @@ class FakeLoaded:
 
 def test_client_routes_messages_to_the_bot() -> None:
     generate = FakeGenerate(reply="yo")
-    bot, _ = make_bot(generate)
+    bot, _ = make_bot(generate, dms=True)
     channel = FakeChannel(10)
 
     async def scenario() -> None:

@@ -327,6 +327,37 @@ def discord(
     rate_limit: Annotated[
         float, typer.Option("--rate-limit", help="Seconds between two replies to the same user.")
     ] = 5.0,
+    allow_user: Annotated[
+        list[int] | None,
+        typer.Option(
+            "--allow-user",
+            metavar="ID",
+            help="Answer only this user id (in servers and DMs); repeatable. Default: "
+            "DISCORD_ALLOW_USERS (ids separated by commas), else anyone.",
+        ),
+    ] = None,
+    allow_guild: Annotated[
+        list[int] | None,
+        typer.Option(
+            "--allow-guild",
+            metavar="ID",
+            help="Ignore messages in servers other than this server id; repeatable. Default: "
+            "DISCORD_ALLOW_GUILDS (ids separated by commas), else any server the bot is in.",
+        ),
+    ] = None,
+    dms: Annotated[
+        bool, typer.Option("--dms", help="Also answer direct messages (without it DMs get no reply at all).")
+    ] = False,
+    max_pending: Annotated[
+        int,
+        typer.Option("--max-pending", help="Messages waiting for a reply; more get a short busy answer."),
+    ] = 8,
+    max_messages_per_reply: Annotated[
+        int,
+        typer.Option(
+            "--max-messages-per-reply", help="Messages one reply may send; later lines join the last one."
+        ),
+    ] = 5,
     temperature: _Temperature = 0.7,
     top_p: _TopP = 0.9,
     max_new_tokens: _MaxNewTokens = 128,
@@ -339,7 +370,15 @@ def discord(
 
     settings = _generation_settings(temperature, top_p, max_new_tokens, seed, repetition_penalty)
     options = DiscordOptions(
-        channels=frozenset(channel or []), history=history, rate_limit_seconds=rate_limit, settings=settings
+        channels=frozenset(channel or []),
+        history=history,
+        rate_limit_seconds=rate_limit,
+        settings=settings,
+        allowed_users=frozenset(allow_user or []),
+        allowed_guilds=frozenset(allow_guild or []),
+        dms=dms,
+        max_pending=max_pending,
+        max_messages_per_reply=max_messages_per_reply,
     )
     run_discord(run, options, device=device)
 

@@ -1,12 +1,22 @@
 """`twinbot discord RUN`: the persona as a Discord bot (discord.py).
 
-It answers when mentioned, in DMs and in every message of the channels given with --channel; it ignores
-bots (itself included), rate-limits each user, shows "typing..." while it generates (off the event loop),
-remembers a short per-channel history, and splits long replies at Discord's 2,000-character limit. A reply
-made of several lines goes out as several messages, the way the persona writes.
+Who it answers: in servers, messages that mention it and every message of the channels given with
+--channel; direct messages only with --dms (without it a DM gets no reply at all, not even a refusal, so
+strangers cannot tell the bot is there). --allow-guild limits the servers and --allow-user the people (in
+servers and DMs); messages from anywhere or anyone else are ignored silently. With --dms and no
+--allow-user, a warning at start says that anyone who can DM the bot can question the model.
 
-The token comes only from the DISCORD_TOKEN environment variable,
-and is never printed. Nothing here logs message text.
+It ignores bots (itself included), rate-limits each user, shows "typing..." while it generates (off the
+event loop), and remembers a short per-channel history. At most --max-pending messages wait for (or are
+in) generation; past that a message is dropped with one short "busy" reply, at most one per user per
+minute (or per --rate-limit, if longer), so a flood cannot make the bot spam. A reply made of several
+lines goes out as several messages, the way the persona writes, but never more than
+--max-messages-per-reply: the lines past the last one allowed join it, and whatever would not fit in its
+2,000 characters (Discord's limit, at which long lines are split) is dropped.
+
+The token comes only from the DISCORD_TOKEN environment variable, and is never printed.
+DISCORD_ALLOW_USERS and DISCORD_ALLOW_GUILDS (comma-separated ids) fill an allow-list not given on the
+command line. Nothing here logs message text.
 
 `TwinDiscordBot.handle` holds all message logic and needs no network: tests drive it with fake messages.
 """
@@ -19,7 +29,7 @@ import os
 import re
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
@@ -32,6 +42,11 @@ if TYPE_CHECKING:
 
 DISCORD_LIMIT = 2000
 TOKEN_VARIABLE = "DISCORD_TOKEN"
+ALLOW_USERS_VARIABLE = "DISCORD_ALLOW_USERS"
+ALLOW_GUILDS_VARIABLE = "DISCORD_ALLOW_GUILDS"
+BUSY_REPLY = "busy right now, try again in a minute"
+# a user hears BUSY_REPLY at most once per this many seconds (or per rate limit, if longer)
+BUSY_REPLY_INTERVAL_SECONDS = 60.0
 log = logging.getLogger("twinbot.discord")
 
 
@@ -41,6 +56,15 @@ class DiscordOptions:
     history: int = 10  # recent messages per channel in the prompt
     rate_limit_seconds: float = 5.0  # between two replies to the same user
     settings: GenerationSettings = field(default_factory=GenerationSettings)
+    allowed_users: frozenset[int] = frozenset()  # when not empty, only these users get replies
+    allowed_guilds: frozenset[int] = frozenset()  # when not empty, messages in other servers are ignored
+    dms: bool = False  # answer direct messages
+    max_pending: int = 8  # messages waiting for (or in) generation; more get a busy reply and are dropped
+    max_messages_per_reply: int = 5
+
+    def __post_init__(self) -> None:
+        if self.max_pending < 1 or self.max_messages_per_reply < 1:
+            raise TwinbotError("--max-pending and --max-messages-per-reply must be at least 1")
 
 
 @dataclass(frozen=True)
@@ -71,6 +95,18 @@ def split_for_discord(text: str, limit: int = DISCORD_LIMIT) -> list[str]:
     return chunks
 
 
+def cap_messages(chunks: list[str], max_messages: int, limit: int = DISCORD_LIMIT) -> list[str]:
+    """At most `max_messages` messages: the chunks past the last one allowed join it, one per line, cut at
+    `limit` characters (at a space or line break, else hard); what does not fit is dropped."""
+    if len(chunks) <= max_messages:
+        return chunks
+    last = "\n".join(chunks[max_messages - 1 :])
+    if len(last) > limit:
+        cut = max(last.rfind(" ", 0, limit + 1), last.rfind("\n", 0, limit + 1))
+        last = last[: cut if cut > 0 else limit].rstrip()
+    return [*chunks[: max_messages - 1], last]
+
+
 class TwinDiscordBot:
     """Decides whether to answer a message and answers it; independent of the discord.py client."""
 
@@ -86,7 +122,18 @@ class TwinDiscordBot:
         self.user_id: int | None = None  # set when the client is ready
         self.histories: dict[int, deque[SeenMessage]] = {}
         self.last_reply_at: dict[int, float] = {}
+        self.last_busy_reply_at: dict[int, float] = {}
+        self.pending = 0  # messages accepted and not answered yet, the one generating included
         self._generation_lock = asyncio.Lock()  # one generation at a time: they share one model
+
+    def is_allowed(self, message: Any) -> bool:
+        """--dms and the allow-lists; whatever fails them is ignored without a trace."""
+        if message.guild is None:
+            if not self.options.dms:
+                return False
+        elif self.options.allowed_guilds and message.guild.id not in self.options.allowed_guilds:
+            return False
+        return not self.options.allowed_users or message.author.id in self.options.allowed_users
 
     def is_addressed(self, message: Any) -> bool:
         if message.guild is None:
@@ -117,13 +164,35 @@ class TwinDiscordBot:
         author = message.author
         if author.bot or (self.user_id is not None and author.id == self.user_id):
             return []
-        if not self.is_addressed(message):
+        if not self.is_allowed(message) or not self.is_addressed(message):
             return []
         text = self.clean_text(message.content or "")
         if not text:
             return []
         if self._rate_limited(author.id):
             return []
+        if self.pending >= self.options.max_pending:
+            return await self._reply_busy(message)
+        # counted before the first await: discord.py runs each message's handler as its own task
+        self.pending += 1
+        try:
+            return await self._answer(message, text)
+        finally:
+            self.pending -= 1
+
+    async def _reply_busy(self, message: Any) -> list[str]:
+        """The message is dropped; its author hears so once per busy-reply interval, not once per message."""
+        user_id = message.author.id
+        interval = max(self.options.rate_limit_seconds, BUSY_REPLY_INTERVAL_SECONDS)
+        last = self.last_busy_reply_at.get(user_id)
+        if last is not None and self.clock() - last < interval:
+            return []
+        self.last_busy_reply_at[user_id] = self.clock()
+        await message.channel.send(BUSY_REPLY)
+        return [BUSY_REPLY]
+
+    async def _answer(self, message: Any, text: str) -> list[str]:
+        author = message.author
         self.last_reply_at[author.id] = self.clock()
         history = self._history(message.channel.id)
         history.append(SeenMessage(author.id, _display_name(author), text, from_bot=False))
@@ -138,7 +207,7 @@ class TwinDiscordBot:
             except Exception as exc:  # never let one message take the bot down; no text in the log
                 log.warning("generation failed: %s", type(exc).__name__)
                 return []
-        chunks = split_for_discord(reply)
+        chunks = cap_messages(split_for_discord(reply), self.options.max_messages_per_reply)
         if not chunks:
             return []
         history.append(SeenMessage(self.user_id or 0, "", "\n".join(chunks), from_bot=True))
@@ -199,6 +268,43 @@ def discord_token(environ: dict[str, str] | None = None) -> str:
     return token
 
 
+def ids_from_environment(variable: str, environ: Mapping[str, str]) -> frozenset[int]:
+    """Discord ids separated by commas (or spaces) in `variable`; empty when it is not set."""
+    ids: set[int] = set()
+    for part in re.split(r"[,\s]+", environ.get(variable, "").strip()):
+        if not part:
+            continue
+        if not re.fullmatch(r"[0-9]+", part):  # the value is not echoed: it might be a pasted secret
+            raise TwinbotError(
+                f"{variable} must be Discord ids (numbers) separated by commas, e.g. "
+                "123456789012345678,234567890123456789; fix or unset it"
+            )
+        ids.add(int(part))
+    return frozenset(ids)
+
+
+def with_environment_allow_lists(
+    options: DiscordOptions, environ: Mapping[str, str] | None = None
+) -> DiscordOptions:
+    """An allow-list not given on the command line comes from DISCORD_ALLOW_USERS / DISCORD_ALLOW_GUILDS."""
+    environ = os.environ if environ is None else environ
+    return replace(
+        options,
+        allowed_users=options.allowed_users or ids_from_environment(ALLOW_USERS_VARIABLE, environ),
+        allowed_guilds=options.allowed_guilds or ids_from_environment(ALLOW_GUILDS_VARIABLE, environ),
+    )
+
+
+def access_warning(options: DiscordOptions) -> str | None:
+    """The warning printed at start when anyone at all can question the model through DMs."""
+    if options.dms and not options.allowed_users:
+        return (
+            "warning: --dms without --allow-user: anyone who can DM the bot can question a model of your "
+            f"private chats; add --allow-user ID (or set {ALLOW_USERS_VARIABLE})"
+        )
+    return None
+
+
 def make_client(bot: TwinDiscordBot) -> Any:
     """A discord.py client that feeds every message to `bot.handle`."""
     import discord
@@ -226,6 +332,7 @@ def run_discord(spec: str | None, options: DiscordOptions, device: str = "auto")
     from twinbot.console import quiet_transformers
 
     token = discord_token()
+    options = with_environment_allow_lists(options)
     try:
         import discord
     except ImportError as exc:
@@ -233,6 +340,9 @@ def run_discord(spec: str | None, options: DiscordOptions, device: str = "auto")
     quiet_transformers()
     lm = load_for_inference(spec, device=device)
     print(f"loaded {lm.describe()}", flush=True)
+    warning = access_warning(options)
+    if warning is not None:
+        print(warning, flush=True)
     bot = TwinDiscordBot(generator_for(lm, options.settings), options)
     client = make_client(bot)
     try:
