@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import socket
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -13,7 +15,8 @@ import openai
 import pytest
 from typer.testing import CliRunner
 
-from twinbot.bot.serve import SamplingRequest, ServeLimits, ServerThread, create_app
+from twinbot.bot.engine import SamplingRequest
+from twinbot.bot.serve import ServeLimits, ServerThread, create_app
 from twinbot.data.records import ChatTurn
 from twinbot.errors import TwinbotError
 
@@ -21,7 +24,8 @@ PRIVATE = "my-private-words-7781"  # must never come back in an error message
 
 
 class FakeEngine:
-    """A ReplyEngine that streams the words of `reply`, `delay` seconds per word, counting what it made."""
+    """A ReplyEngine that streams the words of `reply`, `delay` seconds per word, counting what it made
+    and how many prompts it tokenized."""
 
     def __init__(
         self, reply: str = "hey there, how are you", delay: float = 0.0, system_prompt: str | None = None
@@ -37,8 +41,10 @@ class FakeEngine:
         self.finished = threading.Event()
         self.saw_stop = False
         self.threads: list[str] = []
+        self.prompts_tokenized = 0
 
     def count_prompt_tokens(self, messages: Sequence[ChatTurn], max_new_tokens: int) -> int:
+        self.prompts_tokenized += 1
         return sum(len(turn.content.split()) + 3 for turn in messages)
 
     def count_tokens(self, text: str) -> int:
@@ -319,6 +325,137 @@ def test_full_queue_gets_429_and_the_loop_stays_responsive() -> None:
     assert len(engine.calls) == 3
 
 
+def _wait_for_load(server: ServerThread, running: int, queued: int) -> None:
+    deadline = time.monotonic() + 5
+    while True:
+        health = httpx.get(server.base_url + "/health").json()
+        if (health["running"], health["queued"]) == (running, queued):
+            return
+        assert time.monotonic() < deadline, health
+        time.sleep(0.01)
+
+
+def test_a_full_queue_is_refused_before_any_tokenizer_work() -> None:
+    engine = FakeEngine(reply=" ".join(["word"] * 40), delay=0.03)
+    with serve(engine, max_concurrent=1, max_queue=1) as server:
+        results: list[str] = []
+        first = _stream_in_background(server, results)
+        assert engine.started.wait(10)
+        second = _stream_in_background(server, results)
+        _wait_for_load(server, running=1, queued=1)
+        assert engine.prompts_tokenized == 2
+        refused = httpx.post(server.base_url + "/v1/chat/completions", json=BODY)
+        assert refused.status_code == 429 and refused.json()["error"]["code"] == "rate_limit_exceeded"
+        assert refused.headers["retry-after"].isdigit()
+        assert engine.prompts_tokenized == 2  # the refused request's prompt was never tokenized
+        first.join(10)
+        second.join(10)
+    assert len(results) == 2 and len(engine.calls) == 2
+
+
+def test_waiting_too_long_for_a_slot_is_a_503_with_retry_after() -> None:
+    engine = FakeEngine(reply=" ".join(["word"] * 40), delay=0.03)
+    limits = ServeLimits(queue_timeout_s=0.3)
+    with serve(engine, max_concurrent=1, max_queue=4, limits=limits) as server:
+        results: list[str] = []
+        first = _stream_in_background(server, results)
+        assert engine.started.wait(10)
+        started = time.monotonic()
+        with pytest.raises(openai.InternalServerError) as caught:
+            client(server).chat.completions.create(model="x", messages=[{"role": "user", "content": "hi"}])
+        waited = time.monotonic() - started
+        assert caught.value.status_code == 503 and 0.3 <= waited < 1.0
+        assert caught.value.response.headers["retry-after"].isdigit()
+        error = caught.value.response.json()["error"]
+        assert set(error) == {"message", "type", "param", "code"}
+        assert (error["type"], error["code"]) == ("server_error", "queue_timeout")
+        _wait_for_load(server, running=1, queued=0)  # its queue place is given back
+        first.join(10)
+        _wait_for_load(server, running=0, queued=0)
+    assert results == [" ".join(["word"] * 40)] and len(engine.calls) == 1
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_generation_time_limit_returns_the_reply_so_far_with_length(stream: bool) -> None:
+    engine = FakeEngine(reply=" ".join(["word"] * 200), delay=0.02)
+    limits = ServeLimits(generation_timeout_s=0.4)
+    with serve(engine, max_concurrent=1, max_queue=0, limits=limits) as server:
+        started = time.monotonic()
+        request = {"model": "x", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 200}
+        if stream:
+            chunks = list(client(server).chat.completions.create(**request, stream=True))
+            text = "".join(chunk.choices[0].delta.content or "" for chunk in chunks if chunk.choices)
+            finish_reason = chunks[-1].choices[0].finish_reason
+        else:
+            reply = client(server).chat.completions.create(**request)
+            text, finish_reason = reply.choices[0].message.content or "", reply.choices[0].finish_reason
+        elapsed = time.monotonic() - started
+        assert engine.finished.wait(5)
+        _wait_for_load(server, running=0, queued=0)  # the slot is free again
+    assert 0.4 <= elapsed < 2.0
+    assert finish_reason == "length"
+    assert text.startswith("word") and set(text.split()) == {"word"} and len(text.split()) < 100
+    assert engine.saw_stop and engine.generated < 100
+
+
+def _send_slowly(url: str, body_head: bytes, declared_length: int, drip_s: float) -> tuple[bytes, float]:
+    """Send headers and `body_head`, then one more body byte every `drip_s` seconds (never finishing the
+    body); return what the server answered and when the server closed the connection."""
+    host, port = url.removeprefix("http://").split(":")
+    started = time.monotonic()
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        headers = (
+            f"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {declared_length}\r\n\r\n"
+        )
+        sock.sendall(headers.encode() + body_head)
+        sock.settimeout(drip_s)
+        answer = b""
+        while time.monotonic() - started < 8:
+            try:
+                received = sock.recv(65536)
+            except TimeoutError:
+                with contextlib.suppress(OSError):
+                    sock.sendall(b" ")
+                continue
+            if not received:
+                break
+            answer += received
+    return answer, time.monotonic() - started
+
+
+def test_a_body_that_trickles_in_gets_408_and_the_connection_closed() -> None:
+    engine = FakeEngine()
+    with serve(engine, limits=ServeLimits(body_timeout_s=0.5)) as server:
+        trickled, trickled_s = _send_slowly(server.base_url, b'{"messages": ', 10_000, drip_s=0.05)
+        silent, silent_s = _send_slowly(server.base_url, b"", 100, drip_s=60)
+        fine = httpx.post(server.base_url + "/v1/chat/completions", json=BODY)
+    for answer, seconds in ((trickled, trickled_s), (silent, silent_s)):
+        assert answer.startswith(b"HTTP/1.1 408 "), answer[:100]
+        assert 0.5 <= seconds < 3
+        error = json.loads(answer.partition(b"\r\n\r\n")[2])["error"]
+        assert error["code"] == "request_timeout" and "0.5 seconds" in error["message"]
+    assert fine.status_code == 200 and len(engine.calls) == 1
+
+
+def test_a_client_that_left_while_queued_starts_no_generation() -> None:
+    engine = FakeEngine(reply=" ".join(["word"] * 40), delay=0.03)
+    with serve(engine, max_concurrent=1, max_queue=1) as server:
+        results: list[str] = []
+        first = _stream_in_background(server, results)
+        assert engine.started.wait(10)
+        with pytest.raises(httpx.ReadTimeout):  # waits in the queue, then gives up and closes the connection
+            httpx.post(server.base_url + "/v1/chat/completions", json=BODY, timeout=0.3)
+        first.join(10)
+        _wait_for_load(server, running=0, queued=0)  # its slot came, and was given back at once
+        assert len(engine.calls) == 1
+        engine.reply = "ok"
+        reply = client(server).chat.completions.create(
+            model="x", messages=[{"role": "user", "content": "hi"}]
+        )
+    assert reply.choices[0].message.content == "ok" and len(engine.calls) == 2
+
+
 def test_disconnect_mid_stream_stops_the_generation() -> None:
     engine = FakeEngine(reply=" ".join(["word"] * 200), delay=0.02)
     with serve(engine, max_concurrent=1, max_queue=0) as server:
@@ -426,7 +563,7 @@ def test_api_key_comes_from_exactly_one_of_flag_file_and_environment(tmp_path: P
         api_key_from(None, tmp_path, {})  # a folder
 
 
-def test_cli_serve_reads_the_key_file_and_refuses_two_sources(
+def test_cli_serve_reads_the_key_file_and_timeouts_and_refuses_two_key_sources(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import uvicorn
@@ -443,9 +580,14 @@ def test_cli_serve_reads_the_key_file_and_refuses_two_sources(
     monkeypatch.delenv("TWINBOT_API_KEY", raising=False)
     key_file = tmp_path / "key.txt"
     key_file.write_text("file-secret-5\n", encoding="utf-8")
-    result = CliRunner().invoke(app, ["serve", "some-run", "--api-key-file", str(key_file)])
+    timeouts = ["--body-timeout", "7", "--queue-timeout", "8.5", "--generation-timeout", "9"]
+    result = CliRunner().invoke(app, ["serve", "some-run", "--api-key-file", str(key_file), *timeouts])
     assert result.exit_code == 0, result.output
     assert apps[-1]["api_key"] == "file-secret-5"  # type: ignore[index]
+    limits = apps[-1]["limits"]  # type: ignore[index]
+    assert (limits.body_timeout_s, limits.queue_timeout_s, limits.generation_timeout_s) == (7, 8.5, 9)
+    no_wait = CliRunner().invoke(app, ["serve", "some-run", "--queue-timeout", "0"])
+    assert isinstance(no_wait.exception, TwinbotError) and "--queue-timeout" in str(no_wait.exception)
     assert "API key: set" in result.output and "file-secret-5" not in result.output
     monkeypatch.setenv("TWINBOT_API_KEY", "env-secret-6")
     both = CliRunner().invoke(app, ["serve", "some-run", "--api-key-file", str(key_file)])

@@ -484,9 +484,27 @@ def serve(
             help="Serve on an address other than this machine's without an API key (refused otherwise).",
         ),
     ] = False,
+    body_timeout: Annotated[
+        float,
+        typer.Option("--body-timeout", metavar="SECONDS", help="Time to send a request's body, then 408."),
+    ] = 30.0,
+    queue_timeout: Annotated[
+        float,
+        typer.Option(
+            "--queue-timeout", metavar="SECONDS", help="Time a request may wait for a slot, then 503."
+        ),
+    ] = 120.0,
+    generation_timeout: Annotated[
+        float,
+        typer.Option(
+            "--generation-timeout",
+            metavar="SECONDS",
+            help='Time one reply may take; it then ends with the text so far (finish_reason "length").',
+        ),
+    ] = 300.0,
 ) -> None:
     """Serve the model over an OpenAI-compatible API with a web chat page at /."""
-    from twinbot.bot.serve import run_serve
+    from twinbot.bot.serve import ServeLimits, run_serve
 
     run_serve(
         run,
@@ -499,6 +517,11 @@ def serve(
         device=device,
         allow_hosts=allow_host or [],
         insecure_no_auth=insecure_no_auth,
+        limits=ServeLimits(
+            body_timeout_s=body_timeout,
+            queue_timeout_s=queue_timeout,
+            generation_timeout_s=generation_timeout,
+        ),
     )
 
 

@@ -3,9 +3,12 @@
 Endpoints: `POST /v1/chat/completions` (plain JSON or `stream: true` server-sent events, with `usage`),
 `GET /v1/models`, `GET /health`, and the chat page at `/`. The wire format itself is in openai_api.py.
 
-Generation runs in worker threads, never on the event loop. At most `max_concurrent` generations run at
-once; up to `max_queue` more wait for a slot, and requests beyond that get 429. A client that goes away
-(mid-stream or while waiting for a plain reply) stops its generation through the `stop` event.
+Generation runs in worker threads, never on the event loop (engine.py). At most `max_concurrent`
+generations run at once; up to `max_queue` more wait for a slot, and requests beyond that get 429 before
+any tokenizer work (admission.py). Every stage has a time limit (ServeLimits): reading the body (408),
+waiting for a slot (503 with Retry-After) and generating (the reply so far, finish_reason "length"). A
+client that goes away (queued, mid-stream or while waiting for a plain reply) stops its generation or
+never starts it.
 
 Privacy: request bodies and message text are never logged, and the API key is never printed.
 """
@@ -13,7 +16,6 @@ Privacy: request bodies and message text are never logged, and the API key is ne
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hmac
 import importlib.resources
 import ipaddress
@@ -23,10 +25,10 @@ import os
 import socket
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -34,6 +36,8 @@ from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from twinbot.bot.admission import Admission
+from twinbot.bot.engine import Generation, ModelEngine, ReplyEngine, SamplingRequest
 from twinbot.bot.openai_api import (
     ApiError,
     ChatCompletionRequest,
@@ -45,7 +49,6 @@ from twinbot.data.records import ChatTurn
 from twinbot.errors import TwinbotError, one_line
 
 if TYPE_CHECKING:
-    from twinbot.bot.generate import GenerationSettings
     from twinbot.bot.loading import LoadedModel
 
 log = logging.getLogger("twinbot.bot.serve")
@@ -53,215 +56,25 @@ log = logging.getLogger("twinbot.bot.serve")
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
 API_KEY_ENV = "TWINBOT_API_KEY"
-_DISCONNECT_POLL_S = 0.25
 
 
 @dataclass(frozen=True)
 class ServeLimits:
-    """Bounds on what one request may ask for."""
+    """Bounds on what one request may ask for, and how long each of its stages may take."""
 
     max_tokens: int = 512  # reply tokens per request (also capped by the model's context window)
     default_max_tokens: int = 128
     max_prompt_chars: int = 32_000  # all message text of one request together
     max_messages: int = 256
+    body_timeout_s: float = 30.0  # to receive the whole request body (slow senders hold a connection)
+    queue_timeout_s: float = 120.0  # to wait for a generation slot
+    generation_timeout_s: float = 300.0  # to generate, from the moment the slot is granted
 
-
-@dataclass(frozen=True)
-class SamplingRequest:
-    """The generation settings of one request, before they become the inference API's GenerationSettings."""
-
-    temperature: float
-    top_p: float
-    max_new_tokens: int
-    seed: int | None
-
-
-class ReplyEngine(Protocol):
-    """What the server needs from a model. `ModelEngine` wraps a LoadedModel; tests pass fakes."""
-
-    name: str
-    system_prompt: str | None
-    context_window: int
-
-    def count_prompt_tokens(self, messages: Sequence[ChatTurn], max_new_tokens: int) -> int: ...
-
-    def count_tokens(self, text: str) -> int: ...
-
-    def stream(
-        self, messages: Sequence[ChatTurn], sampling: SamplingRequest, stop: threading.Event
-    ) -> Iterator[str]: ...
-
-
-class ModelEngine:
-    """A ReplyEngine over twinbot.bot.generate."""
-
-    def __init__(self, lm: LoadedModel) -> None:
-        self.lm = lm
-        self.name = lm.name
-        self.system_prompt = lm.system_prompt
-        self.context_window = lm.context_window
-
-    def count_prompt_tokens(self, messages: Sequence[ChatTurn], max_new_tokens: int) -> int:
-        from twinbot.bot.generate import build_prompt_ids
-
-        return len(build_prompt_ids(self.lm, messages, max_new_tokens))
-
-    def count_tokens(self, text: str) -> int:
-        return len(self.lm.tokenizer.encode(text, add_special_tokens=False)) if text else 0
-
-    def settings(self, sampling: SamplingRequest) -> GenerationSettings:
-        """The request's sampling over the default settings (the repetition penalty is not an API option)."""
-        from twinbot.bot.generate import GenerationSettings
-
-        return replace(
-            GenerationSettings(),
-            temperature=sampling.temperature,
-            top_p=sampling.top_p,
-            max_new_tokens=sampling.max_new_tokens,
-            seed=sampling.seed,
-        )
-
-    def stream(
-        self, messages: Sequence[ChatTurn], sampling: SamplingRequest, stop: threading.Event
-    ) -> Iterator[str]:
-        from twinbot.bot.generate import stream_reply
-
-        return stream_reply(self.lm, messages, self.settings(sampling), stop=stop)
-
-
-# ---- admission: bounded concurrency with a bounded queue ----
-
-
-class Admission:
-    """At most `max_concurrent` generations run; at most `max_queue` wait; anything more is refused (429).
-
-    A slot is released by the generation thread itself when it has really finished, so a client that
-    disconnects does not free its slot while its generation is still winding down.
-    """
-
-    def __init__(self, max_concurrent: int, max_queue: int) -> None:
-        if max_concurrent < 1 or max_queue < 0:
-            raise TwinbotError("--max-concurrent must be at least 1 and --max-queue at least 0")
-        self.max_concurrent = max_concurrent
-        self.max_queue = max_queue
-        self.running = 0
-        self.waiting = 0
-        self._free: asyncio.Condition | None = None
-
-    def _condition(self) -> asyncio.Condition:
-        if self._free is None:
-            self._free = asyncio.Condition()
-        return self._free
-
-    async def acquire(self) -> None:
-        """Take a slot, waiting in the queue if needed. Raises ApiError(429) when the queue is full."""
-        if self.running < self.max_concurrent and self.waiting == 0:
-            self.running += 1
-            return
-        if self.waiting >= self.max_queue:
-            raise ApiError(
-                429,
-                "the server is busy (all generation slots and queue places are taken); retry shortly",
-                error_type="rate_limit_exceeded",
-                code="rate_limit_exceeded",
+    def __post_init__(self) -> None:
+        if min(self.body_timeout_s, self.queue_timeout_s, self.generation_timeout_s) <= 0:
+            raise TwinbotError(
+                "--body-timeout, --queue-timeout and --generation-timeout must be more than 0 seconds"
             )
-        free = self._condition()
-        self.waiting += 1
-        try:
-            async with free:
-                await free.wait_for(lambda: self.running < self.max_concurrent)
-                self.running += 1
-        finally:
-            self.waiting -= 1
-
-    async def release(self) -> None:
-        free = self._condition()
-        async with free:
-            self.running -= 1
-            free.notify()
-
-
-# ---- generation off the event loop ----
-
-_END = object()
-
-
-@dataclass
-class _Failure:
-    error: BaseException
-
-
-class Generation:
-    """One reply generated in a worker thread; pieces are handed to the event loop through a queue."""
-
-    def __init__(
-        self,
-        engine: ReplyEngine,
-        messages: Sequence[ChatTurn],
-        sampling: SamplingRequest,
-        admission: Admission,
-        loop: asyncio.AbstractEventLoop,
-    ) -> None:
-        self.stop = threading.Event()
-        self.pieces: asyncio.Queue[object] = asyncio.Queue()
-        self._engine = engine
-        self._messages = list(messages)
-        self._sampling = sampling
-        self._admission = admission
-        self._loop = loop
-        self.thread = threading.Thread(target=self._run, name="twinbot-generation", daemon=True)
-
-    def start(self) -> None:
-        self.thread.start()
-
-    def _put(self, item: object) -> None:
-        with contextlib.suppress(RuntimeError):  # the loop is closed: the server is shutting down
-            self._loop.call_soon_threadsafe(self.pieces.put_nowait, item)
-
-    def _run(self) -> None:
-        pieces: Iterator[str] | None = None
-        try:
-            pieces = self._engine.stream(self._messages, self._sampling, self.stop)
-            for piece in pieces:
-                if self.stop.is_set():
-                    break
-                if piece:
-                    self._put(piece)
-            self._put(_END)
-        except BaseException as exc:
-            self._put(_Failure(exc))
-        finally:
-            close = getattr(pieces, "close", None)
-            if callable(close):
-                with contextlib.suppress(Exception):
-                    close()
-            with contextlib.suppress(RuntimeError):
-                asyncio.run_coroutine_threadsafe(self._admission.release(), self._loop)
-
-    async def pieces_until_done(self, request: Request) -> AsyncIterator[str]:
-        """The reply's pieces; stops the generation when the client disconnects or the consumer goes away."""
-        next_check = time.monotonic() + _DISCONNECT_POLL_S
-        try:
-            while True:
-                try:
-                    item = await asyncio.wait_for(self.pieces.get(), timeout=_DISCONNECT_POLL_S)
-                except TimeoutError:
-                    item = None
-                if time.monotonic() >= next_check:
-                    next_check = time.monotonic() + _DISCONNECT_POLL_S
-                    if await request.is_disconnected():
-                        log.info("client disconnected; generation stopped")
-                        return
-                if item is None:
-                    continue
-                if item is _END:
-                    return
-                if isinstance(item, _Failure):
-                    raise item.error
-                assert isinstance(item, str)
-                yield item
-        finally:
-            self.stop.set()
 
 
 # ---- the app ----
@@ -453,7 +266,7 @@ class ChatService:
         """The reply as one JSON body, or as server-sent events when the request asks to `stream`."""
         body = await self._read(request)
         prepared = await self._prepare(body)
-        generation = await self._start(prepared)
+        generation = await self._start(prepared, request)
         completion_id = new_completion_id()
         if body.stream:
             return StreamingResponse(
@@ -466,7 +279,9 @@ class ChatService:
         return await _whole_reply(self.engine, generation, request, prepared, completion_id)
 
     async def _read(self, request: Request) -> ChatCompletionRequest:
-        raw = await _read_json_body(request, max_bytes=4 * self.limits.max_prompt_chars + 65_536)
+        raw = await _read_json_body(
+            request, max_bytes=4 * self.limits.max_prompt_chars + 65_536, timeout_s=self.limits.body_timeout_s
+        )
         try:
             return ChatCompletionRequest.model_validate(raw)
         except ValidationError as exc:
@@ -474,16 +289,27 @@ class ChatService:
             raise ApiError(400, message, param=param) from None
 
     async def _prepare(self, body: ChatCompletionRequest) -> _Prepared:
+        """The checked request, holding a generation slot (the caller must start or release it).
+
+        The cheap checks come first; then a place in the queue is taken, so that a request the server is
+        too busy for is refused (429) before any tokenizer work; the prompt is tokenized while queued."""
         turns = self._turns(body)
         sampling = self._sampling(body)
+        include_usage = bool(body.stream_options and body.stream_options.include_usage)
+        self.admission.reserve()
         try:
-            prompt_tokens = await asyncio.to_thread(
-                self.engine.count_prompt_tokens, turns, sampling.max_new_tokens
-            )
+            prompt_tokens = await self._count_prompt_tokens(turns, sampling)
+            await self.admission.take_slot(self.limits.queue_timeout_s)
+        except BaseException:
+            self.admission.cancel()
+            raise
+        return _Prepared(turns, sampling, prompt_tokens, include_usage)
+
+    async def _count_prompt_tokens(self, turns: list[ChatTurn], sampling: SamplingRequest) -> int:
+        try:
+            return await asyncio.to_thread(self.engine.count_prompt_tokens, turns, sampling.max_new_tokens)
         except TwinbotError as exc:
             raise ApiError(400, exc.message, param="messages", code="context_length_exceeded") from None
-        include_usage = bool(body.stream_options and body.stream_options.include_usage)
-        return _Prepared(turns, sampling, prompt_tokens, include_usage)
 
     def _turns(self, body: ChatCompletionRequest) -> list[ChatTurn]:
         """The messages as chat turns, within the limits, behind the persona's system prompt if none is given."""
@@ -521,31 +347,49 @@ class ChatService:
             seed=body.seed,
         )
 
-    async def _start(self, prepared: _Prepared) -> Generation:
-        """A generation slot (waiting in the queue, or 429 when it is full), then the generation thread."""
-        await self.admission.acquire()
-        generation = Generation(
-            self.engine, prepared.messages, prepared.sampling, self.admission, asyncio.get_running_loop()
-        )
+    async def _start(self, prepared: _Prepared, request: Request) -> Generation:
+        """The generation thread on the slot `prepared` holds; the thread releases the slot when it ends.
+        A client that went away while queued gets no generation."""
         try:
+            if await request.is_disconnected():
+                log.info("client disconnected while queued; generation not started")
+                raise ApiError(499, "the client closed the request before a generation slot was free")
+            generation = Generation(
+                self.engine,
+                prepared.messages,
+                prepared.sampling,
+                time_limit_s=self.limits.generation_timeout_s,
+                on_finished=self.admission.release,
+                loop=asyncio.get_running_loop(),
+            )
             generation.start()
         except BaseException:
-            await self.admission.release()
+            self.admission.release()
             raise
         return generation
 
 
-async def _read_json_body(request: Request, max_bytes: int) -> Any:
-    """The JSON body, refusing (413) bodies over `max_bytes` before reading them whole."""
+async def _read_json_body(request: Request, max_bytes: int, timeout_s: float) -> Any:
+    """The JSON body, refusing (413) bodies over `max_bytes` before reading them whole, and (408) bodies
+    that take more than `timeout_s` seconds to arrive."""
     too_large = ApiError(413, f"the request body is too large (at most {max_bytes} bytes)")
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > max_bytes:
         raise too_large
     body = bytearray()
-    async for chunk in request.stream():
-        body.extend(chunk)
-        if len(body) > max_bytes:
-            raise too_large
+    try:
+        async with asyncio.timeout(timeout_s):
+            async for chunk in request.stream():
+                body.extend(chunk)
+                if len(body) > max_bytes:
+                    raise too_large
+    except TimeoutError:
+        raise ApiError(
+            408,
+            f"the request body did not arrive within {timeout_s:g} seconds",
+            code="request_timeout",
+            headers={"Connection": "close"},  # the rest of the body is not wanted
+        ) from None
     try:
         return json.loads(body)
     except (ValueError, UnicodeDecodeError):
@@ -574,7 +418,7 @@ async def _whole_reply(
             {
                 "index": 0,
                 "message": {"role": "assistant", "content": text},
-                "finish_reason": _finish_reason(usage, prepared),
+                "finish_reason": _finish_reason(generation, usage, prepared),
             }
         ],
         "usage": usage,
@@ -618,7 +462,7 @@ async def _stream_events(
         if await request.is_disconnected():
             return
         usage = await asyncio.to_thread(_usage, engine, prepared, "".join(parts))
-        yield sse(delta({}, _finish_reason(usage, prepared)))
+        yield sse(delta({}, _finish_reason(generation, usage, prepared)))
         if prepared.include_usage:
             yield sse(chunk([], usage))
         yield sse("[DONE]")
@@ -644,7 +488,11 @@ def _usage(engine: ReplyEngine, prepared: _Prepared, text: str) -> dict[str, int
     }
 
 
-def _finish_reason(usage: dict[str, int], prepared: _Prepared) -> str:
+def _finish_reason(generation: Generation, usage: dict[str, int], prepared: _Prepared) -> str:
+    """Why the reply ended: "stop" at its natural end, "length" at max_tokens or at the time limit (the
+    finish reason OpenAI clients already handle for a reply that was cut short)."""
+    if generation.ended_by == "time_limit":
+        return "length"
     return "length" if usage["completion_tokens"] >= prepared.sampling.max_new_tokens else "stop"
 
 
@@ -762,6 +610,7 @@ def run_serve(
     allow_hosts: Sequence[str] = (),
     insecure_no_auth: bool = False,
     api_key_file: Path | None = None,
+    limits: ServeLimits | None = None,
 ) -> None:
     """`twinbot serve`: load RUN (or any spec load_for_inference accepts) and serve it until Ctrl-C.
     The API key comes from `api_key` (--api-key), `api_key_file` or TWINBOT_API_KEY: one of them at most."""
@@ -786,6 +635,7 @@ def run_serve(
             api_key=api_key,
             max_concurrent=max_concurrent,
             max_queue=max_queue,
+            limits=limits,
             allowed_hosts=[host, *allow_hosts],
         )
         shown_host = f"[{host}]" if ":" in host else host
