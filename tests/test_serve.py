@@ -325,6 +325,56 @@ def test_full_queue_gets_429_and_the_loop_stays_responsive() -> None:
     assert len(engine.calls) == 3
 
 
+@pytest.mark.parametrize(
+    ("stop", "expected"),
+    [
+        ("how", "hey there, "),
+        (["zzz", " are", "there"], "hey "),  # the earliest of several
+        ("re, ho", "hey the"),  # across the pieces " there," and " how"
+        ("there, hx", "hey there, how are you"),  # held back, then sent: not a stop string after all
+    ],
+)
+def test_stop_strings_end_the_reply_before_them(stop: str | list[str], expected: str) -> None:
+    engine = FakeEngine()
+    with serve(engine) as server:
+        api = client(server)
+        messages = [{"role": "user", "content": "hi"}]
+        plain = api.chat.completions.create(model="x", messages=messages, stop=stop)
+        chunks = list(api.chat.completions.create(model="x", messages=messages, stop=stop, stream=True))
+    assert plain.choices[0].message.content == expected
+    assert plain.choices[0].finish_reason == "stop"
+    assert plain.usage is not None and plain.usage.completion_tokens == len(expected.split())
+    pieces = [chunk.choices[0].delta.content for chunk in chunks if chunk.choices]
+    assert "".join(piece or "" for piece in pieces) == expected
+    assert "" not in pieces[1:-1]  # no empty content chunks for held-back text
+    assert chunks[-1].choices[0].finish_reason == "stop"
+
+
+def test_a_stop_string_stops_the_generation_itself() -> None:
+    engine = FakeEngine(reply="one two three " + " ".join(["word"] * 200), delay=0.01)
+    with serve(engine) as server:
+        reply = client(server).chat.completions.create(
+            model="x", messages=[{"role": "user", "content": "hi"}], stop=[" three"], max_tokens=200
+        )
+        assert engine.finished.wait(5)
+    assert reply.choices[0].message.content == "one two"
+    assert engine.saw_stop and engine.generated < 100
+
+
+@pytest.mark.parametrize("stop", [["a", "b", "c", "d", "e"], "", ["ok", ""], "x" * 65, 7])
+def test_bad_stop_parameters_are_openai_shaped_400s(stop: object) -> None:
+    engine = FakeEngine()
+    with serve(engine) as server:
+        response = httpx.post(server.base_url + "/v1/chat/completions", json={**BODY, "stop": stop})
+        with pytest.raises(openai.BadRequestError):
+            client(server).chat.completions.create(model="x", messages=BODY["messages"], stop=stop)  # type: ignore[arg-type]
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert set(error) == {"message", "type", "param", "code"}
+    assert error["type"] == "invalid_request_error" and error["param"] == "stop"
+    assert engine.calls == [] and engine.prompts_tokenized == 0
+
+
 def _wait_for_load(server: ServerThread, running: int, queued: int) -> None:
     deadline = time.monotonic() + 5
     while True:

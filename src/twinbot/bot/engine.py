@@ -1,8 +1,9 @@
 """What `twinbot serve` generates with: the ReplyEngine protocol, ModelEngine over twinbot.bot.generate,
 and Generation, one reply produced in a worker thread and handed to the event loop piece by piece.
 
-A Generation ends at the reply's natural end, when its time limit passes (`ended_by`), or when its
-client goes away.
+A Generation ends at the reply's natural end, at the request's first stop string (the stop string is not
+part of the reply), when its time limit passes, or when its client goes away; `ended_by` says which of
+the middle two it was.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Literal, Protocol
 
+from twinbot.bot.stop_strings import StopMatcher
 from twinbot.data.records import ChatTurn
 
 if TYPE_CHECKING:
@@ -28,7 +30,7 @@ log = logging.getLogger("twinbot.bot.serve")  # the server's log
 
 DISCONNECT_POLL_S = 0.25
 
-EndedBy = Literal["time_limit"]
+EndedBy = Literal["stop_string", "time_limit"]
 
 
 @dataclass(frozen=True)
@@ -115,6 +117,7 @@ class Generation:
         messages: Sequence[ChatTurn],
         sampling: SamplingRequest,
         *,
+        stop_strings: Sequence[str],
         time_limit_s: float,
         on_finished: Callable[[], None],
         loop: asyncio.AbstractEventLoop,
@@ -125,6 +128,7 @@ class Generation:
         self._engine = engine
         self._messages = list(messages)
         self._sampling = sampling
+        self._stop_strings = tuple(stop_strings)
         self._time_limit_s = time_limit_s
         self._time_limit: asyncio.TimerHandle | None = None
         self._on_finished = on_finished
@@ -168,8 +172,9 @@ class Generation:
                 self._loop.call_soon_threadsafe(self._on_finished)
 
     async def pieces_until_done(self, request: Request) -> AsyncIterator[str]:
-        """The reply's pieces; stops the generation at the time limit, when the client disconnects, or
-        when the consumer goes away."""
+        """The reply's text, cut before the first stop string; stops the generation when the reply ends
+        there or at the time limit, when the client disconnects, or when the consumer goes away."""
+        matcher = StopMatcher(self._stop_strings)
         next_check = time.monotonic() + DISCONNECT_POLL_S
         try:
             while True:
@@ -187,9 +192,15 @@ class Generation:
                 if isinstance(item, _Failure):
                     raise item.error
                 if item is _END:
+                    if held := matcher.flush():
+                        yield held
                     return
                 assert isinstance(item, str)
-                yield item
+                if text := matcher.feed(item):
+                    yield text
+                if matcher.matched:
+                    self.ended_by = "stop_string"
+                    return
         finally:
             self.stop.set()
             if self._time_limit is not None:

@@ -45,6 +45,7 @@ from twinbot.bot.openai_api import (
     sse,
     validation_message,
 )
+from twinbot.bot.stop_strings import stop_strings_from
 from twinbot.data.records import ChatTurn
 from twinbot.errors import TwinbotError, one_line
 
@@ -221,6 +222,7 @@ class _Prepared:
 
     messages: list[ChatTurn]
     sampling: SamplingRequest
+    stop_strings: tuple[str, ...]
     prompt_tokens: int
     include_usage: bool
 
@@ -295,6 +297,7 @@ class ChatService:
         too busy for is refused (429) before any tokenizer work; the prompt is tokenized while queued."""
         turns = self._turns(body)
         sampling = self._sampling(body)
+        stops = stop_strings_from(body.stop)
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         self.admission.reserve()
         try:
@@ -303,7 +306,7 @@ class ChatService:
         except BaseException:
             self.admission.cancel()
             raise
-        return _Prepared(turns, sampling, prompt_tokens, include_usage)
+        return _Prepared(turns, sampling, stops, prompt_tokens, include_usage)
 
     async def _count_prompt_tokens(self, turns: list[ChatTurn], sampling: SamplingRequest) -> int:
         try:
@@ -358,6 +361,7 @@ class ChatService:
                 self.engine,
                 prepared.messages,
                 prepared.sampling,
+                stop_strings=prepared.stop_strings,
                 time_limit_s=self.limits.generation_timeout_s,
                 on_finished=self.admission.release,
                 loop=asyncio.get_running_loop(),
@@ -489,8 +493,10 @@ def _usage(engine: ReplyEngine, prepared: _Prepared, text: str) -> dict[str, int
 
 
 def _finish_reason(generation: Generation, usage: dict[str, int], prepared: _Prepared) -> str:
-    """Why the reply ended: "stop" at its natural end, "length" at max_tokens or at the time limit (the
-    finish reason OpenAI clients already handle for a reply that was cut short)."""
+    """Why the reply ended: "stop" at a stop string or its natural end, "length" at max_tokens or at the
+    time limit (the finish reason OpenAI clients already handle for a reply that was cut short)."""
+    if generation.ended_by == "stop_string":
+        return "stop"
     if generation.ended_by == "time_limit":
         return "length"
     return "length" if usage["completion_tokens"] >= prepared.sampling.max_new_tokens else "stop"
