@@ -589,6 +589,11 @@ def test_api_key_comes_from_exactly_one_of_flag_file_and_environment(tmp_path: P
     assert api_key_from(" flag-secret-2 ", None, {}) == "flag-secret-2"
     assert api_key_from(None, key_file, {}) == "file-secret-1"
     assert api_key_from(None, None, {"TWINBOT_API_KEY": "env-secret-3\n"}) == "env-secret-3"
+    for encoding in ("utf-16", "utf-8-sig"):  # what Windows PowerShell's `>` and Set-Content write
+        key_file.write_text("file-secret-1\r\n", encoding=encoding)
+        assert api_key_from(None, key_file, {}) == "file-secret-1"
+    binary = tmp_path / "binary.bin"
+    binary.write_bytes(b"\xff\x00\x9csecret-7\n")
     blank_first_line = tmp_path / "blank.txt"
     blank_first_line.write_text("\nfile-secret-4\n", encoding="utf-8")
     with_spaces = tmp_path / "spaces.txt"
@@ -601,6 +606,7 @@ def test_api_key_comes_from_exactly_one_of_flag_file_and_environment(tmp_path: P
         "the first line of --api-key-file is empty": (None, blank_first_line, None),
         "cannot read the API key file": (None, tmp_path / "missing.txt", None),
         "printable ASCII without spaces": (None, with_spaces, None),
+        "from --api-key-file must be printable ASCII": (None, binary, None),
     }
     for expected, (flag, path, env) in refusals.items():
         environ = {} if env is None else {"TWINBOT_API_KEY": env}
@@ -608,7 +614,9 @@ def test_api_key_comes_from_exactly_one_of_flag_file_and_environment(tmp_path: P
             api_key_from(flag, path, environ)
         message = str(caught.value)
         assert expected in message and "\n" not in message
-        assert not any(secret in message for secret in ("secret-2", "secret-3", "secret-4", "two words"))
+        assert not any(
+            secret in message for secret in ("secret-2", "secret-3", "secret-4", "secret-7", "two words")
+        )
     with pytest.raises(TwinbotError, match="cannot read the API key file"):
         api_key_from(None, tmp_path, {})  # a folder
 

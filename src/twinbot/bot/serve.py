@@ -16,6 +16,7 @@ Privacy: request bodies and message text are never logged, and the API key is ne
 from __future__ import annotations
 
 import asyncio
+import codecs
 import hmac
 import importlib.resources
 import ipaddress
@@ -595,14 +596,19 @@ def api_key_from(
 
 def _first_line(path: Path) -> str:
     try:
-        with path.open(encoding="utf-8") as file:
-            return file.readline(4096).strip()
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else one_line(exc)
+        with path.open("rb") as file:
+            head = file.read(4096)
+    except OSError as exc:
         raise TwinbotError(
-            f"cannot read the API key file: {reason}; give --api-key-file a readable UTF-8 text file",
+            f"cannot read the API key file: {exc.strerror or one_line(exc)}; give --api-key-file a readable "
+            "text file",
             path=path,
         ) from None
+    # Windows PowerShell writes UTF-16 (`>`) or UTF-8 with a byte order mark (`Set-Content -Encoding utf8`).
+    # Undecodable bytes become U+FFFD, which the key check refuses.
+    utf16 = head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE))
+    text = head.decode("utf-16" if utf16 else "utf-8-sig", errors="replace")
+    return text.splitlines()[0].strip() if text else ""
 
 
 def run_serve(
