@@ -125,6 +125,28 @@ def test_phone_number_display_names_are_scrubbed_in_samples(tmp_path: Path) -> N
     assert "7700" not in report
 
 
+def test_redact_lists_replace_names_in_text_and_speaker_names(tmp_path: Path) -> None:
+    messages = [
+        msg("Jo Smith", "ask kai, he lives on elm street", T0),
+        msg("Lee", "or text him", T0 + timedelta(seconds=5)),
+        msg("Sam", "kai is away", T0 + timedelta(seconds=9)),
+    ]
+    names = tmp_path / "names.txt"
+    names.write_text("Elm Street\n", encoding="utf-8")
+    options = PrepareOptions(
+        me=["Sam"], out=tmp_path / "data", redact=["Kai", "Jo Smith"], redact_files=[names]
+    )
+    data = prepare_messages(messages, options)
+    write_outputs(data, options)
+    written = (tmp_path / "data" / "train.jsonl").read_text(encoding="utf-8")
+    written += (tmp_path / "data" / "eval.jsonl").read_text(encoding="utf-8")
+    assert "<REDACTED>: ask <REDACTED>, he lives on <REDACTED>\\nLee: or text him" in written
+    assert "<REDACTED> is away" in written
+    assert "Jo" not in written and "kai" not in written.casefold() and "elm" not in written.casefold()
+    report = json.loads((tmp_path / "data" / "report.json").read_text(encoding="utf-8"))
+    assert report["pii"]["REDACTED"] == 3  # message text only: speaker names are not counted
+
+
 def test_no_scrub_keeps_the_text() -> None:
     messages = [msg("Alex", "alex@example.com", T0), msg("Sam", "ok", T0 + timedelta(seconds=5))]
     data = prepare_messages(messages, PrepareOptions(me=["Sam"], scrub=False))

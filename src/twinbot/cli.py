@@ -112,6 +112,14 @@ def prepare(
     bot: Annotated[
         list[str] | None, typer.Option("--bot", help="Another bot name or id to drop; repeatable.")
     ] = None,
+    redact: Annotated[
+        list[str] | None,
+        typer.Option("--redact", help="A name, address or word to replace by <REDACTED>; repeatable."),
+    ] = None,
+    redact_file: Annotated[
+        list[Path] | None,
+        typer.Option("--redact-file", help="A UTF-8 file of names/addresses to redact, one per line."),
+    ] = None,
 ) -> None:
     """Turn exports into train.jsonl / eval.jsonl for the persona given by --me."""
     from twinbot.data.prepare import PrepareOptions, run_prepare
@@ -137,6 +145,8 @@ def prepare(
             context_chars=context_chars,
             context_tokens=context_tokens,
             bot_names=list(bot or []),
+            redact=list(redact or []),
+            redact_files=list(redact_file or []),
         )
     )
 

@@ -33,7 +33,7 @@ from twinbot.data.filters import (
 from twinbot.data.prepared import EVAL_FILE, LENGTHS_PLOT, REPORT_FILE, TRAIN_FILE
 from twinbot.data.records import MESSAGE_KINDS, Conversation, Message, Sample
 from twinbot.data.samples import HFTokenCounter, SampleOptions, conversation_samples, count_samples
-from twinbot.data.scrub import PII_TYPES, Scrubber
+from twinbot.data.scrub import PII_TYPES, Redactions, Scrubber
 from twinbot.data.sources import ParseOptions, parse_path
 from twinbot.data.sources.common import gc_paused
 from twinbot.errors import TwinbotError
@@ -64,6 +64,8 @@ class PrepareOptions:
     context_chars: int = 2000
     context_tokens: int = 1024
     bot_names: list[str] = field(default_factory=list)  # added to filters.DEFAULT_BOT_NAMES
+    redact: list[str] = field(default_factory=list)  # names, addresses: replaced by <REDACTED>
+    redact_files: list[Path] = field(default_factory=list)  # more of them, one per line
     duplicate_window_s: float = 300.0
     burst_max_messages: int = 8
     burst_window_s: float = 5.0
@@ -292,8 +294,10 @@ class _Tally:
 def _prepare_messages(messages: Iterable[Message], options: PrepareOptions) -> PreparedData:
     keep = MessageFilter(options.filter_options())
     sessions = options.session_options()
-    scrubber = Scrubber() if options.scrub else None
-    names_scrubber = Scrubber()  # not counted in the report: it sees each name once, not each message
+    redactions = Redactions.read(options.redact, options.redact_files)
+    scrubber = Scrubber(patterns=options.scrub, redactions=redactions) if options.scrub or redactions else None
+    # not counted in the report: it sees each name once, not each message
+    names_scrubber = Scrubber(redactions=redactions)
     tally = _Tally()
     chats = _read_chats(messages, keep, sessions.style_only_platforms, scrubber, names_scrubber, tally)
     if tally.read == 0:

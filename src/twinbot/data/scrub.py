@@ -1,41 +1,61 @@
-"""PII scrubbing: replace emails, phone numbers, card numbers, IBANs, IP addresses and secrets in message
-text with typed placeholders (`<EMAIL>`, `<PHONE>`, `<CARD>`, `<IBAN>`, `<IP>`, `<SECRET>`).
+"""PII scrubbing: replace emails, phone numbers, card numbers, IBANs, US social security numbers, IP
+addresses and secrets in message text with typed placeholders (`<EMAIL>`, `<PHONE>`, `<CARD>`, `<IBAN>`,
+`<SSN>`, `<IP>`, `<SECRET>`), and the words the user lists with `--redact` with `<REDACTED>`.
 
 Built for throughput (about a microsecond for a typical chat line): every detector sits behind a cheap
 pre-check (no '@' -> no email search, no digit -> no digit patterns, short text -> no secret search), all
-patterns are compiled once, and candidates are validated in Python (Luhn, IBAN mod-97, IP ranges) only
-when a pattern fires.
+patterns are compiled once, and candidates are validated in Python (Luhn, IBAN mod-97, IP ranges, the cue
+words before them) only when a pattern fires. Every pattern is linear in the text (tests/test_linear_patterns).
 
 What counts (and what deliberately does not):
-- EMAIL: `local@domain.tld`. `@mentions` have no dot-TLD and are left alone.
+- EMAIL: `local@domain.tld`, and the spelled-out forms people type to dodge scrapers: `anna at gmail dot
+  com`, `anna[at]gmail[dot]com`, `anna (at) web (dot) de`, `juan arroba hotmail punto com` (at/dot words in
+  several languages; a plain "at" before a plain "." counts only for well-known mail providers, so
+  "look at example.com" stays). `@mentions` have no dot-TLD and are left alone.
 - PHONE: international numbers starting with `+` or `00` (8-15 digits); NANP `(555) 123-4567`,
   `555-123-4567`, `555.123.4567`, `555 123 4567` (optional leading `1`); trunk-prefixed national numbers
   starting with 0 (`020 7946 0958`, `06 12 34 56 78`, `0151 23456789`, `0612345678`; 10-12 digits, one
-  separator style throughout). Never: dates, times, prices, versions, or numbers under 10 digits without a
-  `+` prefix; digits inside URLs or after `#` (order numbers, hashtags, ids).
+  separator style throughout); bare 10-13 digit numbers (`4155550123`) only after a word that says it is a
+  number to call or text ("call me", "my number", "whatsapp", "llámame", "Handy", "звони", ...) and not
+  after one that says it is an order, invoice, tracking or meeting number. Never: dates, times, prices,
+  versions, or numbers under 10 digits without a `+` prefix; digits inside URLs or after `#`.
 - CARD: 13-19 digits, contiguous or in card groupings (4-4-4-4[-3], Amex 4-6-5, Diners 4-6-4) with one
   separator style, issuer prefix 2-6, Luhn-valid.
 - IBAN: country code + check digits + BBAN (optionally grouped by spaces), the country's registered length
   and a valid mod-97 checksum.
+- SSN: US social security numbers `078-05-1120` (valid area, group and serial), or with spaces after
+  "SSN" / "social security".
 - IP: IPv4 with every octet <= 255 and not part of a longer dotted number (`1.2.3.4.5`, `v1.2.3.4`); IPv6
   validated by `ipaddress`.
-- SECRET: Discord bot tokens, `sk-...` / `sk_live_...` keys, GitHub `ghp_/gho_/ghu_/ghs_/ghr_` and
-  `github_pat_` tokens, AWS `AKIA/ASIA` key ids, Slack `xox?-` tokens, Google `AIza` keys, hex runs of 32+
-  characters, and base64-like runs of 32+ characters that mix upper case, lower case and digits with many
-  class changes (so `Hello-World-2023-Conference` style words survive). Generic runs inside URLs are left
-  alone (ids in links), the prefixed kinds are not.
+- SECRET: Discord and Telegram bot tokens, `sk-...` / `sk_live_...` keys, GitHub `ghp_/gho_/ghu_/ghs_/ghr_`
+  and `github_pat_`, GitLab `glpat-`, Hugging Face `hf_`, npm `npm_`, AWS `AKIA/ASIA` key ids, Slack `xox?-`
+  tokens, Google `AIza` keys, JSON web tokens; base64-like runs of 32+ characters that mix upper case, lower
+  case and digits with many class changes (so `Hello-World-2023-Conference` style words survive); hex runs
+  of 32+ characters, except 40- and 64-character ones (git commit ids, sha256 digests) and ones after a
+  hash word (sha, md5, commit, checksum, ...) unless a key word (key, token, secret, ...) comes before them;
+  passwords stated in chat (`password: x`, `pw is x`, `das Passwort ist x`, `la contraseña es x`, `senha:
+  x`, `mot de passe : x`, `hasło to x`, `пароль: x`, ...: after "is"-like words the value must look like a
+  password, with a digit, symbol or inner capital, so "the password is wrong" stays);
+  and credentials inside URLs: the password of `scheme://user:password@host`, the values of query keys
+  such as `token`, `key`, `code`, `pwd`, `signature`, the path segment after `reset`, `verify`, `token`,
+  `webhooks/<id>` and the like, and the last segment of a `hooks.` host. Other ids in links are left alone.
+- Not detected: people's names and postal addresses (no pattern tells them apart from ordinary words; list
+  them with `--redact` / `--redact-file`), dates of birth, national ids other than US SSNs, licence plates.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
 
-PiiType = Literal["EMAIL", "PHONE", "CARD", "IBAN", "IP", "SECRET"]
-PII_TYPES: tuple[PiiType, ...] = ("EMAIL", "PHONE", "CARD", "IBAN", "IP", "SECRET")
+from twinbot.errors import TwinbotError
+
+PiiType = Literal["EMAIL", "PHONE", "CARD", "IBAN", "SSN", "IP", "SECRET", "REDACTED"]
+PII_TYPES: tuple[PiiType, ...] = ("EMAIL", "PHONE", "CARD", "IBAN", "SSN", "IP", "SECRET", "REDACTED")
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,11 +66,13 @@ class PiiSpan:
 
 
 # When two detections overlap, the one with the lower rank wins (then the longer one).
-_RANK: dict[PiiType, int] = {"SECRET": 0, "EMAIL": 1, "IBAN": 2, "CARD": 3, "IP": 4, "PHONE": 5}
+_RANK: dict[PiiType, int] = {
+    "REDACTED": 0, "SECRET": 1, "EMAIL": 2, "IBAN": 3, "CARD": 4, "SSN": 5, "IP": 6, "PHONE": 7
+}  # fmt: skip
 
 _ANY_DIGIT = re.compile(r"[0-9]")
 _DROP_ASCII_DIGITS = str.maketrans("", "", "0123456789")
-_URL = re.compile(r"(?:https?://|www\.)[^\s<>\"']+", re.IGNORECASE)
+_URL = re.compile(r"(?<![\w+.-])(?:[a-z][a-z0-9+.-]{1,15}://|www\.)[^\s<>\"']+", re.IGNORECASE)
 
 _EMAIL = re.compile(
     r"(?<![\w.%+'-])[A-Za-z0-9][A-Za-z0-9._%+'-]*@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
@@ -68,11 +90,284 @@ _SECRET_PREFIXED = re.compile(
     r"|xox[abposr]-[A-Za-z0-9-]{10,}"  # Slack
     r"|AIza[0-9A-Za-z_-]{35}"  # Google API key
     r"|eyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}"  # JSON web token
+    r"|glpat-[A-Za-z0-9_-]{20,}"  # GitLab
+    r"|SG\.[A-Za-z0-9_-]{16,32}\.[A-Za-z0-9_-]{16,64}"  # SendGrid
+    r"|hf_[A-Za-z0-9]{30,}"  # Hugging Face
+    r"|npm_[A-Za-z0-9]{36,}"  # npm
     r")(?![\w-])"
 )
+_TELEGRAM_TOKEN = re.compile(r"(?<!\d)\d{8,10}:[A-Za-z0-9_-]{35}(?![\w-])")
 _SECRET_HEX = re.compile(r"(?<![\w+/=-])(?:[0-9a-f]{32,}|[0-9A-F]{32,})(?![\w+/=-])")
 _SECRET_B64 = re.compile(r"(?<![\w+/=-])[A-Za-z0-9+/_-]{32,}={0,2}(?![\w+/=-])")
 _LONG_RUN = re.compile(r"[A-Za-z0-9+/_-]{20,}")
+
+# --- cue words: what the words just before a candidate say it is ----------------------------------------
+
+_CUE_WINDOW = 48  # characters before a candidate searched for cue words
+_CUE_WINDOW_AFTER = 32
+_AT_WORDS_HINT = r"at|arroba|arobase|chiocciola|ät|ma[łl]pa|собака|apenstaartje"
+_SECRET_CUE = re.compile(
+    r"key|token|secret|passw|\bpass\b|\bpwd?\b|auth|bearer|credential|clave|chave|schl[üu]ssel|cl[ée]\b"
+    r"|chiave|sleutel|ключ|токен|anahtar|klucz|kunci",
+    re.IGNORECASE,
+)
+_HASH_CUE = re.compile(
+    r"sha|md5|commit|hash|checksum|digest|\brev|blob|\bgit\b|merge|cherry|build", re.IGNORECASE
+)
+_PHONE_CUE = re.compile(
+    r"call|text|phone|\btel|cell|mobile|number|\bnr\b|ring|whats|\bwa\b|sms|reach|contact|dial|\bzap|\bpix\b"
+    r"|ll[aá]m|n[úu]mer|telef|tel[ée]f|m[óo]vil|fijo|ligu|liga|anruf|\bruf|handy|festnetz|appel|portable|chiam"
+    r"|cellul|\bbel|звон|номер|телеф|\baray|\bara\b|numara|zadzwo|numer|hubungi|nomor|telp",
+    re.IGNORECASE,
+)
+_NOT_PHONE_CUE = re.compile(
+    r"order|invoice|tracking|ticket|\bref|account|acct|iban|\bid\b|#|pedido|bestell|commande|ordine|заказ"
+    r"|sipari|zam[óo]wien|pesanan|rechnung|factura|fattura|fiscal|meeting|zoom|isbn|serial|imei|pnr|booking",
+    re.IGNORECASE,
+)
+# Cheap pre-check for the detectors that start from a word (passwords, spelled-out addresses, config lines),
+# run on the lower-cased text: a case-sensitive alternation of literals is several times faster.
+_WORD_HINT = re.compile(
+    rf"pass|pw|contrase|clave|senha|mdp|parola|wachtwoord|пароль|ifre|has[łl]o|sandi|key|token|secret"
+    rf"|\sat\s|arroba|arobase|chiocciola|\sät\s|ma[łl]pa|собака|apenstaartje|[\[\(\{{<]\s{{0,3}}(?:{_AT_WORDS_HINT})"
+)
+_SSN_CUE = re.compile(r"ssn|social security|seguro social", re.IGNORECASE)
+_PUBLIC_KEY_CUE = re.compile(r"ssh-(?:rsa|ed25519|dss)|ecdsa-sha2|sk-ssh", re.IGNORECASE)
+
+
+def _cue_before(cue: re.Pattern[str], text: str, start: int) -> bool:
+    return cue.search(text, max(0, start - _CUE_WINDOW), start) is not None
+
+
+# --- passwords stated in chat ----------------------------------------------------------------------------
+
+_PASSWORD_WORDS = (
+    r"passwords?|passwort|kennwort|passwd|passcode|pass|pwd|pw|contrase[ñn]a|clave|senha|mot de passe|mdp"
+    r"|parola d'ordine|parola|wachtwoord|пароль|[şs]ifre(?:si|m)?|has[łl]o|kata sandi|sandi"
+)
+# A password's characters; it does not end in sentence punctuation ("pw: abc123." is abc123), and a password
+# after an "is" word or a bare space must look like one (a digit, a symbol or an inner capital): the regex
+# checks that itself, so "pw is Tr0ub4dor&3 (dont change it)" is not taken as "(dont".
+_VALUE_CHARS = r"[^\s\"'”»’`]"
+_VALUE = rf"{_VALUE_CHARS}{{3,64}}(?<![.,;:)])(?=[.,;:)]{{0,3}}(?:[\s\"'”»’`]|$))"
+_STRONG = rf"(?={_VALUE_CHARS}{{0,63}}?(?:\d|[^\w\s\"'”»’`.,;:)]|_|(?-i:[a-z][A-Z])))"
+# cue, up to three short words ("contraseña del wifi"), then ":" / "=" / an "is" word / a space, then the value
+_PASSWORD = re.compile(
+    rf"(?<!\w)(?:{_PASSWORD_WORDS})(?:nya)?(?:\s{{1,3}}[^\s:=]{{1,12}}){{0,3}}?"
+    rf"(?:\s{{0,3}}[:=]\s{{0,3}}[\"'“«‘`]?(?P<after_mark>{_VALUE})"
+    r"|(?P<is>\s{1,3}(?:is|ist|lautet|es|est|é|è|e|era|was|jest|to|adalah|yaitu|это|[—–-])(?:\s{0,3}:)?)?"
+    rf"\s{{1,3}}[\"'“«‘`]?{_STRONG}(?P<after_word>{_VALUE}))",
+    re.IGNORECASE,
+)
+# configuration lines pasted into chat: SECRET_KEY = '...', api_key: ..., DB_PASSWORD=...
+_ASSIGNED_SECRET = re.compile(
+    r"(?<![\w-])(?:[A-Za-z0-9]+_)*(?:secret|token|api_?key|key|password|passwd|pwd|pass)(?:_[A-Za-z0-9]+)*"
+    r"\s{0,3}[:=]\s{0,3}[\"'`]?(?P<value>[^\s\"'`]{8,200})",
+    re.IGNORECASE,
+)
+
+
+def _iter_password(text: str) -> Iterator[PiiSpan]:
+    for m in _PASSWORD.finditer(text):
+        group = "after_mark" if m.group("after_mark") is not None else "after_word"
+        value = m.group(group)
+        if value.casefold().startswith(("http", "www.")):
+            continue  # "reset link: https://..." (its tokens are checked as a URL)
+        if value.isdigit() and m.group("is") is None and group == "after_word":
+            continue  # "mot de passe doit contenir 12 caractères": a bare number needs "is" or ":"
+        yield PiiSpan(m.start(group), m.end(group), "SECRET")
+    for m in _ASSIGNED_SECRET.finditer(text):
+        value = m.group("value").rstrip(".,;:)")
+        if len(value) >= 8 and not value.casefold().startswith(("http", "www.", "ssh-", "ecdsa-", "sk-ssh")):
+            yield PiiSpan(m.start("value"), m.start("value") + len(value), "SECRET")
+
+
+# --- credentials inside URLs --------------------------------------------------------------------------------
+
+_URL_SECRET_KEYS = re.compile(
+    r"token|secret|passw|^pwd?$|^pass$|key|sig|auth|credential|^code$|session|^sid$|jwt|otp|nonce|hash",
+    re.IGNORECASE,
+)
+# path segments after which the next long segment is a token: reset and verification links, webhooks
+_URL_SECRET_PATHS = frozenset(
+    [
+        "reset",
+        "reset-password",
+        "password-reset",
+        "reset_password",
+        "resetpassword",
+        "password",
+        "token",
+        "tokens",
+        "verify",
+        "verification",
+        "confirm",
+        "confirmation",
+        "activate",
+        "activation",
+        "magic",
+        "magic-link",
+        "login",
+        "auth",
+        "invite",
+        "invitation",
+        "webhooks",
+        "unsubscribe",
+    ]
+)
+_MIN_URL_SECRET = 6  # a query value
+_MIN_PATH_SECRET = 16  # a path segment
+
+
+def _iter_url_secrets(text: str, start: int, end: int) -> Iterator[PiiSpan]:
+    url = text[start:end].rstrip(".,;:!?)]}")
+    scheme_end = url.find("://")
+    rest_at = scheme_end + 3 if scheme_end >= 0 else 0
+    authority_end = len(url)
+    for separator in "/?#":
+        found = url.find(separator, rest_at)
+        if 0 <= found < authority_end:
+            authority_end = found
+    authority = url[rest_at:authority_end]
+    userinfo, at, host = authority.rpartition("@")
+    if at and ":" in userinfo:
+        password_at = rest_at + userinfo.index(":") + 1
+        if password_at < rest_at + len(userinfo):
+            yield PiiSpan(start + password_at, start + rest_at + len(userinfo), "SECRET")
+    path_end = min(
+        (i for i in (url.find("?", authority_end), url.find("#", authority_end)) if i >= 0), default=len(url)
+    )
+    yield from _path_secrets(url, start, authority_end, path_end, host.casefold().startswith("hooks."))
+    for part_start, part_end in _url_parameters(url, path_end):
+        key, equals, value = url[part_start:part_end].partition("=")
+        if equals and len(value) >= _MIN_URL_SECRET and _URL_SECRET_KEYS.search(key):
+            value_at = part_start + len(key) + 1
+            yield PiiSpan(start + value_at, start + part_end, "SECRET")
+
+
+def _path_secrets(
+    url: str, offset: int, path_start: int, path_end: int, hook_host: bool
+) -> Iterator[PiiSpan]:
+    after_cue = False
+    position = path_start + 1
+    segments = url[path_start + 1 : path_end].split("/") if path_start < path_end else []
+    for number, segment in enumerate(segments):
+        last = number == len(segments) - 1
+        if (after_cue or (hook_host and last)) and len(segment) >= _MIN_PATH_SECRET and not segment.isdigit():
+            yield PiiSpan(offset + position, offset + position + len(segment), "SECRET")
+            after_cue = False
+        elif segment.casefold() in _URL_SECRET_PATHS:
+            after_cue = True
+        elif not segment.isdigit():  # ids between the cue and the token (webhooks/<id>/<token>) keep it
+            after_cue = False
+        position += len(segment) + 1
+
+
+def _url_parameters(url: str, at: int) -> Iterator[tuple[int, int]]:
+    """(start, end) of each `key=value` in the query and the fragment."""
+    position = at + 1
+    while position < len(url):
+        end = position
+        while end < len(url) and url[end] not in "&;#?":
+            end += 1
+        if end > position:
+            yield position, end
+        position = end + 1
+
+
+# --- spelled-out email addresses --------------------------------------------------------------------------
+
+_AT_WORDS = r"at|arroba|arobase|chiocciola|ät|ma[łl]pa|собака|apenstaartje"
+_DOT_WORDS = r"dot|punto|ponto|point|punkt|punt|nokta|kropka|titik|точка"
+_OPEN, _CLOSE = r"[\[\(\{<]", r"[\]\)\}>]"
+_TLDS = (
+    r"com|net|org|edu|gov|info|biz|io|co|me|de|fr|es|it|nl|be|at|ch|ru|pl|tr|id|br|pt|uk|ie|se|no|dk|fi"
+    r"|us|ca|au|mx|ar|cl|jp|in|eu|ua|cz|ro|hu|gr|su|рф"
+)
+_SPELLED_EMAIL = re.compile(
+    r"(?<![\w.+@-])(?P<local>[a-z0-9][a-z0-9._+-]{0,63})"
+    rf"(?P<at>\s{{0,3}}{_OPEN}\s{{0,3}}(?:{_AT_WORDS}|@)\s{{0,3}}{_CLOSE}\s{{0,3}}|\s{{1,3}}(?:{_AT_WORDS}|@)\s{{1,3}}"
+    r"|@\s{1,3}|\s{1,3}@)"
+    rf"(?P<domain>(?:[a-z0-9][a-z0-9-]{{0,62}}(?:\s{{0,3}}{_OPEN}\s{{0,3}}(?:{_DOT_WORDS}|\.)\s{{0,3}}{_CLOSE}\s{{0,3}}"
+    rf"|\s{{1,3}}(?:{_DOT_WORDS})\s{{1,3}}|\.))++)(?:{_TLDS})(?![\w.-])",
+    re.IGNORECASE,
+)
+_SPELLED_DOT = re.compile(rf"{_OPEN}|\s(?:{_DOT_WORDS})\s", re.IGNORECASE)
+_MAIL_PROVIDERS = frozenset(
+    [
+        "gmail",
+        "googlemail",
+        "yahoo",
+        "hotmail",
+        "outlook",
+        "live",
+        "msn",
+        "aol",
+        "icloud",
+        "me",
+        "proton",
+        "protonmail",
+        "pm",
+        "gmx",
+        "web",
+        "mail",
+        "yandex",
+        "orange",
+        "free",
+        "laposte",
+        "libero",
+        "virgilio",
+        "wp",
+        "o2",
+        "interia",
+        "onet",
+        "seznam",
+        "ziggo",
+        "kpn",
+        "telenet",
+        "bluewin",
+    ]
+)
+
+
+_FILE_EXTENSIONS = frozenset(
+    ["png", "jpg", "jpeg", "gif", "webp", "svg", "pdf", "txt", "zip", "gz", "tar", "json", "js", "ts", "py",
+     "css", "html", "md", "mp3", "mp4", "mov", "wav", "heic", "docx", "xlsx", "csv", "exe", "apk"]
+)  # fmt: skip
+
+
+def _iter_email(text: str) -> Iterator[PiiSpan]:
+    for m in _EMAIL.finditer(text):
+        if m.group().rpartition(".")[2].casefold() not in _FILE_EXTENSIONS:  # icon@2x.png
+            yield PiiSpan(m.start(), m.end(), "EMAIL")
+
+
+def _iter_spelled_email(text: str) -> Iterator[PiiSpan]:
+    for m in _SPELLED_EMAIL.finditer(text):
+        at, domain = m.group("at").strip(), m.group("domain")
+        plain_at = at.casefold() in ("at", "@")
+        if plain_at and _SPELLED_DOT.search(domain) is None:
+            # "look at example.com" is not an address; "anna at gmail.com" is
+            first_label = domain.split(".", 1)[0].casefold()
+            if at == "@" or first_label not in _MAIL_PROVIDERS:
+                continue
+        yield PiiSpan(m.start(), m.end(), "EMAIL")
+
+
+# --- US social security numbers ------------------------------------------------------------------------------
+
+_SSN = re.compile(
+    r"(?<![\w-])(?!000|666|9)\d{3}(?P<sep>[- ])(?!00)\d{2}(?P=sep)(?!0000)\d{4}(?![\w-]|[.,]\d)"
+)
+
+
+def _iter_ssn(text: str, urls: bytearray | None) -> Iterator[PiiSpan]:
+    for m in _SSN.finditer(text):
+        if _inside(urls, m.start(), m.end()):
+            continue
+        if m.group("sep") == "-" or _cue_before(_SSN_CUE, text, m.start()):
+            yield PiiSpan(m.start(), m.end(), "SSN")
+
 
 # Card: contiguous 13-19 digits, or card groupings with one separator style.
 _CARD = re.compile(
@@ -115,6 +410,10 @@ _PHONE_NANP = re.compile(
 _PHONE_TRUNK = re.compile(
     r"(?<![\w#/=.,+:-])(?<!\d[ .-])(?:0[1-9]\d{8,10}|0[1-9]\d{0,4}([ .-])\d{2,8}(?:\1\d{2,4}){0,3})"
     + _PHONE_END
+)
+# Any run of digits, "(area)" groups and single separators; taken only next to a phone word (see _iter_phone).
+_PHONE_CUED = re.compile(
+    r"(?<![\w#/=.,+:-])(?:\(\d{1,4}\) ?|\d)(?:[ ./-]?(?:\(\d{1,4}\) ?|\d))*+" + _PHONE_END
 )
 _SEPARATORS = re.compile(r"[ .()-]")
 
@@ -192,12 +491,27 @@ def _mark(spans: Iterator[tuple[int, int]], size: int) -> bytearray:
 def _iter_secret(text: str, urls: bytearray | None) -> Iterator[PiiSpan]:
     for m in _SECRET_PREFIXED.finditer(text):
         yield PiiSpan(m.start(), m.end(), "SECRET")
+    for m in _TELEGRAM_TOKEN.finditer(text):
+        yield PiiSpan(m.start(), m.end(), "SECRET")
     for m in _SECRET_HEX.finditer(text):
-        if _looks_like_hash(m.group()) and not _inside(urls, m.start(), m.end()):
+        if _looks_like_hash(m.group()) and not _inside(urls, m.start(), m.end()) and _hex_secret(text, m):
             yield PiiSpan(m.start(), m.end(), "SECRET")
     for m in _SECRET_B64.finditer(text):
-        if not _inside(urls, m.start(), m.end()) and _looks_random(m.group()):
+        if (
+            not _inside(urls, m.start(), m.end())
+            and _looks_random(m.group())
+            and not (m.group().startswith("AAAA") and _cue_before(_PUBLIC_KEY_CUE, text, m.start()))
+            and (_cue_before(_SECRET_CUE, text, m.start()) or not _cue_before(_HASH_CUE, text, m.start()))
+        ):
             yield PiiSpan(m.start(), m.end(), "SECRET")
+
+
+def _hex_secret(text: str, m: re.Match[str]) -> bool:
+    """A hex run is a key unless it is a digest: 40 or 64 characters (git commit ids, sha1, sha256) or after
+    a hash word; a key word before it (key, token, secret, ...) makes it a key whatever its length."""
+    if _cue_before(_SECRET_CUE, text, m.start()):
+        return True
+    return len(m.group()) not in (40, 64) and not _cue_before(_HASH_CUE, text, m.start())
 
 
 def _iter_iban(text: str) -> Iterator[PiiSpan]:
@@ -260,43 +574,138 @@ def _iter_phone(text: str, urls: bytearray | None) -> Iterator[PiiSpan]:
     for m in _PHONE_TRUNK.finditer(text):
         if 10 <= _count_digits(m.group()) <= 12 and not _inside(urls, m.start(), m.end()):
             yield PiiSpan(m.start(), m.end(), "PHONE")
+    for m in _PHONE_CUED.finditer(text):
+        start, end = m.start(), m.end()
+        if (
+            9 <= _count_digits(m.group()) <= 13
+            and not _inside(urls, start, end)
+            and _phone_cue_around(text, start, end)
+        ):
+            yield PiiSpan(start, end, "PHONE")
 
 
-def find_pii(text: str) -> list[PiiSpan]:
-    """Non-overlapping PII spans in `text`, in order."""
+def _phone_cue_around(text: str, start: int, end: int) -> bool:
+    """A word saying "phone" just before or after (`call me`, `whatsapp`, `to mój nowy numer`), and none saying
+    order, invoice, tracking or meeting number."""
+    before = max(0, start - _CUE_WINDOW)
+    after = min(len(text), end + _CUE_WINDOW_AFTER)
+    if _NOT_PHONE_CUE.search(text, before, start) or _NOT_PHONE_CUE.search(text, end, after):
+        return False
+    return (
+        _PHONE_CUE.search(text, before, start) is not None or _PHONE_CUE.search(text, end, after) is not None
+    )
+
+
+# --- the user's own list: names, addresses, places ------------------------------------------------------------
+
+_WORD = re.compile(r"\w+")
+REDACT_FILE_MAX_BYTES = 1_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class Redactions:
+    """Words and phrases the user lists (`--redact`, `--redact-file`): names and addresses, which no pattern
+    can tell from ordinary words. Matched as whole words, case-insensitively; an entry of several words
+    matches them in order whatever stands between them ("221B Baker Street" also in "221b baker-street")."""
+
+    by_first_word: dict[str, tuple[tuple[str, ...], ...]] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, entries: Iterable[str]) -> Redactions:
+        phrases: dict[str, set[tuple[str, ...]]] = {}
+        for entry in entries:
+            words = tuple(w.casefold() for w in _WORD.findall(entry))
+            if words:
+                phrases.setdefault(words[0], set()).add(words)
+        # the longest phrase first, so "Anna Maria Lopez" wins over "Anna"
+        return cls({first: tuple(sorted(found, key=len, reverse=True)) for first, found in phrases.items()})
+
+    @classmethod
+    def read(cls, entries: Iterable[str], files: Iterable[Path]) -> Redactions:
+        """Entries given one by one plus those in `files` (one per line; `#` starts a comment line)."""
+        listed = list(entries)
+        for path in files:
+            try:
+                with open(path, "rb") as fh:
+                    data = fh.read(REDACT_FILE_MAX_BYTES + 1)
+            except OSError as exc:
+                raise TwinbotError(
+                    f"cannot read the redact file ({exc.strerror}); check the path", path
+                ) from exc
+            if len(data) > REDACT_FILE_MAX_BYTES:
+                raise TwinbotError(
+                    "the redact file is over 1 MB; list names and addresses, one per line", path
+                )
+            lines = data.decode("utf-8-sig", errors="replace").splitlines()
+            listed.extend(line for line in lines if line.strip() and not line.lstrip().startswith("#"))
+        return cls.of(listed)
+
+    def __bool__(self) -> bool:
+        return bool(self.by_first_word)
+
+    def spans(self, text: str) -> Iterator[PiiSpan]:
+        words = [(m.group().casefold(), m.start(), m.end()) for m in _WORD.finditer(text)]
+        for index, (word, start, _) in enumerate(words):
+            for phrase in self.by_first_word.get(word, ()):
+                following = words[index : index + len(phrase)]
+                if tuple(w for w, _, _ in following) == phrase:
+                    yield PiiSpan(start, following[-1][2], "REDACTED")
+                    break
+
+
+def find_pii(text: str, redactions: Redactions | None = None) -> list[PiiSpan]:
+    """Non-overlapping PII spans in `text`, in order; with `redactions`, the user's listed words too."""
+    found = _pattern_spans(text)
+    if redactions:
+        found.extend(redactions.spans(text))
+    return _without_overlaps(found, len(text))
+
+
+def _pattern_spans(text: str) -> list[PiiSpan]:
     has_at = "@" in text
     # Digit patterns need a minimum number of digits: phones, IBANs 8+, cards 13+, IPv4 4 plus 3 dots.
     digits = 0 if _ANY_DIGIT.search(text) is None else len(text) - len(text.translate(_DROP_ASCII_DIGITS))
     has_digit = digits >= 4
     long_enough = len(text) >= 20 and _LONG_RUN.search(text) is not None
     maybe_ipv6 = "::" in text or text.count(":") >= 7
-    if not (has_at or has_digit or long_enough or maybe_ipv6):
+    words = _WORD_HINT.search(text.lower()) is not None
+    if not (has_at or has_digit or long_enough or maybe_ipv6 or words):
         return []
-    urls = (
-        _mark((m.span() for m in _URL.finditer(text)), len(text))
-        if ("http" in text or "www." in text or "HTTP" in text or "WWW." in text)
-        else None
+    url_spans = (
+        [m.span() for m in _URL.finditer(text)] if "://" in text or "www." in text or "WWW." in text else []
     )
+    urls = _mark(iter(url_spans), len(text)) if url_spans else None
     found: list[PiiSpan] = []
+    for start, end in url_spans:
+        found.extend(_iter_url_secrets(text, start, end))
     if long_enough:
         found.extend(_iter_secret(text, urls))
     if has_at:
-        found.extend(PiiSpan(m.start(), m.end(), "EMAIL") for m in _EMAIL.finditer(text))
+        found.extend(_iter_email(text))
+    if words or has_at:
+        found.extend(_iter_spelled_email(text))
+    if words:
+        found.extend(_iter_password(text))
     if maybe_ipv6:
         found.extend(_iter_ipv6(text))
     if digits >= 8:
         found.extend(_iter_iban(text))
         found.extend(_iter_phone(text, urls))
+        found.extend(_iter_ssn(text, urls))
         if digits >= 13:
             found.extend(_iter_card(text, urls))
     if has_digit and text.count(".") >= 3:
         found.extend(_iter_ipv4(text))
+    return found
+
+
+def _without_overlaps(found: list[PiiSpan], size: int) -> list[PiiSpan]:
     if len(found) <= 1:
         return found
     # Overlaps: the lower rank wins, then the longer span. Each span is checked against the characters
     # already taken, so resolving costs the total length of the matches, not their count squared.
     found.sort(key=lambda s: (_RANK[s.type], -(s.end - s.start), s.start))
-    taken = bytearray(len(text))
+    taken = bytearray(size)
     chosen: list[PiiSpan] = []
     for span in found:
         if taken.find(1, span.start, span.end) < 0:
@@ -308,12 +717,20 @@ def find_pii(text: str) -> list[PiiSpan]:
 
 @dataclass(slots=True)
 class Scrubber:
-    """Replaces PII with typed placeholders and keeps a running count per type."""
+    """Replaces PII (`patterns`) and the user's listed words (`redactions`) with typed placeholders, and
+    keeps a running count per type."""
 
     counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(PII_TYPES, 0))
+    patterns: bool = True
+    redactions: Redactions | None = None
 
     def scrub(self, text: str) -> str:
-        spans = find_pii(text)
+        if self.patterns:
+            spans = find_pii(text, self.redactions)
+        elif self.redactions:
+            spans = _without_overlaps(list(self.redactions.spans(text)), len(text))
+        else:
+            return text
         if not spans:
             return text
         parts: list[str] = []
