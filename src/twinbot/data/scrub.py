@@ -116,19 +116,20 @@ _HASH_CUE = re.compile(
 )
 _PHONE_CUE = re.compile(
     r"call|text|phone|\btel|cell|mobile|number|\bnr\b|ring|whats|\bwa\b|sms|reach|contact|dial|\bzap|\bpix\b"
-    r"|ll[aá]m|n[úu]mer|telef|tel[ée]f|m[óo]vil|fijo|ligu|liga|anruf|\bruf|handy|festnetz|appel|portable|chiam"
+    r"|n[uú]m+e?r|ll[aá]m|telef|tel[ée]f|m[óo]vil|fijo|ligu|liga|anruf|\bruf|handy|festnetz|appel|portable|chiam"
     r"|cellul|\bbel|звон|номер|телеф|\baray|\bara\b|numara|zadzwo|numer|hubungi|nomor|telp",
     re.IGNORECASE,
 )
 _NOT_PHONE_CUE = re.compile(
-    r"order|invoice|tracking|ticket|\bref|account|acct|iban|\bid\b|#|pedido|bestell|commande|ordine|заказ"
+    r"order|invoice|tracking|ticket|\bref|account|acct|iban|\bid\b|#|pedido|bestel|commande|ordine|заказ"
     r"|sipari|zam[óo]wien|pesanan|rechnung|factura|fattura|fiscal|meeting|zoom|isbn|serial|imei|pnr|booking",
     re.IGNORECASE,
 )
 # Cheap pre-check for the detectors that start from a word (passwords, spelled-out addresses, config lines),
 # run on the lower-cased text: a case-sensitive alternation of literals is several times faster.
 _WORD_HINT = re.compile(
-    rf"pass|pw|contrase|clave|senha|mdp|parola|wachtwoord|пароль|ifre|has[łl]o|sandi|key|token|secret"
+    rf"pass|pw|contrase|clave|senha|mdp|parola|wachtwoord|пароль|ifre|has[łl]o|sandi|key|token|secret|senord"
+    rf"|adgangskode|salasana|heslo|jelsz"
     rf"|\sat\s|arroba|arobase|chiocciola|\sät\s|ma[łl]pa|собака|apenstaartje|[\[\(\{{<]\s{{0,3}}(?:{_AT_WORDS_HINT})"
 )
 _SSN_CUE = re.compile(r"ssn|social security|seguro social", re.IGNORECASE)
@@ -143,7 +144,8 @@ def _cue_before(cue: re.Pattern[str], text: str, start: int) -> bool:
 
 _PASSWORD_WORDS = (
     r"passwords?|passwort|kennwort|passwd|passcode|pass|pwd|pw|contrase[ñn]a|clave|senha|mot de passe|mdp"
-    r"|parola d'ordine|parola|wachtwoord|пароль|[şs]ifre(?:si|m)?|has[łl]o|kata sandi|sandi"
+    r"|parola d'ordine|parola|wachtwoord|пароль|[şs]ifre(?:si|m)?|has[łl]o|kata sandi|sandi|l[öo]senord(?:et)?"
+    r"|passord(?:et)?|adgangskode(?:n)?|salasana|heslo|jelsz[óo]"
 )
 # A password's characters; it does not end in sentence punctuation ("pw: abc123." is abc123), and a password
 # after an "is" word or a bare space must look like one (a digit, a symbol or an inner capital): the regex
@@ -167,18 +169,27 @@ _ASSIGNED_SECRET = re.compile(
 )
 
 
+def _is_placeholder(value: str) -> bool:
+    """A variable or template standing for the secret: ${DB_PASSWORD}, {{ token }}, <your-key>, %PASS%."""
+    return value.startswith(("${", "{{", "<", "%", "$(")) or value.endswith(("}", ">"))
+
+
 def _iter_password(text: str) -> Iterator[PiiSpan]:
     for m in _PASSWORD.finditer(text):
         group = "after_mark" if m.group("after_mark") is not None else "after_word"
         value = m.group(group)
-        if value.casefold().startswith(("http", "www.")):
-            continue  # "reset link: https://..." (its tokens are checked as a URL)
+        if value.casefold().startswith(("http", "www.")) or _is_placeholder(value):
+            continue  # "reset link: https://..." (its tokens are checked as a URL), "password: ${DB_PASSWORD}"
         if value.isdigit() and m.group("is") is None and group == "after_word":
             continue  # "mot de passe doit contenir 12 caractères": a bare number needs "is" or ":"
         yield PiiSpan(m.start(group), m.end(group), "SECRET")
     for m in _ASSIGNED_SECRET.finditer(text):
         value = m.group("value").rstrip(".,;:)")
-        if len(value) >= 8 and not value.casefold().startswith(("http", "www.", "ssh-", "ecdsa-", "sk-ssh")):
+        if (
+            len(value) >= 8
+            and not value.casefold().startswith(("http", "www.", "ssh-", "ecdsa-", "sk-ssh"))
+            and not _is_placeholder(value)
+        ):
             yield PiiSpan(m.start("value"), m.start("value") + len(value), "SECRET")
 
 
@@ -338,8 +349,11 @@ _FILE_EXTENSIONS = frozenset(
 
 def _iter_email(text: str) -> Iterator[PiiSpan]:
     for m in _EMAIL.finditer(text):
-        if m.group().rpartition(".")[2].casefold() not in _FILE_EXTENSIONS:  # icon@2x.png
-            yield PiiSpan(m.start(), m.end(), "EMAIL")
+        if m.group().rpartition(".")[2].casefold() in _FILE_EXTENSIONS:
+            continue  # icon@2x.png
+        if m.group().casefold().startswith("git@") and text.startswith(":", m.end()):
+            continue  # an SSH remote, git@github.com:org/repo.git
+        yield PiiSpan(m.start(), m.end(), "EMAIL")
 
 
 def _iter_spelled_email(text: str) -> Iterator[PiiSpan]:
@@ -416,6 +430,7 @@ _PHONE_CUED = re.compile(
     r"(?<![\w#/=.,+:-])(?:\(\d{1,4}\) ?|\d)(?:[ ./-]?(?:\(\d{1,4}\) ?|\d))*+" + _PHONE_END
 )
 _SEPARATORS = re.compile(r"[ .()-]")
+_DIGIT_GROUPS = re.compile(r"\d+")
 
 
 def _luhn_ok(digits: str) -> bool:
@@ -543,8 +558,14 @@ def _iter_card(text: str, urls: bytearray | None) -> Iterator[PiiSpan]:
             yield PiiSpan(m.start(), m.end(), "CARD")
 
 
+_NETMASK_OCTETS = frozenset({"0", "128", "192", "224", "240", "248", "252", "254", "255"})
+
+
 def _iter_ipv4(text: str) -> Iterator[PiiSpan]:
     for m in _IPV4.finditer(text):
+        octets = m.group().split(".")
+        if octets[0] == "255" and all(o in _NETMASK_OCTETS for o in octets):
+            continue  # a subnet mask (255.255.255.0), not a host
         yield PiiSpan(m.start(), m.end(), "IP")
 
 
@@ -576,8 +597,10 @@ def _iter_phone(text: str, urls: bytearray | None) -> Iterator[PiiSpan]:
             yield PiiSpan(m.start(), m.end(), "PHONE")
     for m in _PHONE_CUED.finditer(text):
         start, end = m.start(), m.end()
+        groups = _DIGIT_GROUPS.findall(m.group())
         if (
             9 <= _count_digits(m.group()) <= 13
+            and all(len(group) >= 2 for group in groups[1:])  # "4 8 15 16 23 42" is not a number to call
             and not _inside(urls, start, end)
             and _phone_cue_around(text, start, end)
         ):
