@@ -105,7 +105,6 @@ _LONG_RUN = re.compile(r"[A-Za-z0-9+/_-]{20,}")
 
 _CUE_WINDOW = 48  # characters before a candidate searched for cue words
 _CUE_WINDOW_AFTER = 32
-_AT_WORDS_HINT = r"at|arroba|arobase|chiocciola|ät|ma[łl]pa|собака|apenstaartje"
 _SECRET_CUE = re.compile(
     r"key|token|secret|passw|\bpass\b|\bpwd?\b|auth|bearer|credential|clave|chave|schl[üu]ssel|cl[ée]\b"
     r"|chiave|sleutel|ключ|токен|anahtar|klucz|kunci",
@@ -128,10 +127,10 @@ _NOT_PHONE_CUE = re.compile(
 # Cheap pre-check for the detectors that start from a word (passwords, spelled-out addresses, config lines),
 # run on the lower-cased text: a case-sensitive alternation of literals is several times faster.
 _WORD_HINT = re.compile(
-    rf"pass|pw|contrase|clave|senha|mdp|parola|wachtwoord|пароль|ifre|has[łl]o|sandi|key|token|secret|senord"
-    rf"|adgangskode|salasana|heslo|jelsz"
-    rf"|\sat\s|arroba|arobase|chiocciola|\sät\s|ma[łl]pa|собака|apenstaartje|[\[\(\{{<]\s{{0,3}}(?:{_AT_WORDS_HINT})"
-)
+    r"pass|pw|contrase|clave|senha|mdp|parola|wachtwoord|пароль|ifre|hasło|haslo|sandi|key|token|secret|senord"
+    r"|adgangskode|salasana|heslo|jelsz| at |arroba|arobase|chiocciola| ät |małpa|malpa|собака|apenstaartje"
+    r"|\[at|\(at|\{at|<at|\[ at|\( at"
+)  # literals only: the regex engine skips ahead fastest on them
 _SSN_CUE = re.compile(r"ssn|social security|seguro social", re.IGNORECASE)
 _PUBLIC_KEY_CUE = re.compile(r"ssh-(?:rsa|ed25519|dss)|ecdsa-sha2|sk-ssh", re.IGNORECASE)
 

@@ -652,7 +652,7 @@ def _build(chat_id: str, line_no: int, when: datetime, rest: str, continuation: 
 def _is_notice_name(name: str) -> bool:
     """A system line whose own text holds ": " (a subject with a colon) splits into a fake sender that
     carries a quote mark and a verb of the notice."""
-    last_quote = max(name.rfind(mark) for mark in '"“”«')
+    last_quote = name.rfind('"') if name.isascii() else max(name.rfind(mark) for mark in '"“”«')
     return last_quote > 0 and _NOTICE_VERB.search(name, 0, last_quote) is not None
 
 
