@@ -189,6 +189,7 @@ def test_conversation_ids_are_keyed_by_a_user_only_secret(
     assert conversation_id("whatsapp", chat, 0) != first
     monkeypatch.setenv("TWINBOT_CACHE", str(tmp_path / "one"))
     assert conversation_id("whatsapp", chat, 0) == first
+    assert conversation_id("whatsapp", chat, 0, dataset="/data/other") != first  # another data set
 
 
 def test_one_pass_splitting_agrees_with_session_bounds_on_random_chats() -> None:

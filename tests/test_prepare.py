@@ -147,6 +147,17 @@ def test_redact_lists_replace_names_in_text_and_speaker_names(tmp_path: Path) ->
     assert report["pii"]["REDACTED"] == 3  # message text only: speaker names are not counted
 
 
+def test_conversation_ids_are_salted_per_data_set_and_reproducible(tmp_path: Path) -> None:
+    messages = [msg("Jo", "hey", T0), msg("Sam", "hi", T0 + timedelta(seconds=5))]
+
+    def ids(out: Path) -> set[str]:
+        data = prepare_messages(messages, PrepareOptions(me=["Sam"], out=out))
+        return {c.id for c in data.conversations}
+
+    assert ids(tmp_path / "a") == ids(tmp_path / "a")
+    assert ids(tmp_path / "a").isdisjoint(ids(tmp_path / "b"))
+
+
 def test_no_scrub_keeps_the_text() -> None:
     messages = [msg("Alex", "alex@example.com", T0), msg("Sam", "ok", T0 + timedelta(seconds=5))]
     data = prepare_messages(messages, PrepareOptions(me=["Sam"], scrub=False))

@@ -29,16 +29,18 @@ class SessionOptions:
     gap_minutes: float = 30.0
     style_only_platforms: frozenset[str] = STYLE_ONLY_PLATFORMS
     style_turn_gap_minutes: float = 2.0
+    dataset: str = ""  # salts the conversation ids: prepare passes its output folder
 
 
-def chat_digest(platform: str, chat_id: str) -> str:
+def chat_digest(platform: str, chat_id: str, dataset: str = "") -> str:
     """Stable, opaque chat id: chat ids can hold names or phone numbers, so they are never written; the
-    digest is keyed with the user's own secret (fileio.keyed_digest), so they cannot be guessed back."""
-    return keyed_digest("conversation-ids", platform, chat_id)
+    digest is keyed with the user's own secret (fileio.keyed_digest), so they cannot be guessed back, and
+    salted with the data set, so the ids of two data sets made from the same chats cannot be linked."""
+    return keyed_digest("conversation-ids", dataset, platform, chat_id)
 
 
-def conversation_id(platform: str, chat_id: str, index: int) -> str:
-    return f"{chat_digest(platform, chat_id)}-{index}"
+def conversation_id(platform: str, chat_id: str, index: int, dataset: str = "") -> str:
+    return f"{chat_digest(platform, chat_id, dataset)}-{index}"
 
 
 def chat_conversations(
@@ -59,7 +61,7 @@ def chat_conversations(
     style_only = platform in options.style_only_platforms
     gap = round(options.gap_minutes * _US_PER_MINUTE)
     style_gap = round(options.style_turn_gap_minutes * _US_PER_MINUTE)
-    digest = chat_digest(platform, chat_id)
+    digest = chat_digest(platform, chat_id, options.dataset)
     conversations: list[Conversation] = []
     turns: list[Turn] = []
     current: Turn | None = None

@@ -97,7 +97,9 @@ class PrepareOptions:
 
     def session_options(self) -> SessionOptions:
         return SessionOptions(
-            gap_minutes=self.session_gap_minutes, style_turn_gap_minutes=self.style_turn_gap_minutes
+            gap_minutes=self.session_gap_minutes,
+            style_turn_gap_minutes=self.style_turn_gap_minutes,
+            dataset=str(Path(self.out).resolve()),
         )
 
 
@@ -295,7 +297,9 @@ def _prepare_messages(messages: Iterable[Message], options: PrepareOptions) -> P
     keep = MessageFilter(options.filter_options())
     sessions = options.session_options()
     redactions = Redactions.read(options.redact, options.redact_files)
-    scrubber = Scrubber(patterns=options.scrub, redactions=redactions) if options.scrub or redactions else None
+    scrubber = (
+        Scrubber(patterns=options.scrub, redactions=redactions) if options.scrub or redactions else None
+    )
     # not counted in the report: it sees each name once, not each message
     names_scrubber = Scrubber(redactions=redactions)
     tally = _Tally()
