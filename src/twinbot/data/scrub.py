@@ -50,20 +50,27 @@ import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
 
+from twinbot.data import pii_context
+from twinbot.data.pii_context import (
+    CUE_WINDOW,
+    CUE_WINDOW_AFTER,
+    HASH_CUES,
+    NOT_PHONE_CUES,
+    PHONE_CUES,
+    PII_TYPES,
+    PUBLIC_KEY_CUES,
+    SECRET_CUES,
+    PiiSpan,
+    PiiType,
+    cue_before,
+    inside,
+    iter_password,
+    iter_spelled_email,
+    iter_ssn,
+    iter_url_secrets,
+)
 from twinbot.errors import TwinbotError
-
-PiiType = Literal["EMAIL", "PHONE", "CARD", "IBAN", "SSN", "IP", "SECRET", "REDACTED"]
-PII_TYPES: tuple[PiiType, ...] = ("EMAIL", "PHONE", "CARD", "IBAN", "SSN", "IP", "SECRET", "REDACTED")
-
-
-@dataclass(frozen=True, slots=True)
-class PiiSpan:
-    start: int
-    end: int
-    type: PiiType
-
 
 # When two detections overlap, the one with the lower rank wins (then the longer one).
 _RANK: dict[PiiType, int] = {
@@ -101,285 +108,6 @@ _SECRET_HEX = re.compile(r"(?<![\w+/=-])(?:[0-9a-f]{32,}|[0-9A-F]{32,})(?![\w+/=
 _SECRET_B64 = re.compile(r"(?<![\w+/=-])[A-Za-z0-9+/_-]{32,}={0,2}(?![\w+/=-])")
 _LONG_RUN = re.compile(r"[A-Za-z0-9+/_-]{20,}")
 
-# --- cue words: what the words just before a candidate say it is ----------------------------------------
-
-_CUE_WINDOW = 48  # characters before a candidate searched for cue words
-_CUE_WINDOW_AFTER = 32
-_WORD = re.compile(r"\w+")
-
-
-@dataclass(frozen=True, slots=True)
-class _Cues:
-    """Words that say what a candidate is. A window of text has the cue when one of its lower-cased words
-    is in `words`, starts with one of `prefixes`, ends with one of `suffixes` or contains one of
-    `substrings`. Word checks, not one big regex: a regex of fifty alternatives tries each of them at
-    every position (tens of microseconds per window), and phone candidates each check two windows."""
-
-    prefixes: tuple[str, ...] = ()
-    words: frozenset[str] = frozenset()
-    suffixes: tuple[str, ...] = ()
-    substrings: tuple[str, ...] = ()
-
-    def in_text(self, text: str, start: int, end: int) -> bool:
-        for word in _WORD.findall(text[max(0, start) : end].lower()):
-            if word.isdigit():
-                continue
-            if word in self.words or word.startswith(self.prefixes) or word.endswith(self.suffixes):
-                return True
-            if self.substrings and any(part in word for part in self.substrings):
-                return True
-        return False
-
-
-_SECRET_CUES = _Cues(
-    words=frozenset(["pass", "pw", "pwd", "clé", "cle"]),
-    substrings=(
-        "key", "token", "secret", "passw", "auth", "bearer", "credential", "clave", "chave", "schlüssel",
-        "schluessel", "chiave", "sleutel", "ключ", "токен", "anahtar", "klucz", "kunci",
-    ),
-)  # fmt: skip
-_HASH_CUES = _Cues(
-    prefixes=("rev",),
-    words=frozenset(["git"]),
-    substrings=("sha", "md5", "commit", "hash", "checksum", "digest", "blob", "merge", "cherry", "build"),
-)
-_PHONE_CUES = _Cues(
-    prefixes=(
-        "call", "text", "phone", "tel", "cell", "mobile", "number", "ring", "whats", "sms", "reach", "contact",
-        "dial", "zap", "num", "núm", "llam", "llám", "movil", "móvil", "fijo", "ligu", "liga", "anruf", "handy",
-        "festnetz", "appel", "portable", "chiam", "cellul", "звон", "номер", "телеф", "aray", "zadzwo",
-        "hubungi", "nomor",
-    ),
-    words=frozenset(["nr", "wa", "pix", "bel", "ruf", "ara"]),
-    suffixes=("nummer", "number", "numer", "numero", "número", "nr"),
-)  # fmt: skip
-_NOT_PHONE_CUES = _Cues(
-    prefixes=(
-        "order", "invoice", "tracking", "ticket", "ref", "account", "acct", "iban", "pedido", "bestel",
-        "commande", "ordine", "заказ", "sipari", "zamówien", "zamowien", "pesanan", "rechnung", "factura",
-        "fattura", "fiscal", "meeting", "zoom", "isbn", "serial", "serie", "imei", "pnr", "booking", "auftrag",
-        "sendung", "kunden", "artikel",
-    ),
-    words=frozenset(["id"]),
-)  # fmt: skip
-_SSN_CUES = _Cues(substrings=("ssn", "social", "seguro"))
-_PUBLIC_KEY_CUES = _Cues(words=frozenset(["ssh"]), prefixes=("ecdsa",))
-
-
-def _cue_before(cues: _Cues, text: str, start: int) -> bool:
-    return cues.in_text(text, start - _CUE_WINDOW, start)
-
-
-# Cheap pre-check for the detectors that start from a word (passwords, spelled-out addresses, config lines),
-# run on the lower-cased text: a case-sensitive alternation of literals is several times faster.
-_WORD_HINT = re.compile(
-    r"pass|pw|contrase|clave|senha|mdp|parola|wachtwoord|пароль|ifre|hasło|haslo|sandi|key|token|secret|senord"
-    r"|adgangskode|salasana|heslo|jelsz| at |arroba|arobase|chiocciola| ät |małpa|malpa|собака|apenstaartje"
-    r"|\[at|\(at|\{at|<at|\[ at|\( at"
-)  # literals only: the regex engine skips ahead fastest on them
-
-
-# --- passwords stated in chat ----------------------------------------------------------------------------
-
-_PASSWORD_WORDS = (
-    r"passwords?|passwort|kennwort|passwd|passcode|pass|pwd|pw|contrase[ñn]a|clave|senha|mot de passe|mdp"
-    r"|parola d'ordine|parola|wachtwoord|пароль|[şs]ifre(?:si|m)?|has[łl]o|kata sandi|sandi|l[öo]senord(?:et)?"
-    r"|passord(?:et)?|adgangskode(?:n)?|salasana|heslo|jelsz[óo]"
-)
-# A password's characters; it does not end in sentence punctuation ("pw: abc123." is abc123), and a password
-# after an "is" word or a bare space must look like one (a digit, a symbol or an inner capital): the regex
-# checks that itself, so "pw is Tr0ub4dor&3 (dont change it)" is not taken as "(dont".
-_VALUE_CHARS = r"[^\s\"'”»’`]"
-_VALUE = rf"{_VALUE_CHARS}{{3,64}}(?<![.,;:)])(?=[.,;:)]{{0,3}}(?:[\s\"'”»’`]|$))"
-_STRONG = rf"(?={_VALUE_CHARS}{{0,63}}?(?:\d|[^\w\s\"'”»’`.,;:)]|_|(?-i:[a-z][A-Z])))"
-# cue, up to three short words ("contraseña del wifi"), then ":" / "=" / an "is" word / a space, then the value
-_PASSWORD = re.compile(
-    rf"(?<!\w)(?:{_PASSWORD_WORDS})(?:nya)?(?:\s{{1,3}}[^\s:=]{{1,12}}){{0,3}}?"
-    rf"(?:\s{{0,3}}[:=]\s{{0,3}}[\"'“«‘`]?(?P<after_mark>{_VALUE})"
-    r"|(?P<is>\s{1,3}(?:is|ist|lautet|es|est|é|è|e|era|was|jest|to|adalah|yaitu|это|[—–-])(?:\s{0,3}:)?)?"
-    rf"\s{{1,3}}[\"'“«‘`]?{_STRONG}(?P<after_word>{_VALUE}))",
-    re.IGNORECASE,
-)
-# configuration lines pasted into chat: SECRET_KEY = '...', api_key: ..., DB_PASSWORD=...
-_ASSIGNED_SECRET = re.compile(
-    r"(?<![\w-])(?:[A-Za-z0-9]+_)*(?:secret|token|api_?key|key|password|passwd|pwd|pass)(?:_[A-Za-z0-9]+)*"
-    r"\s{0,3}[:=]\s{0,3}[\"'`]?(?P<value>[^\s\"'`]{8,200})",
-    re.IGNORECASE,
-)
-
-
-def _is_placeholder(value: str) -> bool:
-    """A variable or template standing for the secret: ${DB_PASSWORD}, {{ token }}, <your-key>, %PASS%."""
-    return value.startswith(("${", "{{", "<", "%", "$(")) or value.endswith(("}", ">"))
-
-
-def _iter_password(text: str) -> Iterator[PiiSpan]:
-    for m in _PASSWORD.finditer(text):
-        group = "after_mark" if m.group("after_mark") is not None else "after_word"
-        value = m.group(group)
-        if value.casefold().startswith(("http", "www.")) or _is_placeholder(value):
-            continue  # "reset link: https://..." (its tokens are checked as a URL), "password: ${DB_PASSWORD}"
-        if value.isdigit() and m.group("is") is None and group == "after_word":
-            continue  # "mot de passe doit contenir 12 caractères": a bare number needs "is" or ":"
-        yield PiiSpan(m.start(group), m.end(group), "SECRET")
-    for m in _ASSIGNED_SECRET.finditer(text):
-        value = m.group("value").rstrip(".,;:)")
-        if (
-            len(value) >= 8
-            and not value.casefold().startswith(("http", "www.", "ssh-", "ecdsa-", "sk-ssh"))
-            and not _is_placeholder(value)
-        ):
-            yield PiiSpan(m.start("value"), m.start("value") + len(value), "SECRET")
-
-
-# --- credentials inside URLs --------------------------------------------------------------------------------
-
-_URL_SECRET_KEYS = re.compile(
-    r"token|secret|passw|^pwd?$|^pass$|key|sig|auth|credential|^code$|session|^sid$|jwt|otp|nonce|hash",
-    re.IGNORECASE,
-)
-# path segments after which the next long segment is a token: reset and verification links, webhooks
-_URL_SECRET_PATHS = frozenset(
-    [
-        "reset",
-        "reset-password",
-        "password-reset",
-        "reset_password",
-        "resetpassword",
-        "password",
-        "token",
-        "tokens",
-        "verify",
-        "verification",
-        "confirm",
-        "confirmation",
-        "activate",
-        "activation",
-        "magic",
-        "magic-link",
-        "login",
-        "auth",
-        "invite",
-        "invitation",
-        "webhooks",
-        "unsubscribe",
-    ]
-)
-_MIN_URL_SECRET = 6  # a query value
-_MIN_PATH_SECRET = 16  # a path segment
-
-
-def _iter_url_secrets(text: str, start: int, end: int) -> Iterator[PiiSpan]:
-    url = text[start:end].rstrip(".,;:!?)]}")
-    scheme_end = url.find("://")
-    rest_at = scheme_end + 3 if scheme_end >= 0 else 0
-    authority_end = len(url)
-    for separator in "/?#":
-        found = url.find(separator, rest_at)
-        if 0 <= found < authority_end:
-            authority_end = found
-    authority = url[rest_at:authority_end]
-    userinfo, at, host = authority.rpartition("@")
-    if at and ":" in userinfo:
-        password_at = rest_at + userinfo.index(":") + 1
-        if password_at < rest_at + len(userinfo):
-            yield PiiSpan(start + password_at, start + rest_at + len(userinfo), "SECRET")
-    path_end = min(
-        (i for i in (url.find("?", authority_end), url.find("#", authority_end)) if i >= 0), default=len(url)
-    )
-    yield from _path_secrets(url, start, authority_end, path_end, host.casefold().startswith("hooks."))
-    for part_start, part_end in _url_parameters(url, path_end):
-        key, equals, value = url[part_start:part_end].partition("=")
-        if equals and len(value) >= _MIN_URL_SECRET and _URL_SECRET_KEYS.search(key):
-            value_at = part_start + len(key) + 1
-            yield PiiSpan(start + value_at, start + part_end, "SECRET")
-
-
-def _path_secrets(
-    url: str, offset: int, path_start: int, path_end: int, hook_host: bool
-) -> Iterator[PiiSpan]:
-    after_cue = False
-    position = path_start + 1
-    segments = url[path_start + 1 : path_end].split("/") if path_start < path_end else []
-    for number, segment in enumerate(segments):
-        last = number == len(segments) - 1
-        if (after_cue or (hook_host and last)) and len(segment) >= _MIN_PATH_SECRET and not segment.isdigit():
-            yield PiiSpan(offset + position, offset + position + len(segment), "SECRET")
-            after_cue = False
-        elif segment.casefold() in _URL_SECRET_PATHS:
-            after_cue = True
-        elif not segment.isdigit():  # ids between the cue and the token (webhooks/<id>/<token>) keep it
-            after_cue = False
-        position += len(segment) + 1
-
-
-def _url_parameters(url: str, at: int) -> Iterator[tuple[int, int]]:
-    """(start, end) of each `key=value` in the query and the fragment."""
-    position = at + 1
-    while position < len(url):
-        end = position
-        while end < len(url) and url[end] not in "&;#?":
-            end += 1
-        if end > position:
-            yield position, end
-        position = end + 1
-
-
-# --- spelled-out email addresses --------------------------------------------------------------------------
-
-_AT_WORDS = r"at|arroba|arobase|chiocciola|ät|ma[łl]pa|собака|apenstaartje"
-_DOT_WORDS = r"dot|punto|ponto|point|punkt|punt|nokta|kropka|titik|точка"
-_OPEN, _CLOSE = r"[\[\(\{<]", r"[\]\)\}>]"
-_TLDS = (
-    r"com|net|org|edu|gov|info|biz|io|co|me|de|fr|es|it|nl|be|at|ch|ru|pl|tr|id|br|pt|uk|ie|se|no|dk|fi"
-    r"|us|ca|au|mx|ar|cl|jp|in|eu|ua|cz|ro|hu|gr|su|рф"
-)
-_SPELLED_EMAIL = re.compile(
-    r"(?<![\w.+@-])(?P<local>[a-z0-9][a-z0-9._+-]{0,63})"
-    rf"(?P<at>\s{{0,3}}{_OPEN}\s{{0,3}}(?:{_AT_WORDS}|@)\s{{0,3}}{_CLOSE}\s{{0,3}}|\s{{1,3}}(?:{_AT_WORDS}|@)\s{{1,3}}"
-    r"|@\s{1,3}|\s{1,3}@)"
-    rf"(?P<domain>(?:[a-z0-9][a-z0-9-]{{0,62}}(?:\s{{0,3}}{_OPEN}\s{{0,3}}(?:{_DOT_WORDS}|\.)\s{{0,3}}{_CLOSE}\s{{0,3}}"
-    rf"|\s{{1,3}}(?:{_DOT_WORDS})\s{{1,3}}|\.))++)(?:{_TLDS})(?![\w.-])",
-    re.IGNORECASE,
-)
-_SPELLED_DOT = re.compile(rf"{_OPEN}|\s(?:{_DOT_WORDS})\s", re.IGNORECASE)
-_MAIL_PROVIDERS = frozenset(
-    [
-        "gmail",
-        "googlemail",
-        "yahoo",
-        "hotmail",
-        "outlook",
-        "live",
-        "msn",
-        "aol",
-        "icloud",
-        "me",
-        "proton",
-        "protonmail",
-        "pm",
-        "gmx",
-        "web",
-        "mail",
-        "yandex",
-        "orange",
-        "free",
-        "laposte",
-        "libero",
-        "virgilio",
-        "wp",
-        "o2",
-        "interia",
-        "onet",
-        "seznam",
-        "ziggo",
-        "kpn",
-        "telenet",
-        "bluewin",
-    ]
-)
-
-
 _FILE_EXTENSIONS = frozenset(
     ["png", "jpg", "jpeg", "gif", "webp", "svg", "pdf", "txt", "zip", "gz", "tar", "json", "js", "ts", "py",
      "css", "html", "md", "mp3", "mp4", "mov", "wav", "heic", "docx", "xlsx", "csv", "exe", "apk"]
@@ -393,33 +121,6 @@ def _iter_email(text: str) -> Iterator[PiiSpan]:
         if m.group().casefold().startswith("git@") and text.startswith(":", m.end()):
             continue  # an SSH remote, git@github.com:org/repo.git
         yield PiiSpan(m.start(), m.end(), "EMAIL")
-
-
-def _iter_spelled_email(text: str) -> Iterator[PiiSpan]:
-    for m in _SPELLED_EMAIL.finditer(text):
-        at, domain = m.group("at").strip(), m.group("domain")
-        plain_at = at.casefold() in ("at", "@")
-        if plain_at and _SPELLED_DOT.search(domain) is None:
-            # "look at example.com" is not an address; "anna at gmail.com" is
-            first_label = domain.split(".", 1)[0].casefold()
-            if at == "@" or first_label not in _MAIL_PROVIDERS:
-                continue
-        yield PiiSpan(m.start(), m.end(), "EMAIL")
-
-
-# --- US social security numbers ------------------------------------------------------------------------------
-
-_SSN = re.compile(
-    r"(?<![\w-])(?!000|666|9)\d{3}(?P<sep>[- ])(?!00)\d{2}(?P=sep)(?!0000)\d{4}(?![\w-]|[.,]\d)"
-)
-
-
-def _iter_ssn(text: str, urls: bytearray | None) -> Iterator[PiiSpan]:
-    for m in _SSN.finditer(text):
-        if _inside(urls, m.start(), m.end()):
-            continue
-        if m.group("sep") == "-" or _cue_before(_SSN_CUES, text, m.start()):
-            yield PiiSpan(m.start(), m.end(), "SSN")
 
 
 # Card: contiguous 13-19 digits, or card groupings with one separator style.
@@ -529,12 +230,6 @@ def _looks_random(token: str) -> bool:
     return has_upper and has_lower and has_digit and _class_changes(body) >= 0.4
 
 
-def _inside(urls: bytearray | None, start: int, end: int) -> bool:
-    """Whether [start, end) touches a URL; `urls` marks URL characters with 1 (None: no URL in the text).
-    The cost is the span's length, so checking every match of a line stays linear in the line."""
-    return urls is not None and urls.find(1, start, end) >= 0
-
-
 def _mark(spans: Iterator[tuple[int, int]], size: int) -> bytearray:
     marks = bytearray(size)
     for start, end in spans:
@@ -548,14 +243,14 @@ def _iter_secret(text: str, urls: bytearray | None) -> Iterator[PiiSpan]:
     for m in _TELEGRAM_TOKEN.finditer(text):
         yield PiiSpan(m.start(), m.end(), "SECRET")
     for m in _SECRET_HEX.finditer(text):
-        if _looks_like_hash(m.group()) and not _inside(urls, m.start(), m.end()) and _hex_secret(text, m):
+        if _looks_like_hash(m.group()) and not inside(urls, m.start(), m.end()) and _hex_secret(text, m):
             yield PiiSpan(m.start(), m.end(), "SECRET")
     for m in _SECRET_B64.finditer(text):
         if (
-            not _inside(urls, m.start(), m.end())
+            not inside(urls, m.start(), m.end())
             and _looks_random(m.group())
-            and not (m.group().startswith("AAAA") and _cue_before(_PUBLIC_KEY_CUES, text, m.start()))
-            and (_cue_before(_SECRET_CUES, text, m.start()) or not _cue_before(_HASH_CUES, text, m.start()))
+            and not (m.group().startswith("AAAA") and cue_before(PUBLIC_KEY_CUES, text, m.start()))
+            and (cue_before(SECRET_CUES, text, m.start()) or not cue_before(HASH_CUES, text, m.start()))
         ):
             yield PiiSpan(m.start(), m.end(), "SECRET")
 
@@ -563,9 +258,9 @@ def _iter_secret(text: str, urls: bytearray | None) -> Iterator[PiiSpan]:
 def _hex_secret(text: str, m: re.Match[str]) -> bool:
     """A hex run is a key unless it is a digest: 40 or 64 characters (git commit ids, sha1, sha256) or after
     a hash word; a key word before it (key, token, secret, ...) makes it a key whatever its length."""
-    if _cue_before(_SECRET_CUES, text, m.start()):
+    if cue_before(SECRET_CUES, text, m.start()):
         return True
-    return len(m.group()) not in (40, 64) and not _cue_before(_HASH_CUES, text, m.start())
+    return len(m.group()) not in (40, 64) and not cue_before(HASH_CUES, text, m.start())
 
 
 def _iter_iban(text: str) -> Iterator[PiiSpan]:
@@ -593,7 +288,7 @@ def _iter_iban(text: str) -> Iterator[PiiSpan]:
 def _iter_card(text: str, urls: bytearray | None) -> Iterator[PiiSpan]:
     for m in _CARD.finditer(text):
         digits = re.sub(r"\D", "", m.group())
-        if 13 <= len(digits) <= 19 and _luhn_ok(digits) and not _inside(urls, m.start(), m.end()):
+        if 13 <= len(digits) <= 19 and _luhn_ok(digits) and not inside(urls, m.start(), m.end()):
             yield PiiSpan(m.start(), m.end(), "CARD")
 
 
@@ -626,13 +321,13 @@ def _iter_phone(text: str, urls: bytearray | None) -> Iterator[PiiSpan]:
         if raw.startswith("00") and _SEPARATORS.search(raw) is None:
             continue  # a bare 00-number is more likely an order number than a dialled one
         digits = _count_digits(raw) - (2 if raw.startswith("00") else 0)
-        if 8 <= digits <= 15 and not _inside(urls, m.start(), m.end()):
+        if 8 <= digits <= 15 and not inside(urls, m.start(), m.end()):
             yield PiiSpan(m.start(), m.end(), "PHONE")
     for m in _PHONE_NANP.finditer(text):
-        if not _inside(urls, m.start(), m.end()):
+        if not inside(urls, m.start(), m.end()):
             yield PiiSpan(m.start(), m.end(), "PHONE")
     for m in _PHONE_TRUNK.finditer(text):
-        if 10 <= _count_digits(m.group()) <= 12 and not _inside(urls, m.start(), m.end()):
+        if 10 <= _count_digits(m.group()) <= 12 and not inside(urls, m.start(), m.end()):
             yield PiiSpan(m.start(), m.end(), "PHONE")
     for m in _PHONE_CUED.finditer(text):
         start, end = m.start(), m.end()
@@ -640,7 +335,7 @@ def _iter_phone(text: str, urls: bytearray | None) -> Iterator[PiiSpan]:
         if (
             9 <= _count_digits(m.group()) <= 13
             and all(len(group) >= 2 for group in groups[1:])  # "4 8 15 16 23 42" is not a number to call
-            and not _inside(urls, start, end)
+            and not inside(urls, start, end)
             and _phone_cue_around(text, start, end)
         ):
             yield PiiSpan(start, end, "PHONE")
@@ -649,14 +344,15 @@ def _iter_phone(text: str, urls: bytearray | None) -> Iterator[PiiSpan]:
 def _phone_cue_around(text: str, start: int, end: int) -> bool:
     """A word saying "phone" just before or after (`call me`, `whatsapp`, `to mój nowy numer`), and none saying
     order, invoice, tracking or meeting number."""
-    before, after = start - _CUE_WINDOW, end + _CUE_WINDOW_AFTER
-    if "#" in text[max(0, before) : after] or _NOT_PHONE_CUES.in_text(text, before, after):
+    before, after = start - CUE_WINDOW, end + CUE_WINDOW_AFTER
+    if "#" in text[max(0, before) : after] or NOT_PHONE_CUES.in_text(text, before, after):
         return False
-    return _PHONE_CUES.in_text(text, before, start) or _PHONE_CUES.in_text(text, end, after)
+    return PHONE_CUES.in_text(text, before, start) or PHONE_CUES.in_text(text, end, after)
 
 
 # --- the user's own list: names, addresses, places ------------------------------------------------------------
 
+_WORD = re.compile(r"\w+")
 REDACT_FILE_MAX_BYTES = 1_000_000
 
 
@@ -726,7 +422,7 @@ def _pattern_spans(text: str) -> list[PiiSpan]:
     has_digit = digits >= 4
     long_enough = len(text) >= 20 and _LONG_RUN.search(text) is not None
     maybe_ipv6 = "::" in text or text.count(":") >= 7
-    words = _WORD_HINT.search(text.lower()) is not None
+    words = pii_context.WORD_HINT.search(text.lower()) is not None
     if not (has_at or has_digit or long_enough or maybe_ipv6 or words):
         return []
     url_spans = (
@@ -735,21 +431,21 @@ def _pattern_spans(text: str) -> list[PiiSpan]:
     urls = _mark(iter(url_spans), len(text)) if url_spans else None
     found: list[PiiSpan] = []
     for start, end in url_spans:
-        found.extend(_iter_url_secrets(text, start, end))
+        found.extend(iter_url_secrets(text, start, end))
     if long_enough:
         found.extend(_iter_secret(text, urls))
     if has_at:
         found.extend(_iter_email(text))
     if words or has_at:
-        found.extend(_iter_spelled_email(text))
+        found.extend(iter_spelled_email(text))
     if words:
-        found.extend(_iter_password(text))
+        found.extend(iter_password(text))
     if maybe_ipv6:
         found.extend(_iter_ipv6(text))
     if digits >= 8:
         found.extend(_iter_iban(text))
         found.extend(_iter_phone(text, urls))
-        found.extend(_iter_ssn(text, urls))
+        found.extend(iter_ssn(text, urls))
         if digits >= 13:
             found.extend(_iter_card(text, urls))
     if has_digit and text.count(".") >= 3:
