@@ -10,6 +10,9 @@ waiting for a slot (503 with Retry-After) and generating (the reply so far, fini
 client that goes away (queued, mid-stream or while waiting for a plain reply) stops its generation or
 never starts it.
 
+The HTTP protections (Host allow-list, JSON-only POSTs, page headers) and listening are local_http.py's,
+shared with `twinbot eval --blind`.
+
 Privacy: request bodies and message text are never logged, and the API key is never printed.
 """
 
@@ -19,12 +22,8 @@ import asyncio
 import codecs
 import hmac
 import importlib.resources
-import ipaddress
-import json
 import logging
 import os
-import socket
-import threading
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -32,13 +31,23 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
+from fastapi.responses import HTMLResponse, StreamingResponse
 from pydantic import ValidationError
-from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from twinbot.bot.admission import Admission
 from twinbot.bot.engine import Generation, ModelEngine, ReplyEngine, SamplingRequest
+from twinbot.bot.local_http import (
+    DEFAULT_HOST,
+    check_port,
+    is_loopback,
+    page_response,
+    protected_app,
+    read_json_body,
+    serve_until_stopped,
+    shown_url,
+)
+from twinbot.bot.local_http import ServerThread as ServerThread  # where tests and bench/serve.py import it
+from twinbot.bot.local_http import listen as _listen  # a module global: tests replace it
 from twinbot.bot.openai_api import (
     ApiError,
     ChatCompletionRequest,
@@ -55,7 +64,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("twinbot.bot.serve")
 
-DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
 API_KEY_ENV = "TWINBOT_API_KEY"
 
@@ -81,20 +89,6 @@ class ServeLimits:
 
 # ---- the app ----
 
-_PAGE_HEADERS = {
-    "Content-Security-Policy": (
-        "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'; "
-        "img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
-    ),
-    "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
-    "Cache-Control": "no-store",
-}
-
-
-# Host names every server answers to; `create_app(allowed_hosts=...)` adds the bound host and --allow-host.
-LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
-
 
 def create_app(
     lm: LoadedModel | ReplyEngine,
@@ -115,55 +109,9 @@ def create_app(
         created=int(time.time()),
     )
     page = _web_page()
-    app = FastAPI(title="twinbot", docs_url=None, redoc_url=None, openapi_url=None)
-    _answer_errors_in_openai_shape(app)
-    app.add_middleware(_SameSiteOnly, allowed_hosts=LOOPBACK_NAMES | {host.lower() for host in allowed_hosts})
+    app = protected_app("twinbot", allowed_hosts)
     _add_routes(app, service, page)
     return app
-
-
-class _SameSiteOnly:
-    """What a web page in the user's browser must not do to a local server: read replies through a host
-    name of its own that resolves to this machine (DNS rebinding: the Host header names that site), or
-    start generations with a cross-site form or `text/plain` POST (no preflight; JSON needs one).
-    Plain ASGI, so that a client's disconnect still reaches the routes."""
-
-    def __init__(self, app: Any, allowed_hosts: frozenset[str]) -> None:
-        self.app = app
-        self.allowed_hosts = allowed_hosts
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] == "http":
-            headers = {
-                key.decode("latin-1").lower(): value.decode("latin-1") for key, value in scope["headers"]
-            }
-            refusal = self._refusal(scope["method"], headers)
-            if refusal is not None:
-                await refusal.response()(scope, receive, send)
-                return
-        await self.app(scope, receive, send)
-
-    def _refusal(self, method: str, headers: dict[str, str]) -> ApiError | None:
-        if host_name(headers.get("host", "")) not in self.allowed_hosts:
-            return ApiError(
-                421,
-                "this server answers requests addressed to its own host names only; start it with "
-                "--allow-host NAME to add the name you use",
-                code="host_not_allowed",
-            )
-        media_type = headers.get("content-type", "").split(";")[0].strip().lower()
-        if method == "POST" and media_type != "application/json":
-            return ApiError(415, "the request body must be JSON (Content-Type: application/json)")
-        return None
-
-
-def host_name(header: str) -> str:
-    """The host of a Host header, without its port or IPv6 brackets, lower-cased."""
-    header = header.strip().lower()
-    if header.startswith("["):
-        return header[1 : header.find("]")] if "]" in header else header
-    name, _, _ = header.partition(":") if header.count(":") == 1 else (header, "", "")
-    return name
 
 
 def _is_engine(candidate: object) -> bool:
@@ -176,28 +124,10 @@ def _web_page() -> str:
     return importlib.resources.files("twinbot.bot").joinpath("web/index.html").read_text(encoding="utf-8")
 
 
-def _answer_errors_in_openai_shape(app: FastAPI) -> None:
-    """Our errors, invalid requests and FastAPI's own HTTP errors (404, 405...) all answer ApiError bodies."""
-
-    @app.exception_handler(ApiError)
-    async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
-        return exc.response()
-
-    @app.exception_handler(RequestValidationError)
-    async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
-        message, param = validation_message(exc.errors())
-        return ApiError(400, message, param=param).response()
-
-    @app.exception_handler(StarletteHTTPException)
-    async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        error_type = "not_found_error" if exc.status_code == 404 else "invalid_request_error"
-        return ApiError(exc.status_code, str(exc.detail), error_type=error_type).response()
-
-
 def _add_routes(app: FastAPI, service: ChatService, page: str) -> None:
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def index() -> HTMLResponse:
-        return HTMLResponse(page, headers=_PAGE_HEADERS)
+        return page_response(page)
 
     @app.get("/health")
     async def health() -> dict[str, Any]:
@@ -282,7 +212,7 @@ class ChatService:
         return await _whole_reply(self.engine, generation, request, prepared, completion_id)
 
     async def _read(self, request: Request) -> ChatCompletionRequest:
-        raw = await _read_json_body(
+        raw = await read_json_body(
             request, max_bytes=4 * self.limits.max_prompt_chars + 65_536, timeout_s=self.limits.body_timeout_s
         )
         try:
@@ -372,35 +302,6 @@ class ChatService:
             self.admission.release()
             raise
         return generation
-
-
-async def _read_json_body(request: Request, max_bytes: int, timeout_s: float) -> Any:
-    """The JSON body, refusing (413) bodies over `max_bytes` before reading them whole, and (408) bodies
-    that take more than `timeout_s` seconds to arrive."""
-    too_large = ApiError(413, f"the request body is too large (at most {max_bytes} bytes)")
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > max_bytes:
-        raise too_large
-    body = bytearray()
-    try:
-        async with asyncio.timeout(timeout_s):
-            async for chunk in request.stream():
-                body.extend(chunk)
-                if len(body) > max_bytes:
-                    raise too_large
-    except TimeoutError:
-        raise ApiError(
-            408,
-            f"the request body did not arrive within {timeout_s:g} seconds",
-            code="request_timeout",
-            headers={"Connection": "close"},  # the rest of the body is not wanted
-        ) from None
-    try:
-        return json.loads(body)
-    except (ValueError, UnicodeDecodeError):
-        raise ApiError(400, "the request body is not valid JSON") from None
-    except RecursionError:
-        raise ApiError(400, "the request body is nested too deeply") from None
 
 
 async def _whole_reply(
@@ -506,61 +407,6 @@ def _finish_reason(generation: Generation, usage: dict[str, int], prepared: _Pre
 # ---- running the server ----
 
 
-def _allow_quick_rebind(sock: socket.socket) -> None:
-    # On Windows SO_REUSEADDR would let two servers share a port; elsewhere it only skips TIME_WAIT.
-    if os.name != "nt":
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-class ServerThread:
-    """uvicorn serving `app` on a free (or given) port in a background thread; for tests and benchmarks.
-
-    with ServerThread(app) as server: ... server.base_url ...
-    """
-
-    def __init__(self, app: FastAPI, host: str = DEFAULT_HOST, port: int = 0) -> None:
-        import uvicorn
-
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        self.socket = socket.socket(family, socket.SOCK_STREAM)
-        _allow_quick_rebind(self.socket)
-        self.socket.bind((host, port))
-        self.socket.listen(128)
-        self.host = host
-        self.port = self.socket.getsockname()[1]
-        config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.socket]}, daemon=True)
-
-    @property
-    def base_url(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}"
-
-    def __enter__(self) -> ServerThread:
-        self.thread.start()
-        deadline = time.monotonic() + 30
-        while not self.server.started:
-            if not self.thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError("the test server did not start")
-            time.sleep(0.01)
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=10)
-        self.socket.close()
-
-
 def api_key_from(
     flag: str | None, key_file: Path | None, environ: Mapping[str, str] = os.environ
 ) -> str | None:
@@ -626,12 +472,9 @@ def run_serve(
 ) -> None:
     """`twinbot serve`: load RUN (or any spec load_for_inference accepts) and serve it until Ctrl-C.
     The API key comes from `api_key` (--api-key), `api_key_file` or TWINBOT_API_KEY: one of them at most."""
-    import uvicorn
-
     from twinbot.bot.loading import load_for_inference
 
-    if not 1 <= port <= 65535:
-        raise TwinbotError("--port must be between 1 and 65535")
+    check_port(port)
     api_key = api_key_from(api_key, api_key_file)
     if not is_loopback(host) and api_key is None and not insecure_no_auth:
         raise TwinbotError(
@@ -650,34 +493,14 @@ def run_serve(
             limits=limits,
             allowed_hosts=[host, *allow_hosts],
         )
-        shown_host = f"[{host}]" if ":" in host else host
         key_state = "set" if api_key else "not set"
-        print(f"serving {lm.name} at http://{shown_host}:{port}/ (API key: {key_state}); Ctrl-C stops")
+        print(f"serving {lm.name} at {shown_url(host, port)} (API key: {key_state}); Ctrl-C stops")
         if not is_loopback(host) and api_key is None:
             print(
                 f"warning: listening on {host} without an API key: anyone who can reach this machine can "
                 f"use the model; set {API_KEY_ENV} or --api-key-file"
             )
         logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s")
-        server = uvicorn.Server(
-            uvicorn.Config(app, log_level="info", lifespan="off", timeout_graceful_shutdown=5)
-        )
-        server.run(sockets=[listener])
+        serve_until_stopped(app, listener)
     finally:
         listener.close()
-
-
-def _listen(host: str, port: int) -> socket.socket:
-    """A bound listening socket, so a taken port or a bad host is one clear error before serving."""
-    try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-        family, _, _, _, address = infos[0]
-        listener = socket.socket(family, socket.SOCK_STREAM)
-        _allow_quick_rebind(listener)
-        listener.bind(address)
-        listener.listen(2048)
-    except OSError as exc:
-        raise TwinbotError(
-            f"cannot listen on {host}:{port}: {exc.strerror or exc}; try another --port"
-        ) from exc
-    return listener
