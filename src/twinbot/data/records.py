@@ -13,6 +13,30 @@ from typing import Any, Literal
 MessageKind = Literal["text", "media", "system", "call"]
 MESSAGE_KINDS: tuple[MessageKind, ...] = ("text", "media", "system", "call")
 
+# What a non-text message is, more precisely than its kind (None for ordinary text):
+# system events and notices, media of each sort, and bodies that stand for a message that is not there.
+Subkind = Literal[
+    "reaction",  # "NAME reacted ❤ to your message", a tapback, a "liked a message" notice
+    "member_join",  # added, joined, invited
+    "member_leave",  # left, removed, kicked
+    "rename",  # the group's name, photo or description changed; a nickname set
+    "pin",  # a message pinned or unpinned
+    "deleted",  # "This message was deleted", an unsent message
+    "poll",  # a poll created or voted in
+    "call",  # a call, missed call or call summary
+    "encryption_notice",  # "Messages and calls are end-to-end encrypted", security code changed
+    "placeholder",  # "<Media omitted>", "image omitted", "null": a body standing for content not exported
+    "attachment",  # a photo, video, audio, file, sticker or GIF that was exported (or named)
+    "location",  # a shared location
+    "contact",  # a shared contact card
+    "settings",  # disappearing messages, chat settings, group created
+    "other",  # a notice of a kind not listed here
+]
+SUBKINDS: tuple[Subkind, ...] = (
+    "reaction", "member_join", "member_leave", "rename", "pin", "deleted", "poll", "call",
+    "encryption_notice", "placeholder", "attachment", "location", "contact", "settings", "other",
+)  # fmt: skip
+
 Role = Literal["system", "user", "assistant"]
 
 
@@ -35,6 +59,8 @@ class Message:
     reply_to: str | None = None
     attachments: int = 0
     is_bot: bool = False  # the source marks the author as a bot (Discord isBot, Slack bot_message, ...)
+    subkind: Subkind | None = None  # None for ordinary text; see SUBKINDS
+    reactions: int = 0  # reactions other people gave this message, where the export says
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -49,6 +75,8 @@ class Message:
             "reply_to": self.reply_to,
             "attachments": self.attachments,
             "is_bot": self.is_bot,
+            "subkind": self.subkind,
+            "reactions": self.reactions,
         }
 
     @classmethod
@@ -65,6 +93,8 @@ class Message:
             reply_to=None if data.get("reply_to") is None else str(data["reply_to"]),
             attachments=int(data.get("attachments") or 0),
             is_bot=bool(data.get("is_bot", False)),
+            subkind=data.get("subkind"),
+            reactions=int(data.get("reactions") or 0),
         )
 
 
