@@ -5,6 +5,7 @@
       adapter/            the LoRA adapter (adapter_config.json, adapter_model.safetensors) + twinbot.json
       checkpoints/step-N/ adapter/ + state.json (optimizer, schedule, RNG) every SAVE_EVERY steps
       metrics.csv, loss.png, tb/ (TensorBoard)
+      status.json         the run's state (running/finished/failed/interrupted) and progress, kept current
       summary.json        written last: the run finished (config, tokens, times, losses)
       eval/               `twinbot eval`: eval.json, report.html
 
@@ -36,6 +37,7 @@ METRICS_FILE = "metrics.csv"
 LOSS_PLOT = "loss.png"
 TENSORBOARD_DIR = "tb"
 SUMMARY_FILE = "summary.json"
+STATUS_FILE = "status.json"
 EVAL_DIR = "eval"
 EVAL_FILE = "eval.json"
 REPORT_FILE = "report.html"
