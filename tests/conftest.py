@@ -17,6 +17,10 @@ if TYPE_CHECKING:
 # Tests never reach the Hugging Face hub: a hub lookup fails at once instead of retrying for a minute.
 # (huggingface_hub reads this when first imported, so it is set before any test imports transformers.)
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# Training in tests (and in the `twinbot train` processes they start) never keeps the machine awake, shows
+# desktop notifications or posts to a webhook of the developer's (twinbot.finetune.overnight).
+os.environ.update(ALLOW_SLEEP="true", DESKTOP_NOTIFY="false")
+os.environ.pop("NOTIFY_URL", None)
 
 # `make test` runs two pytest-xdist workers, each test module on one of them (`--dist loadfile`), so that its
 # module-scoped fixtures are built once. The slowest modules start first, so that the workers end together;

@@ -11,6 +11,7 @@ import pytest
 
 from twinbot.errors import TwinbotError
 from twinbot.finetune.config import ENV_KEYS, PRESETS, ResolvedConfig, TrainConfig, resolve_train_config
+from twinbot.finetune.overnight import ENV_KEYS as OVERNIGHT_KEYS
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -260,7 +261,7 @@ def test_env_example_documents_every_key_and_resolves(tmp_path: Path) -> None:
     assignments = {
         line.split("=", 1)[0]: i for i, line in enumerate(lines) if line and not line.startswith("#")
     }
-    assert set(assignments) == set(ENV_KEYS.values())
+    assert set(assignments) == set(ENV_KEYS.values()) | set(OVERNIGHT_KEYS)  # + the unattended-run keys
     for key, index in assignments.items():
         assert lines[index - 1].startswith("# "), f"{key} has no comment line"
     resolved = resolve_train_config({}, environ={}, dotenv_path=example)

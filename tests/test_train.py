@@ -29,6 +29,7 @@ from twinbot.finetune import batches, lora, runtime, steps
 from twinbot.finetune import recipe as train
 from twinbot.finetune.checkpoint import read_state
 from twinbot.finetune.config import ENV_KEYS, TrainConfig
+from twinbot.finetune.status import read_status
 from twinbot.kernels.attention import PACKED_SDPA
 from twinbot.models import devices
 from twinbot.runs import latest_checkpoint, list_checkpoints
@@ -507,6 +508,9 @@ def test_ctrl_c_saves_a_checkpoint_and_says_how_to_resume(tiny_model_dir: Path, 
     stopped_at = read_state(checkpoints[0]).step
     assert 2 <= stopped_at < 40
     assert f"step {stopped_at};" in last_line
+    status = read_status(tmp_path / "run")
+    assert status is not None and status.state == "interrupted"
+    assert (status.step, status.pid) == (stopped_at, process.pid)
 
     summary = train.main(config.model_copy(update={"max_steps": stopped_at + 1}), resume=True)
     assert summary.steps == stopped_at + 1

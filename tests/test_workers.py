@@ -21,6 +21,7 @@ from twinbot.finetune import recipe as train
 from twinbot.finetune import workers
 from twinbot.finetune.checkpoint import read_state
 from twinbot.finetune.config import ENV_KEYS, TrainConfig, resolve_train_config
+from twinbot.finetune.status import read_status
 from twinbot.runs import list_checkpoints
 
 needs_gloo = pytest.mark.skipif(
@@ -150,6 +151,11 @@ def test_two_processes_train_the_adapter_one_process_trains(tiny_model_dir: Path
     assert_same_adapter(tmp_path / "two" / "adapter", tmp_path / "one" / "adapter")
     assert [read_state(p).step for p in list_checkpoints(tmp_path / "two")] == [2, 3]
     assert (tmp_path / "two" / "adapter").stat().st_mode & 0o077 == 0
+    # status.json: the progress from process 0, the end from this one (their parent, which owns the run)
+    status = read_status(tmp_path / "two")
+    assert status is not None and status.state == "finished" and status.pid == os.getpid()
+    assert (status.step, status.total_steps, status.tokens_seen) == (3, 3, shared.tokens_seen)
+    assert status.eval_loss == pytest.approx(shared.final_eval_loss)
 
 
 def _start_cli_train(data: Path, out: Path, model: Path, *extra: str) -> subprocess.Popen[str]:

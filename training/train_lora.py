@@ -54,9 +54,17 @@ def run(argv: list[str] | None = None) -> int:
     if args.print_config:
         print(resolved.describe())
         return 0
+    from twinbot.finetune.overnight import resolve_overnight
     from twinbot.finetune.recipe import main as train_main
 
-    train_main(resolved.config, resume=args.resume, overwrite=args.overwrite, sources=resolved.sources)
+    overnight = resolve_overnight(dotenv_path=env_file)  # ALLOW_SLEEP, NOTIFY_URL, DESKTOP_NOTIFY
+    train_main(
+        resolved.config,
+        resume=args.resume,
+        overwrite=args.overwrite,
+        sources=resolved.sources,
+        overnight=overnight,
+    )
     return 0
 
 

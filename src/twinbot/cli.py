@@ -159,6 +159,32 @@ _ConfigOption = Annotated[Path | None, typer.Option("--config", help="YAML file 
 _SetOption = Annotated[
     list[str] | None, typer.Option("--set", help="Override any setting: KEY=VALUE (repeatable).")
 ]
+# Options of an unattended run (twinbot.finetune.overnight); unset, they come from the environment or .env.
+_AllowSleepOption = Annotated[
+    bool | None,
+    typer.Option(
+        "--allow-sleep/--stay-awake",
+        show_default=False,
+        help="Let the machine sleep while it trains (default: kept awake; ALLOW_SLEEP=true).",
+    ),
+]
+_NotifyOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--notify",
+        metavar="URL",
+        help="Webhook to tell when the run ends (Discord, Slack, ntfy, or any URL for a JSON POST); "
+        "repeatable. Other users can read command lines: prefer NOTIFY_URL (comma-separated).",
+    ),
+]
+_DesktopNotifyOption = Annotated[
+    bool | None,
+    typer.Option(
+        "--desktop-notify/--no-desktop-notify",
+        show_default=False,
+        help="A desktop notification when the run ends (default: on where the desktop has one; DESKTOP_NOTIFY).",
+    ),
+]
 
 
 @app.command(context_settings={"allow_extra_args": False})
@@ -184,9 +210,13 @@ def train(
     print_config: Annotated[
         bool, typer.Option("--print-config", help="Show the resolved settings and where each came from.")
     ] = False,
+    allow_sleep: _AllowSleepOption = None,
+    notify: _NotifyOption = None,
+    desktop_notify: _DesktopNotifyOption = None,
 ) -> None:
     """LoRA fine-tune the base model on prepared data."""
     from twinbot.finetune.config import resolve_train_config
+    from twinbot.finetune.overnight import resolve_overnight
     from twinbot.finetune.recipe import main as train_main
 
     resolved = resolve_train_config(
@@ -204,7 +234,10 @@ def train(
     if print_config:
         typer.echo(resolved.describe())
         return
-    train_main(resolved.config, resume=resume, overwrite=overwrite, sources=resolved.sources)
+    overnight = resolve_overnight(allow_sleep, notify, desktop_notify)
+    train_main(
+        resolved.config, resume=resume, overwrite=overwrite, sources=resolved.sources, overnight=overnight
+    )
 
 
 @app.command()

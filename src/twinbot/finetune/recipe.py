@@ -19,6 +19,7 @@ model, optimizer and schedule), `runtime` (accelerate, Ctrl-C), `checkpoint` (RU
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import time
 from dataclasses import asdict, dataclass
@@ -68,6 +69,7 @@ from twinbot.finetune.lora import (
     maybe_compile,
 )
 from twinbot.finetune.metrics import MetricsLog, MetricsRow, token_progress
+from twinbot.finetune.overnight import OvernightOptions, watched_run
 from twinbot.finetune.rows import Row, shared_prefix_row, tokenize_samples
 from twinbot.finetune.runtime import (
     StopOnInterrupt,
@@ -76,6 +78,7 @@ from twinbot.finetune.runtime import (
     run_peak_memory,
     stop_requested,
 )
+from twinbot.finetune.status import RunStatus, StatusFile
 from twinbot.finetune.steps import evaluate, forward_loss, perplexity
 from twinbot.models.devices import Precision
 from twinbot.runs import (
@@ -163,6 +166,7 @@ class Session:
     elapsed_before: float  # training seconds of the sessions before this one
     started: float  # time.perf_counter() at the start of this session
     saved_step: int  # the step of the last checkpoint this session knows of (-1: none)
+    status: StatusFile | None = None  # RUN/status.json: the main process only
     tokens: int = 0  # tokens trained on in this session, for tokens_per_s
     logged_loss: float = 0.0  # loss x supervised tokens of the finite steps since the last metrics row
     logged_supervised: int = 0  # their supervised tokens
@@ -187,23 +191,29 @@ def main(
     overwrite: bool = False,
     sources: dict[str, str] | None = None,
     stop: Any = None,
+    overnight: OvernightOptions | None = None,
+    status: RunStatus | None = None,
 ) -> TrainSummary:
     """Train a LoRA adapter into RUN (config.output_dir); see the module docstring. On a CPU with
     PROCESSES > 1 this starts the processes (`twinbot.finetune.workers`), each of which runs this again.
-    `stop`: an event that asks the loop to stop as Ctrl-C does (set by the parent of those processes)."""
-    # bad paths fail at once, before the process count (which resolves the model: an import, maybe a download)
-    check_paths(config, resume, overwrite)
-    if resume and config.processes == "auto":
-        config = workers.as_the_run_started(config)
-    processes = workers.process_plan(config)
-    if processes.count > 1:
-        share = config.model_copy(update={"batch_size": processes.micro_batch})
-        return workers.run(main, (share, resume, overwrite, sources or {}), processes)
-    run = setup(config, resume, overwrite, sources or {})
-    try:
-        return fit(run, stop)
-    finally:
-        run.accelerator.end_training()
+    `stop`: an event that asks the loop to stop as Ctrl-C does (set by the parent of those processes).
+    `overnight`: keep the machine awake and notify at the end (`twinbot.finetune.overnight`); `status`: the
+    RUN/status.json record of the parent that started this process to train in."""
+    with watched_run(config, overnight, joined=status) as record:
+        # bad paths fail at once, before the process count (it resolves the model: an import, maybe a download)
+        check_paths(config, resume, overwrite)
+        if resume and config.processes == "auto":
+            config = workers.as_the_run_started(config)
+        processes = workers.process_plan(config)
+        if processes.count > 1:
+            share = config.model_copy(update={"batch_size": processes.micro_batch})
+            job = functools.partial(main, status=record)
+            return workers.run(job, (share, resume, overwrite, sources or {}), processes)
+        run = setup(config, resume, overwrite, sources or {})
+        try:
+            return fit(run, stop, record)
+        finally:
+            run.accelerator.end_training()
 
 
 def setup(config: TrainConfig, resume: bool, overwrite: bool, sources: dict[str, str]) -> Run:
@@ -293,12 +303,12 @@ def restore(run: Run, checkpoint: Path, saved: TrainState) -> TrainState:
     return state
 
 
-def fit(run: Run, stop: Any = None) -> TrainSummary:
+def fit(run: Run, stop: Any = None, status: RunStatus | None = None) -> TrainSummary:
     """The training loop: one iteration per optimizer step, until `total_steps`."""
     accelerator, data, state, model = run.accelerator, run.data, run.state, run.model
     rank, processes, pad_id = accelerator.process_index, accelerator.num_processes, run.tokenizer.pad_token_id
     start(run)
-    session = start_session(run)
+    session = start_session(run, status)
     model.train()
     with StopOnInterrupt(stop) as interrupt:
         while state.step < run.total_steps:
@@ -395,18 +405,31 @@ def plan_line(run: Run) -> str:
     )
 
 
-def start_session(run: Run) -> Session:
-    """The metrics log (which drops rows after a resumed step), the progress bar and the clock."""
+def start_session(run: Run, status: RunStatus | None = None) -> Session:
+    """The metrics log (which drops rows after a resumed step), RUN/status.json, the progress bar and the
+    clock."""
     state, data, accelerator = run.state, run.data, run.accelerator
     metrics = MetricsLog(run.run_dir, resume_step=state.step) if accelerator.is_main_process else None
     total_tokens = state.tokens_seen + sum(data.step_tokens(s) for s in range(state.step, run.total_steps))
     bar = token_progress(total_tokens, state.tokens_seen, enabled=accelerator.is_local_main_process)
+    status_file = None
+    if status is not None and accelerator.is_main_process:
+        status_file = StatusFile(run.run_dir, status)
+        status_file.begin(
+            step=state.step,
+            total_steps=run.total_steps,
+            tokens_seen=state.tokens_seen,
+            total_tokens=total_tokens,
+            wall_seconds=state.elapsed_seconds,
+            eval_loss=state.eval_loss,
+        )
     return Session(
         bar=bar,
         metrics=metrics,
         elapsed_before=state.elapsed_seconds,
         started=time.perf_counter(),
         saved_step=state.step if run.resumed_from is not None else -1,
+        status=status_file,
     )
 
 
@@ -511,6 +534,8 @@ def log_metrics(run: Run, session: Session, step: StepResult, evaluated: bool, i
         )
     )
     session.logged_loss, session.logged_supervised = 0.0, 0
+    if session.status is not None:
+        session.status.progress(state.step, state.tokens_seen, session.elapsed(), state.eval_loss, evaluated)
     if evaluated and not is_last_step:  # the last plot is drawn at the end
         metrics.plot()
 
@@ -533,6 +558,8 @@ def checkpoint(run: Run, session: Session) -> None:
         )
     accelerator.wait_for_everyone()
     session.saved_step = state.step
+    if session.status is not None:
+        session.status.progress(state.step, state.tokens_seen, state.elapsed_seconds, state.eval_loss, True)
 
 
 def finish(run: Run, session: Session) -> TrainSummary:
@@ -540,6 +567,8 @@ def finish(run: Run, session: Session) -> TrainSummary:
     state, accelerator = run.state, run.accelerator
     session.bar.close()
     state.elapsed_seconds = session.elapsed()
+    if session.status is not None:  # the summary's numbers (the owner then writes "finished")
+        session.status.progress(state.step, state.tokens_seen, state.elapsed_seconds, state.eval_loss, True)
     adapter_dir = run.run_dir / ADAPTER_DIR
     if accelerator.is_main_process:
         save_adapter(run.peft_model, run.tokenizer, adapter_dir, run.persona)
