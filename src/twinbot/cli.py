@@ -482,6 +482,19 @@ def compare(
 
 
 @app.command()
+def runs(
+    folder: Annotated[
+        Path, typer.Argument(help="Folder holding RUN folders (or one RUN folder).", show_default=True)
+    ] = Path("runs"),
+    json_output: Annotated[bool, typer.Option("--json", help="Print the runs as JSON.")] = False,
+) -> None:
+    """The training runs in a folder: status, progress, time (or time left) and results."""
+    from twinbot.finetune.run_table import run_runs
+
+    run_runs(folder, as_json=json_output)
+
+
+@app.command()
 def serve(
     run: _ModelArg,
     host: Annotated[
