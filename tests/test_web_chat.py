@@ -100,7 +100,10 @@ class DevTools:
 
 
 @contextlib.contextmanager
-def browser_page(url: str, profile: Path) -> Iterator[DevTools]:
+def browser_page(
+    url: str, profile: Path, ready: str = "!!document.getElementById('prompt')"
+) -> Iterator[DevTools]:
+    """Headless Chromium on `url`, once the page is loaded and the JavaScript expression `ready` is true."""
     assert CHROMIUM is not None
     command = [
         CHROMIUM,
@@ -140,7 +143,7 @@ def browser_page(url: str, profile: Path) -> Iterator[DevTools]:
                 assert time.monotonic() < deadline, "chromium did not open the page"
                 time.sleep(0.05)
         devtools = DevTools(page["webSocketDebuggerUrl"])
-        devtools.wait_for("document.readyState === 'complete' && !!document.getElementById('prompt')")
+        devtools.wait_for(f"document.readyState === 'complete' && ({ready})")
         yield devtools
     finally:
         if devtools is not None:

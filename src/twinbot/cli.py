@@ -426,7 +426,24 @@ def discord(
     run_discord(run, options, device=device)
 
 
-@app.command(name="eval")
+class _EvalCommand(typer.core.TyperCommand):
+    """`--blind` takes a mode (pair, single); alone it means `--blind pair`."""
+
+    def parse_args(self, ctx: typer.Context, args: list[str]) -> list[str]:
+        return super().parse_args(ctx, blind_mode_given(args))
+
+
+def blind_mode_given(args: list[str]) -> list[str]:
+    """`args` with `pair` after each `--blind` that no mode follows."""
+    given: list[str] = []
+    for index, arg in enumerate(args):
+        given.append(arg)
+        if arg == "--blind" and (index + 1 == len(args) or args[index + 1] not in ("pair", "single")):
+            given.append("pair")
+    return given
+
+
+@app.command(name="eval", cls=_EvalCommand)
 def eval_(
     run: Annotated[Path, typer.Argument(help="RUN folder made by `twinbot train`.", show_default=False)],
     data: Annotated[
@@ -445,8 +462,34 @@ def eval_(
         typer.Option("--canary", help="A planted string to look for in replies; repeatable."),
     ] = None,
     device: _Device = "auto",
+    blind: Annotated[
+        str | None,
+        typer.Option(
+            "--blind",
+            metavar="[pair|single]",
+            show_default=False,
+            help="Instead of measuring, serve a blind test page of RUN/eval/eval.json: pick the real reply "
+            "of two (pair, --blind alone) or say real or twin of one (single); answers go to RUN/eval/blind.json.",
+        ),
+    ] = None,
+    host: Annotated[
+        str, typer.Option("--host", help="With --blind: address to listen on (127.0.0.1: this machine only).")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="With --blind: port to listen on.")] = 8001,
+    allow_host: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--allow-host", metavar="NAME", help="With --blind: also answer this host name (repeatable)."
+        ),
+    ] = None,
 ) -> None:
-    """Measure a run on held-out replies: loss, style vs the real person, memorisation; RUN/eval/."""
+    """Measure a run on held-out replies: loss, style vs the real person, memorisation; RUN/eval/.
+    With --blind: a blind test page, can people tell the real replies from the twin's?"""
+    if blind is not None:
+        from twinbot.quality.blind_server import run_blind
+
+        run_blind(run, blind, host=host, port=port, allow_hosts=allow_host or [])
+        return
     from twinbot.quality.evaluate import EvalOptions, run_eval
     from twinbot.quality.results import summary_lines
     from twinbot.runs import EVAL_DIR

@@ -7,7 +7,7 @@
       metrics.csv, loss.png, tb/ (TensorBoard)
       status.json         the run's state (running/finished/failed/interrupted) and progress, kept current
       summary.json        written last: the run finished (config, tokens, times, losses)
-      eval/               `twinbot eval`: eval.json, report.html
+      eval/               `twinbot eval`: eval.json, report.html; blind.json (`twinbot eval --blind` answers)
 
 A persona (system prompt + base model) is written as twinbot.json beside a model, so it travels with an
 adapter, a merged folder or a GGUF file (NAME.gguf.twinbot.json, and inside the GGUF metadata).
@@ -41,6 +41,7 @@ STATUS_FILE = "status.json"
 EVAL_DIR = "eval"
 EVAL_FILE = "eval.json"
 REPORT_FILE = "report.html"
+BLIND_FILE = "blind.json"
 PERSONA_FILE = "twinbot.json"
 GGUF_SYSTEM_PROMPT_KEY = "twinbot.system_prompt"
 
