@@ -139,7 +139,11 @@ def atomic_dir(final: Path, overwrite: bool = False, marked: bool = False) -> It
         if final.exists():
             old = final.with_name(f".{final.name}.old-{os.getpid()}")
             final.rename(old)
-            tmp.rename(final)
+            try:
+                tmp.rename(final)
+            except BaseException:
+                old.rename(final)  # the previous folder stays where it was
+                raise
             shutil.rmtree(old, ignore_errors=True)
         else:
             tmp.rename(final)

@@ -12,14 +12,19 @@ a checkpoint holds everything `--resume` needs to continue exactly where the run
     state.json          counters and data position (TrainState), written last
 
 `run_fingerprint` is what a run was started with, and `check_resumable` refuses to resume with settings
-or data that would change the result. `save_adapter` writes the final RUN/adapter.
+or data that would change the result. `save_adapter` writes the final RUN/adapter. A checkpoint or adapter
+that cannot be written (a full disk) stops the run with one line, the checkpoints before it intact
+(`run_folder_write`).
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import random
 import shutil
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,7 +32,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from twinbot.errors import TwinbotError
+from twinbot.errors import TwinbotError, one_line
 from twinbot.fileio import atomic_dir, make_user_only, write_json
 from twinbot.finetune.config import TrainConfig
 from twinbot.runs import (
@@ -49,6 +54,8 @@ OPTIMIZER_FILE = "optimizer.pt"
 SCHEDULER_FILE = "scheduler.pt"
 SCALER_FILE = "scaler.pt"
 RNG_FILE = "rng.pt"
+
+FULL_DISK_BYTES = 64 << 20  # a write failed with less free than this: the disk filled up
 
 # Settings that may differ on --resume: they change neither the data order nor the update math.
 RESUMABLE_CHANGES = frozenset(
@@ -95,10 +102,51 @@ def start_run_dir(run_dir: Path, fresh: bool, marker: dict[str, Any]) -> None:
 def save_adapter(peft_model: Any, tokenizer: Any, adapter_dir: Path, persona: PersonaInfo) -> None:
     """RUN/adapter: PEFT files (adapter_config.json + adapter_model.safetensors), the tokenizer and
     twinbot.json (the persona's system prompt and the base model)."""
-    with atomic_dir(adapter_dir, overwrite=True) as tmp:
+    with run_folder_write(adapter_dir, "the adapter", adapter_dir.parent) as tmp:
         peft_model.save_pretrained(tmp, save_embedding_layers=False)
         tokenizer.save_pretrained(tmp)
         write_persona_info(tmp / PERSONA_FILE, persona)
+
+
+@contextlib.contextmanager
+def run_folder_write(final: Path, what: str, run_dir: Path) -> Iterator[Path]:
+    """`atomic_dir(final)` for a checkpoint or the adapter: a temp folder that replaces `final` when complete
+    and is removed on failure, so the checkpoints before it stay to resume from. A failure (a full disk,
+    ...) stops the run with one line. Any exception counts: torch.save reports a full disk as a
+    RuntimeError ("unexpected pos ...")."""
+    try:
+        with atomic_dir(final, overwrite=True) as tmp:
+            try:
+                yield tmp
+            except TwinbotError:
+                raise
+            except Exception as exc:  # here the free space is measured before the partial folder goes
+                raise write_error(what, run_dir, exc) from exc
+    except TwinbotError:
+        raise
+    except Exception as exc:  # creating or renaming the folder
+        raise write_error(what, run_dir, exc) from exc
+
+
+def write_error(what: str, run_dir: Path, exc: Exception) -> TwinbotError:
+    full = (
+        isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))
+    ) or free_bytes(run_dir) < FULL_DISK_BYTES
+    reason = "the disk is full" if full else (getattr(exc, "strerror", None) or one_line(exc))
+    last = list_checkpoints(run_dir)
+    kept = f"the last checkpoint ({last[-1].name}) is intact" if last else "no checkpoint was saved before it"
+    return TwinbotError(
+        f"cannot write {what} ({reason}); training stopped and {kept}: "
+        f"{'free disk space' if full else 'check the run folder'}, then run the same command with --resume",
+        run_dir,
+    )
+
+
+def free_bytes(folder: Path) -> int:
+    try:
+        return shutil.disk_usage(folder).free
+    except OSError:
+        return FULL_DISK_BYTES  # unknown: not reported as full
 
 
 def run_fingerprint(
@@ -174,7 +222,7 @@ def save_checkpoint(
     Call it on the main process only.
     """
     final = Path(run_dir) / CHECKPOINTS_DIR / checkpoint_name(state.step)
-    with atomic_dir(final, overwrite=True) as tmp:
+    with run_folder_write(final, f"checkpoint {final.name}", Path(run_dir)) as tmp:
         model.save_pretrained(tmp / ADAPTER_DIR, save_embedding_layers=False)
         torch.save(optimizer.state_dict(), tmp / OPTIMIZER_FILE)
         torch.save(scheduler.state_dict(), tmp / SCHEDULER_FILE)

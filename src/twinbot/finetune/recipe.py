@@ -61,6 +61,7 @@ from twinbot.finetune.checkpoint import (
     start_run_dir,
 )
 from twinbot.finetune.config import TrainConfig
+from twinbot.finetune.disk import DiskSpace, check_disk_space, estimate_run_disk
 from twinbot.finetune.lora import (
     auto_batch_size,
     load_training_model,
@@ -144,6 +145,7 @@ class Run:
     model_spec: str  # the base model as the user named it (recorded in the adapter and summary)
     model_path: str  # where it was loaded from
     persona: PersonaInfo  # the training system prompt, saved beside the adapter for chat/serve/export
+    disk: DiskSpace  # what the run will write into RUN, and the free space there
 
 
 @dataclass(frozen=True)
@@ -249,6 +251,9 @@ def setup(config: TrainConfig, resume: bool, overwrite: bool, sources: dict[str,
     total_steps = step_count(config, data.steps_per_epoch)
 
     trainable = [p for p in peft_model.parameters() if p.requires_grad]
+    save_every = cadence(config.save_every, total_steps)
+    estimate = estimate_run_disk(trainable, config, total_steps, save_every, processes, model_path)
+    disk = check_disk_space(estimate, run_dir)  # before anything is written
     optimizer = make_optimizer(trainable, config)
     scheduler = make_scheduler(optimizer, config, total_steps)
     model = maybe_compile(peft_model, config, accelerator.device.type)
@@ -272,7 +277,7 @@ def setup(config: TrainConfig, resume: bool, overwrite: bool, sources: dict[str,
         eval_rows=eval_rows,
         total_steps=total_steps,
         eval_every=cadence(config.eval_every, total_steps),
-        save_every=cadence(config.save_every, total_steps),
+        save_every=save_every,
         state=TrainState(fingerprint=fingerprint),
         resumed_from=last,
         layout=layout,
@@ -280,6 +285,7 @@ def setup(config: TrainConfig, resume: bool, overwrite: bool, sources: dict[str,
         model_spec=model_spec,
         model_path=model_path,
         persona=PersonaInfo(system_prompt=system_prompt_from_samples(data_dir), base_model=model_spec),
+        disk=disk,
     )
     if last is not None and resumed is not None:
         run.state = restore(run, last, resumed)
@@ -374,6 +380,7 @@ def start(run: Run) -> None:
         f"{config.gradient_accumulation_steps} x {accelerator.num_processes} process(es); "
         f"{run.total_steps} steps",
     )
+    say(accelerator, run.disk.start_line())
     if run.layout == "shared_prefix" and accelerator.is_main_process:
         computed = sum(len(shared_prefix_row(rows)) for rows in data.epoch_micro_batches(0))
         if computed < data.tokens:
