@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
+from typing import Literal
 
 from twinbot.data.records import Message
 from twinbot.errors import TwinbotError
@@ -28,6 +29,8 @@ FORMAT_MODULES: dict[str, str] = {
     "telegram": "twinbot.data.sources.telegram",
     "messenger": "twinbot.data.sources.messenger",
     "instagram": "twinbot.data.sources.instagram",
+    "imessage": "twinbot.data.sources.imessage",
+    "signal": "twinbot.data.sources.signal",
     "whatsapp": "twinbot.data.sources.whatsapp",
     "jsonl": "twinbot.data.sources.generic_jsonl",
     "csv": "twinbot.data.sources.generic_csv",
@@ -35,9 +38,38 @@ FORMAT_MODULES: dict[str, str] = {
 FORMAT_NAMES: tuple[str, ...] = tuple(FORMAT_MODULES)
 
 
+DateOrder = Literal["dmy", "mdy", "ymd"]
+DATE_ORDERS: tuple[DateOrder, ...] = ("dmy", "mdy", "ymd")
+DATE_ORDER_NAMES: dict[str, str] = {"dmy": "day-first", "mdy": "month-first", "ymd": "year-first"}
+
+
+@dataclass(frozen=True, slots=True)
+class DateOrderNote:
+    """How a parser read a file's numeric dates (WhatsApp), for `parse`'s summary and report.json."""
+
+    path: Path
+    chat_id: str
+    order: DateOrder
+    reason: str  # "14 of 312 dates have a first field > 12", "given with --date-order", ...
+    guessed: bool  # no evidence in the file: the locale-typical default
+
+    def describe(self) -> str:
+        return f"{DATE_ORDER_NAMES[self.order]}{' (a guess)' if self.guessed else ''}: {self.reason}"
+
+
 @dataclass(frozen=True, slots=True)
 class ParseOptions:
-    dayfirst: bool | None = None  # WhatsApp: None = infer from the whole file
+    dayfirst: bool | None = None  # the older --dayfirst/--monthfirst: an alias of date_order dmy/mdy
+    date_order: DateOrder | None = None  # WhatsApp: None = infer from the whole file
+    # parsers append how they read each file's dates here (the caller reads them after parsing)
+    date_notes: list[DateOrderNote] = field(default_factory=list, compare=False, hash=False)
+
+    def forced_date_order(self) -> DateOrder | None:
+        if self.date_order is not None:
+            return self.date_order
+        if self.dayfirst is None:
+            return None
+        return "dmy" if self.dayfirst else "mdy"
 
 
 def format_module(name: str) -> ModuleType:
