@@ -83,8 +83,6 @@ USES: dict[str, tuple[str, ...]] = {
     "twinbot.data.sources.whatsapp._HEADER": ("match",),
     "twinbot.data.sources.whatsapp._DATE_PARTS": ("match",),
     "twinbot.data.sources.whatsapp._MARKS": ("sub",),
-    "twinbot.data.sources.whatsapp._ATTACHED": ("match",),
-    "twinbot.data.sources.whatsapp._LOCATION": ("match",),
     "twinbot.data.sources.whatsapp._EDITED": ("search",),
     "twinbot.data.sources.whatsapp._NOTICE_VERB": ("search",),
     "twinbot.data.sources.whatsapp._CHAT_NAME": ("fullmatch",),
@@ -110,16 +108,10 @@ def module_patterns() -> dict[str, re.Pattern[Any]]:
 def built_patterns() -> dict[str, tuple[re.Pattern[str], tuple[str, ...]]]:
     """Patterns built at run time from settings or names."""
     from twinbot.data.filters import FilterOptions
-    from twinbot.data.sources import messenger
 
     command = FilterOptions()._command
     assert command is not None
-    built = {"filters: bot command": (command, ("match",))}
-    for number, (pattern, _) in enumerate(messenger._STANDALONE_TEXTS):
-        built[f"messenger: standalone text {number}"] = (pattern, ("match",))
-    for number, (pattern, _) in enumerate(messenger._generated_patterns("Ann Lee")):
-        built[f"messenger: generated text {number}"] = (pattern, ("match",))
-    return built
+    return {"filters: bot command": (command, ("match",))}
 
 
 # --- adversarial inputs ------------------------------------------------------------------------------------
@@ -298,7 +290,7 @@ def test_the_reported_slow_inputs_are_fast_where_the_code_uses_them(budget: floa
         run_within(budget, case)
     assert keep(message("www.example.com <https://b.example/x>")) == "link_only"
     assert keep(message("look www.example.com")) is None
-    assert whatsapp._classify("fine  <This message was edited>") == ("text", "fine")
+    assert whatsapp._classify("fine  <This message was edited>") == ("text", None, "fine")
     assert whatsapp._is_notice_name('Ann changed the subject to "Trip: day 2')
     assert not whatsapp._is_notice_name("Ann changed")
 

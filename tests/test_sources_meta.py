@@ -265,19 +265,21 @@ def test_thread_without_thread_path_is_named_by_its_folder(tmp_path: Path) -> No
         (ALICE / "message_1.json", "messenger"),
         (E2EE, "messenger"),
         (IG_EXPORT, "instagram"),
-        (IG_LEGACY, "instagram"),  # no path hint: messages without `type`
-        (FB_LEGACY, "messenger"),  # no path hint, classic `type`: undecidable -> messenger
+        # no path hint and no platform-only field: both download types write these files -> meta
+        (IG_LEGACY, "meta"),
+        (FB_LEGACY, "meta"),
     ],
 )
 def test_detect_platform(path: Path, platform: str) -> None:
     assert detect_platform(path) == platform
-    assert messenger.sniff(path) == (platform == "messenger")
+    assert messenger.sniff(path) == (platform in ("messenger", "meta"))
     assert instagram.sniff(path) == (platform == "instagram")
 
 
 def test_instagram_zip_is_recognised_by_its_name_or_its_folders(tmp_path: Path) -> None:
     assert detect_platform(zip_folder(FB_LEGACY, tmp_path / "instagram-dana-2024-01-01.zip")) == "instagram"
-    assert detect_platform(zip_folder(FB_LEGACY, tmp_path / "download.zip")) == "messenger"
+    assert detect_platform(zip_folder(FB_LEGACY, tmp_path / "download.zip")) == "meta"
+    assert detect_platform(zip_folder(FB_LEGACY, tmp_path / "facebook-erin-2024.zip")) == "messenger"
     assert detect_platform(zip_folder(IG_EXPORT, tmp_path / "download2.zip")) == "instagram"
 
 
@@ -481,3 +483,75 @@ def test_fuzz_damaged_zip(rnd: random.Random) -> None:
             list(messenger.parse(archive, ParseOptions()))
         except TwinbotError:
             pass
+
+
+# --------------------------------------------------------------------------------------- subkinds, reactions, label
+
+
+def _thread(tmp_path: Path, messages: list[dict[str, Any]], folder: str = "t", **thread: Any) -> Path:
+    data = {"participants": [{"name": "Ann Lee"}, {"name": "Bob"}], "messages": messages, **thread}
+    return thread_file(tmp_path / folder, data)
+
+
+@pytest.mark.parametrize(
+    ("content", "sender", "kind", "subkind"),
+    [
+        ("Ann reacted ❤ to your message", "Ann Lee", "system", "reaction"),
+        ("Ann Lee liked a message", "Ann Lee", "system", "reaction"),
+        ("Ann reagiu 😂 à sua mensagem", "Ann Lee", "system", "reaction"),
+        ("You sent an attachment.", "Bob", "media", "attachment"),
+        ("You sent a location.", "Bob", "media", "location"),
+        ("Ann unsent a message", "Ann Lee", "system", "deleted"),
+        ("Ann added Carl to the group.", "Ann Lee", "system", "member_join"),
+        ("Ann left the group.", "Ann Lee", "system", "member_leave"),
+        ("Ann named the group Trip 2024.", "Ann Lee", "system", "rename"),
+        ("Ann set the nickname for Bob to Bobby.", "Ann Lee", "system", "rename"),
+        ("Ann created a poll: Where to?", "Ann Lee", "system", "poll"),
+        ("Ann missed a video call with Bob.", "Ann Lee", "call", "call"),
+        ("Bob reacted ❤ to your message", "Ann Lee", "text", None),  # not the sender: someone quoting it
+        ("null", "Ann Lee", "system", "placeholder"),
+        ("", "Ann Lee", "system", "placeholder"),
+    ],
+)
+def test_meta_notices_get_their_subkind(
+    tmp_path: Path, content: str, sender: str, kind: str, subkind: str | None
+) -> None:
+    [message] = parse(_thread(tmp_path, [{"sender_name": sender, "timestamp_ms": 1, "content": content}]))
+    assert (message.kind, message.subkind) == (kind, subkind)
+
+
+def test_meta_reactions_are_counted_and_system_types_have_subkinds(tmp_path: Path) -> None:
+    messages = parse(
+        _thread(
+            tmp_path,
+            [
+                {"sender_name": "Ann Lee", "timestamp_ms": 4, "content": "hi", "reactions": [
+                    {"reaction": "❤", "actor": "Bob"}, {"reaction": "😂", "actor": "Carl"}]},
+                {"sender_name": "Bob", "timestamp_ms": 3, "type": "Subscribe", "content": "Bob added Carl"},
+                {"sender_name": "Bob", "timestamp_ms": 2, "is_unsent": True},
+                {"sender_name": "Bob", "timestamp_ms": 1, "photos": [{"uri": "a.jpg"}]},
+            ],
+        )
+    )  # fmt: skip
+    assert [(m.kind, m.subkind, m.reactions) for m in messages] == [
+        ("media", "attachment", 0),
+        ("system", "deleted", 0),
+        ("system", "member_join", 0),
+        ("text", None, 2),
+    ]
+
+
+def test_label_follows_the_evidence_not_the_format(tmp_path: Path) -> None:
+    plain = [{"sender_name": "Ann Lee", "timestamp_ms": 1, "content": "hi"}]
+    assert {m.platform for m in parse(_thread(tmp_path, plain, "a"))} == {"meta"}
+    assert {m.platform for m in instagram.parse(_thread(tmp_path, plain, "b"), ParseOptions())} == {"meta"}
+    kid_field = [{**plain[0], "is_unsent_image_by_messenger_kid_parent": False}]
+    thread = _thread(tmp_path, kid_field, "c")
+    assert detect_platform(thread) == "messenger"
+    assert {m.platform for m in instagram.parse(thread, ParseOptions())} == {"messenger"}
+    assert {m.platform for m in parse(_thread(tmp_path, plain, "d", joinable_mode={"mode": 1}))} == {
+        "messenger"
+    }
+    # the same files under an Instagram download's folder are Instagram's, whatever --format said
+    inside = _thread(tmp_path / "your_instagram_activity" / "messages" / "inbox", plain, "e")
+    assert {m.platform for m in parse(inside)} == {"instagram"}

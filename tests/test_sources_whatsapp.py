@@ -292,7 +292,7 @@ def test_name_then_text_on_the_next_line_and_edited_only(tmp_path: Path) -> None
     messages = parse(path)
     assert rows(messages) == [
         ("1", "text", "Alex", "text on the next line"),
-        ("3", "text", "Sam", ""),
+        ("3", "system", "Sam", ""),  # only the edit marker: a placeholder, not text
         ("4", "text", "Sam", "a reply that mentions <Media omitted> is text"),
         ("5", "text", "Sam", "I missed voice call practice (sorry)"),
     ]

@@ -1,9 +1,9 @@
 """Instagram "Download your information" JSON: the same files as Messenger's (see messenger.py).
 
-Only the platform name and the detection differ. `messenger.detect_platform` calls a Meta export
-Instagram when its path says so (`your_instagram_activity/`, an `instagram-...zip`) or, failing that, when
-its messages look like Instagram's (`share.original_content_owner`, no `type` field); anything undecidable
-is Messenger. Detection tries messenger before instagram, and each accepts only its own platform.
+Only the detection differs: `messenger.detect_platform` calls a Meta export Instagram when its path says so
+(`your_instagram_activity/`, an `instagram-...zip`) or its messages carry Instagram-only fields
+(`share.original_content_owner`). Either module labels each thread with the platform its path or fields
+show, `meta` when they show neither (messenger.py's docstring lists the evidence).
 """
 
 from __future__ import annotations
@@ -23,4 +23,4 @@ def sniff(path: Path) -> bool:
 
 
 def parse(path: Path, options: ParseOptions | None = None) -> Iterator[Message]:
-    return parse_meta(path, "instagram")
+    return parse_meta(path)

@@ -12,16 +12,23 @@ message ids: a message's id is its position in the thread, oldest first. Author 
 A message without a usable time borrows the previous message's time (the next one's for a thread's
 leading messages, the Unix epoch when no message of the thread has a time).
 
-Messenger or Instagram? `detect_platform` decides from, in order: the path (`your_instagram_activity` or
-an `instagram-...zip` means Instagram, `your_facebook_activity` / `your_activity_across_facebook` or a
-`facebook-...zip` means Messenger), the E2EE shape (Messenger only), then the message shape
-(`share.original_content_owner`, or classic messages without a `type` field, are Instagram's). When nothing
-decides it, it is Messenger.
+Messenger or Instagram? The same files come from both, so the label is decided from evidence, per
+thread: the path (`your_instagram_activity` or an `instagram-...zip` means Instagram,
+`your_facebook_activity` / `your_activity_across_facebook` or a `facebook-...zip` means Messenger), the
+E2EE shape (Messenger only), Messenger-only fields (`joinable_mode`, `magic_words`,
+`is_unsent_image_by_messenger_kid_parent`) and Instagram-only ones (`share.original_content_owner`). When
+nothing tells, the platform is `meta` (detection then picks `--format messenger`; both read the same way).
+
+Kinds and subkinds: the texts Meta writes as if a person had sent them ("You sent an attachment.", "Ann
+reacted ❤ to your message", "Ann left the group.", call summaries, nickname changes, polls) come from the
+phrase table (phrases.py) and become media/system/call records with their subkind; unsent messages are
+system/deleted, `subscribe`/`unsubscribe` member_join/member_leave, calls call, attachments without text
+media/attachment, and a message with nothing at all system/placeholder. A message's `reactions` list is
+counted into `Message.reactions`.
 """
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 import re
@@ -30,10 +37,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path, PurePosixPath
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from twinbot.data.chat_order import sort_chat
-from twinbot.data.records import Message, MessageKind
+from twinbot.data.records import Message, MessageKind, Subkind
 from twinbot.data.sources import ParseOptions
 from twinbot.data.sources.common import (
     SNIFF_BYTES,
@@ -45,18 +52,24 @@ from twinbot.data.sources.common import (
     is_zip,
     read_head,
 )
+from twinbot.data.sources.phrases import META_MATCHER
 from twinbot.errors import TwinbotError
 
 NAME = "messenger"
 
-Platform = Literal["messenger", "instagram"]
+Platform = Literal["messenger", "instagram", "meta"]  # meta: a Meta export that does not say which
+PLATFORMS: tuple[Platform, ...] = get_args(Platform)
 
 _PART_FILE = re.compile(r"^message_(\d+)\.json$")
 _HTML_PART = re.compile(r"(^|/)message_\d+\.html$")
 _INSTAGRAM_DIRS = frozenset({"your_instagram_activity"})
 _FACEBOOK_DIRS = frozenset({"your_facebook_activity", "your_activity_across_facebook"})
 _ATTACHMENT_LISTS = ("photos", "videos", "audio_files", "files", "gifs")
-_SYSTEM_TYPES = frozenset({"unsubscribe", "subscribe"})
+_MEMBER_TYPES: dict[str, Subkind] = {"subscribe": "member_join", "unsubscribe": "member_leave"}
+# Fields only Messenger downloads have (thread level, message level).
+_MESSENGER_THREAD_KEYS = ("joinable_mode", "magic_words")
+_MESSENGER_MESSAGE_KEYS = ("is_unsent_image_by_messenger_kid_parent",)
+_EVIDENCE_MESSAGES = 200  # how many messages of a thread are looked at for platform-only fields
 _UNKNOWN_SENDER = "Unknown"
 _MAX_SNIFF_DIRS = 400
 _MAX_SNIFF_DEPTH = 6
@@ -103,12 +116,11 @@ def _head_shape(head: bytes) -> Literal["classic", "e2ee"] | None:
 
 
 def _head_platform(head: bytes) -> Platform | None:
-    """Instagram's message shape, judged from the first few KB of a classic file."""
+    """Platform-only fields in the first few KB of a classic file."""
     if b'"original_content_owner"' in head:
         return "instagram"
-    senders = len(re.findall(rb'"sender_name"\s*:', head))
-    if senders >= 2 and not re.search(rb'"type"\s*:', head):
-        return "instagram"
+    if any(f'"{key}"'.encode() in head for key in (*_MESSENGER_THREAD_KEYS, *_MESSENGER_MESSAGE_KEYS)):
+        return "messenger"
     return None
 
 
@@ -196,7 +208,8 @@ def _zip_head(path: Path) -> tuple[str, bytes] | None:
 
 
 def detect_platform(path: Path) -> Platform | None:
-    """ "messenger" or "instagram" for a Meta message export, None when `path` is not one."""
+    """ "messenger", "instagram" or (no evidence either way) "meta" for a Meta message export, None when
+    `path` is not one."""
     path = Path(path)
     if path.is_dir():
         found = _first_thread_file_in_folder(path)
@@ -222,11 +235,11 @@ def detect_platform(path: Path) -> Platform | None:
         return where
     if shape == "e2ee":
         return "messenger"
-    return _head_platform(head) or "messenger"
+    return _head_platform(head) or "meta"
 
 
 def sniff(path: Path) -> bool:
-    return detect_platform(path) == "messenger"
+    return detect_platform(path) in ("messenger", "meta")
 
 
 # ---------------------------------------------------------------------------------------------- threads
@@ -284,55 +297,27 @@ def _load(tree: _Tree, name: str) -> dict[str, Any]:
 # ---------------------------------------------------------------------------------------------- messages
 
 
-_MEDIA_TEXT = (
-    r"sent (?:an attachment|a photo|a video|a GIF|a gif|a sticker|a voice message|an audio clip|a file"
-    r"|a link|a location|a live location|a post|a reel|a story|\d+ photos|\d+ videos)\."
-)
-_SYSTEM_TEXT = (
-    r"(?:reacted .{1,24} to (?:your|a|their|his|her|the) message\.?|unsent a message\.?|left the group\.?"
-    r"|named the group .+|changed the group photo\.?|set (?:the|your|his|her|their|own) nickname.*"
-    r"|set the (?:emoji|quick reaction) to .+|changed the (?:chat )?theme.*|added .+ to the group\.?"
-    r"|removed .+ from the group\.?|created the group\.?|pinned a message\.?|liked a message\.?"
-    r"|changed the group name.*|turned on .+|turned off .+)"
-)
-_CALL_TEXT = (
-    r"(?:called you\.?|called .+\.|missed your (?:video )?call\.?|missed a (?:video )?call.*"
-    r"|started a (?:video )?call\.?|joined the (?:video )?call\.?|started a video chat\.?)"
-)
-_STANDALONE_TEXTS: tuple[tuple[re.Pattern[str], MessageKind], ...] = (
-    (re.compile(r"^Reacted .{1,24} to (?:your|a) message\.?$"), "system"),
-    (re.compile(r"^Liked a message\.?$"), "system"),
-    (re.compile(r"^The (?:video )?(?:chat|call) ended\.?$"), "call"),
-    (re.compile(r"^You missed a (?:video )?call from .+\.?$"), "call"),
-)
-
-
-@functools.lru_cache(maxsize=512)
-def _generated_patterns(sender: str) -> tuple[tuple[re.Pattern[str], MessageKind], ...]:
-    names = {"You", sender}
+def _actors(sender: str) -> frozenset[str]:
+    """Who a Meta notice of this sender may name as its subject: "You", the sender, their first name."""
+    names = {"you", sender.strip().lower()}
     if " " in sender.strip():
-        names.add(sender.strip().split()[0])
-    subject = "(?:" + "|".join(re.escape(n) for n in sorted(names, key=len, reverse=True) if n) + ")"
-    return (
-        (re.compile(rf"^{subject} {_MEDIA_TEXT}$", re.IGNORECASE), "media"),
-        (re.compile(rf"^{subject} {_SYSTEM_TEXT}$", re.IGNORECASE | re.DOTALL), "system"),
-        (re.compile(rf"^{subject} {_CALL_TEXT}$", re.IGNORECASE), "call"),
-    )
+        names.add(sender.strip().split()[0].lower())
+    return frozenset(name for name in names if name)
+
+
+def generated_notice(text: str, sender: str) -> tuple[MessageKind, Subkind] | None:
+    """The kind and subkind of a text Meta wrote itself ("You sent an attachment.", "Ann reacted ❤ to your
+    message"), None for text a person wrote. Only texts whose subject is the sender (or "You") count."""
+    stripped = text.strip()
+    if not stripped:
+        return None
+    phrase = META_MATCHER.find_template(stripped, _actors(sender))
+    return None if phrase is None else (phrase.kind, phrase.subkind)
 
 
 def generated_kind(text: str, sender: str) -> MessageKind | None:
-    """The kind of a text Meta wrote itself ("You sent an attachment.", "Ann reacted ❤ to your
-    message"), None for text a person wrote. Only texts whose subject is the sender (or "You") count."""
-    stripped = text.strip()
-    if not stripped or len(stripped) > 300:
-        return None
-    for pattern, kind in _STANDALONE_TEXTS:
-        if pattern.match(stripped):
-            return kind
-    for pattern, kind in _generated_patterns(sender):
-        if pattern.match(stripped):
-            return kind
-    return None
+    notice = generated_notice(text, sender)
+    return None if notice is None else notice[0]
 
 
 def _timestamp_ms(value: Any) -> datetime | None:
@@ -361,24 +346,29 @@ class _Draft:
     sender: str
     text: str
     kind: MessageKind
+    subkind: Subkind | None
     attachments: int
+    reactions: int
 
 
 def _count(value: Any) -> int:
     return len(value) if isinstance(value, list) else 0
 
 
-def _classify(text: str, sender: str, attachments: int, kind: MessageKind | None) -> tuple[MessageKind, int]:
-    if kind is not None:
-        return kind, attachments
-    generated = generated_kind(text, sender)
-    if generated == "media":
-        return "media", max(attachments, 1)
-    if generated is not None:
-        return generated, attachments
-    if text.strip():
-        return "text", attachments
-    return ("media" if attachments else "system"), attachments
+def _classify(
+    text: str, sender: str, attachments: int, given: tuple[MessageKind, Subkind] | None
+) -> tuple[MessageKind, Subkind | None, int]:
+    if given is not None:
+        return given[0], given[1], attachments
+    notice = generated_notice(text, sender)
+    if notice is not None:
+        kind, subkind = notice
+        return kind, subkind, max(attachments, 1) if kind == "media" else attachments
+    if text.strip() and text.strip().lower() != "null":
+        return "text", None, attachments
+    if attachments:
+        return "media", "attachment", attachments
+    return "system", "placeholder", attachments
 
 
 def _classic_draft(raw: Any, where: Path, index: int) -> _Draft:
@@ -393,13 +383,16 @@ def _classic_draft(raw: Any, where: Path, index: int) -> _Draft:
     if not text.strip() and isinstance(share, dict):
         text = _string(share.get("link"), repair=True)
     message_type = raw.get("type").lower() if isinstance(raw.get("type"), str) else ""
-    kind: MessageKind | None = None
-    if raw.get("is_unsent") is True or message_type in _SYSTEM_TYPES:
-        kind = "system"
+    given: tuple[MessageKind, Subkind] | None = None
+    if raw.get("is_unsent") is True:
+        given = ("system", "deleted")
+    elif message_type in _MEMBER_TYPES:
+        given = ("system", _MEMBER_TYPES[message_type])
     elif message_type == "call" or "call_duration" in raw:
-        kind = "call"
-    kind, attachments = _classify(text, sender, attachments, kind)
-    return _Draft(_timestamp_ms(raw.get("timestamp_ms")), sender, text, kind, attachments)
+        given = ("call", "call")
+    kind, subkind, attachments = _classify(text, sender, attachments, given)
+    time = _timestamp_ms(raw.get("timestamp_ms"))
+    return _Draft(time, sender, text, kind, subkind, attachments, _count(raw.get("reactions")))
 
 
 def _e2ee_draft(raw: Any, where: Path, index: int) -> _Draft:
@@ -409,13 +402,14 @@ def _e2ee_draft(raw: Any, where: Path, index: int) -> _Draft:
     text = _string(raw.get("text"), repair=False)
     attachments = _count(raw.get("media"))
     message_type = raw.get("type").lower() if isinstance(raw.get("type"), str) else ""
-    kind: MessageKind | None = None
+    given: tuple[MessageKind, Subkind] | None = None
     if raw.get("isUnsent") is True or "unsent" in message_type:
-        kind = "system"
+        given = ("system", "deleted")
     elif "call" in message_type:
-        kind = "call"
-    kind, attachments = _classify(text, sender, attachments, kind)
-    return _Draft(_e2ee_timestamp(raw.get("timestamp")), sender, text, kind, attachments)
+        given = ("call", "call")
+    kind, subkind, attachments = _classify(text, sender, attachments, given)
+    time = _e2ee_timestamp(raw.get("timestamp"))
+    return _Draft(time, sender, text, kind, subkind, attachments, _count(raw.get("reactions")))
 
 
 def _thread_chat_id(first_file: Path, data: dict[str, Any], e2ee: bool) -> str:
@@ -441,23 +435,40 @@ def _list(value: Any) -> list[Any]:
     return value if isinstance(value, list) else []
 
 
-def _thread_messages(tree: _Tree, thread: _Thread, platform: Platform) -> list[Message]:
+def _data_platform(data: dict[str, Any], e2ee: bool) -> Platform | None:
+    """What the thread's own fields say about where it came from."""
+    if e2ee or any(key in data for key in _MESSENGER_THREAD_KEYS):
+        return "messenger"
+    for raw in data["messages"][:_EVIDENCE_MESSAGES]:
+        if not isinstance(raw, dict):
+            continue
+        share = raw.get("share")
+        if isinstance(share, dict) and "original_content_owner" in share:
+            return "instagram"
+        if any(key in raw for key in _MESSENGER_MESSAGE_KEYS):
+            return "messenger"
+    return None
+
+
+def _thread_messages(tree: _Tree, thread: _Thread, root_platform: Platform | None) -> list[Message]:
     drafts: list[_Draft] = []
     chat_id = ""
     e2ee = False
+    platform = root_platform or _path_platform(PurePosixPath(thread.files[0]).parts)
     for name in thread.files:
         where = tree.display(name)
         data = _load(tree, name)
         e2ee = _is_e2ee(name, data)
         if not chat_id:
             chat_id = _thread_chat_id(where, data, e2ee)
+        platform = platform or _data_platform(data, e2ee)
         make = _e2ee_draft if e2ee else _classic_draft
         drafts.extend(make(raw, where, i) for i, raw in enumerate(data["messages"]))
     if not e2ee:
         # Classic parts are newest first and message_1 is the newest part: the reversed concatenation
         # is oldest first, with equal times in their true order.
         drafts.reverse()
-    return _finish(drafts, chat_id, platform)
+    return _finish(drafts, chat_id, platform or "meta")
 
 
 def _finish(drafts: list[_Draft], chat_id: str, platform: Platform) -> list[Message]:
@@ -475,6 +486,8 @@ def _finish(drafts: list[_Draft], chat_id: str, platform: Platform) -> list[Mess
                 text=draft.text,
                 kind=draft.kind,
                 attachments=draft.attachments,
+                subkind=draft.subkind,
+                reactions=draft.reactions,
             )
         )
     return sort_chat(messages)
@@ -533,11 +546,15 @@ def _open_tree(path: Path) -> tuple[_Tree, list[_Thread]]:
     return files, [_Thread(path.name, [path.name])]
 
 
-def parse_meta(path: Path, platform: Platform) -> Iterator[Message]:
-    """Messages of every thread under `path` (see the module docstring for what `path` may be)."""
+def parse_meta(path: Path) -> Iterator[Message]:
+    """Messages of every thread under `path` (see the module docstring for what `path` may be), each
+    labelled with the platform its path or fields show ("meta" when they show neither)."""
     path = Path(path)
     if not path.exists():
         raise TwinbotError("no such file or folder; check the path", path)
+    root_platform = _path_platform(path.absolute().parts) or (
+        _zip_name_platform(path) if is_zip(path) else None
+    )
     tree, threads = _open_tree(path)
     with tree:
         if not threads:
@@ -551,8 +568,8 @@ def parse_meta(path: Path, platform: Platform) -> Iterator[Message]:
                 path,
             )
         for thread in threads:
-            yield from _thread_messages(tree, thread, platform)
+            yield from _thread_messages(tree, thread, root_platform)
 
 
 def parse(path: Path, options: ParseOptions | None = None) -> Iterator[Message]:
-    return parse_meta(path, "messenger")
+    return parse_meta(path)

@@ -17,13 +17,16 @@ messages that come before a late one in the file.
 
 Records: platform "whatsapp"; chat_id from the file name ("WhatsApp Chat with Alex.txt" -> "Alex") or the
 zip's name; id = the 1-based line number of the message's header line; author/author_id = the sender as
-shown, with U+200E and U+202A..U+202C marks removed; timestamps naive local time. Kinds:
-    system  lines with no `Name: ` (encryption notice, "X created group", ...); iOS notices, which carry
-            the chat's name as sender and a leading U+200E (author ""); deleted messages ("This message
-            was deleted": no text to learn from; the author is kept)
-    media   `<Media omitted>`, `image omitted`, `<attached: ...>`, their translations, polls, locations
-            (text "", attachments=1)
-    call    "Missed voice call" / "Missed video call" (text "")
+shown, with U+200E and U+202A..U+202C marks removed; timestamps naive local time. Kinds (the wording of
+every notice and placeholder, per language, is the table in phrases.py):
+    system  lines with no `Name: ` (encryption notice, "X created group", ...; subkind from the English
+            wording, else "other"); iOS notices, which carry the chat's name as sender and a leading U+200E
+            (author ""); deleted messages ("This message was deleted": subkind deleted, the author is
+            kept); a body that is empty or only `<This message was edited>` (placeholder)
+    media   `<Media omitted>`, `image omitted`, "null" (subkind placeholder), `<attached: ...>`,
+            `x.jpg (file attached)` (attachment), polls (poll), locations (location), contact cards
+            (contact): text "", attachments=1
+    call    "Missed voice call" / "Missed video call" (text "", subkind call)
 A trailing `<This message was edited>` is removed from the text.
 """
 
@@ -43,9 +46,14 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import IO, TextIO
 
-from twinbot.data.records import Message, MessageKind
+from twinbot.data.records import Message, MessageKind, Subkind
 from twinbot.data.sources import ParseOptions
 from twinbot.data.sources.common import check_zip_member
+from twinbot.data.sources.phrases import (
+    WHATSAPP_BODIES,
+    WHATSAPP_BODY_MATCHER,
+    WHATSAPP_NOTICE_MATCHER,
+)
 from twinbot.errors import TwinbotError
 
 NAME = "whatsapp"
@@ -70,102 +78,6 @@ _MARKS = re.compile(r"[\u200e\u202a-\u202c]")
 _KEY_SECONDS_BITS = 17  # seconds of the day (< 86400 < 2**17) in the low bits of a per-message key
 _KEY_SECONDS_MASK = (1 << _KEY_SECONDS_BITS) - 1
 
-# Media placeholders, compared lower-cased with a trailing "." removed.
-_MEDIA_EXACT = frozenset(
-    s.lower()
-    for s in (
-        # en
-        "<Media omitted>", "image omitted", "video omitted", "audio omitted", "sticker omitted",
-        "GIF omitted", "document omitted", "Contact card omitted", "<Media omitted", "media omitted",
-        "<View once message omitted>", "view once message omitted", "live location shared",
-        # es
-        "<Multimedia omitido>", "imagen omitida", "video omitido", "audio omitido", "sticker omitido",
-        "GIF omitido", "documento omitido", "tarjeta de contacto omitida", "<Multimedia omitidos>",
-        # de
-        "<Medien ausgeschlossen>", "<Medien weggelassen>", "Bild weggelassen", "Video weggelassen",
-        "Audio weggelassen", "Sticker weggelassen", "GIF weggelassen", "Dokument weggelassen",
-        "Kontaktkarte weggelassen",
-        # fr
-        "<Médias omis>", "<Fichier omis>", "image absente", "vidéo absente", "audio omis", "audio absent",
-        "autocollant omis", "GIF retiré", "document omis", "image omise", "vidéo omise",
-        # pt
-        "<Mídia oculta>", "<Arquivo de mídia oculto>", "<Ficheiro multimédia omitido>", "imagem ocultada",
-        "vídeo omitido", "áudio ocultado", "figurinha omitida", "GIF omitido", "documento omitido",
-        "imagem omitida", "áudio omitido",
-        # it
-        "<Media omessi>", "<Media omesso>", "immagine omessa", "video omesso", "audio omesso",
-        "sticker omesso", "GIF omessa", "documento omesso",
-        # nl
-        "<Media weggelaten>", "afbeelding weggelaten", "video weggelaten", "audio weggelaten",
-        "sticker weggelaten", "GIF weggelaten", "document weggelaten",
-    )
-)  # fmt: skip
-_DOCUMENT_SUFFIXES = (
-    "document omitted", "documento omitido", "dokument weggelassen", "document omis", "documento omesso",
-    "document weggelaten", "documento ocultado",
-)  # fmt: skip
-_ATTACHED = re.compile(
-    r"<(?:attached|adjunto|anhang|pièce jointe|fichier joint|anexado|anexo|allegato|bijgevoegd|bijlage)"
-    r"\s?:[^<>]*>",
-    re.IGNORECASE,
-)
-_FILE_ATTACHED_SUFFIXES = (
-    "(file attached)", "(archivo adjunto)", "(datei angehängt)", "(fichier joint)", "(arquivo anexado)",
-    "(ficheiro anexado)", "(file allegato)", "(bestand bijgevoegd)",
-)  # fmt: skip
-_LOCATION = re.compile(
-    r"(?:live )?(?:location|ubicación|standort|position|localisation|localização|localizacao|posizione"
-    r"|locatie|locație)\s?: ?https?://\S*(?:maps|goo\.gl)",
-    re.IGNORECASE,
-)
-_POLL_PREFIXES = (
-    "poll:",
-    "encuesta:",
-    "umfrage:",
-    "sondage :",
-    "sondage:",
-    "enquete:",
-    "sondaggio:",
-    "peiling:",
-)
-_DELETED = frozenset(
-    s.lower()
-    for s in (
-        "This message was deleted", "You deleted this message", "This message was deleted by admin",
-        "Se eliminó este mensaje", "Eliminaste este mensaje", "Este mensaje fue eliminado",
-        "Diese Nachricht wurde gelöscht", "Du hast diese Nachricht gelöscht",
-        "Ce message a été supprimé", "Vous avez supprimé ce message",
-        "Esta mensagem foi apagada", "Você apagou esta mensagem", "Apagou esta mensagem",
-        "Esta mensagem foi eliminada", "Eliminou esta mensagem",
-        "Questo messaggio è stato eliminato", "Hai eliminato questo messaggio",
-        "Dit bericht is verwijderd", "Je hebt dit bericht verwijderd", "U hebt dit bericht verwijderd",
-        "Waiting for this message. This may take a while",
-    )
-)  # fmt: skip
-_CALL_PREFIXES = tuple(
-    s.lower()
-    for s in (
-        "Missed voice call", "Missed video call", "Missed group voice call", "Missed group video call",
-        "Llamada perdida", "Llamada de voz perdida", "Videollamada perdida",
-        "Verpasster Sprachanruf", "Verpasster Videoanruf", "Verpasster Anruf",
-        "Appel vocal manqué", "Appel vidéo manqué", "Appel manqué",
-        "Chamada de voz perdida", "Chamada de vídeo perdida", "Chamada perdida",
-        "Chiamata vocale persa", "Videochiamata persa", "Chiamata persa",
-        "Gemiste spraakoproep", "Gemiste video-oproep", "Gemiste oproep", "Gemist spraakgesprek",
-    )
-)  # fmt: skip
-_ENCRYPTION_PREFIXES = tuple(
-    s.lower()
-    for s in (
-        "Messages and calls are end-to-end encrypted", "Messages to this group are now secured",
-        "Messages to this chat and calls are now secured", "Messages you send to this group are now secured",
-        "Messages you send to this chat and calls are now secured",
-        "Los mensajes y las llamadas están cifrados", "Los mensajes y llamadas están cifrados",
-        "Nachrichten und Anrufe sind Ende-zu-Ende", "Les messages et les appels sont chiffrés",
-        "As mensagens e as chamadas são protegidas", "As mensagens e chamadas são protegidas",
-        "I messaggi e le chiamate sono crittografati", "Berichten en oproepen worden end-to-end",
-    )
-)  # fmt: skip
 _EDITED = re.compile(
     r"<(?:This message was edited|Se editó este mensaje\.?|Diese Nachricht wurde bearbeitet"
     r"|Ce message a été modifié|Esta mensagem foi editada|Questo messaggio è stato modificato"
@@ -178,24 +90,14 @@ _EDITED_TAIL = 64
 _NOTICE_VERB = re.compile(
     r"\b(?:changed|created|cambió|creó|hat|a modifié|a créé|mudou|criou|ha cambiato|ha creato|heeft)\b"
 )
-_LOCATION_WORDS = (
-    "location", "live location", "ubicación", "standort", "position", "localisation", "localização",
-    "localizacao", "posizione", "locatie", "locație",
-)  # fmt: skip
 # A cheap pre-check: only texts that start or end like some placeholder or notice get the full checks.
 _TRIGGER_LENGTH = 5
 _START_TRIGGERS = frozenset(
-    phrase[:_TRIGGER_LENGTH]
-    for phrase in (
-        *_MEDIA_EXACT,
-        *_DELETED,
-        *_CALL_PREFIXES,
-        *_ENCRYPTION_PREFIXES,
-        *_POLL_PREFIXES,
-        *_LOCATION_WORDS,
-    )
+    phrase.text.lower()[:_TRIGGER_LENGTH] for phrase in WHATSAPP_BODIES if phrase.rule in ("exact", "prefix")
 )
-_END_TRIGGERS = frozenset(phrase[-_TRIGGER_LENGTH:] for phrase in _DOCUMENT_SUFFIXES)
+_END_TRIGGERS = frozenset(
+    phrase.text.lower()[-_TRIGGER_LENGTH:] for phrase in WHATSAPP_BODIES if phrase.rule == "suffix"
+)
 _CHAT_NAME = re.compile(
     r"(?:WhatsApp[ -]?Chat(?: with| mit| met| con| avec| com)?|Chat de WhatsApp con|Chat di WhatsApp con"
     r"|Discussion WhatsApp avec|Conversa do WhatsApp com|Conversa de WhatsApp com|Chat WhatsApp con)"
@@ -639,14 +541,22 @@ def _build(chat_id: str, line_no: int, when: datetime, rest: str, continuation: 
         text += "".join(continuation)
     text = text.strip()
     kind: MessageKind = "text"
+    subkind: Subkind | None = None
     if text:
-        kind, text = _classify(text)
+        kind, subkind, text = _classify(text)
+    else:
+        kind, subkind = "system", "placeholder"  # "Name:" and nothing: no body was exported
     if kind == "text" and marked:
-        kind, author = "system", ""  # iOS notice ("‎Alex created group …") with the group's name as sender
-    elif kind == "system" and text[:200].lower().startswith(_ENCRYPTION_PREFIXES):
+        # iOS notice ("‎Alex created group …") with the group's name as sender
+        kind, author = "system", ""
+        notice = WHATSAPP_NOTICE_MATCHER.find_template(text)
+        subkind = notice.subkind if notice is not None else "other"
+    elif subkind == "encryption_notice":
         author = ""  # iOS puts the chat's name as the notice's sender
     attachments = 1 if kind == "media" else 0
-    return Message(PLATFORM, chat_id, str(line_no), when, author, author, text, kind, None, attachments)
+    return Message(
+        PLATFORM, chat_id, str(line_no), when, author, author, text, kind, None, attachments, subkind=subkind
+    )
 
 
 def _is_notice_name(name: str) -> bool:
@@ -660,46 +570,32 @@ def _system(chat_id: str, line_no: int, when: datetime, rest: str, continuation:
     text = rest if rest.isascii() else _MARKS.sub("", rest)
     if continuation:
         text += "".join(continuation)
-    return Message(PLATFORM, chat_id, str(line_no), when, "", "", text.strip(), "system")
+    text = text.strip()
+    notice = WHATSAPP_NOTICE_MATCHER.find_template(text) or WHATSAPP_BODY_MATCHER.find(text)
+    subkind: Subkind = notice.subkind if notice is not None else "other"
+    return Message(PLATFORM, chat_id, str(line_no), when, "", "", text, "system", subkind=subkind)
 
 
-def _classify(text: str) -> tuple[MessageKind, str]:
-    """The kind of a non-empty, stripped message text, and the text to keep."""
+def _classify(text: str) -> tuple[MessageKind, Subkind | None, str]:
+    """The kind and subkind of a non-empty, stripped message text, and the text to keep."""
     if text[-1] == ">":
         tail_start = max(0, len(text) - _EDITED_TAIL)
         edited = _EDITED.search(text, tail_start)
         if edited is not None:
             text = text[: edited.start()].rstrip()
             if not text:
-                return "text", ""
+                return "system", "placeholder", ""
     if (
         text[0] != "<"
         and text[:_TRIGGER_LENGTH].lower() not in _START_TRIGGERS
         and text[-_TRIGGER_LENGTH:].lower() not in _END_TRIGGERS
         and ")" not in text
     ):
-        return "text", text  # the common case: no placeholder or notice can start or end like this
-    head = text[:200].lower()
-    if len(text) <= 120:
-        exact = head[:-1] if head[-1] == "." else head
-        if exact in _MEDIA_EXACT:
-            return "media", ""
-        if exact in _DELETED:
-            return "system", text
-        if head.startswith(_CALL_PREFIXES):
-            return "call", ""
-        if "\n" not in head and head.endswith(_DOCUMENT_SUFFIXES):
-            return "media", ""  # iOS: "name.pdf • 3 pages document omitted"
-    if head.startswith(_ENCRYPTION_PREFIXES):
-        return "system", text
-    if head.startswith(_POLL_PREFIXES):
-        return "media", ""
-    if head[0] == "<" and _ATTACHED.match(head):
-        return "media", ""
-    if "://" in head[:60] and _LOCATION.match(head):
-        return "media", ""
-    first_line_end = head.find("\n")
-    first_line = head if first_line_end < 0 else head[:first_line_end]
-    if first_line.endswith(_FILE_ATTACHED_SUFFIXES):
-        return "media", ""  # Android with media: "IMG-20200312-WA0001.jpg (file attached)"
-    return "text", text
+        return "text", None, text  # the common case: no placeholder or notice can start or end like this
+    first_line, newline, _ = text.partition("\n")
+    phrase = WHATSAPP_BODY_MATCHER.find(first_line)
+    if phrase is None or (newline and phrase.rule == "exact"):
+        return "text", None, text
+    if phrase.kind == "system":
+        return "system", phrase.subkind, text  # the notice is kept as it is: never training text anyway
+    return phrase.kind, phrase.subkind, ""

@@ -1,0 +1,405 @@
+"""The notices and placeholders chat apps write in place of a message, per platform and language: one table
+of data that the parsers compile their matchers from (no regular expressions: exact, prefix, suffix and
+template checks, all linear).
+
+A row's `text` is compared case-insensitively, with a trailing "." ignored on both sides. `{name}` in a
+template stands for any text (a person's name, an emoji, a group name); in Meta templates `{actor}` must be
+the message's sender, "You" or the sender's first name, so a person quoting such a line is not taken for a
+notice.
+
+Where each row comes from (do not add wording that no source shows):
+    [formats]  ../shared/FORMATS.md and the English wording the exporters are documented to write
+    [prior]    the lists twinbot's parsers carried before this table (es/de/fr/pt/it/nl WhatsApp wording)
+    [cs-multi] public WhatsApp chat analyzers found with the code search: a multilingual "wrapped"
+               analyzer's media/deleted lists (ru, pl, tr, id, es, it placeholders; ru deleted)
+    [cs-tr]    public Turkish WhatsApp parsers (code search): "<Medya dahil edilmedi>", "Bu mesaj silindi",
+               "görüntü/video/ses/belge/çıkartma dahil edilmedi", "(dosya ekli)", the encryption notice
+    [cs-ru]    a public WhatsApp locale comparison and a Russian cleaner (code search): "<Без медиафайлов>",
+               "(файл добавлен)", "Местоположение:", "Сообщения и звонки защищены", missed audio call
+    [cs-pl]    public Polish WhatsApp fixtures/cleaners (code search): "<Pominięto multimedia>",
+               "Ta wiadomość została usunięta", "Usunięto tę wiadomość", "(plik załączony)", "(załączony plik)"
+    [cs-id]    public Indonesian WhatsApp parsers (code search): "<Media tidak disertakan>",
+               "Pesan ini telah dihapus", "Pesan ini dihapus", "(file terlampir)"
+    [meta-en]  the English notices of Messenger/Instagram downloads twinbot recognised before this table
+    [cs-pt]    a Portuguese Instagram inbox mock (code search): "Reagiu com 👍 à sua mensagem"
+    [tdesktop] Telegram Desktop's JSON export: service messages carry an `action` identifier (English, the
+               same in every language), not localized text
+Gaps (no source found yet, so no rows): WhatsApp system lines other than English; WhatsApp missed calls and
+polls in ru/tr/pl/id; Meta notices in es, de, fr, it, nl, ru, tr, pl, id.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from twinbot.data.records import MessageKind, Subkind
+
+Platform = Literal["whatsapp", "meta"]
+MatchRule = Literal["exact", "prefix", "suffix", "template"]
+
+
+@dataclass(frozen=True, slots=True)
+class Phrase:
+    platform: Platform
+    language: str
+    kind: MessageKind
+    subkind: Subkind
+    rule: MatchRule
+    text: str
+    source: str
+
+
+def _rows(
+    platform: Platform, language: str, kind: MessageKind, subkind: Subkind, rule: MatchRule, source: str,
+    *texts: str,
+) -> list[Phrase]:  # fmt: skip
+    return [Phrase(platform, language, kind, subkind, rule, text, source) for text in texts]
+
+
+W: Platform = "whatsapp"
+M: Platform = "meta"
+
+# --- WhatsApp: whole message bodies (after "Name: ") --------------------------------------------------
+WHATSAPP_BODIES: tuple[Phrase, ...] = tuple(
+    [
+        # media that was not exported: the body stands for it
+        *_rows(W, "en", "media", "placeholder", "exact", "formats",
+               "<Media omitted>", "<Media omitted", "media omitted", "image omitted", "video omitted",
+               "audio omitted", "sticker omitted", "GIF omitted", "<View once message omitted>",
+               "view once message omitted", "null"),
+        *_rows(W, "en", "media", "contact", "exact", "formats", "Contact card omitted"),
+        *_rows(W, "en", "media", "location", "exact", "formats", "live location shared"),
+        *_rows(W, "es", "media", "placeholder", "exact", "prior",
+               "<Multimedia omitido>", "<Multimedia omitidos>", "imagen omitida", "video omitido",
+               "audio omitido", "sticker omitido", "GIF omitido"),
+        *_rows(W, "es", "media", "placeholder", "exact", "cs-multi", "<Archivo omitido>"),
+        *_rows(W, "es", "media", "contact", "exact", "prior", "tarjeta de contacto omitida"),
+        *_rows(W, "de", "media", "placeholder", "exact", "prior",
+               "<Medien ausgeschlossen>", "<Medien weggelassen>", "Bild weggelassen", "Video weggelassen",
+               "Audio weggelassen", "Sticker weggelassen", "GIF weggelassen"),
+        *_rows(W, "de", "media", "contact", "exact", "prior", "Kontaktkarte weggelassen"),
+        *_rows(W, "fr", "media", "placeholder", "exact", "prior",
+               "<Médias omis>", "<Fichier omis>", "image absente", "vidéo absente", "audio omis",
+               "audio absent", "autocollant omis", "GIF retiré", "image omise", "vidéo omise"),
+        *_rows(W, "pt", "media", "placeholder", "exact", "prior",
+               "<Mídia oculta>", "<Arquivo de mídia oculto>", "<Ficheiro multimédia omitido>",
+               "imagem ocultada", "vídeo omitido", "áudio ocultado", "figurinha omitida", "imagem omitida",
+               "áudio omitido"),
+        *_rows(W, "pt", "media", "placeholder", "exact", "cs-multi", "<Mídia omitida>"),
+        *_rows(W, "it", "media", "placeholder", "exact", "prior",
+               "<Media omessi>", "<Media omesso>", "immagine omessa", "video omesso", "audio omesso",
+               "sticker omesso", "GIF omessa"),
+        *_rows(W, "it", "media", "placeholder", "exact", "cs-multi", "GIF esclusa", "sticker non incluso"),
+        *_rows(W, "nl", "media", "placeholder", "exact", "prior",
+               "<Media weggelaten>", "afbeelding weggelaten", "video weggelaten", "audio weggelaten",
+               "sticker weggelaten", "GIF weggelaten"),
+        *_rows(W, "ru", "media", "placeholder", "exact", "cs-ru", "<Без медиафайлов>"),
+        *_rows(W, "ru", "media", "placeholder", "exact", "cs-multi", "<Файл пропущен>"),
+        *_rows(W, "tr", "media", "placeholder", "exact", "cs-tr",
+               "<Medya dahil edilmedi>", "görüntü dahil edilmedi", "video dahil edilmedi",
+               "ses dahil edilmedi", "belge dahil edilmedi", "çıkartma dahil edilmedi"),
+        *_rows(W, "tr", "media", "placeholder", "exact", "cs-multi", "<Medya atlanmış>"),
+        *_rows(W, "pl", "media", "placeholder", "exact", "cs-pl", "<Pominięto multimedia>"),
+        *_rows(W, "pl", "media", "placeholder", "exact", "cs-multi", "<pliki pominięto>"),
+        *_rows(W, "id", "media", "placeholder", "exact", "cs-id", "<Media tidak disertakan>"),
+        # iOS documents: "report.pdf • 3 pages document omitted"
+        *_rows(W, "en", "media", "placeholder", "suffix", "formats", "document omitted"),
+        *_rows(W, "es", "media", "placeholder", "suffix", "prior", "documento omitido"),
+        *_rows(W, "de", "media", "placeholder", "suffix", "prior", "Dokument weggelassen"),
+        *_rows(W, "fr", "media", "placeholder", "suffix", "prior", "document omis"),
+        *_rows(W, "pt", "media", "placeholder", "suffix", "prior", "documento ocultado"),
+        *_rows(W, "it", "media", "placeholder", "suffix", "prior", "documento omesso"),
+        *_rows(W, "nl", "media", "placeholder", "suffix", "prior", "document weggelaten"),
+        # Android exports with media: "IMG-20200312-WA0001.jpg (file attached)" (the first line's end)
+        *_rows(W, "en", "media", "attachment", "suffix", "formats", "(file attached)"),
+        *_rows(W, "es", "media", "attachment", "suffix", "prior", "(archivo adjunto)"),
+        *_rows(W, "de", "media", "attachment", "suffix", "prior", "(Datei angehängt)"),
+        *_rows(W, "fr", "media", "attachment", "suffix", "prior", "(fichier joint)"),
+        *_rows(W, "pt", "media", "attachment", "suffix", "prior", "(arquivo anexado)", "(ficheiro anexado)"),
+        *_rows(W, "it", "media", "attachment", "suffix", "prior", "(file allegato)"),
+        *_rows(W, "nl", "media", "attachment", "suffix", "prior", "(bestand bijgevoegd)"),
+        *_rows(W, "ru", "media", "attachment", "suffix", "cs-ru", "(файл добавлен)"),
+        *_rows(W, "tr", "media", "attachment", "suffix", "cs-tr", "(dosya ekli)"),
+        *_rows(W, "pl", "media", "attachment", "suffix", "cs-pl", "(plik załączony)", "(załączony plik)"),
+        *_rows(W, "id", "media", "attachment", "suffix", "cs-id", "(file terlampir)"),
+        # iOS exports with media: "‎<attached: 00000012-PHOTO-2020-03-12-14-05-23.jpg>"
+        *_rows(W, "en", "media", "attachment", "prefix", "formats", "<attached:"),
+        *_rows(W, "es", "media", "attachment", "prefix", "prior", "<adjunto:"),
+        *_rows(W, "de", "media", "attachment", "prefix", "prior", "<Anhang:"),
+        *_rows(W, "fr", "media", "attachment", "prefix", "prior", "<pièce jointe :", "<pièce jointe:",
+               "<fichier joint :", "<fichier joint:"),
+        *_rows(W, "pt", "media", "attachment", "prefix", "prior", "<anexado:", "<anexo:"),
+        *_rows(W, "it", "media", "attachment", "prefix", "prior", "<allegato:"),
+        *_rows(W, "nl", "media", "attachment", "prefix", "prior", "<bijgevoegd:", "<bijlage:"),
+        # shared locations: "location: https://maps.google.com/?q=..."
+        *_rows(W, "en", "media", "location", "prefix", "formats", "location: http", "live location: http"),
+        *_rows(W, "es", "media", "location", "prefix", "prior", "ubicación: http"),
+        *_rows(W, "de", "media", "location", "prefix", "prior", "Standort: http"),
+        *_rows(W, "fr", "media", "location", "prefix", "prior", "position : http", "position: http",
+               "localisation : http", "localisation: http"),
+        *_rows(W, "pt", "media", "location", "prefix", "prior", "localização: http"),
+        *_rows(W, "it", "media", "location", "prefix", "prior", "posizione: http"),
+        *_rows(W, "nl", "media", "location", "prefix", "prior", "locatie: http"),
+        *_rows(W, "ru", "media", "location", "prefix", "cs-ru", "Местоположение: http"),
+        # polls: "POLL:\nQuestion\nOPTION: a (2 votes)"
+        *_rows(W, "en", "media", "poll", "prefix", "formats", "POLL:"),
+        *_rows(W, "es", "media", "poll", "prefix", "prior", "ENCUESTA:"),
+        *_rows(W, "de", "media", "poll", "prefix", "prior", "UMFRAGE:"),
+        *_rows(W, "fr", "media", "poll", "prefix", "prior", "SONDAGE :", "SONDAGE:"),
+        *_rows(W, "pt", "media", "poll", "prefix", "prior", "ENQUETE:"),
+        *_rows(W, "it", "media", "poll", "prefix", "prior", "SONDAGGIO:"),
+        *_rows(W, "nl", "media", "poll", "prefix", "prior", "PEILING:"),
+        # deleted messages
+        *_rows(W, "en", "system", "deleted", "exact", "formats",
+               "This message was deleted", "You deleted this message", "This message was deleted by admin"),
+        *_rows(W, "es", "system", "deleted", "exact", "prior",
+               "Se eliminó este mensaje", "Eliminaste este mensaje", "Este mensaje fue eliminado"),
+        *_rows(W, "de", "system", "deleted", "exact", "prior",
+               "Diese Nachricht wurde gelöscht", "Du hast diese Nachricht gelöscht"),
+        *_rows(W, "fr", "system", "deleted", "exact", "prior",
+               "Ce message a été supprimé", "Vous avez supprimé ce message"),
+        *_rows(W, "pt", "system", "deleted", "exact", "prior",
+               "Esta mensagem foi apagada", "Você apagou esta mensagem", "Apagou esta mensagem",
+               "Esta mensagem foi eliminada", "Eliminou esta mensagem"),
+        *_rows(W, "it", "system", "deleted", "exact", "prior",
+               "Questo messaggio è stato eliminato", "Hai eliminato questo messaggio"),
+        *_rows(W, "nl", "system", "deleted", "exact", "prior",
+               "Dit bericht is verwijderd", "Je hebt dit bericht verwijderd", "U hebt dit bericht verwijderd"),
+        *_rows(W, "ru", "system", "deleted", "exact", "cs-multi", "Это сообщение удалено",
+               "Вы удалили это сообщение"),
+        *_rows(W, "tr", "system", "deleted", "exact", "cs-tr", "Bu mesaj silindi", "Bu mesajı sildiniz"),
+        *_rows(W, "pl", "system", "deleted", "exact", "cs-pl", "Ta wiadomość została usunięta",
+               "Usunięto tę wiadomość"),
+        *_rows(W, "id", "system", "deleted", "exact", "cs-id", "Pesan ini telah dihapus", "Pesan ini dihapus"),
+        *_rows(W, "en", "system", "placeholder", "exact", "prior", "Waiting for this message. This may take a while"),
+        # calls (the body starts with these; "Missed voice call, Tap to call back" and similar follow)
+        *_rows(W, "en", "call", "call", "prefix", "formats",
+               "Missed voice call", "Missed video call", "Missed group voice call", "Missed group video call"),
+        *_rows(W, "es", "call", "call", "prefix", "prior",
+               "Llamada perdida", "Llamada de voz perdida", "Videollamada perdida"),
+        *_rows(W, "de", "call", "call", "prefix", "prior",
+               "Verpasster Sprachanruf", "Verpasster Videoanruf", "Verpasster Anruf"),
+        *_rows(W, "fr", "call", "call", "prefix", "prior", "Appel vocal manqué", "Appel vidéo manqué", "Appel manqué"),
+        *_rows(W, "pt", "call", "call", "prefix", "prior",
+               "Chamada de voz perdida", "Chamada de vídeo perdida", "Chamada perdida"),
+        *_rows(W, "it", "call", "call", "prefix", "prior", "Chiamata vocale persa", "Videochiamata persa", "Chiamata persa"),
+        *_rows(W, "nl", "call", "call", "prefix", "prior",
+               "Gemiste spraakoproep", "Gemiste video-oproep", "Gemiste oproep", "Gemist spraakgesprek"),
+        *_rows(W, "ru", "call", "call", "prefix", "cs-ru", "Пропущенный аудиозвонок"),
+        # the encryption notice (iOS writes it with the chat's name as the sender)
+        *_rows(W, "en", "system", "encryption_notice", "prefix", "formats",
+               "Messages and calls are end-to-end encrypted", "Messages to this group are now secured",
+               "Messages to this chat and calls are now secured", "Messages you send to this group are now secured",
+               "Messages you send to this chat and calls are now secured"),
+        *_rows(W, "es", "system", "encryption_notice", "prefix", "prior",
+               "Los mensajes y las llamadas están cifrados", "Los mensajes y llamadas están cifrados"),
+        *_rows(W, "de", "system", "encryption_notice", "prefix", "prior", "Nachrichten und Anrufe sind Ende-zu-Ende"),
+        *_rows(W, "fr", "system", "encryption_notice", "prefix", "prior", "Les messages et les appels sont chiffrés"),
+        *_rows(W, "pt", "system", "encryption_notice", "prefix", "prior",
+               "As mensagens e as chamadas são protegidas", "As mensagens e chamadas são protegidas"),
+        *_rows(W, "it", "system", "encryption_notice", "prefix", "prior", "I messaggi e le chiamate sono crittografati"),
+        *_rows(W, "nl", "system", "encryption_notice", "prefix", "prior", "Berichten en oproepen worden end-to-end"),
+        *_rows(W, "ru", "system", "encryption_notice", "prefix", "cs-ru", "Сообщения и звонки защищены"),
+        *_rows(W, "tr", "system", "encryption_notice", "prefix", "cs-tr", "Mesajlar ve aramalar uçtan uca"),
+    ]
+)  # fmt: skip
+
+# --- WhatsApp: system lines (no "Name: "), English wording ---------------------------------------------
+WHATSAPP_NOTICES: tuple[Phrase, ...] = tuple(
+    [
+        *_rows(W, "en", "system", "member_join", "template", "formats",
+               "You were added", "{name} added {name}", "{name} added you", "{name} joined using this group's invite link",
+               "{name} joined using your invite", "You joined using this group's invite link"),
+        *_rows(W, "en", "system", "member_leave", "template", "formats",
+               "{name} left", "{name} removed {name}", "{name} removed you", "You left"),
+        *_rows(W, "en", "system", "rename", "template", "formats",
+               "{name} changed the subject from {name}", "{name} changed the subject to {name}",
+               "{name} changed this group's icon", "{name} deleted this group's icon",
+               "{name} changed the group description", "{name} changed their phone number{name}"),
+        *_rows(W, "en", "system", "settings", "template", "formats",
+               "{name} created group {name}", "{name} turned on disappearing messages{name}",
+               "{name} turned off disappearing messages{name}", "{name} changed this group's settings{name}",
+               "{name} changed the settings so{name}"),
+        *_rows(W, "en", "system", "pin", "template", "formats", "{name} pinned a message"),
+        *_rows(W, "en", "system", "encryption_notice", "template", "formats",
+               "Your security code with {name} changed{name}"),
+    ]
+)  # fmt: skip
+
+# --- Meta (Messenger / Instagram): texts the export writes as if a person had sent them ----------------
+META_NOTICES: tuple[Phrase, ...] = tuple(
+    [
+        *_rows(M, "en", "media", "attachment", "template", "meta-en",
+               "{actor} sent an attachment", "{actor} sent a photo", "{actor} sent a video", "{actor} sent a GIF",
+               "{actor} sent a sticker", "{actor} sent a voice message", "{actor} sent an audio clip",
+               "{actor} sent a file", "{actor} sent a link", "{actor} sent a post", "{actor} sent a reel",
+               "{actor} sent a story", "{actor} sent {name} photos", "{actor} sent {name} videos"),
+        *_rows(M, "en", "media", "location", "template", "meta-en",
+               "{actor} sent a location", "{actor} sent a live location"),
+        *_rows(M, "en", "system", "reaction", "template", "meta-en",
+               "{actor} reacted {name} to your message", "{actor} reacted {name} to a message",
+               "{actor} reacted {name} to their message", "{actor} reacted {name} to his message",
+               "{actor} reacted {name} to her message", "{actor} reacted {name} to the message",
+               "{actor} liked a message", "Reacted {name} to your message", "Reacted {name} to a message",
+               "Liked a message"),
+        *_rows(M, "pt", "system", "reaction", "template", "cs-pt",
+               "{actor} reagiu {name} à sua mensagem", "Reagiu {name} à sua mensagem"),
+        *_rows(M, "en", "system", "deleted", "template", "meta-en", "{actor} unsent a message"),
+        *_rows(M, "en", "system", "member_leave", "template", "meta-en",
+               "{actor} left the group", "{actor} removed {name} from the group"),
+        *_rows(M, "en", "system", "member_join", "template", "meta-en", "{actor} added {name} to the group"),
+        *_rows(M, "en", "system", "rename", "template", "meta-en",
+               "{actor} named the group {name}", "{actor} changed the group photo", "{actor} changed the group name{name}",
+               "{actor} set the nickname{name}", "{actor} set your nickname{name}", "{actor} set his nickname{name}",
+               "{actor} set her nickname{name}", "{actor} set their nickname{name}", "{actor} set his own nickname{name}",
+               "{actor} set her own nickname{name}", "{actor} set their own nickname{name}",
+               "{actor} set own nickname{name}"),
+        *_rows(M, "en", "system", "settings", "template", "meta-en",
+               "{actor} set the emoji to {name}", "{actor} set the quick reaction to {name}",
+               "{actor} changed the theme{name}", "{actor} changed the chat theme{name}", "{actor} created the group",
+               "{actor} turned on {name}", "{actor} turned off {name}"),
+        *_rows(M, "en", "system", "pin", "template", "meta-en", "{actor} pinned a message"),
+        *_rows(M, "en", "system", "poll", "template", "formats",
+               "{actor} created a poll: {name}", "{actor} voted for {name} in the poll{name}"),
+        *_rows(M, "en", "call", "call", "template", "meta-en",
+               "{actor} called you", "{actor} called {name}", "{actor} missed your call", "{actor} missed your video call",
+               "{actor} missed a call{name}", "{actor} missed a video call{name}", "{actor} started a call",
+               "{actor} started a video call", "{actor} joined the call", "{actor} joined the video call",
+               "{actor} started a video chat", "The chat ended", "The video chat ended", "The call ended",
+               "The video call ended", "You missed a call from {name}", "You missed a video call from {name}"),
+    ]
+)  # fmt: skip
+
+# --- Telegram Desktop JSON: service `action` identifiers ([tdesktop]) ------------------------------------
+TELEGRAM_ACTIONS: dict[str, Subkind] = {
+    "create_group": "settings", "create_channel": "settings", "migrate_to_supergroup": "settings",
+    "migrate_from_group": "settings", "set_messages_ttl": "settings", "edit_chat_theme": "settings",
+    "set_chat_wallpaper": "settings", "set_same_chat_wallpaper": "settings", "clear_history": "settings",
+    "invite_members": "member_join", "join_group_by_link": "member_join", "join_group_by_request": "member_join",
+    "contact_sign_up": "member_join",
+    "remove_members": "member_leave",
+    "edit_group_title": "rename", "edit_group_photo": "rename", "delete_group_photo": "rename",
+    "topic_created": "rename", "topic_edit": "rename",
+    "pin_message": "pin",
+    "phone_call": "call", "group_call": "call", "invite_to_group_call": "call", "group_call_scheduled": "call",
+}  # fmt: skip
+
+
+# --- matching ----------------------------------------------------------------------------------------------
+
+PLACEHOLDERS = ("{name}", "{actor}")
+MAX_NOTICE_CHARS = 400  # longer texts are never checked: every notice here is short
+
+
+def normalize(text: str) -> str:
+    """How a text and a row are compared: lower-cased, outer spaces and one trailing "." removed."""
+    text = text.strip().lower()
+    return text[:-1].rstrip() if text.endswith(".") else text
+
+
+def template_pieces(template: str) -> tuple[str, ...]:
+    """The literal pieces around the placeholders: "{name} left" -> ("", " left")."""
+    pieces: list[str] = []
+    rest = normalize(template).replace("{actor}", "{name}")
+    while True:
+        start = rest.find("{name}")
+        if start < 0:
+            pieces.append(rest)
+            return tuple(pieces)
+        pieces.append(rest[:start])
+        rest = rest[start + len("{name}") :]
+
+
+def match_pieces(pieces: tuple[str, ...], text: str) -> list[str] | None:
+    """The placeholder values when `text` (normalized) is the template of `pieces`, else None.
+
+    The first piece anchors the start, the last the end, the ones between are found left to right: one
+    scan of the text per piece, so linear in the text for a fixed template."""
+    first, last = pieces[0], pieces[-1]
+    if len(pieces) == 1:
+        return [] if text == first else None
+    if not text.startswith(first) or not text.endswith(last) or len(text) < len(first) + len(last):
+        return None
+    end = len(text) - len(last)
+    position = len(first)
+    values: list[str] = []
+    for piece in pieces[1:-1]:
+        found = text.find(piece, position, end) if piece else position
+        if found < 0:
+            return None
+        values.append(text[position:found])
+        position = found + len(piece)
+    values.append(text[position:end])
+    if any(not value.strip() for value in values):
+        return None
+    return values
+
+
+@dataclass(frozen=True, slots=True)
+class PhraseMatcher:
+    """The rows of one table, compiled for lookup: exact texts in a dict, prefixes, suffixes and templates."""
+
+    exact: dict[str, Phrase]
+    prefixes: tuple[tuple[str, Phrase], ...]
+    suffixes: tuple[tuple[str, Phrase], ...]
+    templates: tuple[tuple[tuple[str, ...], Phrase], ...]
+
+    @classmethod
+    def build(cls, rows: tuple[Phrase, ...]) -> PhraseMatcher:
+        exact: dict[str, Phrase] = {}
+        prefixes: list[tuple[str, Phrase]] = []
+        suffixes: list[tuple[str, Phrase]] = []
+        templates: list[tuple[tuple[str, ...], Phrase]] = []
+        for row in rows:
+            if row.rule == "exact":
+                exact.setdefault(normalize(row.text), row)
+            elif row.rule == "prefix":
+                prefixes.append((row.text.lower(), row))
+            elif row.rule == "suffix":
+                suffixes.append((row.text.lower(), row))
+            else:
+                templates.append((template_pieces(row.text), row))
+        return cls(exact, tuple(prefixes), tuple(suffixes), tuple(templates))
+
+    def find(self, text: str) -> Phrase | None:
+        """The row `text` is (exact, prefix or suffix rows; templates: see `find_template`)."""
+        if len(text) > MAX_NOTICE_CHARS and not self.prefixes:
+            return None
+        lowered = text[:MAX_NOTICE_CHARS].lower()
+        if len(text) <= MAX_NOTICE_CHARS:
+            row = self.exact.get(normalize(lowered))
+            if row is not None:
+                return row
+            for suffix, row in self.suffixes:
+                if lowered.endswith(suffix):
+                    return row
+        for prefix, row in self.prefixes:
+            if lowered.startswith(prefix):
+                return row
+        return None
+
+    def find_template(self, text: str, actors: frozenset[str] = frozenset()) -> Phrase | None:
+        """The template row `text` fills. Templates starting with `{actor}` need one of `actors` (lower
+        case) there; without `actors` any name does."""
+        if len(text) > MAX_NOTICE_CHARS:
+            return None
+        normalized = normalize(text)
+        for pieces, row in self.templates:
+            if actors and row.text.startswith("{actor}"):
+                # the text after the actor's name is the rest of the template, anchored at its start
+                if any(
+                    normalized.startswith(actor)
+                    and match_pieces(pieces[1:], normalized[len(actor) :]) is not None
+                    for actor in actors
+                ):
+                    return row
+            elif match_pieces(pieces, normalized) is not None:
+                return row
+        return None
+
+
+WHATSAPP_BODY_MATCHER = PhraseMatcher.build(WHATSAPP_BODIES)
+WHATSAPP_NOTICE_MATCHER = PhraseMatcher.build(WHATSAPP_NOTICES)
+META_MATCHER = PhraseMatcher.build(META_NOTICES)
+ALL_PHRASES: tuple[Phrase, ...] = (*WHATSAPP_BODIES, *WHATSAPP_NOTICES, *META_NOTICES)
