@@ -26,6 +26,7 @@ PAGE_ROWS = [
     *ROWS[:3],
     ReplyRow(context=INJECTED, real="<script>window.pwned=2</script>nah", base="", adapter="haha 😂 no way"),
 ]
+SHOWN = "document.getElementById('{}').getClientRects().length > 0"  # laid out, not display: none
 READY = "!!document.getElementById('start') && !document.getElementById('start').disabled"
 
 
@@ -55,6 +56,7 @@ def test_click_through_a_pair_session_and_read_the_score(tmp_path: Path) -> None
             replies = [text(page, "reply-0"), text(page, "reply-1")]
             assert sorted(replies) == sorted([row.real, row.adapter])
             assert text(page, "ask") == f"Which one is the real {NAME}?"
+            assert not page.evaluate(SHOWN.format("single-choices"))
             real = replies.index(row.real)
             page.click(f"reply-{1 - real if index == 0 else real}")  # wrong once, then right
             page.wait_for(visible("next"))
@@ -95,6 +97,7 @@ def test_single_mode_real_or_twin_and_finishing_early(tmp_path: Path) -> None:
         page.click("start")
         page.wait_for(visible("play"))
         assert text(page, "ask") == "Real or twin?" and text(page, "choose-real") == f"The real {NAME}"
+        assert page.evaluate(SHOWN.format("single-choices"))
         row = next(row for row in PAGE_ROWS if row.context == text(page, "context"))
         shown = text(page, "reply-0")
         page.click("choose-real" if shown == row.real else "choose-twin")  # right
