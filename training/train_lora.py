@@ -33,7 +33,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         description="LoRA fine-tune the base model; settings come from the environment and .env.",
     )
     parser.add_argument(
-        "--resume", action="store_true", help="Continue from the last checkpoint in OUTPUT_DIR."
+        "--resume",
+        nargs="?",
+        const="yes",
+        choices=("yes", "auto", "no"),
+        help="A run already in OUTPUT_DIR: yes (--resume alone) = continue from its last checkpoint; auto = "
+        "continue it when unfinished, leave it when finished, start one where there is none; no = refuse "
+        "it. Default: RESUME, else no.",
     )
     parser.add_argument("--overwrite", action="store_true", help="Replace an existing OUTPUT_DIR.")
     parser.add_argument(

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 from typer._click import exceptions as click_exceptions  # typer vendors click
+from typer.core import TyperCommand
 
 from twinbot import __version__
 from twinbot.errors import TwinbotError
@@ -187,7 +188,25 @@ _DesktopNotifyOption = Annotated[
 ]
 
 
-@app.command(context_settings={"allow_extra_args": False})
+class _TrainCommand(TyperCommand):
+    """`--resume` takes a value (yes, auto, no); alone, as before it took one, it means `--resume yes`."""
+
+    def parse_args(self, ctx: typer.Context, args: list[str]) -> list[str]:
+        return super().parse_args(ctx, resume_value_given(args))
+
+
+def resume_value_given(args: list[str]) -> list[str]:
+    """`args` with `yes` after each `--resume` that is last or followed by another option."""
+    given: list[str] = []
+    for index, arg in enumerate(args):
+        given.append(arg)
+        following = args[index + 1] if index + 1 < len(args) else None
+        if arg == "--resume" and (following is None or following.startswith("-")):
+            given.append("yes")
+    return given
+
+
+@app.command(cls=_TrainCommand, context_settings={"allow_extra_args": False})
 def train(
     data: _DataOption = None,
     out: Annotated[
@@ -202,8 +221,16 @@ def train(
         int | None, typer.Option("--max-steps", help="Stop after N optimizer steps.")
     ] = None,
     resume: Annotated[
-        bool, typer.Option("--resume", help="Continue from the last checkpoint in --out.")
-    ] = False,
+        str | None,
+        typer.Option(
+            "--resume",
+            metavar="[yes|auto|no]",
+            show_default=False,
+            help="A run already in --out: yes (--resume alone) = continue from its last checkpoint; auto = "
+            "continue it when unfinished, leave it when finished, start one where there is none "
+            "(for scheduled starts); no = refuse it. Default: RESUME, else no.",
+        ),
+    ] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing run folder.")] = False,
     config: _ConfigOption = None,
     set_: _SetOption = None,
@@ -227,6 +254,7 @@ def train(
             "base_model": model,
             "epochs": epochs,
             "max_steps": max_steps,
+            "resume": resume,
         },
         yaml_path=config,
         overrides=list(set_ or []),

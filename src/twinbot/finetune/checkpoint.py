@@ -155,7 +155,7 @@ def run_fingerprint(
     """What decides a run's result: its settings (not where its folders are), the micro-batch it chose,
     its processes, the base model as the user named it, and the training data's hash."""
     return {
-        **config.model_dump(mode="json", exclude={"data_dir", "output_dir", "preset", "device"}),
+        **config.model_dump(mode="json", exclude={"data_dir", "output_dir", "preset", "device", "resume"}),
         "batch_size": batch_size,
         "processes": processes,
         "base_model": base_model,

@@ -37,6 +37,11 @@ class TrainConfig(BaseModel):
         None, description="Folder made by `twinbot prepare` (train.jsonl, eval.jsonl)."
     )
     output_dir: Path | None = Field(None, description="Run folder: adapter, checkpoints, logs, summary.json.")
+    resume: Literal["no", "yes", "auto"] = Field(
+        "no",
+        description="A run already in OUTPUT_DIR: no = refuse it; yes = continue it from its last checkpoint; "
+        "auto = continue it when unfinished, leave it when finished, start one where there is none.",
+    )
     epochs: float = Field(1.0, gt=0, description="Passes over the training data (fractions allowed).")
     max_steps: int | None = Field(
         None, ge=1, description="Stop after this many optimizer steps; overrides EPOCHS when set."
@@ -111,6 +116,16 @@ class TrainConfig(BaseModel):
     @classmethod
     def _bool_or_auto(cls, value: Any) -> Any:
         return "auto" if isinstance(value, str) and value.strip().lower() == "auto" else value
+
+    @field_validator("resume", mode="before")
+    @classmethod
+    def _resume_mode(cls, value: Any) -> Any:
+        if isinstance(value, bool):
+            return "yes" if value else "no"
+        if isinstance(value, str):
+            cleaned = value.strip().lower()
+            return {"true": "yes", "1": "yes", "false": "no", "0": "no"}.get(cleaned, cleaned)
+        return value
 
     @field_validator("preset", "lr_scheduler", "attn_implementation", "device", mode="before")
     @classmethod

@@ -22,7 +22,7 @@ import contextlib
 import functools
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -71,6 +71,13 @@ from twinbot.finetune.lora import (
 )
 from twinbot.finetune.metrics import MetricsLog, MetricsRow, token_progress
 from twinbot.finetune.overnight import OvernightOptions, watched_run
+from twinbot.finetune.resume import (
+    FinishedRun,
+    ResumeArgument,
+    decide_auto_resume,
+    finished_message,
+    resume_argument,
+)
 from twinbot.finetune.rows import Row, shared_prefix_row, tokenize_samples
 from twinbot.finetune.runtime import (
     StopOnInterrupt,
@@ -189,7 +196,7 @@ class Session:
 
 def main(
     config: TrainConfig,
-    resume: bool = False,
+    resume: ResumeArgument | None = None,
     overwrite: bool = False,
     sources: dict[str, str] | None = None,
     stop: Any = None,
@@ -200,7 +207,11 @@ def main(
     PROCESSES > 1 this starts the processes (`twinbot.finetune.workers`), each of which runs this again.
     `stop`: an event that asks the loop to stop as Ctrl-C does (set by the parent of those processes).
     `overnight`: keep the machine awake and notify at the end (`twinbot.finetune.overnight`); `status`: the
-    RUN/status.json record of the parent that started this process to train in."""
+    RUN/status.json record of the parent that started this process to train in.
+    `resume`: True, False or "auto" (`twinbot.finetune.resume`); None = RESUME (config.resume)."""
+    resume, finished = decide_resume(config, resume, overwrite, sources or {})
+    if finished is not None:
+        return finished
     with watched_run(config, overnight, joined=status) as record:
         # bad paths fail at once, before the process count (it resolves the model: an import, maybe a download)
         check_paths(config, resume, overwrite)
@@ -216,6 +227,27 @@ def main(
             return fit(run, stop, record)
         finally:
             run.accelerator.end_training()
+
+
+def decide_resume(
+    config: TrainConfig, resume: ResumeArgument | None, overwrite: bool, sources: dict[str, str]
+) -> tuple[bool, TrainSummary | None]:
+    """Whether to continue the run in RUN; for --resume auto on a finished run, its summary instead (nothing
+    to train, said on stderr)."""
+    asked = resume_argument(config, resume, overwrite, sources)
+    if asked != "auto":
+        return bool(asked), None
+    decision = decide_auto_resume(config.output_dir)
+    if decision.finished is not None:
+        console.say(finished_message(decision.finished))
+        return True, finished_summary(decision.finished)
+    return decision.resume, None
+
+
+def finished_summary(run: FinishedRun) -> TrainSummary:
+    """The summary.json of a finished run, as `main` returns a run it trained."""
+    values = {field.name: run.summary.get(field.name) for field in fields(TrainSummary)}
+    return TrainSummary(**{**values, "output_dir": run.run_dir, "adapter_dir": run.run_dir / ADAPTER_DIR})
 
 
 def setup(config: TrainConfig, resume: bool, overwrite: bool, sources: dict[str, str]) -> Run:
