@@ -144,20 +144,52 @@ def test_thread_replies_point_at_the_parent() -> None:
     assert reply.reply_to == parent.id
 
 
-def test_channel_events_and_bots_are_system() -> None:
+def test_channel_events_are_system_and_bots_keep_their_messages() -> None:
     messages = by_text(chat(EXPORT, "general"))
-    assert messages["@Bob Owner has joined the channel"].kind == "system"
-    assert messages["@annie set the channel topic: plans"].kind == "system"
+    joined = messages["@Bob Owner has joined the channel"]
+    assert (joined.kind, joined.subkind) == ("system", "member_join")
+    topic = messages["@annie set the channel topic: plans"]
+    assert (topic.kind, topic.subkind) == ("system", "rename")
+    # bots are authors like anyone, marked is_bot: prepare's bot filter drops them (reason "bot")
     deploy = messages["Deployed v1.2"]
     assert (deploy.kind, deploy.author_id, deploy.author, deploy.is_bot) == (
-        "system",
+        "text",
         "bot:B1",
         "deploybot",
         True,
     )
     app = messages["app says hello"]
-    assert (app.kind, app.author_id, app.is_bot) == ("system", "bot:B2", True)
+    assert (app.kind, app.author_id, app.is_bot) == ("text", "bot:B2", True)
     assert not any(m.is_bot for m in messages.values() if not m.author_id.startswith("bot:"))
+
+
+def test_file_comment_belongs_to_the_commenter_and_reactions_are_counted(tmp_path: Path) -> None:
+    root = tmp_path / "export"
+    (root / "general").mkdir(parents=True)
+    (root / "users.json").write_text(json.dumps([{"id": "U1", "name": "ann"}, {"id": "U2", "name": "bob"}]))
+    (root / "channels.json").write_text(json.dumps([{"id": "C1", "name": "general"}]))
+    day = [
+        {"type": "message", "subtype": "file_share", "user": "U1", "ts": "1.0", "text": "",
+         "files": [{"id": "F1"}], "reactions": [{"name": "+1", "users": ["U2"], "count": 1},
+                                                {"name": "tada", "users": ["U1", "U2"], "count": 2}]},
+        {"type": "message", "subtype": "file_comment", "user": "U1", "ts": "2.0",
+         "text": "<@U2> commented on <@U1>'s file: nice", "comment": {"user": "U2", "comment": "nice"}},
+        {"type": "message", "subtype": "tombstone", "user": "USLACKBOT", "ts": "3.0",
+         "text": "This message was deleted."},
+        {"type": "message", "subtype": "pinned_item", "user": "U1", "ts": "4.0", "text": "pinned"},
+    ]  # fmt: skip
+    (root / "general" / "2024-01-01.json").write_text(json.dumps(day))
+    share, comment, tombstone, pin = chat(root, "general")
+    assert (share.kind, share.subkind, share.author, share.attachments, share.reactions) == (
+        "media",
+        "attachment",
+        "ann",
+        1,
+        3,
+    )
+    assert (comment.kind, comment.author_id, comment.author, comment.text) == ("text", "U2", "bob", "nice")
+    assert (tombstone.kind, tombstone.subkind) == ("system", "deleted")
+    assert (pin.kind, pin.subkind) == ("system", "pin")
 
 
 def test_files_count_as_attachments() -> None:

@@ -14,7 +14,7 @@ from datetime import datetime
 from pathlib import Path
 
 from twinbot.data.chat_order import sort_chat
-from twinbot.data.records import Message, MessageKind
+from twinbot.data.records import Message, MessageKind, Subkind
 from twinbot.data.sources import ParseOptions
 from twinbot.data.sources.common import (
     export_files,
@@ -38,6 +38,11 @@ _SYSTEM_TEXT = re.compile(
     r"|Left the group\.|Changed the channel name\.|Changed the channel icon\.|Pinned a message\."
     r"|Started a thread\.|Joined the server\."
 )
+# The exporter's fallback texts by their first word (the whole text matched _SYSTEM_TEXT first).
+_SYSTEM_SUBKINDS: dict[str, Subkind] = {
+    "Added": "member_join", "Joined": "member_join", "Removed": "member_leave", "Left": "member_leave",
+    "Changed": "rename", "Pinned": "pin", "Started": "other",
+}  # fmt: skip
 # Old exporter versions wrote the date in a display format instead of ISO 8601.
 _LEGACY_DATE_FORMATS = ("%d-%b-%y %I:%M %p", "%d-%b-%y %H:%M", "%d-%b-%Y %I:%M %p", "%d-%b-%Y %H:%M")
 
@@ -107,6 +112,7 @@ def _parse_file(path: Path, chat_id: str, first_row: int) -> Iterator[Message]:
             date_col = columns["Date"]
             content_col = columns["Content"]
             attachments_col = columns.get("Attachments")
+            reactions_col = columns.get("Reactions")
             width = max(columns.values()) + 1
             for row_index, row in enumerate(reader, first_row):
                 if not row:
@@ -124,6 +130,7 @@ def _parse_file(path: Path, chat_id: str, first_row: int) -> Iterator[Message]:
                 if "\r" in content:
                     content = content.replace("\r\n", "\n").replace("\r", "\n")
                 attachments = _count_attachments(row[attachments_col]) if attachments_col is not None else 0
+                text, kind, subkind = _text_and_kind(content, attachments)
                 yield Message(
                     NAME,
                     chat_id,
@@ -131,9 +138,12 @@ def _parse_file(path: Path, chat_id: str, first_row: int) -> Iterator[Message]:
                     _parse_date(row[date_col], path, line),
                     names.setdefault(author_id, author_id),
                     names.setdefault(author, author),
-                    *_text_and_kind(content, attachments),
+                    text,
+                    kind,
                     None,
                     attachments,
+                    subkind=subkind,
+                    reactions=_count_reactions(row[reactions_col]) if reactions_col is not None else 0,
                 )
         except csv.Error as exc:
             raise TwinbotError(
@@ -143,15 +153,27 @@ def _parse_file(path: Path, chat_id: str, first_row: int) -> Iterator[Message]:
             raise TwinbotError("not UTF-8 text; export the channel again", path, reader.line_num + 1) from exc
 
 
-def _text_and_kind(content: str, attachments: int) -> tuple[str, MessageKind]:
+def _text_and_kind(content: str, attachments: int) -> tuple[str, MessageKind, Subkind | None]:
     if not content or content.isspace():
-        return "", "media"
+        return "", "media", "attachment"
     if attachments == 0 and content[-1] == ".":
         if _CALL_TEXT.fullmatch(content):
-            return "", "call"
+            return "", "call", "call"
         if _SYSTEM_TEXT.fullmatch(content):
-            return "", "system"
-    return content, "text"
+            return "", "system", _SYSTEM_SUBKINDS.get(content.split(" ", 1)[0], "other")
+    return content, "text", None
+
+
+def _count_reactions(field: str) -> int:
+    """The sum of the counts in "👍 (3),🎉 (1)"; a reaction written without a count counts once."""
+    total = 0
+    for part in field.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        count = part.rpartition("(")[2].rstrip(")").strip() if part.endswith(")") else ""
+        total += int(count) if count.isdigit() else 1
+    return total
 
 
 def _count_attachments(field: str) -> int:

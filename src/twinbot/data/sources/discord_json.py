@@ -16,7 +16,7 @@ from typing import Any
 import ijson
 
 from twinbot.data.chat_order import sort_chat
-from twinbot.data.records import Message, MessageKind
+from twinbot.data.records import Message, MessageKind, Subkind
 from twinbot.data.sources import ParseOptions
 from twinbot.data.sources.common import (
     export_files,
@@ -139,6 +139,18 @@ def _parse_file(path: Path, chat_id: str) -> Iterator[Message]:
             raise TwinbotError(f"{_json_problem(exc)} (after message #{index})", path) from exc
 
 
+# DiscordChatExporter's message types other than Default/Reply.
+TYPE_SUBKINDS: dict[str, Subkind] = {
+    "Call": "call",
+    "RecipientAdd": "member_join",
+    "GuildMemberJoin": "member_join",
+    "RecipientRemove": "member_leave",
+    "ChannelNameChange": "rename",
+    "ChannelIconChange": "rename",
+    "ChannelPinnedMessage": "pin",
+}
+
+
 def _to_message(raw: dict[str, Any], chat_id: str, names: dict[str, str]) -> Message:
     # The hot loop of large exports: plain indexing and positional construction on purpose.
     author = raw["author"]
@@ -160,9 +172,13 @@ def _to_message(raw: dict[str, Any], chat_id: str, names: dict[str, str]) -> Mes
     n_attachments = len(attachments) if type(attachments) is list else 0
     message_type = raw.get("type") or "Default"
     kind: MessageKind
+    subkind: Subkind | None = None
     reply_to = None
     if message_type == "Default" or message_type == "Reply":
-        kind = "text" if content and not content.isspace() else "media"
+        if content and not content.isspace():
+            kind = "text"
+        else:
+            kind, subkind = "media", "attachment"
         reference = raw.get("reference")
         if reference and reference.get("type") != "Forward":  # a forward points into another chat
             reply_to = reference.get("messageId")
@@ -171,7 +187,14 @@ def _to_message(raw: dict[str, Any], chat_id: str, names: dict[str, str]) -> Mes
     else:
         # exporter fallback text ("Started a call that lasted ...") is not the author's words
         kind = "call" if message_type == "Call" else "system"
+        subkind = TYPE_SUBKINDS.get(message_type, "other")
         content = ""
+    reactions = raw.get("reactions")
+    reaction_count = 0
+    if type(reactions) is list:
+        for reaction in reactions:
+            count = reaction.get("count") if type(reaction) is dict else None
+            reaction_count += count if type(count) is int else 0
 
     return Message(
         NAME,
@@ -185,6 +208,8 @@ def _to_message(raw: dict[str, Any], chat_id: str, names: dict[str, str]) -> Mes
         reply_to,
         n_attachments,
         author.get("isBot") is True,
+        subkind,
+        reaction_count,
     )
 
 

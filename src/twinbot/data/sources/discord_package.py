@@ -172,6 +172,7 @@ def _parse_channel(tree: ExportTree, channel: _Channel, owner: _Owner) -> Iterat
             text=content if has_text else "",
             kind="text" if has_text else "media",
             attachments=n_attachments,
+            subkind=None if has_text else "attachment",
         )
 
 

@@ -15,7 +15,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, cast
 
-from twinbot.data.records import MESSAGE_KINDS, Message, MessageKind
+from twinbot.data.records import MESSAGE_KINDS, SUBKINDS, Message, MessageKind, Subkind
 from twinbot.data.sources import ParseOptions
 from twinbot.data.sources.common import (
     UTF8_BOM,
@@ -30,7 +30,17 @@ from twinbot.errors import TwinbotError
 
 NAME = "jsonl"
 REQUIRED_FIELDS = ("timestamp", "author", "text")
-OPTIONAL_FIELDS = ("chat", "id", "author_id", "reply_to", "kind", "attachments", "is_bot")
+OPTIONAL_FIELDS = (
+    "chat",
+    "id",
+    "author_id",
+    "reply_to",
+    "kind",
+    "attachments",
+    "is_bot",
+    "subkind",
+    "reactions",
+)
 SCHEMA_HINT = "each record needs timestamp, author and text (see docs/formats.md)"
 
 _UNIX_SECONDS = re.compile(r"-?\d+(?:\.\d*)?", re.ASCII)
@@ -92,6 +102,9 @@ def _parse_file(path: Path) -> Iterator[Message]:
         raise TwinbotError(f"the file has no records; {SCHEMA_HINT}", path)
 
 
+_DEFAULT_SUBKINDS: dict[str, Subkind] = {"media": "attachment", "system": "other", "call": "call"}
+
+
 def message_from_record(
     record: Mapping[str, Any], platform: str, default_chat: str, default_id: str, path: Path, line: int
 ) -> Message:
@@ -111,6 +124,15 @@ def message_from_record(
     kind = record.get("kind") or "text"
     if kind not in MESSAGE_KINDS:
         raise TwinbotError(f"unknown kind; use one of: {', '.join(MESSAGE_KINDS)}", path, line)
+    attachments = _count(record.get("attachments"), path, line)
+    subkind = record.get("subkind") or None
+    if subkind is not None and subkind not in SUBKINDS:
+        raise TwinbotError(f"unknown subkind; use one of: {', '.join(SUBKINDS)}", path, line)
+    if kind == "text" and not text.strip():
+        kind = "media" if attachments else "system"  # an empty body is not something the person wrote
+        subkind = subkind or ("attachment" if attachments else "placeholder")
+    elif kind != "text" and subkind is None:
+        subkind = _DEFAULT_SUBKINDS[kind]
     return Message(
         platform=platform,
         chat_id=_optional_string(record.get("chat"), "chat", path, line) or default_chat,
@@ -121,8 +143,10 @@ def message_from_record(
         text=text,
         kind=cast(MessageKind, kind),
         reply_to=_optional_string(record.get("reply_to"), "reply_to", path, line) or None,
-        attachments=_count(record.get("attachments"), path, line),
+        attachments=attachments,
         is_bot=_flag(record.get("is_bot"), path, line),
+        subkind=cast(Subkind | None, subkind),
+        reactions=_count(record.get("reactions"), path, line, "reactions"),
     )
 
 
@@ -158,14 +182,14 @@ def _optional_string(value: object, name: str, path: Path, line: int) -> str | N
     return _string(value, name, path, line)
 
 
-def _count(value: object, path: Path, line: int) -> int:
+def _count(value: object, path: Path, line: int, name: str = "attachments") -> int:
     if value is None or value == "":
         return 0
     if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
         return value
     if isinstance(value, str) and value.strip().isascii() and value.strip().isdigit():
         return int(value.strip())
-    raise TwinbotError("attachments must be a count (a whole number >= 0)", path, line)
+    raise TwinbotError(f"{name} must be a count (a whole number >= 0)", path, line)
 
 
 def _flag(value: object, path: Path, line: int) -> bool:

@@ -4,9 +4,13 @@
 The chat id is the channel's folder name (the channel name; DMs are exported under their id). `ts` is both
 the message id and its time (UTC). User ids are resolved to display names (profile.display_name, else
 real_name, else name) and Slack's markup (`<@U1>`, `<#C1|name>`, `<url|label>`, `<!here>`, `&amp;`) is
-rendered as people read it. Channel events (`channel_join`, `channel_topic`, ...) and bots
-(`bot_message`, a `bot_id`, or a user flagged `is_bot`) are system messages; bots get `is_bot` and an
-author id `bot:<id>`. A message without a usable `ts` borrows the previous message's time.
+rendered as people read it. Channel events (`channel_join`, `channel_topic`, ...) are system messages with
+a subkind (member_join, member_leave, rename, pin, deleted, call, settings, other). Bots (`bot_message`, a
+`bot_id`, or a user flagged `is_bot`) keep their messages as text or media, with `is_bot` and an author id
+`bot:<id>` and the bot's name: prepare's bot filter decides what to do with them. `file_share` is a message
+with attachments by its sender; `file_comment` belongs to the commenter (`comment.user`, `comment.comment`).
+`reactions[].count` is summed into `reactions`. A message without a usable `ts` borrows the previous
+message's time.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from twinbot.data.chat_order import UNIX_EPOCH, sort_chat
-from twinbot.data.records import Message, MessageKind
+from twinbot.data.records import Message, MessageKind, Subkind
 from twinbot.data.sources import ParseOptions
 from twinbot.data.sources.common import (
     ExportTree,
@@ -42,6 +46,18 @@ _ROOT_MARKERS = ("channels.json", "users.json")
 _TEXT_SUBTYPES = frozenset(
     {"thread_broadcast", "reply_broadcast", "me_message", "file_share", "file_comment"}
 )
+_EVENT_SUBKINDS: dict[str, Subkind] = {
+    "channel_join": "member_join", "group_join": "member_join",
+    "channel_leave": "member_leave", "group_leave": "member_leave",
+    "channel_name": "rename", "group_name": "rename", "channel_topic": "rename", "group_topic": "rename",
+    "channel_purpose": "rename", "group_purpose": "rename",
+    "pinned_item": "pin", "unpinned_item": "pin",
+    "tombstone": "deleted", "message_deleted": "deleted",
+    "huddle_thread": "call", "sh_room_created": "call",
+    "channel_archive": "settings", "channel_unarchive": "settings", "group_archive": "settings",
+    "group_unarchive": "settings", "channel_convert_to_private": "settings", "bot_add": "settings",
+    "bot_remove": "settings", "reminder_add": "settings",
+}  # fmt: skip
 _SLACKBOT = "USLACKBOT"
 _MARKUP = re.compile(r"<([^<>\n]*)>")
 _SPECIAL_MENTIONS = {"here": "@here", "channel": "@channel", "everyone": "@everyone"}
@@ -285,17 +301,41 @@ def _message(
     time = _ts_time(ts) if ts else None
     text = render(raw["text"], directory) if isinstance(raw.get("text"), str) else ""
     files = raw.get("files")
-    attachments = len(files) if isinstance(files, list) else 0
+    attachments = len(files) if isinstance(files, list) else (1 if isinstance(raw.get("file"), dict) else 0)
     subtype = raw.get("subtype")
-    is_event = subtype is not None and (not isinstance(subtype, str) or subtype not in _TEXT_SUBTYPES)
+    comment = raw.get("comment")
+    if subtype == "file_comment" and isinstance(comment, dict):
+        # the commenter, not the file's owner, wrote it; `text` is Slack's "<@U1> commented on ..." line
+        raw = {**raw, "user": comment.get("user") or raw.get("user")}
+        if isinstance(comment.get("comment"), str):
+            text = render(comment["comment"], directory)
+    is_event = (
+        subtype is not None
+        and subtype != "bot_message"
+        and (not isinstance(subtype, str) or subtype not in _TEXT_SUBTYPES)
+    )
     author_id, author, is_bot = _author(raw, directory)
     kind: MessageKind
-    if is_bot or is_event:
-        kind = "system"
+    subkind: Subkind | None = None
+    if is_event:
+        kind, subkind = (
+            "system",
+            _EVENT_SUBKINDS.get(subtype, "other") if isinstance(subtype, str) else "other",
+        )
+        if subkind == "call":
+            kind = "call"
     elif text.strip():
         kind = "text"
+    elif attachments:
+        kind, subkind = "media", "attachment"
     else:
-        kind = "media" if attachments else "system"
+        kind, subkind = "system", "placeholder"
+    reactions = raw.get("reactions")
+    reaction_count = (
+        sum(r["count"] for r in reactions if isinstance(r, dict) and type(r.get("count")) is int)
+        if isinstance(reactions, list)
+        else 0
+    )
     thread_ts = raw.get("thread_ts")
     reply_to = thread_ts if isinstance(thread_ts, str) and thread_ts and thread_ts != ts else None
     message = Message(
@@ -310,6 +350,8 @@ def _message(
         reply_to=reply_to,
         attachments=attachments,
         is_bot=is_bot,
+        subkind=subkind,
+        reactions=reaction_count,
     )
     return message, time
 

@@ -25,9 +25,10 @@ from typing import Any
 import ijson
 
 from twinbot.data.chat_order import UNIX_EPOCH, sort_chat
-from twinbot.data.records import Message, MessageKind
+from twinbot.data.records import Message, MessageKind, Subkind
 from twinbot.data.sources import ParseOptions
 from twinbot.data.sources.common import from_unix_seconds, open_binary, read_head
+from twinbot.data.sources.phrases import TELEGRAM_ACTIONS
 from twinbot.errors import TwinbotError
 
 NAME = "telegram"
@@ -52,7 +53,6 @@ _SNIFF_MARKERS = re.compile(
     + rb')"'
 )
 _JSON_ERRORS: tuple[type[BaseException], ...] = (ijson.JSONError, ValueError, ArithmeticError, RecursionError)
-_CALL_ACTIONS = frozenset({"phone_call", "group_call", "invite_to_group_call", "group_call_scheduled"})
 _MEDIA_KEYS = ("photo", "poll", "location_information", "contact_information", "game_information")
 _DELETED_ACCOUNT = "Deleted Account"
 
@@ -222,6 +222,24 @@ def _attachments(raw: dict[str, Any]) -> int:
     return count
 
 
+def _media_subkind(raw: dict[str, Any]) -> Subkind:
+    if raw.get("poll") is not None:
+        return "poll"
+    if raw.get("location_information") is not None:
+        return "location"
+    if raw.get("contact_information") is not None:
+        return "contact"
+    return "attachment"
+
+
+def _reaction_count(raw: dict[str, Any]) -> int:
+    """Newer exports list `reactions: [{type, count, emoji}]` on a message."""
+    reactions = raw.get("reactions")
+    if not isinstance(reactions, list):
+        return 0
+    return sum(r["count"] for r in reactions if isinstance(r, dict) and type(r.get("count")) is int)
+
+
 def _author(raw: dict[str, Any], name_key: str, id_key: str) -> tuple[str, str]:
     if name_key in raw:
         name_value = raw[name_key]
@@ -250,12 +268,18 @@ def _draft(raw: Any, position: int, path: Path) -> Message:
         author_id, author = _author(raw, "actor", "actor_id")
         action = raw.get("action")
         action_text = action if isinstance(action, str) else ""
-        kind: MessageKind = "call" if action_text in _CALL_ACTIONS else "system"
+        subkind: Subkind | None = TELEGRAM_ACTIONS.get(action_text, "other")
+        kind: MessageKind = "call" if subkind == "call" else "system"
         text = _message_text(raw) or action_text
     else:
         author_id, author = _author(raw, "from", "from_id")
         text = _message_text(raw)
-        kind = "text" if text.strip() else ("media" if attachments else "system")
+        if text.strip():
+            kind, subkind = "text", None
+        elif attachments:
+            kind, subkind = "media", _media_subkind(raw)
+        else:
+            kind, subkind = "system", "placeholder"
     return Message(
         platform=NAME,
         chat_id="",
@@ -267,6 +291,8 @@ def _draft(raw: Any, position: int, path: Path) -> Message:
         kind=kind,
         reply_to=reply_to,
         attachments=attachments,
+        subkind=subkind,
+        reactions=_reaction_count(raw),
     )
 
 
