@@ -18,6 +18,7 @@ from twinbot.errors import TwinbotError
 
 if TYPE_CHECKING:
     from twinbot.bot.generate import GenerationSettings
+    from twinbot.data.sources import DateOrder
 
 app = typer.Typer(
     name="twinbot",
@@ -47,6 +48,19 @@ def root(
     _debug = debug or os.environ.get("TWINBOT_DEBUG") == "1"
 
 
+def _date_order(value: str | None) -> DateOrder | None:
+    from twinbot.data.sources import DATE_ORDERS
+
+    if value is None:
+        return None
+    order = value.strip().lower()
+    if order not in DATE_ORDERS:
+        raise TwinbotError(
+            f"--date-order must be one of {', '.join(DATE_ORDERS)} (day, month, year), not {value!r}"
+        )
+    return order  # type: ignore[return-value]
+
+
 @app.command()
 def parse(
     paths: Annotated[list[Path], typer.Argument(help="Export files or folders.", show_default=False)],
@@ -57,13 +71,19 @@ def parse(
         bool, typer.Option("--jsonl", help="Write one normalized record per line to stdout.")
     ] = False,
     dayfirst: Annotated[
-        bool | None, typer.Option("--dayfirst/--monthfirst", help="WhatsApp date order (default: inferred).")
+        bool | None, typer.Option("--dayfirst/--monthfirst", help="Same as --date-order dmy / mdy.")
+    ] = None,
+    date_order: Annotated[
+        str | None,
+        typer.Option(
+            "--date-order", help="WhatsApp date order: dmy, mdy or ymd (default: inferred, and said)."
+        ),
     ] = None,
 ) -> None:
     """Read chat exports and show what is in them (or stream normalized records with --jsonl)."""
     from twinbot.data.parse import run_parse
 
-    run_parse(paths, fmt=format, jsonl=jsonl, dayfirst=dayfirst)
+    run_parse(paths, fmt=format, jsonl=jsonl, dayfirst=dayfirst, date_order=_date_order(date_order))
 
 
 @app.command()
@@ -81,7 +101,13 @@ def prepare(
     seed: Annotated[int, typer.Option("--seed", help="Seed for the train/eval split.")] = 0,
     format: Annotated[str | None, typer.Option("--format", "-f", help="Skip format detection.")] = None,
     dayfirst: Annotated[
-        bool | None, typer.Option("--dayfirst/--monthfirst", help="WhatsApp date order (default: inferred).")
+        bool | None, typer.Option("--dayfirst/--monthfirst", help="Same as --date-order dmy / mdy.")
+    ] = None,
+    date_order: Annotated[
+        str | None,
+        typer.Option(
+            "--date-order", help="WhatsApp date order: dmy, mdy or ymd (default: inferred, and said)."
+        ),
     ] = None,
     scrub: Annotated[bool, typer.Option("--scrub/--no-scrub", help="Replace PII with placeholders.")] = True,
     split: Annotated[
@@ -134,6 +160,7 @@ def prepare(
             seed=seed,
             fmt=format,
             dayfirst=dayfirst,
+            date_order=_date_order(date_order),
             scrub=scrub,
             split=split,
             eval_fraction=eval_fraction,

@@ -1,7 +1,7 @@
 """`twinbot parse`: read exports and summarise them, or stream the normalized records as JSON Lines.
 
 `--jsonl` is the one place where message text is printed, on purpose: it is the records themselves.
-The summary shows counts, authors and dates only.
+The summary shows counts (by kind and subkind), authors (what `prepare --me` takes) and dates only.
 """
 
 from __future__ import annotations
@@ -22,7 +22,14 @@ from rich.text import Text
 
 from twinbot.data.chat_order import time_key
 from twinbot.data.records import MESSAGE_KINDS, Message
-from twinbot.data.sources import ParseOptions, detect_format, format_module, parse_path
+from twinbot.data.sources import (
+    DateOrder,
+    DateOrderNote,
+    ParseOptions,
+    detect_format,
+    format_module,
+    parse_path,
+)
 from twinbot.errors import TwinbotError
 
 TOP_AUTHORS = 10
@@ -38,14 +45,18 @@ class FileSummary:
     detected: bool
     messages: int = 0
     kinds: Counter[str] = field(default_factory=Counter)
+    subkinds: Counter[str] = field(default_factory=Counter)  # non-text messages by subkind
     authors: Counter[tuple[str, str]] = field(default_factory=Counter)  # (author_id, author) -> messages
     chats: set[str] = field(default_factory=set)
     first: datetime | None = None
     last: datetime | None = None
+    date_notes: list[DateOrderNote] = field(default_factory=list)  # WhatsApp: how dates were read
 
     def add(self, message: Message) -> None:
         self.messages += 1
         self.kinds[message.kind] += 1
+        if message.subkind is not None:
+            self.subkinds[message.subkind] += 1
         self.authors[(message.author_id, message.author)] += 1
         self.chats.add(message.chat_id)
         key = time_key(message.timestamp)
@@ -55,13 +66,19 @@ class FileSummary:
             self.last = message.timestamp
 
 
-def run_parse(paths: Sequence[Path], fmt: str | None, jsonl: bool, dayfirst: bool | None) -> None:
+def run_parse(
+    paths: Sequence[Path],
+    fmt: str | None,
+    jsonl: bool,
+    dayfirst: bool | None,
+    date_order: DateOrder | None = None,
+) -> None:
     """Parse every path (format detected per path unless `fmt` is given); errors are TwinbotError."""
     if not paths:
         raise TwinbotError("no export given; pass one or more files or folders")
     if fmt is not None:
         format_module(fmt)  # an unknown --format fails before any reading
-    options = ParseOptions(dayfirst=dayfirst)
+    options = ParseOptions(dayfirst=dayfirst, date_order=date_order)
     if jsonl:
         write_jsonl_records((m for path in paths for m in parse_path(Path(path), fmt, options)), sys.stdout)
         return
@@ -74,8 +91,10 @@ def run_parse(paths: Sequence[Path], fmt: str | None, jsonl: bool, dayfirst: boo
 def summarize(path: Path, fmt: str | None, options: ParseOptions) -> FileSummary:
     name = fmt or detect_format(path)
     summary = FileSummary(path=path, format=name, detected=fmt is None)
+    notes_before = len(options.date_notes)
     for message in parse_path(path, name, options):
         summary.add(message)
+    summary.date_notes = options.date_notes[notes_before:]
     return summary
 
 
@@ -137,8 +156,14 @@ def print_summary(console: Console, summary: FileSummary) -> None:
     overview.add_row("chats", f"{len(summary.chats):,}")
     kinds = ", ".join(f"{kind} {summary.kinds[kind]:,}" for kind in MESSAGE_KINDS if summary.kinds[kind])
     overview.add_row("by kind", kinds)
+    if summary.subkinds:
+        subkinds = ", ".join(f"{name} {n:,}" for name, n in summary.subkinds.most_common())
+        overview.add_row("by subkind", subkinds)
     overview.add_row("first", _when(summary.first))
     overview.add_row("last", _when(summary.last))
+    for note in summary.date_notes:
+        where = f" ({_clean(note.chat_id)})" if len(summary.date_notes) > 1 else ""
+        overview.add_row(f"date order{where}", note.describe())
     console.print(overview)
 
     authors = Table(title=None, box=None, padding=(0, 2), show_edge=False)

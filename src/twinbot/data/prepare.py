@@ -34,7 +34,7 @@ from twinbot.data.prepared import EVAL_FILE, LENGTHS_PLOT, REPORT_FILE, TRAIN_FI
 from twinbot.data.records import MESSAGE_KINDS, Conversation, Message, Sample
 from twinbot.data.samples import HFTokenCounter, SampleOptions, conversation_samples, count_samples
 from twinbot.data.scrub import PII_TYPES, Redactions, Scrubber
-from twinbot.data.sources import ParseOptions, parse_path
+from twinbot.data.sources import DateOrder, DateOrderNote, ParseOptions, parse_path
 from twinbot.data.sources.common import gc_paused
 from twinbot.errors import TwinbotError
 from twinbot.fileio import atomic_dir, check_output_dir, keyed_digest, write_json
@@ -52,6 +52,8 @@ class PrepareOptions:
     seed: int = 0
     fmt: str | None = None
     dayfirst: bool | None = None
+    date_order: DateOrder | None = None
+    date_notes: list[DateOrderNote] = field(default_factory=list)  # how the parsers read dates (filled)
     scrub: bool = True
     split: str = "conversation"
     eval_fraction: float = 0.1
@@ -141,6 +143,7 @@ class PrepareStats:
     kept: int = 0
     dropped: dict[str, int] = field(default_factory=dict)
     dropped_persona: dict[str, int] = field(default_factory=dict)
+    dropped_by_subkind: dict[str, int] = field(default_factory=dict)  # non-text messages dropped, by subkind
     pii: dict[str, int] = field(default_factory=dict)
     persona_messages: int = 0
     authors: list[ReportedAuthor] = field(default_factory=list)
@@ -177,6 +180,7 @@ class PrepareReport:
     char_lengths: dict[str, dict[str, int]]
     token_lengths: dict[str, int] | None = None
     tokenizer: str | None = None
+    date_orders: list[DateOrderNote] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         s = self.stats
@@ -186,6 +190,7 @@ class PrepareReport:
             "kept": s.kept,
             "dropped": s.dropped,
             "dropped_persona": s.dropped_persona,
+            "dropped_by_subkind": s.dropped_by_subkind,
             "pii": s.pii,
             "scrubbed": self.scrubbed,
             "sessions": self.sessions,
@@ -199,6 +204,10 @@ class PrepareReport:
             "persona_messages": s.persona_messages,
             "authors": [a.to_json() for a in s.authors],
             "char_lengths": self.char_lengths,
+            # no file or chat names: those can be people's names
+            "date_order": [
+                {"order": n.order, "reason": n.reason, "guessed": n.guessed} for n in self.date_orders
+            ],
         }
         if self.token_lengths is not None:
             data["token_lengths"] = self.token_lengths
@@ -241,7 +250,9 @@ def _load_tokenizer(spec: str) -> Any:
 
 
 def _read_all(options: PrepareOptions) -> Iterator[Message]:
-    parse_options = ParseOptions(dayfirst=options.dayfirst)
+    parse_options = ParseOptions(
+        dayfirst=options.dayfirst, date_order=options.date_order, date_notes=options.date_notes
+    )
     for path in options.paths:
         yield from parse_path(Path(path), options.fmt, parse_options)
 
@@ -268,6 +279,7 @@ class _Tally:
     by_kind: Counter[str] = field(default_factory=Counter)
     authors: Counter[tuple[str, str]] = field(default_factory=Counter)  # (author id, name) -> messages
     drops: Counter[tuple[str, bool, str]] = field(default_factory=Counter)  # (reason, style-only, author id)
+    drops_by_subkind: Counter[str] = field(default_factory=Counter)
     kept: int = 0
     persona_kept: int = 0
 
@@ -287,6 +299,7 @@ class _Tally:
             kept=self.kept,
             dropped=dropped,
             dropped_persona=dropped_persona,
+            dropped_by_subkind=dict(sorted(self.drops_by_subkind.items())),
             pii=pii,
             persona_messages=self.persona_kept,
             authors=authors,
@@ -344,7 +357,12 @@ def _read_chats(
 ) -> dict[tuple[str, str], _Chat]:
     """The first pass: count every message, drop those the per-message filters reject, scrub the rest and
     group them by (platform, chat id). The hot loop of large exports: everything it touches is local."""
-    by_kind, authors, drops = tally.by_kind, tally.authors, tally.drops
+    by_kind, authors, drops, drops_by_subkind = (
+        tally.by_kind,
+        tally.authors,
+        tally.drops,
+        tally.drops_by_subkind,
+    )
     scrubbed_names: dict[str, str] = {}
     shared: dict[str, str] = {}  # one copy of each repeated author string
     share = shared.setdefault
@@ -360,6 +378,8 @@ def _read_chats(
         reason = keep(message)
         if reason is not None:
             drops[(reason, message.platform in style_platforms, author_id)] += 1
+            if message.subkind is not None:
+                drops_by_subkind[message.subkind] += 1
             continue
         if scrubber is not None:
             message.text = scrubber.scrub(message.text)
@@ -402,6 +422,8 @@ def _chats_to_conversations(
         for message, when, reason in zip(ordered, times, reasons, strict=True):
             if reason is not None:
                 drops[(reason, style_only, message.author_id)] += 1
+                if message.subkind is not None:
+                    tally.drops_by_subkind[message.subkind] += 1
                 continue
             kept_messages.append(message)
             kept_times.append(when)
@@ -535,6 +557,7 @@ def write_outputs(
             },
             token_lengths=_percentiles(lengths.sample_tokens) if counter is not None else None,
             tokenizer=options.model if counter is not None else None,
+            date_orders=list(options.date_notes),
         )
         write_json(tmp / REPORT_FILE, report.to_json())
         plot_lengths(tmp / LENGTHS_PLOT, lengths)
@@ -666,6 +689,8 @@ def print_summary(report: PrepareReport, out: Path) -> None:
     for reason, n in s.dropped.items():
         if n:
             table.add_row(f"dropped: {reason}", f"{n} (yours {s.dropped_persona.get(reason, 0)})")
+    if s.dropped_by_subkind:
+        table.add_row("  by subkind", ", ".join(f"{name} {n}" for name, n in s.dropped_by_subkind.items()))
     for kind, n in s.pii.items():
         if n:
             table.add_row(f"scrubbed: {kind}", str(n))
@@ -675,4 +700,6 @@ def print_summary(report: PrepareReport, out: Path) -> None:
     if report.token_lengths:
         t = report.token_lengths
         table.add_row("tokens p50/p90/p99/max", f"{t['p50']}/{t['p90']}/{t['p99']}/{t['max']}")
+    for note in report.date_orders:
+        table.add_row(f"date order ({note.path.name})", note.describe())
     Console().print(table)

@@ -8,8 +8,11 @@ with any of the separators `/ . -`, 2- or 4-digit years, year-first dates, and 1
 Day/month order: WhatsApp writes dates in the phone's locale and the file does not say which. A first
 streaming pass looks at every header: a first field above 12 means day-first, a second field above 12
 means month-first (both in one file is an error). When every date is ambiguous (all fields <= 12) the
-default is DAY-FIRST, the more common order worldwide; `--monthfirst` (ParseOptions.dayfirst=False)
-overrides it, as `--dayfirst` overrides the inference. A second streaming pass builds the messages, so
+sequence decides: the reading under which fewer date changes between consecutive messages go back in time,
+else the one with more changes to the next day; with no such evidence it is a guess: month-first for a
+12-hour (AM/PM) clock, as in US exports, day-first otherwise. The decision and its reason go to
+`ParseOptions.date_notes` (shown by `parse` and in report.json); `--date-order dmy|mdy|ymd` (or the older
+`--dayfirst`/`--monthfirst`) overrides it. A second streaming pass builds the messages, so
 memory stays bounded by the number of distinct dates and times, plus 8 bytes per message for the
 time-order check. When lines are out of time order (WhatsApp writes some late), a stable sort of message
 numbers (~40 bytes per message) says where each belongs, and the second pass holds back only the
@@ -47,7 +50,7 @@ from pathlib import Path
 from typing import IO, TextIO
 
 from twinbot.data.records import Message, MessageKind, Subkind
-from twinbot.data.sources import ParseOptions
+from twinbot.data.sources import DateOrderNote, ParseOptions
 from twinbot.data.sources.common import check_zip_member
 from twinbot.data.sources.phrases import (
     WHATSAPP_BODIES,
@@ -127,6 +130,7 @@ class _Scan:
     keys: array  # per message: date index << 17 | seconds of the day
     times: dict[str, int]  # distinct time string -> seconds of the day
     in_file_order: bool  # dates never go back to an earlier one and times within a date never decrease
+    twelve_hour: bool = False  # some header has an AM/PM marker
 
 
 def sniff(path: Path) -> bool:
@@ -321,6 +325,7 @@ def _scan(path: Path, source: _Source) -> _Scan:
     seconds_of: dict[str, int] = {}
     keys = array("q")
     in_order = True
+    twelve_hour = False
     previous_index, previous_seconds = -1, -1
     header = _HEADER.match
     first_line_no = 0
@@ -354,11 +359,12 @@ def _scan(path: Path, source: _Source) -> _Scan:
             seconds = seconds_of.get(time_text)
             if seconds is None:
                 seconds = seconds_of[time_text] = _seconds(match, path, line_no)
+                twelve_hour = twelve_hour or match.group(8) is not None
             keys.append(index << _KEY_SECONDS_BITS | seconds)
             if index < previous_index or (index == previous_index and seconds < previous_seconds):
                 in_order = False
             previous_index, previous_seconds = index, seconds
-    return _Scan(dates, date_lines, keys, seconds_of, in_order)
+    return _Scan(dates, date_lines, keys, seconds_of, in_order, twelve_hour)
 
 
 def _seconds(header: re.Match[str], path: Path, line_no: int) -> int:
@@ -389,24 +395,112 @@ def _date_order(date_text: str) -> tuple[str, tuple[int, int, int]]:
     return _AMBIGUOUS, (first, second, third)
 
 
-def _resolve_dates(scan: _Scan, options: ParseOptions, path: Path) -> list[tuple[int, int, int]]:
-    """(year, month, day) per distinct date index, with the file's day/month order decided."""
-    orders = [_date_order(text) for text in scan.dates]
-    dayfirst = options.dayfirst
-    if dayfirst is None:
-        day_line = next((scan.date_lines[i] for i, (o, _) in enumerate(orders) if o == _DAY_FIRST), None)
-        month_line = next((scan.date_lines[i] for i, (o, _) in enumerate(orders) if o == _MONTH_FIRST), None)
-        if day_line is not None and month_line is not None:
-            raise TwinbotError(
-                f"dates mix day-first (line {day_line}) and month-first (line {month_line}) order; "
-                "pass --dayfirst or --monthfirst",
-                path,
-                month_line if month_line > day_line else day_line,
+def _decide_order(scan: _Scan, orders: list[tuple[str, tuple[int, int, int]]], path: Path) -> DateOrderNote:
+    """The file's day/month order from all its dates, and why; TwinbotError when they contradict."""
+    total = len(orders)
+    day_indexes = [i for i, (order, _) in enumerate(orders) if order == _DAY_FIRST]
+    month_indexes = [i for i, (order, _) in enumerate(orders) if order == _MONTH_FIRST]
+    if day_indexes and month_indexes:
+        day_line, month_line = scan.date_lines[day_indexes[0]], scan.date_lines[month_indexes[0]]
+        raise TwinbotError(
+            f"dates mix day-first (line {day_line}) and month-first (line {month_line}) order; "
+            "pass --date-order dmy or mdy (or --dayfirst or --monthfirst)",
+            path,
+            max(day_line, month_line),
+        )
+    if day_indexes:
+        return DateOrderNote(
+            path, "", "dmy", f"{len(day_indexes)} of {total} dates have a first field > 12", False
+        )
+    if month_indexes:
+        return DateOrderNote(
+            path, "", "mdy", f"{len(month_indexes)} of {total} dates have a second field > 12", False
+        )
+    if all(order == _YEAR_FIRST for order, _ in orders):
+        return DateOrderNote(path, "", "ymd", "every date starts with the year", False)
+    # every day and month <= 12: the messages' sequence decides (WhatsApp writes them nearly in time order)
+    backward, next_day, changes = _sequence_evidence(scan, orders)
+    names = {"dmy": "day-first", "mdy": "month-first"}
+    if backward["dmy"] != backward["mdy"]:
+        chosen, other = ("dmy", "mdy") if backward["dmy"] < backward["mdy"] else ("mdy", "dmy")
+        reason = (
+            f"every day and month <= 12; read {names[other]}, {backward[other]} of {changes} date changes "
+            f"would go back in time, read {names[chosen]} {backward[chosen]}"
+        )
+        return DateOrderNote(path, "", chosen, reason, False)  # type: ignore[arg-type]
+    if next_day["dmy"] != next_day["mdy"]:
+        chosen, other = ("dmy", "mdy") if next_day["dmy"] > next_day["mdy"] else ("mdy", "dmy")
+        reason = (
+            f"every day and month <= 12; {next_day[chosen]} of {changes} date changes are to the next day "
+            f"read {names[chosen]}, {next_day[other]} read {names[other]}"
+        )
+        return DateOrderNote(path, "", chosen, reason, False)  # type: ignore[arg-type]
+    if scan.twelve_hour:
+        reason = (
+            "every date fits both orders; month-first is usual with a 12-hour (AM/PM) clock, as in US exports"
+        )
+        return DateOrderNote(path, "", "mdy", reason, True)
+    reason = "every date fits both orders; day-first is usual with a 24-hour clock and more common worldwide"
+    return DateOrderNote(path, "", "dmy", reason, True)
+
+
+def _sequence_evidence(
+    scan: _Scan, orders: list[tuple[str, tuple[int, int, int]]]
+) -> tuple[dict[str, int], dict[str, int], int]:
+    """Per reading (dmy, mdy): how many date changes between consecutive messages go back in time and
+    how many go to the next day; and the number of date changes."""
+    ordinal: dict[str, list[int]] = {}
+    for reading in ("dmy", "mdy"):
+        values = []
+        for order, (first, second, third) in orders:
+            year, month, day = (
+                (first, second, third)
+                if order == _YEAR_FIRST
+                else ((third, second, first) if reading == "dmy" else (third, first, second))
             )
-        dayfirst = month_line is None  # documented default: day-first when every date is ambiguous
+            try:
+                values.append(date(year + 2000 if year < 100 else year, month, day).toordinal())
+            except ValueError:
+                values.append(0)  # an impossible date: reported when the dates are resolved
+        ordinal[reading] = values
+    backward = {"dmy": 0, "mdy": 0}
+    next_day = {"dmy": 0, "mdy": 0}
+    changes = 0
+    previous = -1
+    for key in scan.keys:
+        index = key >> _KEY_SECONDS_BITS
+        if index != previous and previous >= 0:
+            changes += 1
+            for reading, values in ordinal.items():
+                step = values[index] - values[previous]
+                backward[reading] += step < 0
+                next_day[reading] += step == 1
+        previous = index
+    return backward, next_day, changes
+
+
+def _resolve_dates(
+    scan: _Scan, options: ParseOptions, path: Path, chat_id: str
+) -> list[tuple[int, int, int]]:
+    """(year, month, day) per distinct date index, with the file's date order decided (and noted in
+    `options.date_notes`)."""
+    orders = [_date_order(text) for text in scan.dates]
+    forced = options.forced_date_order()
+    if forced is not None:
+        how = (
+            "--date-order"
+            if options.date_order is not None
+            else ("--dayfirst" if forced == "dmy" else "--monthfirst")
+        )
+        note = DateOrderNote(path, chat_id, forced, f"given with {how}", False)
+    else:
+        decided = _decide_order(scan, orders, path)
+        note = DateOrderNote(path, chat_id, decided.order, decided.reason, decided.guessed)
+    options.date_notes.append(note)
+    dayfirst = note.order == "dmy"
     resolved: list[tuple[int, int, int]] = []
     for index, (order, (first, second, third)) in enumerate(orders):
-        if order == _YEAR_FIRST:
+        if order == _YEAR_FIRST or note.order == "ymd":
             year, month, day = first, second, third
         elif dayfirst:
             year, month, day = third, second, first
@@ -420,7 +514,11 @@ def _resolve_dates(scan: _Scan, options: ParseOptions, path: Path) -> list[tuple
             hint = (
                 ""
                 if order == _YEAR_FIRST
-                else (" or pass --monthfirst" if dayfirst else " or pass --dayfirst")
+                else (
+                    " or pass --date-order mdy (--monthfirst)"
+                    if dayfirst
+                    else " or pass --date-order dmy (--dayfirst)"
+                )
             )
             raise TwinbotError(
                 f"impossible date in the message header; fix the line{hint}", path, scan.date_lines[index]
@@ -448,7 +546,7 @@ def _time_order(scan: _Scan, ymd: list[tuple[int, int, int]]) -> list[int] | Non
 
 def _parse_source(path: Path, source: _Source, options: ParseOptions) -> Iterator[Message]:
     scan = _scan(path, source)
-    ymd = _resolve_dates(scan, options, path)
+    ymd = _resolve_dates(scan, options, path, source.chat_id)
     order = _time_order(scan, ymd)
     date_of = {text: ymd[index] for text, index in scan.dates.items()}
     time_of = {
