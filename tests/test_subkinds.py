@@ -116,3 +116,51 @@ def test_generic_subkind_field_defaults_and_empty_bodies(tmp_path: Path) -> None
         ("system", "pin", 0),
         ("call", "call", 0),
     ]
+
+
+def test_prepare_report_counts_dropped_messages_by_subkind() -> None:
+    from datetime import datetime, timedelta
+
+    from twinbot.data.prepare import PrepareOptions, prepare_messages
+    from twinbot.data.records import Message
+
+    t0 = datetime(2024, 1, 1, 12, 0)
+
+    def message(n: int, author: str, text: str, kind: str = "text", subkind: str | None = None) -> Message:
+        when = t0 + timedelta(minutes=n)
+        return Message("whatsapp", "c", str(n), when, author, author, text, kind, subkind=subkind)  # type: ignore[arg-type]
+
+    messages = [
+        message(0, "Alex", "hi Sam"),
+        message(1, "Sam", "hi Alex"),
+        message(2, "Sam", "", "media", "placeholder"),
+        message(3, "Sam", "This message was deleted", "system", "deleted"),
+        message(4, "Alex", "", "media", "placeholder"),
+        message(5, "", "Alex added Bo", "system", "member_join"),
+        message(6, "Alex", "", "call", "call"),
+    ]
+    stats = prepare_messages(messages, PrepareOptions(me=["Sam"])).stats
+    assert stats.dropped_by_subkind == {"call": 1, "deleted": 1, "member_join": 1, "placeholder": 2}
+    assert stats.kept == 2  # the deleted notice never becomes Sam's text
+
+
+def test_parse_summary_shows_subkinds(monkeypatch, capsys, tmp_path: Path) -> None:
+    import sys
+
+    import pytest
+
+    from twinbot.cli import main
+
+    path = tmp_path / "WhatsApp Chat with Alex.txt"
+    path.write_text(
+        "12/03/2020, 14:04 - Alex: hello\n12/03/2020, 14:05 - Sam: <Media omitted>\n"
+        "12/03/2020, 14:06 - Sam: <Media omitted>\n12/03/2020, 14:07 - Alex added Bo\n",
+        encoding="utf-8",
+    )
+    monkeypatch.setattr(sys, "argv", ["twinbot", "parse", str(path)])
+    with pytest.raises(SystemExit) as info:
+        main()
+    out = capsys.readouterr().out
+    assert info.value.code in (0, None)
+    assert "placeholder 2, member_join 1" in out
+    assert "Alex" in out and "Sam" in out
