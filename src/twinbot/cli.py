@@ -337,6 +337,47 @@ def plan(
     )
 
 
+@app.command(context_settings={"allow_extra_args": True})
+def schedule(
+    ctx: typer.Context,
+    at: Annotated[
+        str, typer.Option("--at", metavar="HH:MM", help="Time of day to start training.")
+    ] = "23:00",
+    days: Annotated[
+        str, typer.Option("--days", help="'daily', or the days to start on: mon,tue,wed,thu,fri,sat,sun.")
+    ] = "daily",
+    data: _DataOption = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Run folder, as for `train`.")] = None,
+    preset: Annotated[str | None, typer.Option("--preset", help="Preset, as for `train`.")] = None,
+    model: _BaseModelOption = None,
+    config: _ConfigOption = None,
+    set_: _SetOption = None,
+    platform: Annotated[
+        str | None,
+        typer.Option("--platform", help="Show the job for windows, macos, linux (systemd) or cron instead."),
+    ] = None,
+    install: Annotated[
+        bool, typer.Option("--install", help="Install the job for this user (never system-wide).")
+    ] = False,
+    uninstall: Annotated[bool, typer.Option("--uninstall", help="Remove the job installed before.")] = False,
+    name: Annotated[
+        str, typer.Option("--name", help="The job's name (twinbot-NAME): one job per name.")
+    ] = "overnight",
+) -> None:
+    """Start `twinbot train` at a time of day, and again at login after an interruption (--resume auto).
+
+    More `train` options go after `--`: twinbot schedule --at 23:00 --data data --out runs/me -- --epochs 2
+    """
+    from twinbot.finetune.autostart import make_job, option_arguments, run_schedule
+
+    named = {"--data": data, "--out": out, "--preset": preset, "--model": model, "--config": config}
+    job = make_job(name, at, days, [*option_arguments(named, set_ or []), *ctx.args])
+    # the job's arguments must be ones `twinbot train` takes: checked now, not at 23:00
+    train_command = typer.main.get_command(app).commands["train"]  # type: ignore[attr-defined]
+    train_command.make_context("twinbot train", list(job.command[4:]))
+    typer.echo(run_schedule(job, platform, install_job=install, uninstall_job=uninstall))
+
+
 @app.command()
 def demo(
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the demo's data and run.")] = Path(
