@@ -9,14 +9,17 @@ import pytest
 from twinbot.quality.style import (
     TrainingIndex,
     distinct_n,
+    duplicate_reply_rate,
     find_canaries,
     fingerprint,
     histogram,
     is_emoji,
     js_divergence,
+    longest_line_run,
     memorisation,
     messages_of,
     relative_gap,
+    reply_distinct_n,
     style_distance,
     vocabulary_overlap,
     words_of,
@@ -61,6 +64,31 @@ def test_distinct_n() -> None:
     assert distinct_n(["a b", "a b"], 2) == 0.5
     assert distinct_n(["a b c"], 2) == 1.0
     assert distinct_n([], 1) == 0.0
+
+
+def test_repetition_within_and_across_replies() -> None:
+    # within a reply: "lol lol lol lol" has 1 distinct word of 4; "a b a b" 2 of 4 words and 2 of 3 bigrams
+    assert reply_distinct_n(["lol lol lol lol"], 1) == 0.25
+    assert reply_distinct_n(["lol lol lol lol", "a b a b"], 1) == pytest.approx((0.25 + 0.5) / 2)
+    assert reply_distinct_n(["a b a b", "one"], 2) == pytest.approx(2 / 3)  # "one" has no bigram: left out
+    assert reply_distinct_n(["ok", ""], 2) == 1.0
+    # across replies: the same text (case and spacing aside) given to different contexts
+    assert duplicate_reply_rate(["ok sure", "OK  sure", "no", "maybe"]) == 0.5
+    assert duplicate_reply_rate(["a", "b"]) == 0 and duplicate_reply_rate([]) == 0
+    # runs of identical consecutive lines
+    assert longest_line_run("haha\nHAHA\nhaha \nok\nhaha") == 3
+    assert longest_line_run("a\nb\na") == 1 and longest_line_run("") == 0
+    assert longest_line_run("a\n\na") == 2  # empty lines are not messages
+
+    degenerate = fingerprint(["lol lol lol lol", "lol lol lol lol", "same\nsame\nsame\nsame"])
+    assert degenerate.duplicate_reply_rate == pytest.approx(2 / 3)
+    assert degenerate.longest_line_run == 4
+    assert degenerate.reply_distinct_1 == 0.25
+    varied = fingerprint(JUNO)
+    assert varied.duplicate_reply_rate == 0 and varied.longest_line_run == 1 and varied.reply_distinct_1 == 1
+    assert {"reply_distinct_1", "reply_distinct_2", "duplicate_reply_rate", "longest_line_run"} <= set(
+        varied.to_json()
+    )
 
 
 def test_histogram_and_js_divergence() -> None:

@@ -87,6 +87,42 @@ def distinct_n(replies: Sequence[str], n: int) -> float:
     return len(set(grams)) / len(grams) if grams else 0.0
 
 
+# --- repetition: what small models do ------------------------------------------------------------------------
+
+
+def normalize(text: str) -> str:
+    return " ".join(text.casefold().split())
+
+
+def reply_distinct_n(replies: Sequence[str], n: int) -> float:
+    """Mean over replies of distinct n-grams / n-grams *within* the reply ("lol lol lol lol": 0.25), over the
+    replies with at least n words; 1 (nothing repeated) when there are none."""
+    shares = []
+    for reply in replies:
+        grams = ngrams(words_of(reply), n)
+        if grams:
+            shares.append(len(set(grams)) / len(grams))
+    return sum(shares) / len(shares) if shares else 1.0
+
+
+def duplicate_reply_rate(replies: Sequence[str]) -> float:
+    """Share of replies whose text (ignoring case and whitespace) is also another reply of the set: the same
+    answer given to different contexts."""
+    counts = Counter(normalize(r) for r in replies)
+    return sum(1 for r in replies if counts[normalize(r)] > 1) / len(replies) if replies else 0.0
+
+
+def longest_line_run(reply: str) -> int:
+    """The longest run of consecutive identical messages (lines, ignoring case and whitespace) in a reply:
+    1 when no line repeats the one before it, 0 for an empty reply."""
+    longest, run, previous = 0, 0, None
+    for message in messages_of(reply):
+        key = normalize(message)
+        run = run + 1 if key == previous else 1
+        longest, previous = max(longest, run), key
+    return longest
+
+
 @dataclass(frozen=True)
 class StyleFingerprint:
     """Measured style of a set of replies. Rates are shares of messages (a burst has several), in [0, 1]."""
@@ -107,6 +143,12 @@ class StyleFingerprint:
     distinct_2: float
     char_histogram: list[float]  # over CHAR_BINS
     burst_histogram: list[float]  # over BURST_BINS
+    # repetition (reported, not in the style distance): mean distinct 1-/2-grams within a reply, share of
+    # replies identical to another reply, longest run of identical consecutive lines in any reply
+    reply_distinct_1: float
+    reply_distinct_2: float
+    duplicate_reply_rate: float
+    longest_line_run: int
     top_emoji: list[tuple[str, int]] = field(default_factory=list)
     top_phrases: list[tuple[str, int]] = field(default_factory=list)  # word 2- and 3-grams seen 2+ times
     emoji_counts: dict[str, int] = field(default_factory=dict)
@@ -148,15 +190,17 @@ def fingerprint(replies: Sequence[str]) -> StyleFingerprint:
         period_end_rate=share(lambda m: m.endswith(".") and not m.endswith("..")),
         question_rate=share(lambda m: "?" in m),
         exclamation_rate=share(lambda m: "!" in m),
-        punctuation_rate=sum(1 for m in messages for ch in m if _is_punctuation(ch)) / chars
-        if chars
-        else 0.0,
+        punctuation_rate=sum(1 for m in messages for ch in m if is_punctuation(ch)) / chars if chars else 0.0,
         emoji_rate=share(lambda m: any(is_emoji(ch) for ch in m)),
         emoji_per_message=sum(emoji.values()) / len(messages) if messages else 0.0,
         distinct_1=distinct_n(replies, 1),
         distinct_2=distinct_n(replies, 2),
         char_histogram=histogram((len(m) for m in messages), CHAR_BINS),
         burst_histogram=histogram((len(messages_of(r)) for r in non_empty), BURST_BINS),
+        reply_distinct_1=reply_distinct_n(replies, 1),
+        reply_distinct_2=reply_distinct_n(replies, 2),
+        duplicate_reply_rate=duplicate_reply_rate(replies),
+        longest_line_run=max((longest_line_run(r) for r in replies), default=0),
         top_emoji=sorted(emoji.items(), key=lambda kv: (-kv[1], kv[0]))[:TOP_K],
         top_phrases=sorted(((p, c) for p, c in phrases.items() if c >= 2), key=lambda kv: (-kv[1], kv[0]))[
             :TOP_K
@@ -166,7 +210,7 @@ def fingerprint(replies: Sequence[str]) -> StyleFingerprint:
     )
 
 
-def _is_punctuation(char: str) -> bool:
+def is_punctuation(char: str) -> bool:
     return char in _PUNCTUATION or unicodedata.category(char).startswith("P")
 
 
@@ -250,10 +294,6 @@ def style_distance(real: StyleFingerprint, generated: StyleFingerprint) -> Style
 
 
 # --- memorisation -------------------------------------------------------------------------------------------
-
-
-def normalize(text: str) -> str:
-    return " ".join(text.casefold().split())
 
 
 @dataclass(frozen=True)
