@@ -180,7 +180,12 @@ def test_torch_reports_a_full_disk_as_a_runtime_error(
     save(1)
     torch_full = RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 704 vs 598")
     _failing_checkpoint(monkeypatch, torch_full, on_checkpoint=1)
-    _fake_free_space(monkeypatch, 4096)
+
+    def disk_usage(path: Any) -> DiskUsage:  # full while the partial checkpoint is there, as on a real disk
+        partial = any((run / "checkpoints").glob(".step-*"))
+        return DiskUsage(10**11, 10**11 - 4096, 4096) if partial else DiskUsage(10**11, 10**10, 9 * 10**10)
+
+    monkeypatch.setattr(shutil, "disk_usage", disk_usage)
     with pytest.raises(TwinbotError, match=r"cannot write checkpoint step-0000002 \(the disk is full\)"):
         save(2)
     assert [p.name for p in (run / "checkpoints").iterdir()] == ["step-0000001"]
