@@ -19,6 +19,14 @@ from support.runs import TrainedRun, copy_run
 from twinbot.data.records import ChatTurn, Sample
 from twinbot.errors import TwinbotError
 from twinbot.finetune.steps import perplexity
+from twinbot.quality.detector import (
+    DISTINGUISHABLE,
+    INCONCLUSIVE,
+    INDISTINGUISHABLE,
+    TOO_FEW,
+    Detection,
+    TellingFeature,
+)
 from twinbot.quality.evaluate import (
     EvalOptions,
     last_lines,
@@ -28,6 +36,7 @@ from twinbot.quality.evaluate import (
     run_eval,
     write_outputs,
 )
+from twinbot.quality.report_html import CSS, percent, verdict_sentence
 from twinbot.quality.results import EvalResult, ReplyRow, summary_lines
 from twinbot.runs import EVAL_DIR, EVAL_FILE, REPORT_FILE, read_summary
 
@@ -118,6 +127,11 @@ def test_eval_on_tiny_model_writes_json_and_report(evaluated_run: Path, tiny_res
         assert 0 <= model["style_distance"]["score"] <= 1
         assert model["memorisation"]["replies"] == 3
     assert saved["canaries_checked"] == 1
+    for name in ("base", "adapter"):  # 3 contexts: measured, but too few for a verdict
+        detection = saved[name]["detection"]
+        assert detection["contexts"] == 3 and detection["verdict"] == "too_few"
+        assert 0 <= detection["auc_ci"][0] <= detection["auc"] <= detection["auc_ci"][1] <= 1
+    assert {"duplicate_reply_rate", "longest_line_run", "reply_distinct_1"} <= set(saved["adapter"]["style"])
     # the adapter changed something: its loss differs from the base model's
     assert saved["base"]["eval_loss"] != saved["adapter"]["eval_loss"]
     eval_rows = (Path(saved["data_dir"]) / "eval.jsonl").read_text(encoding="utf-8").splitlines()
@@ -131,8 +145,11 @@ def test_eval_on_tiny_model_writes_json_and_report(evaluated_run: Path, tiny_res
         for path in (out / EVAL_FILE, out / REPORT_FILE):
             assert stat.S_IMODE(path.stat().st_mode) == 0o600
 
+    assert "Would your friends notice?" in report and "too few for a verdict" in report
+
     lines = "\n".join(summary_lines(tiny_result))
     assert "style dist" in lines and all(r.real not in lines for r in tiny_result.rows if len(r.real) > 3)
+    assert "detector AUC" in lines and "3 contexts are too few for a confident verdict" in lines
 
 
 def test_eval_is_reproducible(evaluated_run: Path, tiny_result: EvalResult) -> None:
@@ -150,6 +167,49 @@ def test_report_escapes_message_text(tmp_path: Path, tiny_result: EvalResult) ->
     report = (tmp_path / REPORT_FILE).read_text(encoding="utf-8")
     assert "<script>" not in report and "&lt;script&gt;alert(1)&lt;/script&gt;" in report
     assert "a &amp; b" in report and "&lt;b&gt;bold&lt;/b&gt;" in report
+
+
+def test_report_rounds_to_what_matters_and_shows_emoji(tmp_path: Path, tiny_result: EvalResult) -> None:
+    result = copy.deepcopy(tiny_result)
+    result.real_style.update(mean_chars=28.571428571428573, lowercase_rate=0.6666666666666666)
+    result.real_style.update(punctuation_rate=0.03448275862068966, distinct_1=0.8123456789)
+    result.rows = [ReplyRow("hi", "ok 💀", "sure", "fr ✨")]
+    write_outputs(tmp_path, result)
+    report = (tmp_path / REPORT_FILE).read_text(encoding="utf-8")
+    assert "28.571" not in report and "0.666" not in report and "0.8123" not in report
+    assert '<td class="num">28.6</td>' in report and '<td class="num">67%</td>' in report
+    assert "3.4%" in report and "0.81" in report
+    assert "ok 💀" in report and "Noto Color Emoji" in CSS and "Segoe UI Emoji" in CSS
+    assert percent(0.0) == "0%" and percent(0.05) == "5.0%" and percent(0.5) == "50%" and percent(1) == "100%"
+
+
+def _detection(auc: float, ci: tuple[float, float], verdict: str, contexts: int = 128) -> Detection:
+    telling = [
+        TellingFeature("reply_length", "shorter than yours", -1.2, 60.0, 20.0, 1e-6),
+        TellingFeature("reused_reply", "gives the same reply to different messages", 0.8, 0.0, 0.3, 1e-4),
+    ]
+    return Detection(contexts, 0.74, (0.66, 0.82), auc, ci, 0.7, verdict, telling)
+
+
+def test_verdict_sentence_reads_like_a_report(tiny_result: EvalResult) -> None:
+    result = copy.deepcopy(tiny_result)
+    result.base.detection = _detection(0.934, (0.9, 0.97), DISTINGUISHABLE)
+    result.adapter.detection = _detection(0.812, (0.70, 0.90), DISTINGUISHABLE)
+    assert verdict_sentence(result) == (
+        "A classifier tells the twin's replies from yours 74% of the time (AUC 0.81, 95% CI 0.70–0.90); "
+        "the base model's: AUC 0.93. Most telling: shorter than yours, gives the same reply to different "
+        "messages."
+    )
+    result.adapter.detection = _detection(0.52, (0.41, 0.63), INDISTINGUISHABLE)
+    assert verdict_sentence(result).startswith("A classifier does no better than chance")
+    result.adapter.detection = _detection(0.6, (0.42, 0.78), INCONCLUSIVE, contexts=40)
+    sentence = verdict_sentence(result)
+    assert sentence.startswith("Inconclusive") and "40 contexts are too few" in sentence
+    assert "--samples" in sentence
+    result.adapter.detection = _detection(0.9, (0.8, 1.0), TOO_FEW, contexts=8)
+    assert verdict_sentence(result).startswith("Only 8 contexts")
+    result.adapter.detection = None
+    assert verdict_sentence(result).startswith("Too few contexts")
 
 
 def test_eval_cli_errors_are_one_line(tmp_path: Path) -> None:

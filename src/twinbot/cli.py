@@ -546,8 +546,8 @@ def eval_(
         Path | None, typer.Option("--data", help="Prepared data (default: the run's training data).")
     ] = None,
     samples: Annotated[
-        int, typer.Option("--samples", help="Held-out contexts to generate replies for.")
-    ] = 32,
+        int, typer.Option("--samples", help="Held-out contexts to reply to (~128 for a detector verdict).")
+    ] = 128,
     seed: Annotated[int, typer.Option("--seed", help="Seed for picking contexts and sampling.")] = 0,
     max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", help="Tokens per generated reply.")] = 48,
     loss_samples: Annotated[

@@ -42,13 +42,15 @@ BOOTSTRAP = 200
 MIN_CONTEXTS = 3  # fewer: nothing to cross-validate
 # Below this many contexts the interval is too rough to base a verdict on.
 MIN_VERDICT_CONTEXTS = 30
+# Enough contexts for an AUC interval about ±0.12 wide: `twinbot eval`'s default.
+SUGGESTED_CONTEXTS = 128
 # "Indistinguishable" needs the interval to rule out more than weak detection: its top at most 0.5 + this.
 CHANCE_MARGIN = 0.15
 MIN_TELLING_WEIGHT = 0.25  # standardized coefficient below which a feature is not reported as telling
 TELLING_ALPHA = 0.05  # family-wise, over all the interpretable features
 TOP_TELLING = 3
 METHOD = (
-    f"logistic regression on character 2-4-grams, word 1-2-grams and {len(FEATURES)} interpretable features; "
+    f"Logistic regression on character 2-4-grams, word 1-2-grams and {len(FEATURES)} interpretable features; "
     f"{FOLDS}-fold cross-validation grouped by context, {REPEATS} repeats; 95% CI: estimate ± 1.96 SD over "
     f"{BOOTSTRAP} bootstrap resamples of the contexts, each cross-validated anew"
 )

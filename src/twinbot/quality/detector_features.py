@@ -7,7 +7,6 @@ other side's turn the reply answers. docs/eval.md lists the features.
 
 from __future__ import annotations
 
-import math
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -29,7 +28,8 @@ class ReplyFeature:
     """One interpretable feature: its name, how to read it in words, and how it is measured."""
 
     name: str
-    more: str  # the twin scores higher than the person: "longer replies than yours"
+    label: str  # what the number is, for the report: "characters per reply"
+    more: str  # the twin scores higher than the person: "longer than yours"
     less: str  # the twin scores lower
     never: str  # the twin scores 0 where the person does not: "uses no emoji" (empty: use `less`)
     measure: Callable[[str, str, int], float]  # (reply, context, copies of the reply in its set) -> value
@@ -67,13 +67,15 @@ def _punctuation_rate(reply: str) -> float:
 FEATURES: tuple[ReplyFeature, ...] = (
     ReplyFeature(
         "reply_length",
+        "characters per reply",
         "longer than yours",
         "shorter than yours",
         "",
-        lambda reply, context, copies: math.log1p(sum(len(m) for m in messages_of(reply))),
+        lambda reply, context, copies: float(sum(len(m) for m in messages_of(reply))),
     ),
     ReplyFeature(
         "messages_per_reply",
+        "messages per reply",
         "sends more messages in a row than you",
         "sends fewer messages in a row than you",
         "",
@@ -81,13 +83,15 @@ FEATURES: tuple[ReplyFeature, ...] = (
     ),
     ReplyFeature(
         "emoji",
+        "emoji per reply",
         "uses more emoji than you",
         "uses fewer emoji than you",
         "uses no emoji",
-        lambda reply, context, copies: math.log1p(sum(1 for ch in reply if is_emoji(ch))),
+        lambda reply, context, copies: float(sum(1 for ch in reply if is_emoji(ch))),
     ),
     ReplyFeature(
         "questions",
+        "share of messages with a question mark",
         "asks more questions than you",
         "asks fewer questions than you",
         "never asks questions",
@@ -95,6 +99,7 @@ FEATURES: tuple[ReplyFeature, ...] = (
     ),
     ReplyFeature(
         "exclamations",
+        "share of messages with an exclamation mark",
         "uses more exclamation marks than you",
         "uses fewer exclamation marks than you",
         "never uses exclamation marks",
@@ -102,6 +107,7 @@ FEATURES: tuple[ReplyFeature, ...] = (
     ),
     ReplyFeature(
         "full_stops",
+        "share of messages ending with a full stop",
         "ends messages with a full stop more often than you",
         "ends messages with a full stop less often than you",
         "never ends a message with a full stop",
@@ -111,6 +117,7 @@ FEATURES: tuple[ReplyFeature, ...] = (
     ),
     ReplyFeature(
         "punctuation",
+        "punctuation characters per character",
         "uses more punctuation than you",
         "uses less punctuation than you",
         "uses no punctuation",
@@ -118,6 +125,7 @@ FEATURES: tuple[ReplyFeature, ...] = (
     ),
     ReplyFeature(
         "lowercase",
+        "share of messages all in lowercase",
         "writes all-lowercase more often than you",
         "uses capital letters more often than you",
         "always uses capital letters",
@@ -125,6 +133,7 @@ FEATURES: tuple[ReplyFeature, ...] = (
     ),
     ReplyFeature(
         "repeated_words",
+        "share of a reply's words that repeat an earlier one",
         "repeats words within a reply",
         "repeats words less than you",
         "",
@@ -132,6 +141,7 @@ FEATURES: tuple[ReplyFeature, ...] = (
     ),
     ReplyFeature(
         "repeated_lines",
+        "lines repeating the line before (longest run - 1)",
         "sends the same line several times in a row",
         "repeats lines less than you",
         "",
@@ -139,6 +149,7 @@ FEATURES: tuple[ReplyFeature, ...] = (
     ),
     ReplyFeature(
         "reused_reply",
+        "share of replies also given to another context",
         "gives the same reply to different messages",
         "reuses replies less than you",
         "",
@@ -146,6 +157,7 @@ FEATURES: tuple[ReplyFeature, ...] = (
     ),
     ReplyFeature(
         "picks_up_context",
+        "share of content words taken from the message answered",
         "echoes the words of the message it answers",
         "picks up less of what was said to it",
         "never picks up a word of what was said to it",

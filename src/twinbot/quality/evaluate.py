@@ -4,7 +4,9 @@
    tokenized exactly as for training: `finetune.rows.tokenize_samples` + `finetune.steps.forward_loss`);
 2. replies of both models to the same held-out contexts, sampled with fixed seeds;
 3. style fingerprints of real vs generated replies and one style distance per model (`twinbot.quality.style`);
-4. memorisation: generated replies that copy training replies, scrubbed-PII placeholders, planted canaries.
+4. memorisation: generated replies that copy training replies, scrubbed-PII placeholders, planted canaries;
+5. the twin detector: how well a classifier tells each model's replies from the real ones
+   (`twinbot.quality.detector`).
 
 Writes RUN/eval/eval.json and RUN/eval/report.html (user-only: both hold message text). docs/eval.md.
 """
@@ -28,6 +30,7 @@ from twinbot.errors import TwinbotError
 from twinbot.fileio import atomic_file, make_user_only, write_json
 from twinbot.finetune.rows import IGNORE_INDEX, Row, collate, one_sample_rows, tokenize_samples
 from twinbot.finetune.steps import forward_loss, perplexity
+from twinbot.quality.detector import SUGGESTED_CONTEXTS, detect
 from twinbot.quality.report_html import eval_report
 from twinbot.quality.results import EvalResult, ModelEval, ReplyRow
 from twinbot.quality.style import (
@@ -47,7 +50,7 @@ from twinbot.runs import (
     read_summary,
 )
 
-DEFAULT_SAMPLES = 32
+DEFAULT_SAMPLES = SUGGESTED_CONTEXTS  # the detector's interval needs about this many for a verdict
 DEFAULT_MAX_NEW_TOKENS = 48
 DEFAULT_LOSS_SAMPLES = 256
 LOSS_BATCH = 8
@@ -171,9 +174,12 @@ def run_eval(options: EvalOptions, quiet: bool = False) -> EvalResult:
     training_replies = [s.messages[-1].content for s in train_samples]
     index = TrainingIndex(training_replies)
     canaries = set(options.canaries) | find_canaries(training_replies)
+    answered = [s.messages[-2].content for s in contexts]
 
     def model_eval(name: str, measured: _Measured) -> ModelEval:
         style = fingerprint(measured.replies)
+        if not quiet:
+            say(f"eval: detector, real vs {name} replies")
         return ModelEval(
             name=name,
             eval_loss=measured.loss,
@@ -181,6 +187,7 @@ def run_eval(options: EvalOptions, quiet: bool = False) -> EvalResult:
             style=style.to_json(),
             style_distance=style_distance(real_style, style),
             memorisation=memorisation(measured.replies, index, canaries),
+            detection=detect(answered, real_replies, measured.replies, seed=options.seed),
         )
 
     result = EvalResult(
