@@ -12,16 +12,28 @@ from twinbot.finetune.plan.recommendation import read_quality
 from twinbot.quality.compare import PLOT_FILE, TABLE_FILE, run_compare, share_of_gain
 
 
-def _model(loss: float, distance: float, memorised: float = 0.0) -> dict:
-    return {
+def _model(
+    loss: float, distance: float, memorised: float = 0.0, auc: tuple[float, float, float] | None = None
+) -> dict:
+    model: dict = {
         "eval_loss": loss,
         "style_distance": {"score": distance, "gaps": []},
         "memorisation": {"memorised_share": memorised, "placeholders": 0, "canaries_found": []},
     }
+    if auc is not None:  # (AUC, low, high) of the twin detector
+        model["detection"] = {"auc": auc[0], "auc_ci": [auc[1], auc[2]], "verdict": "distinguishable"}
+    return model
 
 
 def make_run(
-    root: Path, name: str, preset: str, data: Path, loss: float, distance: float, wall: float = 100.0
+    root: Path,
+    name: str,
+    preset: str,
+    data: Path,
+    loss: float,
+    distance: float,
+    wall: float = 100.0,
+    auc: tuple[float, float, float] | None = None,
 ) -> Path:
     run = root / name
     (run / "eval").mkdir(parents=True)
@@ -33,8 +45,8 @@ def make_run(
         "twinbot_eval": 1,
         "data_dir": str(data),
         "train_sha256": file_sha256(data / "train.jsonl"),
-        "base": _model(3.0, 0.5),
-        "adapter": _model(loss, distance, memorised=0.25 if preset == "fast" else 0.0),
+        "base": _model(3.0, 0.5, auc=None if auc is None else (0.97, 0.94, 0.99)),
+        "adapter": _model(loss, distance, memorised=0.25 if preset == "fast" else 0.0, auc=auc),
     }
     (run / "eval" / "eval.json").write_text(json.dumps(result), encoding="utf-8")
     return run
@@ -60,8 +72,10 @@ def test_compare_table_plot_and_plan_quality(
     tmp_path: Path, data: Path, capsys: pytest.CaptureFixture
 ) -> None:
     runs_root = tmp_path / "runs"
-    fast = make_run(runs_root, "fast", "fast", data, loss=2.5, distance=0.35, wall=50)
-    baseline = make_run(runs_root, "baseline", "baseline", data, loss=2.0, distance=0.3, wall=200)
+    fast = make_run(runs_root, "fast", "fast", data, loss=2.5, distance=0.35, wall=50, auc=(0.81, 0.7, 0.9))
+    baseline = make_run(
+        runs_root, "baseline", "baseline", data, loss=2.0, distance=0.3, wall=200
+    )  # no detector
     results = run_compare([fast, baseline])
 
     by_name = {r.name: r for r in results}
@@ -71,7 +85,12 @@ def test_compare_table_plot_and_plan_quality(
     assert by_name["fast"].style_quality == 75  # (0.5 - 0.35) / (0.5 - 0.3)
 
     table = (runs_root / TABLE_FILE).read_text(encoding="utf-8")
-    assert "| fast | fast | 2.500 (base 3.000) | 0.350 (base 0.500) | 25.0% |" in table
+    assert (
+        "| fast | fast | 2.500 (base 3.000) | 0.350 (base 0.500) | 0.81 (0.70-0.90; base 0.97) | 25.0% |"
+        in table
+    )
+    assert "| baseline | baseline | 2.000 (base 3.000) | 0.300 (base 0.500) | - | 0.0% |" in table
+    assert "detector AUC: how well a classifier" in table
     assert "50.0%" in table and "75.0%" in table and "eval loss (mean cross-entropy" in table
     assert (runs_root / PLOT_FILE).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "compare.json" in capsys.readouterr().out
@@ -82,6 +101,9 @@ def test_compare_table_plot_and_plan_quality(
         ("fast", 2.5, 0.35),
         ("baseline", 2.0, 0.3),
     }
+    by_preset = {r.preset: r for r in quality.results}
+    assert (by_preset["fast"].detection_auc, by_preset["fast"].detection_auc_low) == (0.81, 0.7)
+    assert by_preset["fast"].detection_auc_high == 0.9 and by_preset["baseline"].detection_auc is None
 
 
 def test_compare_without_baseline_uses_first_run(tmp_path: Path, data: Path) -> None:

@@ -559,6 +559,48 @@ def test_recommendation_uses_measured_quality(tmp_path: Path) -> None:
     assert not read_quality(data_dir).measured
 
 
+def test_recommendation_prefers_the_lowest_detector_auc_only_when_the_intervals_separate(
+    tmp_path: Path,
+) -> None:
+    data_dir = write_data(tmp_path / "data")
+    sha = hashlib.sha256((data_dir / "train.jsonl").read_bytes()).hexdigest()
+    fast = preset_plan("fast", 2 * 3600, "bf16", 1, packing=True, gradient_checkpointing=False)
+    presets = [*original_presets(), fast]
+
+    def measured(losses: dict[str, float] | None = None, **aucs: tuple[float, float, float]) -> Quality:
+        results = [
+            {
+                "preset": name,
+                "eval_loss": (losses or {}).get(name, 2.3),
+                "detection_auc": auc,
+                "detection_auc_low": low,
+                "detection_auc_high": high,
+            }
+            for name, (auc, low, high) in aucs.items()
+        ]
+        write_json(data_dir / COMPARE_FILE, {"twinbot_compare": 1, "train_sha256": sha, "results": results})
+        return read_quality(data_dir)
+
+    # the intervals overlap: not separable, so the faster preset
+    overlapping = recommend(presets, measured(baseline=(0.70, 0.62, 0.78), fast=(0.74, 0.66, 0.82)))
+    assert overlapping.preset == "fast"
+    assert "measured detector AUC 0.74 (95% CI 0.66-0.82), not separable from the lowest, baseline's" in (
+        overlapping.reason
+    )
+    # fast's interval lies above baseline's: fast is measurably easier to tell from the person
+    separated = recommend(presets, measured(baseline=(0.62, 0.55, 0.69), fast=(0.85, 0.79, 0.91)))
+    assert separated.preset == "baseline"
+    assert "fast is faster but easier to tell from you: AUC 0.85 (95% CI 0.79-0.91)" in separated.reason
+    # the detector decides even where the eval loss would not: fast's loss is worse, its AUC is not
+    loss_says_baseline = measured({"fast": 2.6}, baseline=(0.70, 0.6, 0.8), fast=(0.66, 0.56, 0.76))
+    assert recommend(presets, loss_says_baseline).preset == "fast"
+    # an unmeasured faster preset is not chosen, and the reason says so
+    unmeasured = recommend(presets, measured(baseline=(0.6, 0.5, 0.7), optimized=(0.65, 0.55, 0.75)))
+    assert unmeasured.preset == "optimized" and "fast is faster but its detector AUC is not measured" in (
+        unmeasured.reason
+    )
+
+
 # --- bad input -------------------------------------------------------------------------------------------
 
 

@@ -4,7 +4,9 @@
 Reads RUN/summary.json (wall time, tokens/s, preset) and RUN/eval/eval.json (`twinbot eval`). "Quality
 relative to baseline" is measured, not claimed: for eval loss and for style distance, the share of the
 reference run's improvement over the base model that a run achieves (100% = the same gain as the reference;
-the reference is the run trained with the `baseline` preset, else the first run). docs/eval.md.
+the reference is the run trained with the `baseline` preset, else the first run). The twin detector's AUC (with
+its 95% interval) is shown per run and passed on to `twinbot plan`, which prefers the preset hardest to tell
+from the person when the intervals separate. docs/eval.md.
 """
 
 from __future__ import annotations
@@ -42,10 +44,17 @@ class _Memorised(_Loose):
     canaries_found: list[str] = []
 
 
+class _Detection(_Loose):
+    auc: float
+    auc_ci: tuple[float, float]
+    verdict: str
+
+
 class _ModelView(_Loose):
     eval_loss: float | None = None
     style_distance: _Distance
     memorisation: _Memorised
+    detection: _Detection | None = None  # eval.json written before the detector: none
 
 
 class _EvalView(_Loose):
@@ -78,6 +87,10 @@ class RunComparison:
     canaries_found: list[str]
     wall_seconds: float | None
     tokens_per_second: float | None
+    detection_auc: float | None = None  # the twin detector on the adapter's replies; 0.5 = indistinguishable
+    detection_auc_ci: tuple[float, float] | None = None
+    detection_verdict: str | None = None
+    base_detection_auc: float | None = None
     reference: str = ""  # the run the relative numbers are measured against
     loss_quality: float | None = None  # % of the reference's eval-loss gain over the base model
     style_quality: float | None = None  # % of the reference's style-distance gain over the base model
@@ -112,7 +125,18 @@ def read_run(run_dir: Path) -> RunComparison:
         canaries_found=result.adapter.memorisation.canaries_found,
         wall_seconds=summary.wall_seconds,
         tokens_per_second=summary.tokens_per_second,
+        **_detection_fields(result),
     )
+
+
+def _detection_fields(result: _EvalView) -> dict[str, object]:
+    twin, base = result.adapter.detection, result.base.detection
+    return {
+        "detection_auc": None if twin is None else twin.auc,
+        "detection_auc_ci": None if twin is None else twin.auc_ci,
+        "detection_verdict": None if twin is None else twin.verdict,
+        "base_detection_auc": None if base is None else base.auc,
+    }
 
 
 def share_of_gain(base: float | None, reference: float | None, value: float | None) -> float | None:
@@ -166,7 +190,13 @@ def write_plan_quality(runs: Sequence[RunComparison]) -> list[Path]:
         sha = file_sha256(train)
         results = [
             QualityResult(
-                preset=r.preset, eval_loss=r.eval_loss, style_distance=r.style_distance, run_dir=r.run_dir
+                preset=r.preset,
+                eval_loss=r.eval_loss,
+                style_distance=r.style_distance,
+                detection_auc=r.detection_auc,
+                detection_auc_low=None if r.detection_auc_ci is None else r.detection_auc_ci[0],
+                detection_auc_high=None if r.detection_auc_ci is None else r.detection_auc_ci[1],
+                run_dir=r.run_dir,
             )
             for r in runs
             if r.train_sha256 == sha
@@ -182,12 +212,22 @@ def write_plan_quality(runs: Sequence[RunComparison]) -> list[Path]:
 MEASUREMENT_NOTE = (
     "quality vs ref: share of the reference run's gain over the base model that this run reaches "
     "(100% = the same gain), measured as eval loss (mean cross-entropy per supervised held-out token) and as "
-    "style distance (docs/eval.md); the reference is the `baseline`-preset run, else the first run."
+    "style distance (docs/eval.md); the reference is the `baseline`-preset run, else the first run. "
+    "detector AUC: how well a classifier tells the run's replies from the person's real replies to the same "
+    "held-out contexts (0.5 = it cannot, 1 = always), with its 95% interval; compare runs evaluated with "
+    "the same --samples and --seed."
 )
 
 
 def _num(value: float | None, fmt: str) -> str:
     return "-" if value is None else format(value, fmt)
+
+
+def _detection_cell(run: RunComparison) -> str:
+    if run.detection_auc is None or run.detection_auc_ci is None:
+        return "-"
+    low, high = run.detection_auc_ci
+    return f"{run.detection_auc:.2f} ({low:.2f}-{high:.2f}; base {_num(run.base_detection_auc, '.2f')})"
 
 
 def table_lines(runs: Sequence[RunComparison]) -> list[str]:
@@ -196,6 +236,7 @@ def table_lines(runs: Sequence[RunComparison]) -> list[str]:
         "preset",
         "eval loss",
         "style distance",
+        "detector AUC (95% CI)",
         "memorised",
         "canaries",
         "wall time s",
@@ -209,6 +250,7 @@ def table_lines(runs: Sequence[RunComparison]) -> list[str]:
             r.preset,
             f"{_num(r.eval_loss, '.3f')} (base {_num(r.base_eval_loss, '.3f')})",
             f"{r.style_distance:.3f} (base {r.base_style_distance:.3f})",
+            _detection_cell(r),
             f"{r.memorised_share:.1%}",
             str(len(r.canaries_found)),
             _num(r.wall_seconds, ".0f"),
@@ -232,20 +274,33 @@ def plot(runs: Sequence[RunComparison], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     names = [r.name for r in runs]
-    panels = [
-        ("eval loss (lower is better)", [r.eval_loss or 0.0 for r in runs], [r.base_eval_loss for r in runs]),
+    # title, bar heights, base model marks, error bars
+    panels: list[tuple[str, list[float], list[float | None] | None, list[list[float]] | None]] = [
+        (
+            "eval loss (lower is better)",
+            [r.eval_loss or 0.0 for r in runs],
+            [r.base_eval_loss for r in runs],
+            None,
+        ),
         (
             "style distance (lower is better)",
             [r.style_distance for r in runs],
             [r.base_style_distance for r in runs],
+            None,
         ),
-        ("memorised share of replies", [r.memorised_share for r in runs], None),
-        ("wall time (s)", [r.wall_seconds or 0.0 for r in runs], None),
-        ("tokens/s", [r.tokens_per_second or 0.0 for r in runs], None),
+        (
+            "detector AUC, 95% CI (0.5 = like you)",
+            [r.detection_auc or 0.0 for r in runs],
+            [r.base_detection_auc for r in runs],
+            _auc_errors(runs),
+        ),
+        ("memorised share of replies", [r.memorised_share for r in runs], None, None),
+        ("wall time (s)", [r.wall_seconds or 0.0 for r in runs], None, None),
+        ("tokens/s", [r.tokens_per_second or 0.0 for r in runs], None, None),
     ]
     figure, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.6))
-    for ax, (title, values, base) in zip(axes, panels, strict=True):
-        ax.bar(range(len(runs)), values, color="#1f77b4")
+    for ax, (title, values, base, errors) in zip(axes, panels, strict=True):
+        ax.bar(range(len(runs)), values, color="#1f77b4", yerr=errors)
         if base is not None:
             ax.scatter(
                 range(len(runs)),
@@ -264,3 +319,16 @@ def plot(runs: Sequence[RunComparison], path: Path) -> None:
         figure.savefig(fh, format="png", dpi=90)
     plt.close(figure)
     make_user_only(path)
+
+
+def _auc_errors(runs: Sequence[RunComparison]) -> list[list[float]]:
+    """matplotlib's asymmetric error bars (below, above) of each run's detector AUC interval."""
+    below, above = [], []
+    for run in runs:
+        if run.detection_auc is None or run.detection_auc_ci is None:
+            below.append(0.0)
+            above.append(0.0)
+        else:
+            below.append(run.detection_auc - run.detection_auc_ci[0])
+            above.append(run.detection_auc_ci[1] - run.detection_auc)
+    return [below, above]

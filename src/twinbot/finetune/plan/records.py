@@ -111,6 +111,11 @@ class QualityResult(BaseModel):
     style_distance: float | None = (
         None  # lower = closer to the persona's style (defined by `twinbot compare`)
     )
+    # the twin detector of `twinbot eval` on the adapter's replies: ROC AUC and its 95% interval; 0.5 = the
+    # replies cannot be told from the person's, lower = better
+    detection_auc: float | None = None
+    detection_auc_low: float | None = None
+    detection_auc_high: float | None = None
     run_dir: str | None = None
 
 
