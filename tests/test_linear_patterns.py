@@ -87,9 +87,11 @@ USES: dict[str, tuple[str, ...]] = {
     "twinbot.data.sources.whatsapp._NOTICE_VERB": ("search",),
     "twinbot.data.sources.whatsapp._CHAT_NAME": ("fullmatch",),
     "twinbot.data.sources.whatsapp._DUPLICATE_SUFFIX": ("sub",),
+    "twinbot.quality.blind._PROMPT_NAME": ("match",),
     "twinbot.quality.style._WORD": ("findall",),
     "twinbot.quality.style._PLACEHOLDER": ("search",),
     "twinbot.quality.style.CANARY": ("findall",),
+    "twinbot.finetune.autostart._NAME": ("fullmatch",),
     "twinbot.runs._NAME": ("fullmatch", "search"),
 }
 

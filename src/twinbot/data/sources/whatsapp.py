@@ -694,6 +694,8 @@ def _classify(text: str) -> tuple[MessageKind, Subkind | None, str]:
     phrase = WHATSAPP_BODY_MATCHER.find(first_line)
     if phrase is None or (newline and phrase.rule == "exact"):
         return "text", None, text
+    if phrase.subkind == "poll" and not (newline and first_line.startswith(phrase.text)):
+        return "text", None, text  # a poll is "POLL:" in capitals on its own line, its question below
     if phrase.kind == "system":
         return "system", phrase.subkind, text  # the notice is kept as it is: never training text anyway
     return phrase.kind, phrase.subkind, ""
