@@ -108,7 +108,11 @@ def evaluated_run(tiny_run: TrainedRun, tmp_path_factory: pytest.TempPathFactory
     return copy_run(tiny_run, tmp_path_factory.mktemp("eval-tiny") / "run")
 
 
-TINY_OPTIONS = dict(samples=3, max_new_tokens=4, loss_samples=6, canaries=("zz-canary",))
+# The detector's interval needs no 200 bootstrap resamples to show that eval wires it in (test_detector.py
+# checks the interval itself).
+TINY_OPTIONS = dict(
+    samples=3, max_new_tokens=4, loss_samples=6, canaries=("zz-canary",), detector_resamples=20
+)
 
 
 @pytest.fixture(scope="module")
@@ -236,7 +240,8 @@ def test_fast_training_moves_style_towards_the_persona(embedded_run: TrainedRun,
     held-out contexts: the adapter's style distance must be below the base model's."""
     started = time.monotonic()
     run = copy_run(embedded_run, tmp_path / "run")
-    result = run_eval(EvalOptions(run_dir=run, samples=16, max_new_tokens=24, loss_samples=16), quiet=True)
+    options = EvalOptions(run_dir=run, samples=16, max_new_tokens=24, loss_samples=16, detector_resamples=20)
+    result = run_eval(options, quiet=True)
     base, adapter = result.base.style_distance.score, result.adapter.style_distance.score
     print(f"style distance base {base:.3f} adapter {adapter:.3f}; eval {time.monotonic() - started:.0f} s")
     assert adapter < base

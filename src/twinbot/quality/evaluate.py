@@ -30,7 +30,7 @@ from twinbot.errors import TwinbotError
 from twinbot.fileio import atomic_file, make_user_only, write_json
 from twinbot.finetune.rows import IGNORE_INDEX, Row, collate, one_sample_rows, tokenize_samples
 from twinbot.finetune.steps import forward_loss, perplexity
-from twinbot.quality.detector import SUGGESTED_CONTEXTS, detect
+from twinbot.quality.detector import BOOTSTRAP, SUGGESTED_CONTEXTS, detect
 from twinbot.quality.report_html import eval_report
 from twinbot.quality.results import EvalResult, ModelEval, ReplyRow
 from twinbot.quality.style import (
@@ -69,6 +69,7 @@ class EvalOptions:
     loss_samples: int = DEFAULT_LOSS_SAMPLES  # held-out samples in the loss (0 = all)
     canaries: tuple[str, ...] = ()
     device: str = "auto"
+    detector_resamples: int = BOOTSTRAP  # bootstrap resamples behind the detector's confidence interval
 
 
 # --- run / data ---------------------------------------------------------------------------------------------
@@ -187,7 +188,13 @@ def run_eval(options: EvalOptions, quiet: bool = False) -> EvalResult:
             style=style.to_json(),
             style_distance=style_distance(real_style, style),
             memorisation=memorisation(measured.replies, index, canaries),
-            detection=detect(answered, real_replies, measured.replies, seed=options.seed),
+            detection=detect(
+                answered,
+                real_replies,
+                measured.replies,
+                seed=options.seed,
+                resamples=options.detector_resamples,
+            ),
         )
 
     result = EvalResult(
