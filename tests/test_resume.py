@@ -13,7 +13,7 @@ import pytest
 
 from support.runs import TrainedRun
 from support.training import assert_same_adapter, make_config, train_only_data
-from twinbot.cli import resume_value_given
+from twinbot.cli import option_value_given
 from twinbot.errors import TwinbotError
 from twinbot.finetune import recipe as train
 from twinbot.finetune.config import ENV_KEYS, TrainConfig, resolve_train_config
@@ -138,11 +138,24 @@ def test_resume_argument_and_where_it_comes_from() -> None:
 
 
 def test_resume_option_alone_means_yes() -> None:
-    assert resume_value_given(["--resume"]) == ["--resume", "yes"]
-    assert resume_value_given(["--resume", "--data", "d"]) == ["--resume", "yes", "--data", "d"]
-    assert resume_value_given(["--data", "d", "--resume", "auto"]) == ["--data", "d", "--resume", "auto"]
-    assert resume_value_given(["--resume=auto"]) == ["--resume=auto"]
-    assert resume_value_given(["--resume", "maybe"]) == ["--resume", "maybe"]  # refused by the setting
+    assert option_value_given(["--resume"], "--resume", "yes") == ["--resume", "yes"]
+    assert option_value_given(["--resume", "--data", "d"], "--resume", "yes") == [
+        "--resume",
+        "yes",
+        "--data",
+        "d",
+    ]
+    assert option_value_given(["--data", "d", "--resume", "auto"], "--resume", "yes") == [
+        "--data",
+        "d",
+        "--resume",
+        "auto",
+    ]
+    assert option_value_given(["--resume=auto"], "--resume", "yes") == ["--resume=auto"]
+    assert option_value_given(["--resume", "maybe"], "--resume", "yes") == [
+        "--resume",
+        "maybe",
+    ]  # refused by the setting
 
 
 def _cli(

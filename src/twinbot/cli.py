@@ -215,22 +215,29 @@ _DesktopNotifyOption = Annotated[
 ]
 
 
-class _TrainCommand(TyperCommand):
-    """`--resume` takes a value (yes, auto, no); alone, as before it took one, it means `--resume yes`."""
-
-    def parse_args(self, ctx: typer.Context, args: list[str]) -> list[str]:
-        return super().parse_args(ctx, resume_value_given(args))
-
-
-def resume_value_given(args: list[str]) -> list[str]:
-    """`args` with `yes` after each `--resume` that is last or followed by another option."""
+def option_value_given(args: list[str], option: str, default: str, values: tuple[str, ...] = ()) -> list[str]:
+    """`args` with `default` after each `option` that no value follows: typer has no options whose value is
+    optional. A value is the next word unless it is another option; with `values`, only one of those (the
+    command has arguments too, which may follow the option)."""
     given: list[str] = []
     for index, arg in enumerate(args):
         given.append(arg)
         following = args[index + 1] if index + 1 < len(args) else None
-        if arg == "--resume" and (following is None or following.startswith("-")):
-            given.append("yes")
+        missing = following is None or following.startswith("-") or bool(values and following not in values)
+        if arg == option and missing:
+            given.append(default)
     return given
+
+
+def _with_optional_value(option: str, default: str, values: tuple[str, ...] = ()) -> type[TyperCommand]:
+    class Command(TyperCommand):
+        def parse_args(self, ctx: typer.Context, args: list[str]) -> list[str]:
+            return super().parse_args(ctx, option_value_given(args, option, default, values))
+
+    return Command
+
+
+_TrainCommand = _with_optional_value("--resume", "yes")  # `--resume` alone, as before it took a value
 
 
 @app.command(cls=_TrainCommand, context_settings={"allow_extra_args": False})
@@ -522,21 +529,7 @@ def discord(
     run_discord(run, options, device=device)
 
 
-class _EvalCommand(typer.core.TyperCommand):
-    """`--blind` takes a mode (pair, single); alone it means `--blind pair`."""
-
-    def parse_args(self, ctx: typer.Context, args: list[str]) -> list[str]:
-        return super().parse_args(ctx, blind_mode_given(args))
-
-
-def blind_mode_given(args: list[str]) -> list[str]:
-    """`args` with `pair` after each `--blind` that no mode follows."""
-    given: list[str] = []
-    for index, arg in enumerate(args):
-        given.append(arg)
-        if arg == "--blind" and (index + 1 == len(args) or args[index + 1] not in ("pair", "single")):
-            given.append("pair")
-    return given
+_EvalCommand = _with_optional_value("--blind", "pair", ("pair", "single"))
 
 
 @app.command(name="eval", cls=_EvalCommand)
