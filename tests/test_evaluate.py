@@ -236,11 +236,11 @@ def test_eval_cli_errors_are_one_line(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_fast_training_moves_style_towards_the_persona(embedded_run: TrainedRun, tmp_path: Path) -> None:
-    """Bundled sample (persona Juno), embedded SmolLM2-135M, a short `fast` training, then eval on 16 seeded
+    """Bundled sample (persona Juno), embedded SmolLM2-135M, a short `fast` training, then eval on 12 seeded
     held-out contexts: the adapter's style distance must be below the base model's."""
     started = time.monotonic()
     run = copy_run(embedded_run, tmp_path / "run")
-    options = EvalOptions(run_dir=run, samples=16, max_new_tokens=24, loss_samples=16, detector_resamples=20)
+    options = EvalOptions(run_dir=run, samples=12, max_new_tokens=24, loss_samples=8, detector_resamples=20)
     result = run_eval(options, quiet=True)
     base, adapter = result.base.style_distance.score, result.adapter.style_distance.score
     print(f"style distance base {base:.3f} adapter {adapter:.3f}; eval {time.monotonic() - started:.0f} s")
