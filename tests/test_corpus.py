@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
+from test_sources_imessage import APPLE, SCHEMA, typedstream  # the chat.db schema and body encoding, shared
 from twinbot.cli import app
 from twinbot.data.records import Message
 from twinbot.data.sources import detect_format, parse_path
@@ -260,51 +261,14 @@ CASES = WHATSAPP + OTHERS
 
 # ---------------------------------------------------------------------------------------------- iMessage
 
-APPLE_EPOCH = datetime(2001, 1, 1, tzinfo=UTC)
-IMESSAGE_SCHEMA = """
-CREATE TABLE handle (ROWID INTEGER PRIMARY KEY AUTOINCREMENT UNIQUE, id TEXT NOT NULL, country TEXT,
-    service TEXT NOT NULL, uncanonicalized_id TEXT, person_centric_id TEXT);
-CREATE TABLE chat (ROWID INTEGER PRIMARY KEY AUTOINCREMENT, guid TEXT UNIQUE NOT NULL, style INTEGER,
-    state INTEGER, account_id TEXT, properties BLOB, chat_identifier TEXT, service_name TEXT,
-    room_name TEXT, display_name TEXT, group_id TEXT);
-CREATE TABLE message (ROWID INTEGER PRIMARY KEY AUTOINCREMENT, guid TEXT UNIQUE NOT NULL, text TEXT,
-    replace INTEGER DEFAULT 0, service_center TEXT, handle_id INTEGER DEFAULT 0, subject TEXT,
-    attributedBody BLOB, service TEXT, date INTEGER, date_read INTEGER, is_from_me INTEGER DEFAULT 0,
-    cache_has_attachments INTEGER DEFAULT 0, item_type INTEGER DEFAULT 0, group_title TEXT,
-    group_action_type INTEGER DEFAULT 0, associated_message_guid TEXT,
-    associated_message_type INTEGER DEFAULT 0, thread_originator_guid TEXT, date_retracted INTEGER DEFAULT 0,
-    date_edited INTEGER DEFAULT 0);
-CREATE TABLE chat_message_join (chat_id INTEGER REFERENCES chat (ROWID) ON DELETE CASCADE,
-    message_id INTEGER REFERENCES message (ROWID) ON DELETE CASCADE, message_date INTEGER DEFAULT 0,
-    PRIMARY KEY (chat_id, message_id));
-CREATE TABLE chat_handle_join (chat_id INTEGER, handle_id INTEGER, UNIQUE(chat_id, handle_id));
-CREATE TABLE attachment (ROWID INTEGER PRIMARY KEY AUTOINCREMENT, guid TEXT, filename TEXT, mime_type TEXT);
-CREATE TABLE message_attachment_join (message_id INTEGER, attachment_id INTEGER);
-"""
 AVA, DANA = 1, 2  # handle rowids; 0 with is_from_me = 1 is the owner
-
-
-def typedstream(text: str) -> bytes:
-    """An attributedBody as Messages writes it when `text` is NULL (a typedstream NSAttributedString)."""
-    data = text.encode("utf-8")
-    assert len(data) < 0x80
-    head = (
-        b"\x04\x0bstreamtyped\x81\xe8\x03\x84\x01@\x84\x84\x84\x12NSAttributedString\x00\x84\x84\x08NSObject"
-        b"\x00\x85\x92\x84\x84\x84\x08NSString\x01\x94\x84\x01+"
-    )
-    tail = (
-        b"\x86\x84\x02iI\x01\x05\x92\x84\x84\x84\x0cNSDictionary\x00\x94\x84\x01i\x01\x92\x84\x96\x96\x1d"
-        b"__kIMMessagePartAttributeName\x86\x92\x84\x84\x84\x08NSNumber\x00\x84\x84\x07NSValue\x00\x94\x84"
-        b"\x01*\x84\x99\x99\x00\x86\x86\x86"
-    )
-    return head + bytes([len(data)]) + data + tail
 
 
 def make_imessage_db(path: Path) -> Path:
     """A group chat "Brunch crew" in a Mac's chat.db: 21 rows, times 2024-09-01 08:00 to 14:10 UTC."""
 
     def at(hour: int, minute: int) -> int:  # nanoseconds since 2001-01-01 UTC (macOS 10.13+)
-        return int((datetime(2024, 9, 1, hour, minute, tzinfo=UTC) - APPLE_EPOCH).total_seconds()) * 10**9
+        return int((datetime(2024, 9, 1, hour, minute, tzinfo=UTC) - APPLE).total_seconds()) * 10**9
 
     rows: list[dict[str, Any]] = [
         dict(guid="B01", handle=AVA, date=at(8, 0), item_type=1, group_action_type=0),  # Ava added dana
@@ -333,7 +297,7 @@ def make_imessage_db(path: Path) -> Path:
         dict(guid="B21", handle=AVA, date=at(14, 10), text="aw dana left the chat 😢"),
     ]  # fmt: skip
     connection = sqlite3.connect(path)
-    connection.executescript(IMESSAGE_SCHEMA)
+    connection.executescript(SCHEMA)
     connection.executemany(
         "INSERT INTO handle (ROWID, id, service) VALUES (?, ?, 'iMessage')",
         [(AVA, "+15551230001"), (DANA, "dana@example.com")],
