@@ -32,7 +32,7 @@ def inside(urls: bytearray | None, start: int, end: int) -> bool:
 
 CUE_WINDOW = 48  # characters before a candidate searched for cue words
 CUE_WINDOW_AFTER = 32
-_WORD = re.compile(r"\w+")
+WORDS = re.compile(r"\w+")  # also the word splitter of scrub's redactions
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,7 +48,7 @@ class Cues:
     substrings: tuple[str, ...] = ()
 
     def in_text(self, text: str, start: int, end: int) -> bool:
-        for word in _WORD.findall(text[max(0, start) : end].lower()):
+        for word in WORDS.findall(text[max(0, start) : end].lower()):
             if word.isdigit():
                 continue
             if word in self.words or word.startswith(self.prefixes) or word.endswith(self.suffixes):

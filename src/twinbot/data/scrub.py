@@ -352,7 +352,6 @@ def _phone_cue_around(text: str, start: int, end: int) -> bool:
 
 # --- the user's own list: names, addresses, places ------------------------------------------------------------
 
-_WORD = re.compile(r"\w+")
 REDACT_FILE_MAX_BYTES = 1_000_000
 
 
@@ -368,7 +367,7 @@ class Redactions:
     def of(cls, entries: Iterable[str]) -> Redactions:
         phrases: dict[str, set[tuple[str, ...]]] = {}
         for entry in entries:
-            words = tuple(w.casefold() for w in _WORD.findall(entry))
+            words = tuple(w.casefold() for w in pii_context.WORDS.findall(entry))
             if words:
                 phrases.setdefault(words[0], set()).add(words)
         # the longest phrase first, so "Anna Maria Lopez" wins over "Anna"
@@ -398,7 +397,7 @@ class Redactions:
         return bool(self.by_first_word)
 
     def spans(self, text: str) -> Iterator[PiiSpan]:
-        words = [(m.group().casefold(), m.start(), m.end()) for m in _WORD.finditer(text)]
+        words = [(m.group().casefold(), m.start(), m.end()) for m in pii_context.WORDS.finditer(text)]
         for index, (word, start, _) in enumerate(words):
             for phrase in self.by_first_word.get(word, ()):
                 following = words[index : index + len(phrase)]
