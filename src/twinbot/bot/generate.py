@@ -13,9 +13,9 @@ from __future__ import annotations
 import functools
 import re
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
 
@@ -29,6 +29,15 @@ if TYPE_CHECKING:
 # Role names that, at the start of a line, mean the model began writing another turn.
 ROLE_NAMES = ("user", "User", "USER", "assistant", "Assistant", "system", "System", "Human", "human")
 _SPEAKER_LINE = re.compile(r"^([^\n:]{1,40}): \S")
+
+
+class PromptModel(Protocol):
+    """What prompts and reply text need of a model: a LoadedModel, or the tokenizer side of another backend."""
+
+    tokenizer: Any
+    context_window: int
+    stop_token_ids: frozenset[int]
+    system_prompt: str | None
 
 
 @dataclass(frozen=True)
@@ -63,7 +72,7 @@ def _encode_chat(tokenizer: Any, turns: Sequence[ChatTurn]) -> list[int]:
     return list(tokenizer(rendered, add_special_tokens=False)["input_ids"])
 
 
-def build_prompt_ids(lm: LoadedModel, messages: Sequence[ChatTurn], max_new_tokens: int) -> list[int]:
+def build_prompt_ids(lm: PromptModel, messages: Sequence[ChatTurn], max_new_tokens: int) -> list[int]:
     """The chat template with the generation prompt, trimmed to `context_window - max_new_tokens` tokens.
 
     The oldest non-system turns go first (a leading assistant turn goes too: templates expect the user
@@ -279,30 +288,56 @@ def _forward(
     return output.logits[:, -1, :].float(), cache
 
 
+# One reply's forward pass: the token ids the model has not seen yet (the prompt first, then each sampled
+# token) -> the logits at the last of them (1 x vocab, float32). Backends other than torch bring their own.
+Forward = Callable[[list[int]], torch.Tensor]
+
+
+def torch_forward(model: Any) -> Forward:
+    """The forward pass of a transformers model, keeping its KV cache between calls (one reply's)."""
+    device = _model_device(model)
+    cache: dict[str, Any] = {}
+
+    def forward(new_ids: list[int]) -> torch.Tensor:
+        nonlocal cache
+        scores, cache = _forward(model, torch.tensor([new_ids], dtype=torch.long, device=device), cache)
+        return scores
+
+    return forward
+
+
+def sampled_tokens(
+    forward: Forward,
+    prompt_ids: list[int],
+    settings: GenerationSettings,
+    stop_token_ids: frozenset[int],
+    stop: threading.Event | None,
+) -> Iterator[int]:
+    """Generated token ids, one at a time, until a stop token, max_new_tokens or `stop`."""
+    sampler = _RowSampler(settings)
+    seen = list(prompt_ids)
+    new_ids = seen
+    for _ in range(settings.max_new_tokens):
+        if stop is not None and stop.is_set():
+            return
+        with torch.inference_mode():
+            scores = forward(new_ids)
+            token = sampler.pick(torch.tensor([seen], dtype=torch.long, device=scores.device), scores)
+        if token in stop_token_ids:
+            return
+        yield token
+        seen.append(token)
+        new_ids = [token]
+
+
 def _token_stream(
     lm: LoadedModel, prompt_ids: list[int], settings: GenerationSettings, stop: threading.Event | None
 ) -> Iterator[int]:
-    """Generated token ids, one at a time, until a stop token, max_new_tokens or `stop`."""
-    model = lm.model
-    device = _model_device(model)
-    sampler = _RowSampler(settings)
-    all_ids = torch.tensor([prompt_ids], dtype=torch.long, device=device)
-    next_input = all_ids
-    cache: dict[str, Any] = {}
-    with torch.inference_mode():
-        for _ in range(settings.max_new_tokens):
-            if stop is not None and stop.is_set():
-                return
-            scores, cache = _forward(model, next_input, cache)
-            token = sampler.pick(all_ids, scores)
-            if token in lm.stop_token_ids:
-                return
-            yield token
-            next_input = torch.tensor([[token]], dtype=torch.long, device=device)
-            all_ids = torch.cat([all_ids, next_input], dim=1)
+    """Generated token ids of the torch model, one at a time, until a stop token, max_new_tokens or `stop`."""
+    return sampled_tokens(torch_forward(lm.model), prompt_ids, settings, lm.stop_token_ids, stop)
 
 
-def _reply_pieces(lm: LoadedModel, text: ReplyText, tokens: Iterable[int]) -> Iterator[str]:
+def _reply_pieces(lm: PromptModel, text: ReplyText, tokens: Iterable[int]) -> Iterator[str]:
     """The text pieces that `tokens` make: what stream_reply yields (see there)."""
     generated: list[int] = []
     shown = ""
@@ -326,20 +361,25 @@ def _reply_pieces(lm: LoadedModel, text: ReplyText, tokens: Iterable[int]) -> It
 
 
 def stream_reply(
-    lm: LoadedModel,
+    lm: PromptModel,
     messages: Sequence[ChatTurn],
     settings: GenerationSettings,
     stop: threading.Event | None = None,
+    forward: Forward | None = None,
 ) -> Iterator[str]:
     """Text pieces of the reply as they are generated; together they are exactly `generate_reply`'s text.
 
     Ends at an end-of-turn/special token, when the model starts another turn (a turn marker, a "user:" or
     another speaker's "Name:" line), at max_new_tokens, or when `stop` is set from another thread.
+    `forward` replaces the torch model's forward pass (the llama.cpp backend): prompt, sampling and reply
+    ends stay the same.
     """
     _check_settings(settings)
     prompt_ids = build_prompt_ids(lm, messages, settings.max_new_tokens)
     text = ReplyText([*speakers_in(messages), *settings.other_speakers])
-    yield from _reply_pieces(lm, text, _token_stream(lm, prompt_ids, settings, stop))
+    forward = forward or torch_forward(lm.model)  # type: ignore[attr-defined]
+    tokens = sampled_tokens(forward, prompt_ids, settings, lm.stop_token_ids, stop)
+    yield from _reply_pieces(lm, text, tokens)
 
 
 def generate_reply(lm: LoadedModel, messages: Sequence[ChatTurn], settings: GenerationSettings) -> str:
@@ -484,7 +524,7 @@ def _next_token(lm: LoadedModel, row: _BatchRow, scores: torch.Tensor) -> int:
 
 
 def with_system_prompt(
-    lm: LoadedModel, history: Sequence[ChatTurn], system: str | None = None
+    lm: PromptModel, history: Sequence[ChatTurn], system: str | None = None
 ) -> list[ChatTurn]:
     """`history` behind the system prompt: `system` when given, else the persona's, else none."""
     prompt = system if system is not None else lm.system_prompt
