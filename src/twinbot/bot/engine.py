@@ -43,6 +43,19 @@ class SamplingRequest:
     seed: int | None
 
 
+def request_settings(sampling: SamplingRequest) -> GenerationSettings:
+    """The request's sampling over the default settings (the repetition penalty is not an API option)."""
+    from twinbot.bot.generate import GenerationSettings
+
+    return replace(
+        GenerationSettings(),
+        temperature=sampling.temperature,
+        top_p=sampling.top_p,
+        max_new_tokens=sampling.max_new_tokens,
+        seed=sampling.seed,
+    )
+
+
 class ReplyEngine(Protocol):
     """What the server needs from a model. `ModelEngine` wraps a LoadedModel; tests pass fakes."""
 
@@ -77,16 +90,7 @@ class ModelEngine:
         return len(self.lm.tokenizer.encode(text, add_special_tokens=False)) if text else 0
 
     def settings(self, sampling: SamplingRequest) -> GenerationSettings:
-        """The request's sampling over the default settings (the repetition penalty is not an API option)."""
-        from twinbot.bot.generate import GenerationSettings
-
-        return replace(
-            GenerationSettings(),
-            temperature=sampling.temperature,
-            top_p=sampling.top_p,
-            max_new_tokens=sampling.max_new_tokens,
-            seed=sampling.seed,
-        )
+        return request_settings(sampling)
 
     def stream(
         self, messages: Sequence[ChatTurn], sampling: SamplingRequest, stop: threading.Event
