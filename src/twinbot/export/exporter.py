@@ -145,7 +145,10 @@ def _check_options(target: str, dtype: str, gguf_type: str | None) -> None:
 
 def _check_output(target: ExportTarget, out: Path, run: Path, overwrite: bool) -> None:
     out_resolved, run_resolved = out.resolve(), Path(run).expanduser().resolve()
-    if out_resolved == run_resolved or run_resolved in out_resolved.parents:
+    # A folder export there could replace the run; a .gguf file cannot (the llama.cpp backend keeps its
+    # export in RUN/export/).
+    inside = out_resolved == run_resolved or run_resolved in out_resolved.parents
+    if inside and target != "gguf":
         raise TwinbotError("the export must not go inside the run folder; pick another output path", out)
     if target == "gguf":
         if out.suffix.lower() != ".gguf":
