@@ -1,14 +1,15 @@
 """The CUDA paths, on a CUDA machine (skipped elsewhere): packed rows keep samples apart, fused LoRA matches
 peft under bf16 and fp16 autocast, fp32 training equals CPU training, bf16 training picks its micro-batch
 by probing memory, fp16 loss scaling checkpoints and resumes, an unavailable flash-attn falls back to sdpa,
-torch.compile trains what eager mode trains, generation matches transformers' generate, and the blockwise
-loss equals cross_entropy.
+torch.compile trains what eager mode trains, generation matches transformers' generate, the blockwise
+loss equals cross_entropy, and QLoRA (LOAD_IN_4BIT, with bitsandbytes installed) trains, resumes and exports.
 
 The development machine has no GPU: these ran on a lent H200 (BENCHMARKS.md, "GPU checks"), with
 `TWINBOT_TINY_MODEL` naming a prebuilt tiny model where the embedded one is not installed."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import shutil
@@ -232,3 +233,50 @@ def test_blockwise_loss_on_cuda_equals_cross_entropy(dtype: torch.dtype) -> None
     (grad,) = torch.autograd.grad(value, logits)
     torch.testing.assert_close(value, expected, rtol=1e-5, atol=1e-2)
     torch.testing.assert_close(grad, expected_grad, rtol=1e-2, atol=1e-6)
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("bitsandbytes") is None,
+    reason="QLoRA needs bitsandbytes: pip install 'twinbot[qlora]'",
+)
+def test_qlora_trains_a_4bit_base_resumes_exactly_and_exports_merged(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    """LOAD_IN_4BIT: the base's linear layers are bitsandbytes NF4 with double quantization, the LoRA weights
+    fp32; the run resumed from its step-2 checkpoint (the base quantized again) ends with the straight run's
+    adapter; export merges the adapter into the unquantized base and passes its logit check."""
+    from twinbot.export.exporter import export
+    from twinbot.finetune.lora import load_training_model
+    from twinbot.models.devices import pick_precision
+
+    config = make_config(
+        tiny_model_dir,
+        tmp_path / "straight",
+        train_only_data(tmp_path),
+        max_steps=4,
+        save_every=2,
+        device="cuda",
+        use_fp16=True,
+        load_in_4bit=True,
+    )
+    model, _ = load_training_model(config, CUDA, pick_precision(True, "cuda"))
+    quantized = [m for m in model.modules() if type(m).__name__ == "Linear4bit"]
+    assert quantized and all(m.weight.quant_state.quant_type == "nf4" for m in quantized)
+    assert all(m.weight.quant_state.nested for m in quantized)  # double quantization
+    assert {p.dtype for p in model.parameters() if p.requires_grad} == {torch.float32}
+    del model
+
+    straight = train_on_cuda(config)
+    assert straight.final_train_loss is not None and math.isfinite(straight.final_train_loss)
+    resumed_dir = tmp_path / "resumed"
+    shutil.copytree(tmp_path / "straight", resumed_dir)
+    shutil.rmtree(resumed_dir / "adapter")
+    for checkpoint in list_checkpoints(resumed_dir):
+        if read_state(checkpoint).step > 2:
+            shutil.rmtree(checkpoint)
+    resumed = train_on_cuda(config.model_copy(update={"output_dir": resumed_dir}), resume=True)
+    assert resumed.steps == 4
+    assert_same_adapter(tmp_path / "straight" / "adapter", resumed_dir / "adapter", rtol=1e-3, atol=1e-5)
+
+    export(tmp_path / "straight", "merged", tmp_path / "merged")  # raises if the logits disagree
+    assert "quantization_config" not in json.loads((tmp_path / "merged" / "config.json").read_text())

@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from twinbot.errors import TwinbotError
 
-PresetName = Literal["baseline", "optimized", "aggressive", "fast"]
+PresetName = Literal["baseline", "optimized", "aggressive", "fast", "qlora"]
 DEFAULT_PRESET: PresetName = "fast"
 
 
@@ -28,7 +28,7 @@ class TrainConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     preset: PresetName = Field(
-        DEFAULT_PRESET, description="Preset: baseline | optimized | aggressive | fast."
+        DEFAULT_PRESET, description="Preset: baseline | optimized | aggressive | fast | qlora."
     )
     base_model: str | None = Field(
         None, description="Base model: HF id, local folder or .gguf; empty = embedded SmolLM2-135M-Instruct."
@@ -67,6 +67,11 @@ class TrainConfig(BaseModel):
     )
     gradient_checkpointing: bool = Field(
         False, description="Recompute activations in the backward pass: less memory, ~30% more compute."
+    )
+    load_in_4bit: bool = Field(
+        False,
+        description="QLoRA: the frozen base model in 4-bit NF4 (bitsandbytes, double quantization, 16-bit "
+        "compute), LoRA weights in fp32; needs a CUDA GPU and `pip install 'twinbot[qlora]'`.",
     )
     packing: bool = Field(False, description="Pack samples into rows of ROW_TOKENS tokens, without padding.")
     row_tokens: int = Field(1024, ge=16, description="Tokens per packed row (PACKING=true).")
@@ -206,6 +211,19 @@ PRESETS: dict[str, dict[str, Any]] = {
         "learning_rate": 2.5e-4,
         "lora_dropout": 0.0,
         "torch_compile": "auto",
+        "epochs": 1,
+    },
+    # fast's settings with the base model in 4-bit on a GPU: the smallest memory (docs/training.md, "QLoRA")
+    "qlora": {
+        "packing": True,
+        "row_tokens": 512,
+        "batch_size": "auto",
+        "gradient_accumulation_steps": 1,
+        "use_fp16": True,
+        "gradient_checkpointing": True,
+        "learning_rate": 2.5e-4,
+        "lora_dropout": 0.0,
+        "load_in_4bit": True,
         "epochs": 1,
     },
 }

@@ -1,8 +1,8 @@
 """The model being trained and what updates it: the base model with LoRA adapters, AdamW, the LR schedule.
 
-`load_training_model` loads the frozen base model with the attention the run uses (`pick_attention`),
-wraps its linear layers in fresh LoRA adapters (`apply_lora`; with FUSED_LORA, one autograd node per
-layer: `twinbot.kernels.fused_lora`) and runs the last layer's MLP on supervised positions only
+`load_training_model` loads the frozen base model (in 4-bit with LOAD_IN_4BIT: `twinbot.models.quantization`)
+with the attention the run uses (`pick_attention`), wraps its linear layers in fresh LoRA adapters
+(`apply_lora`; with FUSED_LORA, one autograd node per layer: `twinbot.kernels.fused_lora`) and runs the last layer's MLP on supervised positions only
 (`twinbot.kernels.last_layer`). `maybe_compile` gives the model the loop calls (TORCH_COMPILE). On CUDA,
 `auto_batch_size` probes the largest micro-batch that fits. `make_optimizer` and `make_scheduler` build
 the update: AdamW over the LoRA weights only, with warm-up and decay over the run's steps.
@@ -67,11 +67,26 @@ def load_training_model(
     takes (`batch_layout`). Also sets up the process's memory allocator for training (`keep_freed_memory`)."""
     from twinbot.kernels.fused_lora import fuse_lora_layers
     from twinbot.models.loading import load_model
+    from twinbot.models.quantization import (
+        check_4bit_support,
+        four_bit_compute_dtype,
+        four_bit_config,
+        prepare_for_4bit_training,
+    )
 
     keep_freed_memory()
 
-    attention = pick_attention(config.attn_implementation, device.type, precision.base_dtype, config.packing)
-    model = load_model(config.base_model, precision.base_dtype, attention, device)
+    if config.load_in_4bit:
+        check_4bit_support(str(device))
+        dtype = four_bit_compute_dtype()
+        attention = pick_attention(config.attn_implementation, device.type, dtype, config.packing)
+        model = load_model(config.base_model, dtype, attention, device, quantization=four_bit_config(dtype))
+        model = prepare_for_4bit_training(model)
+    else:
+        attention = pick_attention(
+            config.attn_implementation, device.type, precision.base_dtype, config.packing
+        )
+        model = load_model(config.base_model, precision.base_dtype, attention, device)
     model.config.use_cache = False  # with a cache, transformers would not keep packed samples apart
     if config.gradient_checkpointing:
         # `activation_checkpointing_enable` is the name from transformers 5.23 on
@@ -85,7 +100,8 @@ def load_training_model(
     # Compiled models keep peft's forward: torch 2.11's compiler traced the fused layers into a graph that
     # trained a different adapter (on CPU and CUDA; torch 2.13 traces them right), and compiling fuses
     # peft's elementwise ops by itself (BENCHMARKS.md, "GPU checks").
-    if config.fused_lora and not compile_wanted(config, device.type):
+    # bitsandbytes' 4-bit layers subclass torch.nn.Linear but hold packed weights: they keep peft's forward
+    if config.fused_lora and not compile_wanted(config, device.type) and not config.load_in_4bit:
         fuse_lora_layers(peft_model)
     last_layer.trim_last_layer(peft_model)
     return peft_model, batch_layout(peft_model.config._attn_implementation)

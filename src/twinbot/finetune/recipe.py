@@ -88,7 +88,8 @@ from twinbot.finetune.runtime import (
 )
 from twinbot.finetune.status import RunStatus, StatusFile
 from twinbot.finetune.steps import evaluate, forward_loss, perplexity
-from twinbot.models.devices import Precision
+from twinbot.models.devices import Precision, pick_device
+from twinbot.models.quantization import check_4bit_support
 from twinbot.runs import (
     ADAPTER_DIR,
     LOSS_PLOT,
@@ -215,6 +216,8 @@ def main(
     with watched_run(config, overnight, joined=status) as record:
         # bad paths fail at once, before the process count (it resolves the model: an import, maybe a download)
         check_paths(config, resume, overwrite)
+        if config.load_in_4bit:
+            check_4bit_support(pick_device(config.device))
         if resume and config.processes == "auto":
             config = workers.as_the_run_started(config)
         processes = workers.process_plan(config)

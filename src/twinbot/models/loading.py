@@ -120,9 +120,12 @@ def load_model(
     dtype: torch.dtype = torch.float32,
     attn_implementation: str = "sdpa",
     device: str | torch.device = "cpu",
+    quantization: Any = None,
 ) -> PreTrainedModel:
     """The causal LM of `spec` in `dtype` on `device` (flash_attention_2 falls back to sdpa if unusable;
-    `packed_sdpa` is twinbot's attention for packed training rows, see attention.py)."""
+    `packed_sdpa` is twinbot's attention for packed training rows, see attention.py). `quantization`: a
+    transformers quantization config (QLoRA's, `twinbot.models.quantization`): the weights are quantized as
+    they load onto `device`."""
     from transformers import AutoModelForCausalLM
 
     target = torch.device(device)
@@ -130,8 +133,13 @@ def load_model(
     if attention == PACKED_SDPA:
         register_packed_sdpa()
     resolved = resolve_model(spec)
+    placement: dict[str, Any] = {}
+    if quantization is not None:  # quantized weights cannot be moved afterwards: they load in place
+        placement = {"quantization_config": quantization, "device_map": {"": str(target)}}
     try:
-        model = _from_pretrained(AutoModelForCausalLM, resolved, dtype=dtype, attn_implementation=attention)
+        model = _from_pretrained(
+            AutoModelForCausalLM, resolved, dtype=dtype, attn_implementation=attention, **placement
+        )
     except Exception as exc:
         raise _load_error(spec, exc) from exc
-    return model.to(target)
+    return model if quantization is not None else model.to(target)
