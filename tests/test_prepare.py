@@ -380,7 +380,7 @@ class FakeTokenizer:
     def decode(self, ids: Sequence[int]) -> str:
         return "x" * len(ids)
 
-    def apply_chat_template(self, messages: list[dict[str, str]], tokenize: bool = False) -> str:
+    def apply_chat_template(self, messages: list[dict[str, str]], tokenize: bool = False, **_: Any) -> str:
         return "".join(f"<{m['role']}>{m['content']}</s>" for m in messages)
 
 

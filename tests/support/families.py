@@ -9,6 +9,7 @@ an HF folder, with the family's chat template and end-of-turn tokens where a fix
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -72,21 +73,25 @@ FAMILIES: dict[str, Family] = {
 
 
 def family_tokenizer(name: str) -> Any:
-    """The embedded tokenizer with the family's chat template and its turn tokens added as special tokens
-    (when tests/fixtures/chat_templates has them)."""
+    """The embedded tokenizer with the family's chat template and special tokens (when
+    tests/fixtures/chat_templates has them). `<family>.tokens` lists one token a line: `role=token` lines
+    (bos_token, eos_token, pad_token, unk_token; an empty token means none) give the family's own, the other
+    lines its turn tokens; all are added as special tokens where the vocabulary lacks them."""
     tokenizer = embedded_tokenizer()
     template = TEMPLATES_DIR / f"{name}.jinja"
     tokens_file = TEMPLATES_DIR / f"{name}.tokens"
     if not template.exists():
         return tokenizer
-    import copy
-
     tokenizer = copy.deepcopy(tokenizer)
-    if tokens_file.exists():
-        extra = [line for line in tokens_file.read_text(encoding="utf-8").splitlines() if line.strip()]
-        new = [token for token in extra if token not in tokenizer.get_vocab()]
-        if new:
-            tokenizer.add_special_tokens({"additional_special_tokens": new})
+    lines = tokens_file.read_text(encoding="utf-8").splitlines() if tokens_file.exists() else []
+    roles = dict(line.split("=", 1) for line in lines if "=" in line)
+    turn_tokens = [line for line in lines if line.strip() and "=" not in line]
+    vocabulary = tokenizer.get_vocab()
+    new = [token for token in [*roles.values(), *turn_tokens] if token and token not in vocabulary]
+    if new:
+        tokenizer.add_special_tokens({"additional_special_tokens": list(dict.fromkeys(new))})
+    for role, token in roles.items():
+        setattr(tokenizer, role, token or None)
     tokenizer.chat_template = template.read_text(encoding="utf-8")
     return tokenizer
 

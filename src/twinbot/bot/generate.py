@@ -58,17 +58,10 @@ class GenerationSettings:
 
 
 def _encode_chat(tokenizer: Any, turns: Sequence[ChatTurn]) -> list[int]:
-    from jinja2 import TemplateError
-
     from twinbot.finetune.rows import template_messages
+    from twinbot.models.tokenizers import render_chat
 
-    try:
-        messages = template_messages(turns, tokenizer)
-        rendered = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-    except TemplateError as exc:
-        raise TwinbotError(
-            f"the model's chat template rejects this conversation ({exc.message or type(exc).__name__})"
-        ) from exc
+    rendered = render_chat(tokenizer, template_messages(turns, tokenizer), add_generation_prompt=True)
     return list(tokenizer(rendered, add_special_tokens=False)["input_ids"])
 
 

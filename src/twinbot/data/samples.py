@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from twinbot.data.records import ChatTurn, Conversation, Sample
+from twinbot.models.tokenizers import render_chat
 
 DEFAULT_SYSTEM_PROMPT = "You are {persona}, chatting with friends. Reply the way {persona} does."
 
@@ -164,7 +165,7 @@ class HFTokenCounter:
             messages = [{"role": t.role, "content": t.content} for t in sample.messages]
             if self._has_template:
                 try:
-                    texts.append(str(self.tokenizer.apply_chat_template(messages, tokenize=False)))
+                    texts.append(render_chat(self.tokenizer, messages))
                     continue
                 except Exception:  # a template that rejects these roles: fall back to plain text
                     self._has_template = False

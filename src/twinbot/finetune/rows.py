@@ -1,7 +1,9 @@
 """Samples -> token rows: chat-template tokenization with a supervision mask, packing, and batching.
 
 Supervision: the loss covers only the FINAL assistant turn of each sample (its content tokens plus the
-end-of-turn token, so the bot learns to stop; not the `<|im_start|>assistant\\n` header). Earlier assistant
+template's end-of-turn token, so the bot learns to stop; not the `<|im_start|>assistant\\n` header, nor
+what the template writes after the end-of-turn token). The prompt is the context as chat renders it
+(`twinbot.models.tokenizers.render_chat`), so training sees exactly what the bot sees. Earlier assistant
 turns in the context are not supervised: `prepare` makes every persona turn the final turn of its own
 sample, so supervising context turns too would train on the same reply several times.
 
@@ -17,12 +19,12 @@ import functools
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import torch
 
 from twinbot.data.records import ChatTurn, Sample
-from twinbot.errors import TwinbotError
+from twinbot.models.tokenizers import REPLY_MARKER, render_chat, reply_text
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -88,66 +90,35 @@ class Batch:
 # --- tokenization ---------------------------------------------------------------------------------------
 
 
-def _render(tokenizer: PreTrainedTokenizerBase, messages: list[dict[str, str]], **kwargs: Any) -> Any:
-    from jinja2 import TemplateError
-
-    try:
-        return tokenizer.apply_chat_template(messages, **kwargs)
-    except TemplateError as exc:
-        raise TwinbotError(
-            f"the model's chat template rejects a conversation ({exc.message or type(exc).__name__}); "
-            "use a chat model whose template accepts system/user/assistant turns"
-        ) from exc
-
-
-def _uses_generation_tags(tokenizer: PreTrainedTokenizerBase) -> bool:
-    template = tokenizer.chat_template
-    return isinstance(template, str) and "{% generation %}" in template.replace("{%-", "{%")
-
-
 def _encode(tokenizer: PreTrainedTokenizerBase, text: str) -> list[int]:
     return list(tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
-_SENTINEL = "\u2063twinbot-final-turn\u2063"
-
-
 def _final_turn_ids(
-    tokenizer: PreTrainedTokenizerBase, messages: list[dict[str, str]]
+    tokenizer: PreTrainedTokenizerBase, messages: list[dict[str, str]], reply: list[int]
 ) -> tuple[list[int], int, int]:
-    """(token ids ending with the final turn's end-of-turn token, supervised span start, span end)."""
-    if _uses_generation_tags(tokenizer):
-        rendered = _render(
-            tokenizer, messages, tokenize=True, return_dict=True, return_assistant_tokens_mask=True
-        )
-        ids, mask = list(rendered["input_ids"]), list(rendered["assistant_masks"])
-        end = max((i + 1 for i, m in enumerate(mask) if m), default=0)
-        start = end
-        while start > 0 and mask[start - 1]:
-            start -= 1
-        return ids[:end], start, end
-
-    # The prompt is what the bot sees at chat time: the context rendered with the generation prompt. A
-    # sample without context (style-only) has no such rendering; take the text before the final turn's
-    # content instead. Prompt and completion are tokenized separately, as at generation time.
-    full_text = _render(tokenizer, messages, tokenize=False)
+    """(prompt + reply token ids, supervised span start, span end). The prompt is what the bot sees at chat
+    time: the context rendered with the generation prompt. A sample without context (style-only) has no
+    such rendering; the template's text before the reply stands in for it."""
     if messages[:-1]:
-        prompt_text = _render(tokenizer, messages[:-1], tokenize=False, add_generation_prompt=True)
+        prompt_text = render_chat(tokenizer, messages[:-1], add_generation_prompt=True)
     else:
-        probe = _render(tokenizer, [{**messages[-1], "content": _SENTINEL}], tokenize=False)
-        prompt_text = probe.split(_SENTINEL, 1)[0]
-    if not full_text.startswith(prompt_text):
-        raise TwinbotError(
-            "the model's chat template renders a conversation differently from its generation prompt; "
-            "use a chat model with a standard chat template"
-        )
+        probe = render_chat(tokenizer, [{**messages[-1], "content": REPLY_MARKER}])
+        prompt_text = probe.split(REPLY_MARKER, 1)[0]
     prompt = _encode(tokenizer, prompt_text)
-    completion = _encode(tokenizer, full_text[len(prompt_text) :])
-    eos_id = tokenizer.eos_token_id
-    if eos_id is not None and eos_id in completion:
-        # through the final end-of-turn token; the template's text after it (a newline) is not needed
-        completion = completion[: len(completion) - completion[::-1].index(eos_id)]
-    return prompt + completion, len(prompt), len(prompt) + len(completion)
+    return prompt + reply, len(prompt), len(prompt) + len(reply)
+
+
+def reply_ids(tokenizer: PreTrainedTokenizerBase, content: str) -> list[int]:
+    """The tokens the model should generate for a reply: the template's reply text (`reply_text`) through
+    its end-of-turn token (the tokenizer's eos, see `finish_tokenizer`); what the template writes after
+    that token (a newline, Phi-3's trailing eos) is not generated and not supervised. Tokenized apart from
+    the prompt, as at generation time."""
+    ids = _encode(tokenizer, reply_text(tokenizer, content))
+    end_of_turn = tokenizer.eos_token_id
+    if end_of_turn in ids:
+        ids = ids[: ids.index(end_of_turn) + 1]
+    return ids
 
 
 def _targets(input_ids: list[int], start: int, end: int) -> list[int]:
@@ -195,8 +166,12 @@ def tokenize_sample(
     context = list(messages[len(head) : -1])
     final = messages[-1]
 
+    reply = reply_ids(tokenizer, plain_text(final.content, tokenizer))
+
     def attempt(dropped: int) -> tuple[list[int], int, int]:
-        return _final_turn_ids(tokenizer, template_messages([*head, *context[dropped:], final], tokenizer))
+        return _final_turn_ids(
+            tokenizer, template_messages([*head, *context[dropped:], final], tokenizer), reply
+        )
 
     ids, start, end = attempt(0)
     if len(ids) > max_tokens and context:
