@@ -210,6 +210,117 @@ def test_calibration_with_a_tiny_budget_measures_speed(tiny_model_dir: Path, tmp
     assert result.precision == "fp32" and result.micro_batch == 1
 
 
+class FakeClock:
+    """time.perf_counter for calibration, advanced by the fake micro-batches and evaluations below."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def perf_counter(self) -> float:
+        return self.now
+
+
+def calibrate_on_a_fake_clock(
+    tiny_model_dir: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    budget: float,
+    train_seconds: list[float],
+    eval_seconds: list[float],
+) -> Calibration:
+    """A real calibration whose micro-batches and evaluations take the given seconds on a fake clock (the
+    last value repeats), each of a micro-batch 100 tokens."""
+    from twinbot.models.loading import load_tokenizer
+
+    clock = FakeClock()
+    steps = {"train": iter(train_seconds), "eval": iter(eval_seconds)}
+    last: dict[str, float] = {}
+
+    def take(kind: str) -> None:
+        last[kind] = next(steps[kind], last.get(kind, 0.0))
+        clock.now += last[kind]
+
+    def micro_batch(*args: Any) -> int:
+        take("train")
+        return 100
+
+    def evaluation(model: Any, rows: list[Any], *args: Any) -> float:
+        take("eval")
+        return 1.0
+
+    monkeypatch.setattr("twinbot.finetune.plan.calibration.time", clock)
+    monkeypatch.setattr("twinbot.finetune.plan.calibration.run_micro_batch", micro_batch)
+    monkeypatch.setattr("twinbot.finetune.plan.calibration.evaluate", evaluation)
+    data_dir = write_data(tmp_path / "data", train=12, eval_=8)
+    config = config_for(tiny_model_dir, data_dir, "baseline", eval_max_samples=8)
+    tokenizer = load_tokenizer(str(tiny_model_dir))
+    data = TokenizedData(data_dir, tokenizer)
+    rows = rows_for(config, data.train(max_tokens_for(config))[0])
+    eval_rows = rows_for(config, data.eval(max_tokens_for(config), 8)[0])
+    return calibrate(config, rows, eval_rows, tokenizer.pad_token_id, budget_seconds=budget)
+
+
+def test_calibration_times_neither_compiling_nor_a_cold_first_evaluation(
+    tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A 30 s budget of which compiling takes 40 s and the first evaluation is 100x slower: the steady speeds
+    are still what is measured, on at least the minimum of timed batches (issue 18: one cold eval batch once
+    made a 526 s run a 1,499 s estimate)."""
+    result = calibrate_on_a_fake_clock(
+        tiny_model_dir, tmp_path, monkeypatch, 30.0, train_seconds=[40.0, 0.5], eval_seconds=[5.0, 0.05]
+    )
+    assert result.status == "ok", result.detail
+    assert result.warmup_micro_batches >= 2 and result.train_micro_batches >= 8
+    assert result.seconds_per_token == pytest.approx(0.5 / 100)
+    assert result.eval_batches >= 3 and result.eval_seconds == pytest.approx(0.05 * result.eval_batches)
+    assert result.train_relative_error == pytest.approx(0.0) and result.shortfall is None
+    estimate = extrapolate(fixed_workload(), result, 0.0)
+    assert estimate.relative_error is not None and estimate.relative_error < 0.01
+
+
+def test_calibration_that_measured_too_little_says_so(
+    tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Micro-batches of 20 s in a 30 s budget: it times beyond its share, up to 3x it (4 of the 8 wanted),
+    then the plan calls the estimate uncertain and says what to do."""
+    result = calibrate_on_a_fake_clock(
+        tiny_model_dir,
+        tmp_path,
+        monkeypatch,
+        30.0,
+        train_seconds=[20.0],
+        eval_seconds=[1.0],
+    )
+    assert result.status == "ok", result.detail
+    assert result.train_micro_batches == 4 and result.eval_batches >= 3
+    assert result.shortfall == "timed only 4 training micro-batch(es) of 8 within 3x the budget"
+    plan = PresetPlan(
+        preset="fast",
+        status="ok",
+        settings=PresetSettings(
+            precision="fp32",
+            use_fp16=False,
+            gradient_checkpointing=False,
+            packing=True,
+            row_tokens=128,
+            batch_size=1,
+            gradient_accumulation_steps=1,
+            epochs=1,
+            max_steps=None,
+        ),
+        workload=fixed_workload(),
+        calibration=result,
+        estimate=extrapolate(fixed_workload(), result, 0.0),
+        start=datetime(2026, 11, 27, 18, 0),
+    )
+    from twinbot.finetune.plan.render import _uncertainty
+
+    assert "UNCERTAIN: timed only 4 training micro-batch(es)" in _uncertainty(plan)
+    assert "--calibrate-seconds" in _uncertainty(plan)
+    steady = plan.model_copy(update={"calibration": result.model_copy(update={"shortfall": None})})
+    assert _uncertainty(steady).startswith("; total +-")
+
+
 def test_calibration_order_spreads_over_lengths() -> None:
     rng = random.Random(1)
     sizes = [rng.randint(10, 1000) for _ in range(500)]

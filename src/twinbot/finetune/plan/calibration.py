@@ -1,14 +1,18 @@
 """Calibration: a short real training run of one preset on this machine, with the user's own rows.
 
 After a warm-up that starts with the largest micro-batch (so the peak memory is the run's), it times
-training micro-batches in an order spread over their lengths, then evaluation and one checkpoint save.
+training micro-batches in an order spread over their lengths, then evaluation after an untimed first
+evaluation, then one checkpoint save. Each part is timed on a minimum of micro-batches (beyond the budget
+if need be, within limits); their spread gives the estimate's uncertainty.
 """
 
 from __future__ import annotations
 
 import contextlib
 import gc
+import itertools
 import math
+import statistics
 import tempfile
 import time
 from collections.abc import Sequence
@@ -31,9 +35,15 @@ from twinbot.finetune.steps import evaluate, forward_loss
 if TYPE_CHECKING:
     from accelerate import Accelerator
 
-# Shares of the calibration budget: warm-up ends at the first, training measurement at the second, eval
-# measurement at the third; the checkpoint save comes last.
-WARMUP_SHARE, TRAIN_SHARE, EVAL_SHARE = 0.1, 0.8, 0.95
+# Shares of the calibration budget: the warm-up, timed training, timed evaluation; the checkpoint save comes
+# last. Each part is timed from its own start, so compiling at the first micro-batch does not eat the time
+# of the measurement (a 30 s budget once timed one cold eval batch and predicted 2.8x the real run).
+WARMUP_SHARE, TRAIN_SHARE, EVAL_SHARE = 0.1, 0.7, 0.15
+# Untimed warm-up micro-batches: the first compiles (TORCH_COMPILE) and allocates, the second may recompile
+# for a new length. Then each part times at least its minimum, past its share if need be, but never past
+# MAX_OVERRUN times it; what could not be timed shows as the estimate's uncertainty.
+WARMUP_MICRO_BATCHES, MIN_TRAIN_MICRO_BATCHES, MIN_EVAL_BATCHES = 2, 8, 3
+MAX_OVERRUN = 3.0
 
 
 def calibrate(
@@ -119,6 +129,7 @@ def calibrate(
     result.peak_memory_kind = peak.kind
     if result.status == "ok" and result.train_tokens == 0:
         result.status, result.detail = "failed", "no micro-batch could be timed"
+    result.shortfall = shortfall(result, bool(eval_rows)) if result.status == "ok" else None
     return result
 
 
@@ -155,10 +166,14 @@ def _measure(
     device = accelerator.device
     budget = result.budget_seconds
 
-    def past(share: float) -> bool:
-        """Whether the budget's share is spent (or Ctrl-C came) in any process: all stop at the same point."""
-        spent = time.perf_counter() - started >= share * budget or (stop is not None and stop.is_set())
-        return any_process(spent, accelerator)
+    def done(count: int, least: int, since: float, share: float) -> bool:
+        """Whether a part that began at `since` has timed enough: at least `least` micro-batches and its share
+        of the budget, or at least one in MAX_OVERRUN times its share, or Ctrl-C came. Decided in every
+        process alike (a collective): all stop at the same point."""
+        spent = time.perf_counter() - since
+        enough = count >= least and spent >= share * budget
+        over = count >= 1 and (spent >= MAX_OVERRUN * share * budget or (stop is not None and stop.is_set()))
+        return any_process(enough or over, accelerator)
 
     trainable = [p for p in model.parameters() if p.requires_grad]
     max_norm = config.max_grad_norm if config.max_grad_norm > 0 else math.inf
@@ -176,6 +191,8 @@ def _measure(
 
     started = time.perf_counter()
     position = pending = 0
+    train_rates: list[float] = []  # seconds per token of each timed micro-batch
+    eval_rates: list[float] = []
 
     def next_batch() -> list[Row]:
         """Each process its own micro-batches, as in training: a step waits for the slowest process."""
@@ -191,23 +208,28 @@ def _measure(
         if result.warmup_micro_batches == 1:
             optimizer_step()
         synchronize(device)
-        if past(WARMUP_SHARE):
+        warm = result.warmup_micro_batches >= WARMUP_MICRO_BATCHES
+        if warm and done(result.warmup_micro_batches, WARMUP_MICRO_BATCHES, started, WARMUP_SHARE):
             break
     optimizer.zero_grad(set_to_none=True)
     result.warmup_seconds = time.perf_counter() - started
 
     timed_start = time.perf_counter()
     while True:
-        result.train_tokens += run_micro_batch(model, next_batch(), pad_id, accelerator, layout)
-        result.train_micro_batches += 1
+        batch_start = time.perf_counter()
+        tokens = run_micro_batch(model, next_batch(), pad_id, accelerator, layout)
         pending += 1
         if pending == config.gradient_accumulation_steps:
             optimizer_step()
             pending = 0
         synchronize(device)
-        if past(TRAIN_SHARE):
+        train_rates.append((time.perf_counter() - batch_start) / tokens)
+        result.train_tokens += tokens
+        result.train_micro_batches += 1
+        if done(result.train_micro_batches, MIN_TRAIN_MICRO_BATCHES, timed_start, TRAIN_SHARE):
             break
     result.train_seconds = time.perf_counter() - timed_start
+    result.train_relative_error = relative_standard_error(train_rates)
     optimizer.zero_grad(set_to_none=True)
 
     if not eval_rows:
@@ -215,18 +237,42 @@ def _measure(
     eval_model = accelerator.unwrap_model(model, keep_torch_compile=False)
     chunks = [eval_rows[i : i + micro_batch] for i in range(0, len(eval_rows), micro_batch)]
     eval_batches = [chunks[i] for i in spread_order([sum(len(r.input_ids) for r in c) for c in chunks])]
-    # an untimed warm-up unless the training part already used up its share (slow micro-batches)
-    if len(eval_batches) > 1 and not past((TRAIN_SHARE + EVAL_SHARE) / 2):
-        evaluate(eval_model, eval_batches[0], micro_batch, pad_id, accelerator, layout)
-        eval_batches = eval_batches[1:]
-    for batch in eval_batches:
-        eval_start = time.perf_counter()
+    # the first evaluation is slower (new shapes, no grad mode, caches): an untimed warm-up, always
+    evaluate(eval_model, eval_batches[0], micro_batch, pad_id, accelerator, layout)
+    eval_start = time.perf_counter()
+    for index in itertools.count(1):
+        batch = eval_batches[index % len(eval_batches)]  # few eval batches: timed again, warm
+        batch_start = time.perf_counter()
         evaluate(eval_model, batch, micro_batch, pad_id, accelerator, layout)
         synchronize(device)
-        result.eval_seconds += time.perf_counter() - eval_start
-        result.eval_tokens += sum(len(row.input_ids) for row in batch)
-        if past(EVAL_SHARE):
+        tokens = sum(len(row.input_ids) for row in batch)
+        eval_rates.append((time.perf_counter() - batch_start) / tokens)
+        result.eval_seconds += time.perf_counter() - batch_start
+        result.eval_tokens += tokens
+        if done(index, MIN_EVAL_BATCHES, eval_start, EVAL_SHARE):
             break
+    result.eval_batches = len(eval_rates)
+    result.eval_relative_error = relative_standard_error(eval_rates)
+
+
+def relative_standard_error(values: Sequence[float]) -> float | None:
+    """The standard error of the mean of `values` over the mean; None under two values."""
+    if len(values) < 2:
+        return None
+    mean = statistics.fmean(values)
+    return statistics.stdev(values) / math.sqrt(len(values)) / mean if mean > 0 else None
+
+
+def shortfall(result: Calibration, measured_eval: bool) -> str | None:
+    """What a calibration could not time in MAX_OVERRUN times its shares of the budget, in words."""
+    short = []
+    if result.train_micro_batches < MIN_TRAIN_MICRO_BATCHES:
+        short.append(f"{result.train_micro_batches} training micro-batch(es) of {MIN_TRAIN_MICRO_BATCHES}")
+    if measured_eval and result.eval_batches < MIN_EVAL_BATCHES:
+        short.append(f"{result.eval_batches} evaluation batch(es) of {MIN_EVAL_BATCHES}")
+    if not short:
+        return None
+    return f"timed only {' and '.join(short)} within {MAX_OVERRUN:g}x the budget"
 
 
 def spread_order(sizes: Sequence[int]) -> list[int]:

@@ -44,7 +44,7 @@ def extrapolate(
     else:
         eval_per_token = EVAL_COST_SHARE * per_token
     save = calibration.checkpoint_seconds or 0.0
-    return Estimate(
+    estimate = Estimate(
         method="calibrated",
         setup_seconds=setup_seconds + calibration.load_seconds + calibration.warmup_penalty_seconds,
         train_seconds=workload.tokens * per_token,
@@ -52,6 +52,19 @@ def extrapolate(
         checkpoint_seconds=(workload.checkpoints + 1) * save,
         logging_seconds=bookkeeping.run_seconds(workload, log_every) if bookkeeping else 0.0,
     )
+    return estimate.model_copy(update={"relative_error": calibrated_error(estimate, calibration)})
+
+
+def calibrated_error(estimate: Estimate, calibration: Calibration) -> float | None:
+    """Two standard errors of the training and evaluation parts (whose errors add up: the same machine is
+    slower or faster at both), relative to the total; None when a part was timed on fewer than two batches.
+    An evaluation that was not timed (no eval rows measured) is assumed at EVAL_COST_SHARE: no error known."""
+    train = calibration.train_relative_error
+    evaluation = calibration.eval_relative_error if calibration.eval_tokens else None
+    if train is None or (evaluation is None and estimate.eval_seconds > 0):
+        return None
+    error = estimate.train_seconds * train + estimate.eval_seconds * (evaluation or 0.0)
+    return 2 * error / max(estimate.total_seconds, 1e-9)
 
 
 def analytic_estimate(

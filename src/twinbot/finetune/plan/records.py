@@ -49,8 +49,12 @@ class Calibration(BaseModel):
     train_micro_batches: int = 0
     train_tokens: int = 0  # real tokens in the timed micro-batches
     train_seconds: float = 0.0
+    train_relative_error: float | None = None  # standard error of the mean seconds per token, over the mean
+    eval_batches: int = 0  # timed, after an untimed first evaluation
     eval_tokens: int = 0
     eval_seconds: float = 0.0
+    eval_relative_error: float | None = None
+    shortfall: str | None = None  # what could not be timed in time, in words (then the estimate is uncertain)
     checkpoint_seconds: float | None = None
     peak_memory_bytes: int | None = None
     peak_memory_kind: Literal["gpu", "rss"] = "rss"  # GPU memory allocated, or the process's resident memory
@@ -75,6 +79,9 @@ class Estimate(BaseModel):
     checkpoint_seconds: float
     logging_seconds: float = 0.0  # metrics.csv / TensorBoard rows and loss plots
     extrapolated_to: str | None = None  # a --target-gpu name: scaled by published peak ratios
+    # calibrated: about 95% of runs within total x (1 +- this), from the spread of the timed micro-batches;
+    # None when too few were timed to say
+    relative_error: float | None = None
 
     @computed_field  # type: ignore[prop-decorator]
     @property

@@ -3,7 +3,7 @@ recommendation."""
 
 from __future__ import annotations
 
-from twinbot.finetune.plan.records import SECONDS_PER_HOUR, Plan
+from twinbot.finetune.plan.records import SECONDS_PER_HOUR, Plan, PresetPlan
 from twinbot.finetune.plan.schedule import format_clock, format_duration, schedule_line
 
 
@@ -66,6 +66,7 @@ def _part_lines(plan: Plan) -> list[str]:
             f"({work.evaluations} x {work.eval_tokens_per_evaluation:,} tokens), checkpoints "
             f"{format_duration(shown.checkpoint_seconds)} ({work.checkpoints} + final adapter), logging "
             f"{format_duration(shown.logging_seconds)}, setup {format_duration(shown.setup_seconds)}"
+            f"{_uncertainty(preset)}"
         )
     if plan.target_gpu is not None:
         too_big = [
@@ -79,6 +80,17 @@ def _part_lines(plan: Plan) -> list[str]:
                 f"{plan.target_gpu.memory_gib:g} GiB"
             )
     return lines
+
+
+def _uncertainty(preset: PresetPlan) -> str:
+    """How sure a calibrated estimate is: its +-, or why it cannot say (measured too little)."""
+    calibration, shown = preset.calibration, preset.shown
+    if calibration is None or shown is None or shown.method != "calibrated":
+        return ""
+    if calibration.shortfall or shown.relative_error is None:
+        why = calibration.shortfall or "too few batches timed to tell"
+        return f"; UNCERTAIN: {why}, could be off several-fold: plan again with a larger --calibrate-seconds"
+    return f"; total +-{shown.relative_error:.0%} (2 standard errors of the timed batches)"
 
 
 def table_rows(plan: Plan) -> list[list[str]]:
