@@ -17,7 +17,8 @@ import torch
 from support.runs import TrainedRun
 from twinbot.errors import TwinbotError
 from twinbot.export import exporter as ex
-from twinbot.export import gguf_writer, modelfile, verify
+from twinbot.export import gguf as gguf_export
+from twinbot.export import modelfile, verify
 from twinbot.fileio import OUTPUT_MARKER
 from twinbot.runs import PERSONA_FILE
 
@@ -42,7 +43,7 @@ def make_run(base_dir: Path, root: Path) -> Path:
         ]
     }
     (data / "train.jsonl").write_text(json.dumps(sample) + "\n", encoding="utf-8")
-    model = apply_lora(load_model(str(base_dir)), r=4, alpha=8, dropout=0.0)
+    model = apply_lora(load_model(str(base_dir), attn_implementation="eager"), r=4, alpha=8, dropout=0.0)
     generator = torch.Generator().manual_seed(0)
     with torch.no_grad():
         for name, param in model.named_parameters():
@@ -130,7 +131,7 @@ def test_merged_dtype_is_stored_and_checked(lora_run: Path, capsys: pytest.Captu
     assert result.precision == "bf16" and 0 < result.verification.max_abs_delta <= verify.MAX_DELTA["bf16"]
     err = capsys.readouterr().err
     assert (
-        f"verify: {len(verify.CHECK_CONVERSATIONS)} prompts" in err
+        f"verify: checked in transformers: {len(verify.CHECK_CONVERSATIONS)} prompts" in err
         and "max |delta logit|" in err
         and "top-1 agreement" in err
     )
@@ -174,7 +175,7 @@ def test_gguf_has_llama_metadata_tokenizer_and_permuted_attention(
     hf_q = merged.merge_and_unload().model.layers[0].self_attn.q_proj.weight.detach()
     stored_q = torch.from_numpy(tensors["blk.0.attn_q.weight"].data.copy()).reshape(hf_q.shape)
     assert not torch.allclose(stored_q, hf_q)
-    torch.testing.assert_close(stored_q, gguf_writer.llama_permute(hf_q, 4, 4), rtol=0, atol=0)
+    torch.testing.assert_close(stored_q, gguf_export.llama_permute(hf_q, 4, 4), rtol=0, atol=0)
 
 
 def test_gguf_loads_with_transformers_gguf_file(
@@ -322,10 +323,10 @@ def test_unsupported_architecture_is_named(tmp_path: Path) -> None:
             ex.export(run, target, out)  # type: ignore[arg-type]
         assert not out.exists()
 
-    scaled = LlamaConfig(rope_parameters={"rope_type": "linear", "factor": 2.0, "rope_theta": 10000.0})
-    with pytest.raises(TwinbotError, match="rope scaling 'linear'"):
-        gguf_writer.check_gguf_support(scaled)
-    gguf_writer.check_gguf_support(LlamaConfig())
+    scaled = LlamaConfig(rope_parameters={"rope_type": "yarn", "factor": 2.0, "rope_theta": 10000.0})
+    with pytest.raises(TwinbotError, match="rope scaling 'yarn'"):
+        gguf_export.check_gguf_support(scaled)
+    gguf_export.check_gguf_support(LlamaConfig())
 
 
 def test_cli_export_errors_are_one_line(

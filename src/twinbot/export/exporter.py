@@ -2,9 +2,10 @@
 
 Every target starts the same way: the base model plus the RUN's LoRA adapter (fp32, CPU) gives reference
 logits on a few fixed chat prompts (`verify`), then the adapter is merged into the base weights. The merged
-model is written (safetensors, or GGUF straight from Python: `gguf_writer`, plus a Modelfile for Ollama:
-`modelfile`), reloaded with plain transformers, and its logits are compared with the reference. The export is
-published (renamed into place) only when the comparison passes; a failed check leaves no output behind.
+model is written (safetensors, or GGUF straight from Python: `gguf`, plus a Modelfile for Ollama:
+`modelfile`), run again (a merged folder reloaded with plain transformers, a GGUF file in llama.cpp), and its
+logits are compared with the reference. The export is published (renamed into place) only when the
+comparison passes; a failed check leaves no output behind.
 """
 
 from __future__ import annotations
@@ -19,15 +20,15 @@ import torch
 
 from twinbot.console import say
 from twinbot.errors import TwinbotError, one_line
-from twinbot.export.gguf_writer import GGUF_TYPES, GgufType, check_gguf_support, write_gguf
+from twinbot.export.gguf import GGUF_TYPES, GgufType, check_gguf_support, write_gguf
 from twinbot.export.modelfile import OLLAMA_MODEL_FILE, OLLAMA_MODELFILE, modelfile_text
 from twinbot.export.verify import (
     Reference,
     Verification,
-    load_gguf_logits,
     load_merged_logits,
     reference_logits,
     verify_export,
+    verify_gguf,
 )
 from twinbot.fileio import atomic_dir, atomic_path, check_output_dir, make_user_only, write_json
 from twinbot.runs import PERSONA_FILE, adapter_persona, find_adapter
@@ -43,7 +44,7 @@ TARGETS: tuple[ExportTarget, ...] = ("merged", "gguf", "ollama")
 MERGED_DTYPES: dict[str, torch.dtype] = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 DEFAULT_GGUF_TYPE: GgufType = "f16"
 # The persona travels with the export where `twinbot chat/serve` look for it: a merged folder's PERSONA_FILE,
-# and the GGUF metadata string GGUF_SYSTEM_PROMPT_KEY (written by `gguf_writer`).
+# and the GGUF metadata string GGUF_SYSTEM_PROMPT_KEY (written by `gguf.writer`).
 
 
 @dataclass(frozen=True)
@@ -269,8 +270,7 @@ def _export_gguf(merged: _Merged, out: Path, precision: GgufType, overwrite: boo
     with atomic_path(out, suffix=".gguf") as tmp_file:
         say(f"writing GGUF ({precision}) ...")
         write_gguf(merged.model, merged.tokenizer, tmp_file, precision, out.stem, merged.info.system_prompt)
-        exported = load_gguf_logits(tmp_file, merged.reference.prompts)
-        verification = verify_export(merged.reference, exported, precision, out)
+        verification = verify_gguf(tmp_file, merged.reference, merged.model.config, precision, out)
     say(f"GGUF written to {out}")
     return ExportResult("gguf", out, precision, verification)
 
@@ -285,7 +285,6 @@ def _export_ollama(merged: _Merged, out: Path, precision: GgufType, overwrite: b
         (tmp / OLLAMA_MODELFILE).write_text(
             modelfile_text(merged.tokenizer.chat_template, system_prompt), encoding="utf-8"
         )
-        exported = load_gguf_logits(model_file, merged.reference.prompts)
-        verification = verify_export(merged.reference, exported, precision, out)
+        verification = verify_gguf(model_file, merged.reference, merged.model.config, precision, out)
     say(f"Ollama model written to {out}; run: ollama create NAME -f {out / OLLAMA_MODELFILE}")
     return ExportResult("ollama", out, precision, verification)

@@ -1,10 +1,12 @@
 """Checking an export before it is published: the adapter model's next-token logits on a few fixed chat
-prompts are the reference; the written export, reloaded with plain transformers, must reproduce them within
-what the precision it was stored in allows."""
+prompts are the reference; the written export must reproduce them within what the precision it was stored in
+allows. A merged folder is reloaded with plain transformers; a GGUF file is run by llama.cpp itself (the
+`llama-cpp-python` package), which must also tokenize the prompts' text to the same ids; without
+llama-cpp-python, the GGUF is read back with transformers instead."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -12,9 +14,12 @@ import torch
 
 from twinbot.console import say
 from twinbot.errors import TwinbotError
+from twinbot.models.tokenizers import render_chat
 
 if TYPE_CHECKING:
-    from transformers import PreTrainedTokenizerBase
+    from transformers import PretrainedConfig, PreTrainedTokenizerBase
+
+LLAMA_CPP_F32 = 0  # ggml_type GGML_TYPE_F32
 
 # Verification thresholds. Logits are compared at every position of the check prompts, with the exported
 # weights computed in fp32 on CPU, so the differences measure only the precision the weights were stored in.
@@ -48,6 +53,8 @@ class Reference:
 
     prompts: list[list[int]]
     logits: list[torch.Tensor]  # [positions, vocab] per prompt, fp32
+    # texts and their ids from the RUN's tokenizer: the rendered chats and llama.cpp's pre-tokenizer check
+    token_checks: list[tuple[str, list[int]]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -61,12 +68,14 @@ class Verification:
     exact_top1_agreement: float  # share of positions with exactly the same argmax token
     max_allowed_delta: float | None
     min_top1: float | None
+    verifier: str = "transformers"  # what ran the export: "transformers", "llama.cpp (llama-cpp-python X)"
+    tokenization_mismatches: int = 0  # check texts the export's own tokenizer splits differently
 
     @property
     def passed(self) -> bool:
         delta_ok = self.max_allowed_delta is None or self.max_abs_delta <= self.max_allowed_delta
         top1_ok = self.min_top1 is None or self.top1_agreement >= self.min_top1
-        return delta_ok and top1_ok
+        return delta_ok and top1_ok and self.tokenization_mismatches == 0
 
     def describe(self) -> str:
         limits = []
@@ -75,8 +84,14 @@ class Verification:
         if self.min_top1 is not None:
             limits.append(f"top-1 >= {self.min_top1:.0%}")
         verdict = "ok" if self.passed else "FAILED"
+        tokenization = (
+            f", {self.tokenization_mismatches} texts tokenized differently"
+            if self.tokenization_mismatches
+            else ""
+        )
         return (
-            f"verify: {self.prompts} prompts, {self.positions} positions: max |delta logit| "
+            f"verify: checked in {self.verifier}{tokenization}: "
+            f"{self.prompts} prompts, {self.positions} positions: max |delta logit| "
             f"{self.max_abs_delta:.3g}, top-1 agreement {self.top1_agreement:.2%} "
             f"({self.exact_top1_agreement:.2%} exact) "
             f"(need {' and '.join(limits)}): {verdict}"
@@ -86,23 +101,29 @@ class Verification:
 # --- the reference ------------------------------------------------------------------------------------------
 
 
-def check_prompts(tokenizer: PreTrainedTokenizerBase, system_prompt: str | None) -> list[list[int]]:
-    """Token ids of the fixed check chats (alternating user/assistant turns, ending with the reply prompt)."""
-    prompts = []
+def check_texts(tokenizer: PreTrainedTokenizerBase, system_prompt: str | None) -> list[str]:
+    """The fixed check chats rendered with the chat template, ending with the reply prompt."""
+    texts = []
     for turns in CHECK_CONVERSATIONS:
         messages = [{"role": "system", "content": system_prompt or DEFAULT_CHECK_SYSTEM_PROMPT}]
         messages += [
             {"role": "user" if i % 2 == 0 else "assistant", "content": text} for i, text in enumerate(turns)
         ]
-        text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-        prompts.append(list(tokenizer(text, add_special_tokens=False)["input_ids"]))
-    return prompts
+        texts.append(render_chat(tokenizer, messages, add_generation_prompt=True))
+    return texts
 
 
 def reference_logits(model: Any, tokenizer: PreTrainedTokenizerBase, system_prompt: str | None) -> Reference:
     """The adapter model's logits on the check chats, rendered with the persona's system prompt."""
-    prompts = check_prompts(tokenizer, system_prompt)
-    return Reference(prompts, prompt_logits(model, prompts))
+    from twinbot.export.gguf.tokenizer import PRE_TOKENIZER_CHECK_TEXT
+
+    texts = check_texts(tokenizer, system_prompt)
+    prompts = [list(tokenizer(text, add_special_tokens=False)["input_ids"]) for text in texts]
+    token_checks = [
+        (text, list(tokenizer(text, add_special_tokens=False)["input_ids"]))
+        for text in [*texts, PRE_TOKENIZER_CHECK_TEXT]
+    ]
+    return Reference(prompts, prompt_logits(model, prompts), token_checks)
 
 
 @torch.no_grad()
@@ -119,12 +140,60 @@ def load_merged_logits(folder: Path, prompts: list[list[int]]) -> list[torch.Ten
     return _reloaded_logits(prompts, folder)
 
 
-def load_gguf_logits(path: Path, prompts: list[list[int]]) -> list[torch.Tensor]:
-    """Reload a GGUF file with transformers (dequantized to fp32) and run the check prompts."""
-    from twinbot.models.gguf_import import gguf_decoded_once
+def gguf_verifier() -> str:
+    """What checks a GGUF export here: llama.cpp when llama-cpp-python is installed, else transformers."""
+    try:
+        import llama_cpp
+    except ImportError:
+        return "transformers"
+    return f"llama.cpp (llama-cpp-python {llama_cpp.__version__})"
 
-    with gguf_decoded_once():
-        return _reloaded_logits(prompts, path.parent, gguf_file=path.name)
+
+def load_gguf_logits(
+    path: Path, reference: Reference, config: PretrainedConfig
+) -> tuple[list[torch.Tensor], int]:
+    """Run the check prompts in the GGUF file: (logits per prompt, prompts whose text it tokenizes
+    differently). In llama.cpp when installed, else read back with transformers (dequantized to fp32, with
+    the merged model's config: transformers does not read every setting llama.cpp does from the file)."""
+    if gguf_verifier() == "transformers":
+        from twinbot.models.gguf_import import gguf_decoded_once
+
+        with gguf_decoded_once():
+            return _reloaded_logits(reference.prompts, path.parent, gguf_file=path.name, config=config), 0
+    return llama_cpp_logits(path, reference)
+
+
+def llama_cpp_logits(path: Path, reference: Reference) -> tuple[list[torch.Tensor], int]:
+    """The GGUF file run by llama.cpp on CPU: the logits at every position of each check prompt (the same
+    token ids as the reference), and how many check texts llama.cpp's own tokenizer splits differently."""
+    import llama_cpp
+
+    longest = max(len(ids) for ids in reference.prompts)
+    model = llama_cpp.Llama(
+        model_path=str(path),
+        n_ctx=longest,
+        n_batch=longest,
+        n_ubatch=longest,
+        logits_all=True,
+        n_threads=torch.get_num_threads(),
+        n_gpu_layers=0,
+        type_k=LLAMA_CPP_F32,  # the cache in f32: only the stored weights' precision differs
+        type_v=LLAMA_CPP_F32,
+        verbose=False,
+    )
+    try:
+        mismatches = sum(
+            model.tokenize(text.encode("utf-8"), add_bos=False, special=True) != ids
+            for text, ids in reference.token_checks
+        )
+        logits = []
+        for ids in reference.prompts:
+            model.reset()
+            model.eval(ids)
+            logits.append(torch.from_numpy(model.scores[: len(ids)].copy()).float())
+        return logits, mismatches
+    finally:
+        model.close()
 
 
 def _reloaded_logits(prompts: list[list[int]], folder: Path, **source: Any) -> list[torch.Tensor]:
@@ -140,7 +209,13 @@ def _reloaded_logits(prompts: list[list[int]], folder: Path, **source: Any) -> l
 # --- the comparison -----------------------------------------------------------------------------------------
 
 
-def compare_logits(reference: Reference, exported: list[torch.Tensor], precision: str) -> Verification:
+def compare_logits(
+    reference: Reference,
+    exported: list[torch.Tensor],
+    precision: str,
+    verifier: str = "transformers",
+    tokenization_mismatches: int = 0,
+) -> Verification:
     """Max |delta logit| and top-1 agreement over the distinct prompt prefixes (a prefix shared by several
     prompts, like the system prompt, counts once)."""
     max_delta, agree, exact, positions = 0.0, 0, 0, 0
@@ -167,15 +242,30 @@ def compare_logits(reference: Reference, exported: list[torch.Tensor], precision
         exact_top1_agreement=exact / positions if positions else 0.0,
         max_allowed_delta=MAX_DELTA.get(precision),
         min_top1=MIN_TOP1.get(precision),
+        verifier=verifier,
+        tokenization_mismatches=tokenization_mismatches,
     )
 
 
+def verify_gguf(
+    path: Path, reference: Reference, config: PretrainedConfig, precision: str, out: Path
+) -> Verification:
+    """Run the GGUF file at `path` (llama.cpp, or transformers without it) and check it like `verify_export`."""
+    exported, mismatches = load_gguf_logits(path, reference, config)
+    return verify_export(reference, exported, precision, out, gguf_verifier(), mismatches)
+
+
 def verify_export(
-    reference: Reference, exported: list[torch.Tensor], precision: str, out: Path
+    reference: Reference,
+    exported: list[torch.Tensor],
+    precision: str,
+    out: Path,
+    verifier: str = "transformers",
+    tokenization_mismatches: int = 0,
 ) -> Verification:
     """Compare the export's logits with the adapter's and say how close; raise (the output is then not
     published) when they are too far apart."""
-    verification = compare_logits(reference, exported, precision)
+    verification = compare_logits(reference, exported, precision, verifier, tokenization_mismatches)
     say(verification.describe())
     if not verification.passed:
         raise TwinbotError(

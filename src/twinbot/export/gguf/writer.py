@@ -1,0 +1,192 @@
+"""A merged model as one GGUF file, written straight from Python with the `gguf` package: the family's
+model metadata, the tokenizer and chat template (`tokenizer`), the persona's system prompt
+(GGUF_SYSTEM_PROMPT_KEY, read back by `twinbot chat/serve`), and the tensors under llama.cpp's names in f32,
+f16 or q8_0, transformed as llama.cpp's converter does (`families`)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+import numpy as np
+import torch
+
+from twinbot.errors import TwinbotError
+from twinbot.export.gguf.families import (
+    CONVERT_HINT,
+    GgufFamily,
+    check_gguf_support,
+    head_dim,
+    rope_parameters,
+    rope_theta,
+    rotary_dims,
+    sliding_window_layers,
+)
+from twinbot.export.gguf.tokenizer import add_tokenizer
+from twinbot.runs import GGUF_SYSTEM_PROMPT_KEY
+
+if TYPE_CHECKING:
+    import gguf
+    from transformers import PretrainedConfig, PreTrainedModel, PreTrainedTokenizerBase
+
+GgufType = Literal["f32", "f16", "q8_0"]
+GGUF_TYPES: tuple[GgufType, ...] = ("f32", "f16", "q8_0")
+_FILE_TYPES = {"f32": 0, "f16": 1, "q8_0": 7}  # gguf.LlamaFileType ALL_F32 / MOSTLY_F16 / MOSTLY_Q8_0
+
+
+def write_gguf(
+    merged: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    path: Path,
+    gguf_type: GgufType,
+    name: str = "twinbot",
+    system_prompt: str | None = None,
+) -> None:
+    """Write `merged` (a transformers model of a supported family) as a GGUF file at `path` (not atomic by
+    itself)."""
+    import gguf
+
+    family = check_gguf_support(merged.config)
+    arch = getattr(gguf.MODEL_ARCH, family.arch)
+    writer = gguf.GGUFWriter(str(path), gguf.MODEL_ARCH_NAMES[arch])
+    try:
+        writer.add_type(gguf.GGUFType.MODEL)
+        writer.add_name(name)
+        _add_model_metadata(writer, merged.config, family)
+        writer.add_file_type(_FILE_TYPES[gguf_type])
+        writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
+        add_tokenizer(writer, tokenizer, int(merged.config.vocab_size))
+        if system_prompt:
+            writer.add_string(GGUF_SYSTEM_PROMPT_KEY, system_prompt)
+        name_map = gguf.get_tensor_name_map(arch, merged.config.num_hidden_layers)
+        for gguf_name, data in _tensors(merged, family, name_map):
+            _add_tensor(writer, gguf_name, data, gguf_type)
+        writer.write_header_to_file()
+        writer.write_kv_data_to_file()
+        writer.write_tensors_to_file()
+    finally:
+        writer.close()
+
+
+def _add_model_metadata(writer: gguf.GGUFWriter, config: PretrainedConfig, family: GgufFamily) -> None:
+    import gguf
+
+    writer.add_vocab_size(int(config.vocab_size))
+    writer.add_context_length(int(config.max_position_embeddings))
+    writer.add_embedding_length(int(config.hidden_size))
+    writer.add_block_count(config.num_hidden_layers)
+    writer.add_feed_forward_length(int(config.intermediate_size))
+    writer.add_head_count(config.num_attention_heads)
+    writer.add_head_count_kv(config.num_key_value_heads)
+    writer.add_key_length(head_dim(config))
+    writer.add_value_length(head_dim(config))
+    writer.add_rope_dimension_count(rotary_dims(config))
+    writer.add_layer_norm_rms_eps(float(config.rms_norm_eps))
+    writer.add_rope_freq_base(rope_theta(config) or 10000.0)
+    rope = rope_parameters(config)
+    if rope.get("rope_type") == "linear":
+        writer.add_rope_scaling_type(gguf.RopeScalingType.LINEAR)
+        writer.add_rope_scaling_factor(float(rope["factor"]))
+    if family.swa_pattern and sliding_window_layers(config, family):
+        writer.add_sliding_window(int(config.sliding_window))
+        if (local_theta := rope_theta(config, "sliding_attention")) is not None:
+            writer.add_rope_freq_base_swa(local_theta)
+    if (softcap := getattr(config, "attn_logit_softcapping", None)) is not None:
+        writer.add_attn_logit_softcapping(float(softcap))
+    if (softcap := getattr(config, "final_logit_softcapping", None)) is not None:
+        writer.add_final_logit_softcapping(float(softcap))
+    if family.arch == "PHI3":
+        writer.add_rope_scaling_orig_ctx_len(int(config.original_max_position_embeddings))
+        writer.add_sliding_window(0)  # llama.cpp runs Phi-3's sliding window as full attention
+
+
+def _tensors(
+    merged: PreTrainedModel, family: GgufFamily, name_map: gguf.TensorNameMap
+) -> Iterator[tuple[str, torch.Tensor]]:
+    """Every weight under its llama.cpp name, transformed as llama.cpp's converter does, then the tensors
+    llama.cpp computes from the config (Llama 3's RoPE frequency factors)."""
+    config = merged.config
+    n_head, n_head_kv = config.num_attention_heads, config.num_key_value_heads
+    tied = bool(getattr(config, "tie_word_embeddings", False))
+    for hf_name, tensor in merged.state_dict().items():
+        if (tied and hf_name == "lm_head.weight") or hf_name.endswith("rotary_emb.inv_freq"):
+            continue  # llama.cpp reuses token_embd when output.weight is absent
+        gguf_name = name_map.get_name(hf_name, try_suffixes=(".weight", ".bias"))
+        if gguf_name is None:
+            raise TwinbotError(f"GGUF export: no GGUF name for tensor {hf_name}; {CONVERT_HINT}")
+        data = tensor.detach().to(torch.float32)
+        if family.permute_qk and hf_name.endswith("q_proj.weight"):
+            data = llama_permute(data, n_head, n_head)
+        elif family.permute_qk and hf_name.endswith("k_proj.weight"):
+            data = llama_permute(data, n_head, n_head_kv)
+        elif family.norm_offset and hf_name.endswith("norm.weight"):
+            data = data + family.norm_offset
+        yield gguf_name, data
+    if rope_parameters(config).get("rope_type") == "llama3":
+        yield "rope_freqs.weight", llama3_rope_factors(config)
+
+
+def llama_permute(weights: torch.Tensor, n_head: int, n_head_kv: int) -> torch.Tensor:
+    """HF q/k projection rows -> llama.cpp's rotary layout (convert_hf_to_gguf's `LlamaModel.permute`)."""
+    if n_head_kv != n_head:
+        n_head = n_head_kv
+    return (
+        weights.reshape(n_head, 2, weights.shape[0] // n_head // 2, *weights.shape[1:])
+        .swapaxes(1, 2)
+        .reshape(weights.shape)
+    )
+
+
+def llama3_rope_factors(config: PretrainedConfig) -> torch.Tensor:
+    """Llama 3.1's per-frequency RoPE divisors, which llama.cpp reads from `rope_freqs.weight`
+    (convert_hf_to_gguf's LlamaModel.generate_extra_tensors)."""
+    rope = rope_parameters(config)
+    dim = head_dim(config)
+    freqs = 1.0 / (
+        float(rope.get("rope_theta", 10000.0)) ** (torch.arange(0, dim, 2, dtype=torch.float32) / dim)
+    )
+    factor = float(rope.get("factor", 8.0))
+    low_freq_factor = float(rope.get("low_freq_factor", 1.0))
+    high_freq_factor = float(rope.get("high_freq_factor", 4.0))
+    old_context = float(rope.get("original_max_position_embeddings", 8192))
+    low_freq_wavelen, high_freq_wavelen = old_context / low_freq_factor, old_context / high_freq_factor
+    factors = []
+    for freq in freqs.tolist():
+        wavelen = 2 * math.pi / freq
+        if wavelen < high_freq_wavelen:
+            factors.append(1.0)
+        elif wavelen > low_freq_wavelen:
+            factors.append(factor)
+        else:
+            smooth = (old_context / wavelen - low_freq_factor) / (high_freq_factor - low_freq_factor)
+            factors.append(1 / ((1 - smooth) / factor + smooth))
+    return torch.tensor(factors, dtype=torch.float32)
+
+
+def _add_tensor(writer: gguf.GGUFWriter, name: str, tensor: torch.Tensor, gguf_type: GgufType) -> None:
+    import gguf
+
+    array = tensor.contiguous().numpy()
+    qtype = _tensor_type(name, array, gguf_type)
+    if qtype == gguf.GGMLQuantizationType.F32:
+        writer.add_tensor(name, array)
+    elif qtype == gguf.GGMLQuantizationType.F16:
+        writer.add_tensor(name, array.astype(np.float16))
+    else:
+        writer.add_tensor(name, gguf.quants.quantize(array, qtype), raw_dtype=qtype)
+
+
+def _tensor_type(name: str, data: np.ndarray, gguf_type: GgufType) -> gguf.GGMLQuantizationType:
+    import gguf
+
+    if data.ndim < 2 or name.endswith("_norm.weight"):
+        return gguf.GGMLQuantizationType.F32  # norms and other 1-D tensors stay f32 (as llama.cpp does)
+    if gguf_type == "f16":
+        return gguf.GGMLQuantizationType.F16
+    if gguf_type == "q8_0" and data.shape[-1] % gguf.GGML_QUANT_SIZES[gguf.GGMLQuantizationType.Q8_0][0] == 0:
+        return gguf.GGMLQuantizationType.Q8_0
+    if gguf_type == "q8_0":
+        return gguf.GGMLQuantizationType.F16  # rows not a multiple of the 32-weight block
+    return gguf.GGMLQuantizationType.F32
