@@ -11,8 +11,11 @@ import pytest
 from twinbot.data.records import SUBKINDS, Message
 from twinbot.data.sources import ParseOptions, messenger, whatsapp
 from twinbot.data.sources.phrases import (
+    META_MATCHER,
     META_NOTICES,
     WHATSAPP_BODIES,
+    WHATSAPP_BODY_MATCHER,
+    WHATSAPP_NOTICE_MATCHER,
     WHATSAPP_NOTICES,
     Phrase,
     match_pieces,
@@ -127,3 +130,213 @@ def test_match_pieces_is_linear() -> None:
     pieces = template_pieces("{name} reacted {name} to your message")
     text = "a reacted " * 50_000
     assert match_pieces(pieces, text) is None
+
+
+# --- every non-English notice row, in a realistic line ----------------------------------------------------
+# What the app writes for the row (names made up), keyed by the row's text. The row itself must match the
+# line (not another row that happens to fit), and the parser must give the line the row's subkind. English
+# rows are exercised by the generic tests above and by the corpus; a new non-English row needs its line here.
+
+WHATSAPP_EXAMPLES: dict[str, str] = {  # the system line after "date, time - "
+    # de
+    "Nachrichten und Anrufe sind Ende-zu-Ende": "Nachrichten und Anrufe sind Ende-zu-Ende-verschlüsselt. "
+    "Niemand außerhalb dieses Chats kann sie lesen oder anhören, nicht einmal WhatsApp. Tippe, um mehr zu erfahren.",
+    "Nachrichten an diese Gruppe sind jetzt mit Ende-zu-Ende-Verschlüsselung geschützt": "Nachrichten an diese "
+    "Gruppe sind jetzt mit Ende-zu-Ende-Verschlüsselung geschützt. Tippe für mehr Infos.",
+    "Nachrichten, die du in diesem Chat sendest, sowie Anrufe, sind jetzt mit Ende-zu-Ende": "Nachrichten, die du "
+    "in diesem Chat sendest, sowie Anrufe, sind jetzt mit Ende-zu-Ende-Verschlüsselung geschützt. Tippe für mehr Infos.",
+    "{name} hat {name} hinzugefügt": "Jonas Weber hat Lea Schmidt hinzugefügt.",
+    "{name} ist dieser Gruppe mit dem Einladungslink beigetreten": "Mehmet Yılmaz ist dieser Gruppe mit dem "
+    "Einladungslink beigetreten.",
+    "{name} hat die Gruppe verlassen": "Mehmet Yılmaz hat die Gruppe verlassen.",
+    "{name} hat {name} entfernt": "Jonas Weber hat Mehmet Yılmaz entfernt.",
+    "{name} hat den Betreff {name} geändert": "Jonas Weber hat den Betreff von „Skatabend 🃏“ zu „Skat & Bier 🍺“ "
+    "geändert.",
+    "{name} hat die Gruppenbeschreibung geändert": "Lea Schmidt hat die Gruppenbeschreibung geändert.",
+    "{name} hat das Gruppenbild geändert": "Lea Schmidt hat das Gruppenbild geändert.",
+    "{name} hat das Gruppenbild gelöscht": "Lea Schmidt hat das Gruppenbild gelöscht.",
+    "{name} hat die Gruppe {name} erstellt": "Jonas Weber hat die Gruppe „Skatabend 🃏“ erstellt.",
+    "{name} hat in den Gruppen-Einstellungen festgelegt{name}": "Jonas Weber hat in den Gruppen-Einstellungen "
+    "festgelegt, dass nur Admins die Gruppeninfo bearbeiten können.",
+    "Die Sicherheitsnummer von {name} hat sich geändert{name}": "Die Sicherheitsnummer von Lea Schmidt hat sich "
+    "geändert. Tippe für mehr Infos.",
+    # es
+    "Los mensajes y las llamadas están cifrados": "Los mensajes y las llamadas están cifrados de extremo a extremo. "
+    "Nadie fuera de este chat, ni siquiera WhatsApp, puede leerlos ni escucharlos.",
+    "Los mensajes y llamadas están cifrados": "Los mensajes y llamadas están cifrados de extremo a extremo. Toca "
+    "para obtener más información.",
+    "{name} te añadió": "Lucía Fernández te añadió",
+    "Añadiste a {name}": "Añadiste a Diego Martín",
+    "{name} añadió a {name}": "Lucía Fernández añadió a Diego Martín",
+    "Te uniste usando el enlace de invitación de este grupo": "Te uniste usando el enlace de invitación de este grupo",
+    "{name} se unió usando el enlace de invitación de este grupo": "Carmen Ruiz se unió usando el enlace de "
+    "invitación de este grupo",
+    "Saliste del grupo": "Saliste del grupo",
+    "{name} salió del grupo": "Carmen Ruiz salió del grupo",
+    "{name} te eliminó": "Lucía Fernández te eliminó",
+    "Eliminaste a {name}": "Eliminaste a Carmen Ruiz",
+    "{name} eliminó a {name}": "Lucía Fernández eliminó a Carmen Ruiz",
+    "{name} cambió el asunto de {name} a {name}": 'Lucía Fernández cambió el asunto de "Cumple de Sara 🎂" a '
+    '"Fotos del cumple 📸"',
+    "Cambiaste el asunto de {name} a {name}": 'Cambiaste el asunto de "Cumple de Sara 🎂" a "Fotos del cumple 📸"',
+    "{name} cambió el nombre del grupo a {name}": "Lucía Fernández cambió el nombre del grupo a “Fotos del cumple”",
+    "{name} cambió el ícono de este grupo": "Diego Martín cambió el ícono de este grupo",
+    "Cambiaste el ícono de este grupo": "Cambiaste el ícono de este grupo",
+    "{name} cambió la foto del grupo": "Diego Martín cambió la foto del grupo",
+    "{name} creó el grupo {name}": 'Lucía Fernández creó el grupo "Cumple de Sara 🎂"',
+    "Creaste el grupo {name}": 'Creaste el grupo "Cumple de Sara 🎂"',
+    "{name} creó este grupo": "Lucía Fernández creó este grupo",
+    "Creaste este grupo": "Creaste este grupo",
+    # fr, it, nl, ru, tr, pl, id encryption notices
+    "Les messages et les appels sont chiffrés": "Les messages et les appels sont chiffrés de bout en bout. Aucun "
+    "tiers, pas même WhatsApp, ne peut les lire ou les écouter. Appuyez pour en savoir plus.",
+    "I messaggi e le chiamate sono crittografati": "I messaggi e le chiamate sono crittografati end-to-end. Nessuno "
+    "al di fuori di questa chat, nemmeno WhatsApp, può leggerli o ascoltarli.",
+    "Berichten en oproepen worden end-to-end": "Berichten en oproepen worden end-to-end versleuteld. Niemand buiten "
+    "deze chat, zelfs WhatsApp niet, kan ze lezen of beluisteren. Tik voor meer info.",
+    "Сообщения и звонки защищены": "Сообщения и звонки защищены сквозным шифрованием. Никто за пределами этого "
+    "чата, даже WhatsApp, не может их прочитать или прослушать.",
+    "Mesajlar ve aramalar uçtan uca": "Mesajlar ve aramalar uçtan uca şifrelidir. WhatsApp dahil olmak üzere bu "
+    "sohbetin dışında bulunan hiç kimse onları okuyamaz ve dinleyemez.",
+    "Wiadomości i połączenia są szyfrowane": "Wiadomości i połączenia są szyfrowane metodą end-to-end. Nikt spoza "
+    "tego czatu, nawet WhatsApp, nie może ich odczytać ani odsłuchać.",
+    "Pesan dan panggilan terenkripsi": "Pesan dan panggilan terenkripsi secara end-to-end. Tidak seorang pun di "
+    "luar chat ini, termasuk WhatsApp, yang dapat membaca atau mendengarkannya.",
+    # pt
+    "As mensagens e as chamadas são protegidas": "As mensagens e as chamadas são protegidas com a criptografia de "
+    "ponta a ponta e ficam somente entre você e os participantes desta conversa.",
+    "As mensagens e chamadas são protegidas": "As mensagens e chamadas são protegidas com a criptografia de ponta a "
+    "ponta. Toque para saber mais.",
+    "{name} adicionou {name}": "Rafael Costa adicionou Bruno Lima",
+    "{name} entrou usando o link de convite deste grupo": "Thiago Alves entrou usando o link de convite deste grupo",
+    "{name} removeu {name}": "Rafael Costa removeu Thiago Alves",
+    "{name} saiu": "Thiago Alves saiu",
+    "{name} mudou o assunto de {name} para {name}": 'Rafael Costa mudou o assunto de "Futebol de quinta ⚽" para '
+    '"Futebol de sexta ⚽"',
+    "{name} mudou a descrição do grupo": "Bruno Lima mudou a descrição do grupo",
+    "{name} mudou a imagem do grupo": "Bruno Lima mudou a imagem do grupo",
+    "{name} criou o grupo {name}": 'Rafael Costa criou o grupo "Futebol de quinta ⚽"',
+    # nl
+    "{name} heeft {name} toegevoegd": "Sanne de Vries heeft Daan Jansen toegevoegd",
+    "{name} hebt {name} toegevoegd": "Je hebt Fleur Bakker toegevoegd",
+    "{name} is deelnemer geworden": "Fleur Bakker is deelnemer geworden",
+    "{name} heeft de groep verlaten": "Daan Jansen heeft de groep verlaten",
+    "{name} heeft {name} verwijderd": "Sanne de Vries heeft Daan Jansen verwijderd",
+    "{name} hebt {name} verwijderd": "Je hebt Daan Jansen verwijderd",
+    # tr
+    "{name} kişisini ekledi": "Elif Kaya, Burak Demir kişisini ekledi",
+    "{name} sizi ekledi": "Elif Kaya sizi ekledi",
+    "{name} bağlantısıyla katıldı": "Zeynep Arslan bu grubun davet bağlantısıyla katıldı",
+    "{name} kişisini çıkardı": "Elif Kaya, Burak Demir kişisini çıkardı",
+    "{name} ayrıldı": "Zeynep Arslan ayrıldı",
+    "{name} grubun simgesini değiştirdi": "Burak Demir grubun simgesini değiştirdi",
+    "{name} grup açıklamasını değiştirdi": "Burak Demir grup açıklamasını değiştirdi",
+    "{name} grubunu oluşturdu": 'Elif Kaya "Kahve ☕" grubunu oluşturdu',
+    # id
+    "{name} menambahkan {name}": "Dewi Lestari menambahkan Budi Santoso",
+    "{name} mengeluarkan {name}": "Dewi Lestari mengeluarkan Budi Santoso",
+    "{name} keluar": "Rina Wijaya keluar",
+    "{name} membuat grup {name}": 'Dewi Lestari membuat grup "Arisan RT 05 🏘️"',
+}  # fmt: skip
+
+META_EXAMPLES: dict[str, tuple[str, str]] = {  # (sender_name, content)
+    "{actor} reagiu {name} à sua mensagem": ("Carolina Souza", "Carolina reagiu com 😂 à sua mensagem"),
+    "Reagiu {name} à sua mensagem": ("João Pereira", "Reagiu com 😂 à sua mensagem"),
+    "Enviaste un archivo adjunto": ("Lucía Fernández", "Enviaste un archivo adjunto."),
+    "Vous avez envoyé une pièce jointe": ("Camille Dubois", "Vous avez envoyé une pièce jointe."),
+    "{actor} a envoyé une pièce jointe": ("Hugo Martin", "Hugo a envoyé une pièce jointe."),
+    "{actor} a ajouté {name} au groupe": ("Camille Dubois", "Camille Dubois a ajouté Inès Benali au groupe."),
+    "{actor} a quitté le groupe": ("Hugo Martin", "Hugo Martin a quitté le groupe."),
+    "{actor} a nommé le groupe {name}": ("Camille Dubois", "Camille Dubois a nommé le groupe Coloc 🏠."),
+}
+
+
+def _needs_example(row: Phrase) -> bool:
+    return row.language != "en" and (row.rule == "template" or row.subkind == "encryption_notice")
+
+
+def test_every_non_english_notice_row_has_an_example() -> None:
+    rows = (*WHATSAPP_BODIES, *WHATSAPP_NOTICES)
+    assert {row.text for row in rows if row.platform == "whatsapp" and _needs_example(row)} == set(
+        WHATSAPP_EXAMPLES
+    )
+    assert {row.text for row in META_NOTICES if _needs_example(row)} == set(META_EXAMPLES)
+
+
+def _row(rows: tuple[Phrase, ...], text: str) -> Phrase:
+    [row] = [row for row in rows if row.text == text]
+    return row
+
+
+@pytest.mark.parametrize(("text", "line"), WHATSAPP_EXAMPLES.items(), ids=list(WHATSAPP_EXAMPLES))
+def test_whatsapp_example_lines(tmp_path: Path, text: str, line: str) -> None:
+    row = _row((*WHATSAPP_BODIES, *WHATSAPP_NOTICES), text)
+    assert (WHATSAPP_NOTICE_MATCHER.find_template(line) or WHATSAPP_BODY_MATCHER.find(line)) is row
+    message = _whatsapp(tmp_path, line)
+    assert (message.kind, message.subkind, message.author) == ("system", row.subkind, "")
+
+
+@pytest.mark.parametrize(("text", "example"), META_EXAMPLES.items(), ids=list(META_EXAMPLES))
+def test_meta_example_lines(tmp_path: Path, text: str, example: tuple[str, str]) -> None:
+    row = _row(META_NOTICES, text)
+    sender, content = example
+    assert META_MATCHER.find_template(content, messenger._actors(sender)) is row
+    assert _meta(tmp_path, sender, content) == (row.kind, row.subkind)
+
+
+def _meta(tmp_path: Path, sender: str, content: str) -> tuple[str, str | None]:
+    data = {
+        "participants": [{"name": sender}, {"name": "Sam Lee"}],
+        "messages": [{"sender_name": sender, "timestamp_ms": 1_600_000_000_000, "content": content}],
+    }
+    thread = tmp_path / "inbox" / "thread_1"
+    thread.mkdir(parents=True)
+    (thread / "message_1.json").write_text(json.dumps(data), encoding="utf-8")
+    [message] = messenger.parse(thread, ParseOptions())
+    return message.kind, message.subkind
+
+
+# A person's message that only mentions a notice, per language: a WhatsApp message body ("Name: text") is never
+# a system line, and a system line that says more than the notice is not that notice.
+PERSON_BODIES = [
+    "Jonas hat die Gruppe verlassen 😢",
+    "Carmen salió del grupo jaja",
+    "Thiago saiu",
+    "Daan heeft de groep verlaten",
+    "Zeynep ayrıldı",
+    "Rina keluar",
+]
+LONGER_SYSTEM_LINES = [
+    "Mehmet Yılmaz hat die Gruppe verlassen und ist zurück",
+    "Carmen Ruiz salió del grupo y volvió",
+    "Thiago Alves saiu e voltou",
+    "Daan Jansen heeft de groep verlaten en komt terug",
+    "Zeynep Arslan ayrıldı ama geri döndü",
+    "Rina Wijaya keluar lalu kembali",
+]
+
+
+@pytest.mark.parametrize("body", PERSON_BODIES)
+def test_whatsapp_person_text_mentioning_a_notice_stays_text(tmp_path: Path, body: str) -> None:
+    message = _whatsapp(tmp_path, f"Sam: {body}")
+    assert (message.kind, message.subkind, message.text) == ("text", None, body)
+
+
+@pytest.mark.parametrize("line", LONGER_SYSTEM_LINES)
+def test_whatsapp_notice_templates_are_anchored(tmp_path: Path, line: str) -> None:
+    message = _whatsapp(tmp_path, line)
+    assert (message.kind, message.subkind) == ("system", "other")
+
+
+@pytest.mark.parametrize(
+    ("sender", "content"),
+    [
+        ("Ann Lee", "Hugo a envoyé une pièce jointe."),  # someone else's name: a person quoting the notice
+        ("Ann Lee", "je crois que Ann a quitté le groupe hier"),
+        ("Ann Lee", "Ann a quitté le groupe de foot, pas celui-ci"),
+        ("Lucía Fernández", "Enviaste un archivo adjunto? no me llegó nada"),
+        ("Carolina Souza", "João reagiu com 😂 à sua mensagem"),
+    ],
+)
+def test_meta_person_text_mentioning_a_notice_stays_text(tmp_path: Path, sender: str, content: str) -> None:
+    assert _meta(tmp_path, sender, content) == ("text", None)

@@ -24,8 +24,30 @@ Where each row comes from (do not add wording that no source shows):
     [cs-pt]    a Portuguese Instagram inbox mock (code search): "Reagiu com 👍 à sua mensagem"
     [tdesktop] Telegram Desktop's JSON export: service messages carry an `action` identifier (English, the
                same in every language), not localized text
-Gaps (no source found yet, so no rows): WhatsApp system lines other than English; WhatsApp missed calls and
-polls in ru/tr/pl/id; Meta notices in es, de, fr, it, nl, ru, tr, pl, id.
+The sources below were found with the code search's exact-string look-up, which names a file by its id in
+the index (read it with `read_file id=...`), not by repository:
+    [cs-de]    German WhatsApp system lines: a Python analyzer's de/en constants (id 42434808315: "hat die
+               Gruppe verlassen", "Die Sicherheitsnummer von .* hat sich geändert", the group encryption
+               notice) and a C# German analyzer (id 7605696550: "ist dieser Gruppe mit dem Einladungslink
+               beigetreten", "hat in den Gruppen-Einstellungen festgelegt, ...")
+    [cs-es]    Spanish WhatsApp system lines: a TypeScript table of group notices in en/es (id 70499579339)
+    [cs-pt-wa] Portuguese WhatsApp system lines: an R normalizer of them (id 18764188821)
+    [cs-nl]    Dutch WhatsApp system lines: an R analyzer of a Dutch group's export (id 15992839080)
+    [cs-tr-sys] Turkish WhatsApp system lines: Turkish cleaners and parsers (ids 37358115668, 70945638120,
+               70135245868, 32945990093: "kişisini ekledi", "ayrıldı", "grubunu oluşturdu", "sizi ekledi",
+               "kişisini çıkardı", "bağlantısıyla katıldı", "grubun simgesini", "grup açıklamasını")
+    [cs-pl-e2e] the encryption notice in Polish WhatsApp export fixtures (ids 71266997197, 71320656112)
+    [cs-id-sys] Indonesian system lines and the encryption notice: a parser (id 41406213453: "membuat
+               grup", "menambahkan", "mengeluarkan", "keluar") and a Go test's export line (id 60578680619)
+    [cs-es-meta] Spanish Instagram downloads: "Enviaste un archivo adjunto." in three parsers (ids 163799703,
+               65892071560, 68720087826)
+    [cs-fr-meta] a French Messenger download's notices in a metadata test (id 36453681027): "a envoyé une
+               pièce jointe", "Vous avez envoyé une pièce jointe", "a ajouté .* au groupe", "a nommé le
+               groupe", "a quitté le groupe"
+Gaps (no source found yet, so no rows): WhatsApp system lines in fr, it, ru, pl (the few lists found were
+guesses, not export wording); WhatsApp missed calls in tr/pl/id and polls in ru/tr/pl/id; Meta notices in
+de, it, nl, ru, tr, pl, id; Meta reactions, unsent messages, calls and polls in es and fr (an app's own UI
+strings are not the download's wording).
 """
 
 from __future__ import annotations
@@ -202,6 +224,11 @@ WHATSAPP_BODIES: tuple[Phrase, ...] = tuple(
         *_rows(W, "nl", "system", "encryption_notice", "prefix", "prior", "Berichten en oproepen worden end-to-end"),
         *_rows(W, "ru", "system", "encryption_notice", "prefix", "cs-ru", "Сообщения и звонки защищены"),
         *_rows(W, "tr", "system", "encryption_notice", "prefix", "cs-tr", "Mesajlar ve aramalar uçtan uca"),
+        *_rows(W, "de", "system", "encryption_notice", "prefix", "cs-de",
+               "Nachrichten an diese Gruppe sind jetzt mit Ende-zu-Ende-Verschlüsselung geschützt",
+               "Nachrichten, die du in diesem Chat sendest, sowie Anrufe, sind jetzt mit Ende-zu-Ende"),
+        *_rows(W, "pl", "system", "encryption_notice", "prefix", "cs-pl-e2e", "Wiadomości i połączenia są szyfrowane"),
+        *_rows(W, "id", "system", "encryption_notice", "prefix", "cs-id-sys", "Pesan dan panggilan terenkripsi"),
     ]
 )  # fmt: skip
 
@@ -224,6 +251,50 @@ WHATSAPP_NOTICES: tuple[Phrase, ...] = tuple(
         *_rows(W, "en", "system", "pin", "template", "formats", "{name} pinned a message"),
         *_rows(W, "en", "system", "encryption_notice", "template", "formats",
                "Your security code with {name} changed{name}"),
+        *_rows(W, "de", "system", "member_join", "template", "cs-de",
+               "{name} hat {name} hinzugefügt", "{name} ist dieser Gruppe mit dem Einladungslink beigetreten"),
+        *_rows(W, "de", "system", "member_leave", "template", "cs-de",
+               "{name} hat die Gruppe verlassen", "{name} hat {name} entfernt"),
+        *_rows(W, "de", "system", "rename", "template", "cs-de",
+               "{name} hat den Betreff {name} geändert", "{name} hat die Gruppenbeschreibung geändert",
+               "{name} hat das Gruppenbild geändert", "{name} hat das Gruppenbild gelöscht"),
+        *_rows(W, "de", "system", "settings", "template", "cs-de",
+               "{name} hat die Gruppe {name} erstellt", "{name} hat in den Gruppen-Einstellungen festgelegt{name}"),
+        *_rows(W, "de", "system", "encryption_notice", "template", "cs-de",
+               "Die Sicherheitsnummer von {name} hat sich geändert{name}"),
+        *_rows(W, "es", "system", "member_join", "template", "cs-es",
+               "{name} te añadió", "Añadiste a {name}", "{name} añadió a {name}",
+               "Te uniste usando el enlace de invitación de este grupo",
+               "{name} se unió usando el enlace de invitación de este grupo"),
+        *_rows(W, "es", "system", "member_leave", "template", "cs-es",
+               "Saliste del grupo", "{name} salió del grupo", "{name} te eliminó", "Eliminaste a {name}",
+               "{name} eliminó a {name}"),
+        *_rows(W, "es", "system", "rename", "template", "cs-es",
+               "{name} cambió el asunto de {name} a {name}", "Cambiaste el asunto de {name} a {name}",
+               "{name} cambió el nombre del grupo a {name}", "{name} cambió el ícono de este grupo",
+               "Cambiaste el ícono de este grupo", "{name} cambió la foto del grupo"),
+        *_rows(W, "es", "system", "settings", "template", "cs-es",
+               "{name} creó el grupo {name}", "Creaste el grupo {name}", "{name} creó este grupo", "Creaste este grupo"),
+        *_rows(W, "pt", "system", "member_join", "template", "cs-pt-wa",
+               "{name} adicionou {name}", "{name} entrou usando o link de convite deste grupo"),
+        *_rows(W, "pt", "system", "member_leave", "template", "cs-pt-wa", "{name} removeu {name}", "{name} saiu"),
+        *_rows(W, "pt", "system", "rename", "template", "cs-pt-wa",
+               "{name} mudou o assunto de {name} para {name}", "{name} mudou a descrição do grupo",
+               "{name} mudou a imagem do grupo"),
+        *_rows(W, "pt", "system", "settings", "template", "cs-pt-wa", "{name} criou o grupo {name}"),
+        *_rows(W, "nl", "system", "member_join", "template", "cs-nl",
+               "{name} heeft {name} toegevoegd", "{name} hebt {name} toegevoegd", "{name} is deelnemer geworden"),
+        *_rows(W, "nl", "system", "member_leave", "template", "cs-nl",
+               "{name} heeft de groep verlaten", "{name} heeft {name} verwijderd", "{name} hebt {name} verwijderd"),
+        *_rows(W, "tr", "system", "member_join", "template", "cs-tr-sys",
+               "{name} kişisini ekledi", "{name} sizi ekledi", "{name} bağlantısıyla katıldı"),
+        *_rows(W, "tr", "system", "member_leave", "template", "cs-tr-sys", "{name} kişisini çıkardı", "{name} ayrıldı"),
+        *_rows(W, "tr", "system", "rename", "template", "cs-tr-sys",
+               "{name} grubun simgesini değiştirdi", "{name} grup açıklamasını değiştirdi"),
+        *_rows(W, "tr", "system", "settings", "template", "cs-tr-sys", "{name} grubunu oluşturdu"),
+        *_rows(W, "id", "system", "member_join", "template", "cs-id-sys", "{name} menambahkan {name}"),
+        *_rows(W, "id", "system", "member_leave", "template", "cs-id-sys", "{name} mengeluarkan {name}", "{name} keluar"),
+        *_rows(W, "id", "system", "settings", "template", "cs-id-sys", "{name} membuat grup {name}"),
     ]
 )  # fmt: skip
 
@@ -245,6 +316,12 @@ META_NOTICES: tuple[Phrase, ...] = tuple(
                "Liked a message"),
         *_rows(M, "pt", "system", "reaction", "template", "cs-pt",
                "{actor} reagiu {name} à sua mensagem", "Reagiu {name} à sua mensagem"),
+        *_rows(M, "es", "media", "attachment", "template", "cs-es-meta", "Enviaste un archivo adjunto"),
+        *_rows(M, "fr", "media", "attachment", "template", "cs-fr-meta",
+               "Vous avez envoyé une pièce jointe", "{actor} a envoyé une pièce jointe"),
+        *_rows(M, "fr", "system", "member_join", "template", "cs-fr-meta", "{actor} a ajouté {name} au groupe"),
+        *_rows(M, "fr", "system", "member_leave", "template", "cs-fr-meta", "{actor} a quitté le groupe"),
+        *_rows(M, "fr", "system", "rename", "template", "cs-fr-meta", "{actor} a nommé le groupe {name}"),
         *_rows(M, "en", "system", "deleted", "template", "meta-en", "{actor} unsent a message"),
         *_rows(M, "en", "system", "member_leave", "template", "meta-en",
                "{actor} left the group", "{actor} removed {name} from the group"),
@@ -344,6 +421,7 @@ class PhraseMatcher:
     prefixes: tuple[tuple[str, Phrase], ...]
     suffixes: tuple[tuple[str, Phrase], ...]
     templates: tuple[tuple[tuple[str, ...], Phrase], ...]
+    templates_without_actor: tuple[tuple[tuple[str, ...], Phrase], ...]
 
     @classmethod
     def build(cls, rows: tuple[Phrase, ...]) -> PhraseMatcher:
@@ -360,7 +438,10 @@ class PhraseMatcher:
                 suffixes.append((row.text.lower(), row))
             else:
                 templates.append((template_pieces(row.text), row))
-        return cls(exact, tuple(prefixes), tuple(suffixes), tuple(templates))
+        without_actor = tuple(
+            template for template in templates if not template[1].text.startswith("{actor}")
+        )
+        return cls(exact, tuple(prefixes), tuple(suffixes), tuple(templates), without_actor)
 
     def find(self, text: str) -> Phrase | None:
         """The row `text` is (exact, prefix or suffix rows; templates: see `find_template`)."""
@@ -385,14 +466,13 @@ class PhraseMatcher:
         if len(text) > MAX_NOTICE_CHARS:
             return None
         normalized = normalize(text)
-        for pieces, row in self.templates:
+        # the text after an actor's name, which the rest of an `{actor}` template must fill from its start
+        after_actor = [normalized[len(actor) :] for actor in actors if normalized.startswith(actor)]
+        # most texts start with no actor: the `{actor}` templates cannot match them
+        templates = self.templates if after_actor or not actors else self.templates_without_actor
+        for pieces, row in templates:
             if actors and row.text.startswith("{actor}"):
-                # the text after the actor's name is the rest of the template, anchored at its start
-                if any(
-                    normalized.startswith(actor)
-                    and match_pieces(pieces[1:], normalized[len(actor) :]) is not None
-                    for actor in actors
-                ):
+                if any(match_pieces(pieces[1:], rest) is not None for rest in after_actor):
                     return row
             elif match_pieces(pieces, normalized) is not None:
                 return row
