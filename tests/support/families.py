@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from tests.support.tiny import embedded_tokenizer
 
+from support.tiny import embedded_tokenizer
 from twinbot.fileio import atomic_dir
 
 TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "fixtures" / "chat_templates"

@@ -14,7 +14,8 @@ position ids start at p > 0 left out the p tokens it shares with its row's first
 Use it with `attn_implementation=PACKED_SDPA` (`register()` makes it known to transformers, which then
 builds no mask), `position_ids` that restart at 0 at every sample (or continue the row's first sample),
 and `use_cache=False`. Training only: it
-refuses calls whose queries and keys differ in length (generation with a KV cache).
+refuses calls whose queries and keys differ in length (generation with a KV cache), and models whose
+attention soft-caps its scores (Gemma 2) or slides a window shorter than a sample (Gemma 3).
 """
 
 from __future__ import annotations
@@ -122,6 +123,12 @@ def packed_sdpa_attention(
         raise RuntimeError(
             f"{PACKED_SDPA} attention is for training on packed rows (position_ids, no mask, no KV cache); "
             f"load the model with attn_implementation='sdpa' for generation"
+        )
+    softcap, window = kwargs.get("softcap"), kwargs.get("sliding_window")
+    if softcap is not None or (window is not None and int(position_ids.max()) >= window):
+        raise RuntimeError(
+            f"{PACKED_SDPA} attention has no soft-capping and no sliding window; load this model with "
+            "attn_implementation='sdpa' or 'eager' (twinbot.models.loading.supported_attention picks one)"
         )
     layout = _layout_for(position_ids, rows)
     scale = scaling if scaling is not None else head_dim**-0.5

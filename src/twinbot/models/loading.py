@@ -85,11 +85,16 @@ def _from_pretrained(loader: Any, resolved: str, **kwargs: Any) -> Any:
         return loader.from_pretrained(resolved, **kwargs)
 
 
+SUPPORTED_FAMILIES = "llama (Llama 2/3, SmolLM2), mistral, qwen2, qwen3, gemma2, gemma3, phi3"
+
+
 def load_tokenizer(spec: str | None) -> PreTrainedTokenizerBase:
-    """The tokenizer of `spec`, always with a chat template and a pad token."""
+    """The tokenizer of `spec`, always with a chat template and a pad token. A model twinbot cannot train or
+    chat with is refused here, before any work (`causal_lm_class`)."""
     from transformers import AutoTokenizer
 
     resolved = resolve_model(spec)
+    causal_lm_class(spec, resolved)
     try:
         tokenizer = _from_pretrained(AutoTokenizer, resolved)
     except Exception as exc:
@@ -97,22 +102,91 @@ def load_tokenizer(spec: str | None) -> PreTrainedTokenizerBase:
     return finish_tokenizer(tokenizer)
 
 
-def _pick_attention(attn_implementation: str, dtype: torch.dtype, device: torch.device) -> str:
-    if attn_implementation != "flash_attention_2":
-        return attn_implementation
+def causal_lm_class(spec: str | None, resolved: str) -> tuple[type, Any] | None:
+    """(the transformers class `load_model` builds, the model's config); None when no config can be read
+    here (loading then says why). A model transformers cannot load as a decoder-only causal LM (an
+    encoder such as BERT, an encoder-decoder such as T5) -> TwinbotError naming the families that work."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers.models.auto.modeling_auto import (
+        MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
+        MODEL_FOR_MASKED_LM_MAPPING_NAMES,
+    )
+
+    try:
+        config = _from_pretrained(AutoConfig, resolved)
+    except Exception:
+        return None
+    model_type = getattr(config, "model_type", None)
+    # BERT-like encoders have causal-LM heads in transformers too; a masked-LM head gives them away.
+    if model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES or model_type in MODEL_FOR_MASKED_LM_MAPPING_NAMES:
+        name = spec if spec is not None else EMBEDDED_MODEL
+        raise TwinbotError(
+            f"{name} is a {model_type} model, not a decoder-only chat model twinbot can fine-tune; "
+            f"use a model of one of these families: {SUPPORTED_FAMILIES}"
+        )
+    return AutoModelForCausalLM._model_mapping[type(config)], config
+
+
+_said: set[str] = set()
+
+
+def _say_once(line: str) -> None:
+    if line not in _said:
+        _said.add(line)
+        print(line, file=sys.stderr)
+
+
+def _flash_problem(dtype: torch.dtype, device: torch.device) -> str | None:
     from transformers.utils import is_flash_attn_2_available
 
-    problem = None
     if device.type != "cuda":
-        problem = f"it needs a CUDA device (got {device.type})"
-    elif not is_flash_attn_2_available():
-        problem = "the flash-attn package is not installed"
-    elif dtype not in (torch.float16, torch.bfloat16):
-        problem = f"it needs float16 or bfloat16 weights (got {str(dtype).removeprefix('torch.')})"
-    if problem is None:
-        return attn_implementation
-    print(f"note: not using flash_attention_2 ({problem}); using sdpa attention", file=sys.stderr)
-    return "sdpa"
+        return f"it needs a CUDA device (got {device.type})"
+    if not is_flash_attn_2_available():
+        return "the flash-attn package is not installed"
+    if dtype not in (torch.float16, torch.bfloat16):
+        return f"it needs float16 or bfloat16 weights (got {str(dtype).removeprefix('torch.')})"
+    return None
+
+
+def _sliding_window_matters(config: Any) -> bool:
+    """Whether some layer attends within a window shorter than the model's context."""
+    window = getattr(config, "sliding_window", None)
+    layer_types = getattr(config, "layer_types", None) or ["sliding_attention"]
+    positions = getattr(config, "max_position_embeddings", None) or 0
+    return window is not None and "sliding_attention" in layer_types and window < positions
+
+
+def supported_attention(
+    requested: str, dtype: torch.dtype, device: torch.device, model: tuple[type, Any] | None = None
+) -> str:
+    """`requested` where the machine and the model (`causal_lm_class`) support it, else the next best:
+    flash_attention_2 -> sdpa, packed_sdpa -> sdpa (for attention it does not do: soft-capped scores,
+    sliding windows), sdpa -> eager. A fallback is said once, e.g. "attention: eager (Gemma2ForCausalLM
+    does not support sdpa)". Packed rows stay exact with any of them: transformers keeps the samples of a
+    row apart from their position ids (the layout is `twinbot.finetune.batches.batch_layout`'s)."""
+    attention, reasons = requested, []
+    model_class, config = model if model is not None else (None, None)
+    class_name = getattr(model_class, "__name__", "the model")
+    if attention == "flash_attention_2":
+        problem = _flash_problem(dtype, device)
+        if problem is not None:
+            print(f"note: not using flash_attention_2 ({problem}); using sdpa attention", file=sys.stderr)
+            attention = "sdpa"
+        elif model_class is not None and not getattr(model_class, "_supports_flash_attn", False):
+            attention, reasons = "sdpa", [f"{class_name} does not support flash_attention_2"]
+    if attention == PACKED_SDPA and config is not None:
+        if getattr(config, "attn_logit_softcapping", None) is not None:
+            attention, reasons = (
+                "sdpa",
+                [f"{PACKED_SDPA} does not soft-cap attention scores as {class_name} does"],
+            )
+        elif _sliding_window_matters(config):
+            attention, reasons = "sdpa", [f"{PACKED_SDPA} has no sliding window as {class_name} has"]
+    if attention in ("sdpa", PACKED_SDPA) and model_class is not None and not model_class._supports_sdpa:
+        attention, reasons = "eager", [f"{class_name} does not support sdpa"]
+    if attention != requested and reasons:
+        _say_once(f"attention: {attention} ({'; '.join(reasons)})")
+    return attention
 
 
 def load_model(
@@ -122,17 +196,18 @@ def load_model(
     device: str | torch.device = "cpu",
     quantization: Any = None,
 ) -> PreTrainedModel:
-    """The causal LM of `spec` in `dtype` on `device` (flash_attention_2 falls back to sdpa if unusable;
-    `packed_sdpa` is twinbot's attention for packed training rows, see attention.py). `quantization`: a
+    """The causal LM of `spec` in `dtype` on `device`, with `attn_implementation` or the best the model
+    supports instead (`supported_attention`; `packed_sdpa` is twinbot's attention for packed training rows, see
+    attention.py). `quantization`: a
     transformers quantization config (QLoRA's, `twinbot.models.quantization`): the weights are quantized as
     they load onto `device`."""
     from transformers import AutoModelForCausalLM
 
     target = torch.device(device)
-    attention = _pick_attention(attn_implementation, dtype, target)
+    resolved = resolve_model(spec)
+    attention = supported_attention(attn_implementation, dtype, target, causal_lm_class(spec, resolved))
     if attention == PACKED_SDPA:
         register_packed_sdpa()
-    resolved = resolve_model(spec)
     placement: dict[str, Any] = {}
     if quantization is not None:  # quantized weights cannot be moved afterwards: they load in place
         placement = {"quantization_config": quantization, "device_map": {"": str(target)}}
