@@ -26,7 +26,15 @@ os.environ.pop("NOTIFY_URL", None)
 # module-scoped fixtures are built once. The slowest modules start first, so that the workers end together;
 # test_train_e2e first, as it trains the embedded run (`embedded_run`) that test_evaluate and test_export
 # read later.
-SLOW_MODULES = ("test_train_e2e", "test_workers", "test_train", "test_export", "test_evaluate", "test_plan")
+SLOW_MODULES = (
+    "test_train_e2e",
+    "test_workers",
+    "test_train",
+    "test_export",
+    "test_evaluate",
+    "test_plan",
+    "test_families",
+)
 
 
 def pytest_configure(config: pytest.Config) -> None:
