@@ -221,6 +221,20 @@ OTHERS = [
         {"Carolina Souza", "João Pereira"},
         "2024-09-20T13:00:00+00:00", "2024-09-21T21:17:30+00:00", reactions=3,
     ),
+    # a French Messenger group and a Spanish Instagram chat: notices in their language, and a person's
+    # message that only mentions one ("Hugo a quitté le groupe de foot", "¿Enviaste un archivo adjunto? ...")
+    case(
+        "messenger_fr", "messenger",
+        {TEXT: 7, ATTACHMENT: 2, JOIN: 2, RENAME: 1, LEAVE: 1},
+        {"Camille Dubois", "Hugo Martin", "Inès Benali"},
+        "2024-09-09T18:00:00+00:00", "2024-09-15T11:30:00+00:00", reactions=3,
+    ),
+    case(
+        "instagram_es", "instagram",
+        {TEXT: 6, ATTACHMENT: 2, CALL: 1},
+        {"Lucía Fernández", "Diego Martín"},
+        "2024-04-13T19:00:00+00:00", "2024-04-13T21:05:00+00:00", reactions=1,
+    ),
     case(
         "generic/family.jsonl", "jsonl",
         {TEXT: 10, ATTACHMENT: 2, LOCATION: 1, JOIN: 1, LEAVE: 1, RENAME: 1, DELETED: 1, CALL: 1,
