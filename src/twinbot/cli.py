@@ -320,7 +320,12 @@ def plan(
         bool, typer.Option("--no-calibrate", help="Rough analytic estimate instead (FLOPs / matmul speed).")
     ] = False,
     target_gpu: Annotated[
-        str | None, typer.Option("--target-gpu", help="Extrapolate to rtx3060/3090/4090, l4, a100, h100.")
+        str | None,
+        typer.Option(
+            "--target-gpu",
+            help="Extrapolate to a GPU (rtx3060 ... h200) and predict its peak memory; without --data, "
+            "memory only (--model: HF id, folder or a size: 7b, 8b, ...).",
+        ),
     ] = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print the plan as JSON.")] = False,
     config: _ConfigOption = None,

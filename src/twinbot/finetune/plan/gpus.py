@@ -23,13 +23,27 @@ class GpuSpec:
     aliases: tuple[str, ...]
 
 
+# Ordered so that a device name as torch reports it finds the right card by its aliases (4060 Ti before 4060,
+# A100 40GB before the 80GB and both before A10, L40S before L4). GeForce 16-bit figures: fp32 accumulation (half the fp16 rate).
 GPUS: tuple[GpuSpec, ...] = (
     GpuSpec("RTX 3060", 25.6, 12.7, 12, ("rtx3060", "3060", "geforcertx3060")),
+    GpuSpec("RTX 3070", 40.6, 20.3, 8, ("rtx3070", "3070", "geforcertx3070")),
+    GpuSpec("RTX 3080 12GB", 61.3, 30.6, 12, ("rtx308012gb", "308012gb", "308012g")),
+    GpuSpec("RTX 3080", 59.5, 29.8, 10, ("rtx3080", "3080", "rtx308010gb", "308010gb", "geforcertx3080")),
     GpuSpec("RTX 3090", 71.0, 35.6, 24, ("rtx3090", "3090", "geforcertx3090")),
+    GpuSpec("RTX 4060 Ti 16GB", 44.2, 22.1, 16, ("rtx4060ti", "4060ti", "4060ti16gb", "geforcertx4060ti")),
+    GpuSpec("RTX 4060", 30.2, 15.1, 8, ("rtx4060", "4060", "geforcertx4060")),
+    GpuSpec("RTX 4070", 58.3, 29.1, 12, ("rtx4070", "4070", "geforcertx4070")),
+    GpuSpec("RTX 4080", 97.5, 48.7, 16, ("rtx4080", "4080", "geforcertx4080")),
     GpuSpec("RTX 4090", 165.2, 82.6, 24, ("rtx4090", "4090", "geforcertx4090")),
+    GpuSpec("T4", 65.0, 8.1, 16, ("t4", "teslat4", "nvidiat4")),  # no bf16: fp16 with fp32 accumulation
+    GpuSpec("L40S", 362.1, 91.6, 48, ("l40s", "nvidial40s")),
     GpuSpec("L4", 121.0, 30.3, 24, ("l4", "nvidial4")),
+    GpuSpec("A100 40GB", 312.0, 19.5, 40, ("a10040gb", "a100sxm440gb", "sxm440gb", "pcie40gb")),
     GpuSpec("A100 80GB", 312.0, 19.5, 80, ("a100", "a10080gb", "a100sxm", "nvidiaa100", "a100sxm480gb")),
+    GpuSpec("A10", 125.0, 31.2, 24, ("a10", "nvidiaa10")),
     GpuSpec("H100 SXM", 989.4, 66.9, 80, ("h100", "h100sxm", "nvidiah100", "h10080gbhbm3", "h100sxm5")),
+    GpuSpec("H200", 989.4, 66.9, 141, ("h200", "h200sxm", "nvidiah200")),
 )
 
 

@@ -20,6 +20,7 @@ from twinbot.finetune.plan.estimate import analytic_estimate, extrapolate, split
 from twinbot.finetune.plan.flops import ModelShape, shape_of_spec
 from twinbot.finetune.plan.gpus import GpuSpec, here_tflops, scale_to_gpu, target_gpu, target_summary
 from twinbot.finetune.plan.machine import measure_bookkeeping
+from twinbot.finetune.plan.memory import arch_shape, memory_plan, memory_rows, render_memory
 from twinbot.finetune.plan.recommendation import read_quality, recommend
 from twinbot.finetune.plan.records import Plan, PresetPlan, PresetSettings
 from twinbot.finetune.plan.render import render
@@ -47,8 +48,13 @@ def run_plan(
     as_json: bool = False,
     yaml_path: Path | None = None,
     overrides: Sequence[str] = (),
-) -> Plan:
-    """`twinbot plan`: the plan as text (or JSON with --json) on stdout, progress on stderr."""
+) -> Plan | None:
+    """`twinbot plan`: the plan as text (or JSON with --json) on stdout, progress on stderr. With --target-gpu
+    and no --data: the predicted peak memory per preset and precision only (`memory.memory_plan`)."""
+    if data_dir is None and target:
+        configs = resolve_preset_configs(parse_presets(presets), None, model, epochs, yaml_path, overrides)
+        memory_plan(model, configs, target, as_json)
+        return None
     data_dir = check_data_dir(data_dir)
     names = parse_presets(presets)
     start_at = parse_start(start)
@@ -68,6 +74,12 @@ def run_plan(
         print(plan.model_dump_json(indent=2))
     else:
         print(render(plan))
+        if target:
+            shape = arch_shape(model)
+            print(
+                "\n"
+                + render_memory(shape, memory_rows(shape, configs, target_gpu(target)), target_gpu(target))
+            )
     if plan.recommendation.preset is None:
         raise TwinbotError(plan.recommendation.reason)
     return plan
@@ -86,7 +98,7 @@ def parse_presets(text: str) -> list[str]:
 
 def resolve_preset_configs(
     presets: Sequence[str],
-    data_dir: Path,
+    data_dir: Path | None,
     model: str | None,
     epochs: float | None,
     yaml_path: Path | None = None,
