@@ -69,10 +69,10 @@ def case(
 
 
 # WhatsApp system lines (no "Name: ") and iOS notices have the author "". System lines are matched where
-# phrases.py has rows for their language (en, de, es, pt, nl, tr, id); the others (fr, it, ru, pl, a gap it
-# lists) and wordings no source shows (de "hat den Gruppennamen ... geändert", nl "heeft groep ... aangemaakt")
-# are "other"; placeholders, attachments, deleted messages, locations, polls, calls and the encryption notice
-# are matched where the table has rows.
+# phrases.py has rows for their language (en, de, es, fr, pt, it, nl, tr, id); the others (ru, pl, a gap it
+# lists) and wordings no source shows (de "hat den Gruppennamen ... geändert", nl "heeft groep ... aangemaakt",
+# fr "a changé le sujet de ... en ...", fr "est parti" without "(e)") are "other"; placeholders, attachments,
+# deleted messages, locations, polls, calls and the encryption notice are matched where the table has rows.
 WHATSAPP = [
     case(
         "whatsapp/en-android.txt", "whatsapp",
@@ -118,15 +118,15 @@ WHATSAPP = [
     ),
     case(
         "whatsapp/fr-android.txt", "whatsapp",
-        {TEXT: 9, ENCRYPTION: 1, OTHER: 5, DELETED: 2, PLACEHOLDER: 2, ATTACHMENT: 1, LOCATION: 1,
-         MEDIA_POLL: 1, CALL: 1},
+        {TEXT: 9, ENCRYPTION: 1, SETTINGS: 1, JOIN: 2, OTHER: 2, DELETED: 2, PLACEHOLDER: 2, ATTACHMENT: 1,
+         LOCATION: 1, MEDIA_POLL: 1, CALL: 1},
         {"", "Camille Dubois", "Hugo Martin", "Inès Benali"},
         "2024-09-09T20:15:00", "2024-09-15T11:30:00",
     ),
     case(
         "whatsapp/it-android.txt", "whatsapp",
-        {TEXT: 9, ENCRYPTION: 1, OTHER: 4, DELETED: 2, PLACEHOLDER: 2, ATTACHMENT: 1, LOCATION: 1,
-         MEDIA_POLL: 1, CALL: 1},
+        {TEXT: 9, ENCRYPTION: 1, SETTINGS: 1, JOIN: 2, LEAVE: 1, DELETED: 2, PLACEHOLDER: 2, ATTACHMENT: 1,
+         LOCATION: 1, MEDIA_POLL: 1, CALL: 1},
         {"", "Giulia Romano", "Marco Bianchi", "Chiara Greco"},
         "2024-10-12T17:40:00", "2024-10-20T10:06:00",
     ),

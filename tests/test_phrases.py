@@ -237,6 +237,49 @@ WHATSAPP_EXAMPLES: dict[str, str] = {  # the system line after "date, time - "
     "{name} mengeluarkan {name}": "Dewi Lestari mengeluarkan Budi Santoso",
     "{name} keluar": "Rina Wijaya keluar",
     "{name} membuat grup {name}": 'Dewi Lestari membuat grup "Arisan RT 05 🏘️"',
+    "{name} telah bergabung menggunakan tautan undangan grup ini": "Rina Wijaya telah bergabung menggunakan tautan "
+    "undangan grup ini",
+    "{name} telah mengganti nomor teleponnya ke nomor baru{name}": "Budi Santoso telah mengganti nomor teleponnya "
+    "ke nomor baru. Ketuk untuk mengirim pesan atau menambahkan nomor baru.",
+    # fr
+    "Les messages envoyés dans ce groupe sont désormais protégés avec le chiffrement de bout en bout": "Les "
+    "messages envoyés dans ce groupe sont désormais protégés avec le chiffrement de bout en bout. Appuyez pour "
+    "plus d'informations.",
+    "{name} a ajouté {name}": "Camille Dubois a ajouté Hugo Martin",
+    "Vous avez ajouté {name}": "Vous avez ajouté Inès Benali",
+    "{name} a été ajouté(e)": "Inès Benali a été ajouté(e)",
+    "Vous avez été ajouté(e)": "Vous avez été ajouté(e)",
+    "{name} est parti(e)": "Hugo Martin est parti(e)",
+    "{name} a retiré {name}": "Camille Dubois a retiré Hugo Martin",
+    "{name} a été retiré(e)": "Hugo Martin a été retiré(e)",
+    "{name} a changé l'icône de ce groupe": "Inès Benali a changé l'icône de ce groupe",
+    "Vous avez changé l'icône de ce groupe": "Vous avez changé l'icône de ce groupe",
+    "Vous avez changé le sujet en {name}": "Vous avez changé le sujet en « Coloc 🏠✨ »",
+    "{name} a modifié le sujet en {name}": "Camille Dubois a modifié le sujet en « Coloc 🏠✨ »",
+    "{name} a remplacé le sujet par {name}": "Camille Dubois a remplacé le sujet par « Coloc 🏠✨ »",
+    "{name} a changé la description du groupe": "Inès Benali a changé la description du groupe",
+    "{name} a changé de numéro de téléphone{name}": "Hugo Martin a changé de numéro de téléphone. Appuyez pour "
+    "envoyer un message ou ajouter le nouveau numéro.",
+    "{name} a créé le groupe {name}": "Camille Dubois a créé le groupe « Coloc 🏠 »",
+    "{name} a créé ce groupe": "Camille Dubois a créé ce groupe",
+    # it
+    "{name} ha aggiunto {name}": "Giulia Romano ha aggiunto Marco Bianchi",
+    "Hai aggiunto {name}": "Hai aggiunto Chiara Greco",
+    "{name} ti ha aggiunto": "Giulia Romano ti ha aggiunto",
+    "{name} è stato aggiunto": "Marco Bianchi è stato aggiunto",
+    "{name} è entrato usando il link d'invito al gruppo": "Chiara Greco è entrato usando il link d'invito al gruppo",
+    "{name} ha abbandonato": "Marco Bianchi ha abbandonato",
+    "{name} ha rimosso {name}": "Giulia Romano ha rimosso Marco Bianchi",
+    "Hai rimosso {name}": "Hai rimosso Marco Bianchi",
+    "{name} ha cambiato l'oggetto da {name}": 'Giulia Romano ha cambiato l\'oggetto da "Cena di classe 🍝" a "Cena '
+    'di classe 2024 🍝"',
+    "{name} ha cambiato l'immagine {name}": "Chiara Greco ha cambiato l'immagine di questo gruppo",
+    "{name} ha cambiato la descrizione del gruppo": "Chiara Greco ha cambiato la descrizione del gruppo",
+    "{name} ha creato il gruppo {name}": 'Giulia Romano ha creato il gruppo "Cena di classe 🍝"',
+    "{name} cambiato le impostazioni del gruppo {name}": "Giulia Romano ha cambiato le impostazioni del gruppo per "
+    "consentire solo agli amministratori di modificare le info del gruppo",
+    "Il tuo codice di sicurezza con {name}": "Il tuo codice di sicurezza con Marco Bianchi è cambiato. Tocca per "
+    "maggiori info.",
 }  # fmt: skip
 
 META_EXAMPLES: dict[str, tuple[str, str]] = {  # (sender_name, content)
@@ -299,6 +342,8 @@ def _meta(tmp_path: Path, sender: str, content: str) -> tuple[str, str | None]:
 # A person's message that only mentions a notice, per language: a WhatsApp message body ("Name: text") is never
 # a system line, and a system line that says more than the notice is not that notice.
 PERSON_BODIES = [
+    "Hugo est parti(e) 😂",
+    "Marco ha abbandonato",
     "Jonas hat die Gruppe verlassen 😢",
     "Carmen salió del grupo jaja",
     "Thiago saiu",
@@ -307,6 +352,8 @@ PERSON_BODIES = [
     "Rina keluar",
 ]
 LONGER_SYSTEM_LINES = [
+    "Hugo Martin est parti(e) puis revenu(e)",
+    "Marco Bianchi ha abbandonato e poi è tornato",
     "Mehmet Yılmaz hat die Gruppe verlassen und ist zurück",
     "Carmen Ruiz salió del grupo y volvió",
     "Thiago Alves saiu e voltou",

@@ -33,6 +33,15 @@ the index (read it with `read_file id=...`), not by repository:
     [cs-es]    Spanish WhatsApp system lines: a TypeScript table of group notices in en/es (id 70499579339)
     [cs-pt-wa] Portuguese WhatsApp system lines: an R normalizer of them (id 18764188821)
     [cs-nl]    Dutch WhatsApp system lines: an R analyzer of a Dutch group's export (id 15992839080)
+    [cs-fr]    French WhatsApp system lines: a French chat analyzer's list of notices to skip (id 12511976398:
+               "a changé l'icône de ce groupe", "Vous avez changé le sujet en", "a modifié le sujet en", "a
+               remplacé le sujet par", "est parti(e)", "a retiré", "a ajouté", "a été ajouté(e)", the group
+               encryption notice, ...) and a French WhatsApp reader's group hints (id 70406701559: "a créé le
+               groupe", "a créé ce groupe")
+    [cs-it]    Italian (and two Indonesian) WhatsApp system lines: a JavaScript table of events (id 27496825174:
+               "ha creato il gruppo", "ha abbandonato", "ha aggiunto", "ti ha aggiunto", "è stato aggiunto",
+               "ha rimosso", "ha cambiato l'oggetto da", "Il tuo codice di sicurezza con", "telah bergabung
+               menggunakan tautan undangan grup ini", ...)
     [cs-tr-sys] Turkish WhatsApp system lines: Turkish cleaners and parsers (ids 37358115668, 70945638120,
                70135245868, 32945990093: "kişisini ekledi", "ayrıldı", "grubunu oluşturdu", "sizi ekledi",
                "kişisini çıkardı", "bağlantısıyla katıldı", "grubun simgesini", "grup açıklamasını")
@@ -44,7 +53,7 @@ the index (read it with `read_file id=...`), not by repository:
     [cs-fr-meta] a French Messenger download's notices in a metadata test (id 36453681027): "a envoyé une
                pièce jointe", "Vous avez envoyé une pièce jointe", "a ajouté .* au groupe", "a nommé le
                groupe", "a quitté le groupe"
-Gaps (no source found yet, so no rows): WhatsApp system lines in fr, it, ru, pl (the few lists found were
+Gaps (no source found yet, so no rows): WhatsApp system lines in ru and pl (the few lists found were
 guesses, not export wording); WhatsApp missed calls in tr/pl/id and polls in ru/tr/pl/id; Meta notices in
 de, it, nl, ru, tr, pl, id; Meta reactions, unsent messages, calls and polls in es and fr (an app's own UI
 strings are not the download's wording).
@@ -229,6 +238,8 @@ WHATSAPP_BODIES: tuple[Phrase, ...] = tuple(
                "Nachrichten, die du in diesem Chat sendest, sowie Anrufe, sind jetzt mit Ende-zu-Ende"),
         *_rows(W, "pl", "system", "encryption_notice", "prefix", "cs-pl-e2e", "Wiadomości i połączenia są szyfrowane"),
         *_rows(W, "id", "system", "encryption_notice", "prefix", "cs-id-sys", "Pesan dan panggilan terenkripsi"),
+        *_rows(W, "fr", "system", "encryption_notice", "prefix", "cs-fr",
+               "Les messages envoyés dans ce groupe sont désormais protégés avec le chiffrement de bout en bout"),
     ]
 )  # fmt: skip
 
@@ -292,9 +303,35 @@ WHATSAPP_NOTICES: tuple[Phrase, ...] = tuple(
         *_rows(W, "tr", "system", "rename", "template", "cs-tr-sys",
                "{name} grubun simgesini değiştirdi", "{name} grup açıklamasını değiştirdi"),
         *_rows(W, "tr", "system", "settings", "template", "cs-tr-sys", "{name} grubunu oluşturdu"),
+        # before "{name} menambahkan {name}": the number-change notice ends "... atau menambahkan nomor baru"
+        *_rows(W, "id", "system", "member_join", "template", "cs-it",
+               "{name} telah bergabung menggunakan tautan undangan grup ini"),
+        *_rows(W, "id", "system", "rename", "template", "cs-it",
+               "{name} telah mengganti nomor teleponnya ke nomor baru{name}"),
         *_rows(W, "id", "system", "member_join", "template", "cs-id-sys", "{name} menambahkan {name}"),
         *_rows(W, "id", "system", "member_leave", "template", "cs-id-sys", "{name} mengeluarkan {name}", "{name} keluar"),
         *_rows(W, "id", "system", "settings", "template", "cs-id-sys", "{name} membuat grup {name}"),
+        *_rows(W, "fr", "system", "member_join", "template", "cs-fr",
+               "{name} a ajouté {name}", "Vous avez ajouté {name}", "{name} a été ajouté(e)", "Vous avez été ajouté(e)"),
+        *_rows(W, "fr", "system", "member_leave", "template", "cs-fr",
+               "{name} est parti(e)", "{name} a retiré {name}", "{name} a été retiré(e)"),
+        *_rows(W, "fr", "system", "rename", "template", "cs-fr",
+               "{name} a changé l'icône de ce groupe", "Vous avez changé l'icône de ce groupe",
+               "Vous avez changé le sujet en {name}", "{name} a modifié le sujet en {name}",
+               "{name} a remplacé le sujet par {name}", "{name} a changé la description du groupe",
+               "{name} a changé de numéro de téléphone{name}"),
+        *_rows(W, "fr", "system", "settings", "template", "cs-fr", "{name} a créé le groupe {name}", "{name} a créé ce groupe"),
+        *_rows(W, "it", "system", "member_join", "template", "cs-it",
+               "{name} ha aggiunto {name}", "Hai aggiunto {name}", "{name} ti ha aggiunto", "{name} è stato aggiunto",
+               "{name} è entrato usando il link d'invito al gruppo"),
+        *_rows(W, "it", "system", "member_leave", "template", "cs-it",
+               "{name} ha abbandonato", "{name} ha rimosso {name}", "Hai rimosso {name}"),
+        *_rows(W, "it", "system", "rename", "template", "cs-it",
+               "{name} ha cambiato l'oggetto da {name}", "{name} ha cambiato l'immagine {name}",
+               "{name} ha cambiato la descrizione del gruppo"),
+        *_rows(W, "it", "system", "settings", "template", "cs-it",
+               "{name} ha creato il gruppo {name}", "{name} cambiato le impostazioni del gruppo {name}"),
+        *_rows(W, "it", "system", "encryption_notice", "template", "cs-it", "Il tuo codice di sicurezza con {name}"),
     ]
 )  # fmt: skip
 
