@@ -1,4 +1,4 @@
-"""What `twinbot serve` generates with: the ReplyEngine protocol, ModelEngine over twinbot.bot.generate,
+"""What `twinbot serve` generates with: the ReplyEngine protocol, ModelEngine (the torch backend, batching.py),
 and Generation, one reply produced in a worker thread and handed to the event loop piece by piece.
 
 A Generation ends at the reply's natural end, at the request's first stop string (the stop string is not
@@ -73,13 +73,18 @@ class ReplyEngine(Protocol):
 
 
 class ModelEngine:
-    """A ReplyEngine over twinbot.bot.generate."""
+    """The torch backend's ReplyEngine: replies generated at the same time share forward passes (batching.py).
 
-    def __init__(self, lm: LoadedModel) -> None:
+    `max_rows`: replies in one batch at most (the server's --max-concurrent is what usually limits them)."""
+
+    def __init__(self, lm: LoadedModel, max_rows: int | None = None) -> None:
+        from twinbot.bot.batching import BatchDecoder
+
         self.lm = lm
         self.name = lm.name
         self.system_prompt = lm.system_prompt
         self.context_window = lm.context_window
+        self.decoder = BatchDecoder(lm) if max_rows is None else BatchDecoder(lm, max_rows)
 
     def count_prompt_tokens(self, messages: Sequence[ChatTurn], max_new_tokens: int) -> int:
         from twinbot.bot.generate import build_prompt_ids
@@ -95,9 +100,7 @@ class ModelEngine:
     def stream(
         self, messages: Sequence[ChatTurn], sampling: SamplingRequest, stop: threading.Event
     ) -> Iterator[str]:
-        from twinbot.bot.generate import stream_reply
-
-        return stream_reply(self.lm, messages, self.settings(sampling), stop=stop)
+        return self.decoder.stream(messages, self.settings(sampling), stop)
 
 
 _END = object()

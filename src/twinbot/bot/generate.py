@@ -479,15 +479,22 @@ def _prefill(
     for row in rows[1:]:
         scores, cache = _forward(model, torch.tensor([row.prompt], device=device), {})
         parts.append((scores, next(iter(cache.values()))))
-    width = attention_mask.shape[1]
+    joined = join_caches([cache for _, cache in parts], attention_mask.shape[1])
+    return torch.cat([scores for scores, _ in parts]), {argument: joined}
+
+
+def join_caches(caches: Sequence[Any], width: int) -> Any:
+    """`caches[0]`, now holding the rows of every cache in order, each left-padded to `width` positions
+    (all `_joinable`; the padding's attention mask is the caller's)."""
+    joined = caches[0]
     for index, layer in enumerate(joined.layers):
         for field in ("keys", "values"):
             padded = []
-            for _, cache in parts:
+            for cache in caches:
                 states = getattr(cache.layers[index], field)
                 padded.append(torch.nn.functional.pad(states, (0, 0, width - states.shape[-2], 0)))
             setattr(layer, field, torch.cat(padded))
-    return torch.cat([scores for scores, _ in parts]), {argument: joined}
+    return joined
 
 
 def _joinable(cache: Any) -> bool:

@@ -100,7 +100,9 @@ def create_app(
 ) -> FastAPI:
     """The FastAPI app serving `lm` (a LoadedModel, or any ReplyEngine such as a test fake), answering
     requests addressed to a loopback name or one of `allowed_hosts` only."""
-    engine: ReplyEngine = lm if _is_engine(lm) else ModelEngine(lm)  # type: ignore[arg-type]
+    engine: ReplyEngine = (
+        lm if _is_engine(lm) else ModelEngine(lm, max_rows=max_concurrent)  # type: ignore[arg-type]
+    )
     service = ChatService(
         engine=engine,
         admission=Admission(max_concurrent, max_queue),
