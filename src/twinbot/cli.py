@@ -656,7 +656,7 @@ def serve(
             help="Read the API key from the first line of this file (instead of --api-key).",
         ),
     ] = None,
-    max_concurrent: Annotated[int, typer.Option("--max-concurrent", help="Generations running at once.")] = 2,
+    max_concurrent: Annotated[int, typer.Option("--max-concurrent", help="Generations running at once.")] = 8,
     max_queue: Annotated[
         int, typer.Option("--max-queue", help="Requests waiting for a slot before 429.")
     ] = 16,

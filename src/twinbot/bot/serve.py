@@ -93,7 +93,7 @@ class ServeLimits:
 def create_app(
     lm: LoadedModel | ReplyEngine,
     api_key: str | None = None,
-    max_concurrent: int = 2,
+    max_concurrent: int = 8,
     max_queue: int = 16,
     limits: ServeLimits | None = None,
     allowed_hosts: Sequence[str] = (),
@@ -464,7 +464,7 @@ def run_serve(
     host: str = DEFAULT_HOST,
     port: int = DEFAULT_PORT,
     api_key: str | None = None,
-    max_concurrent: int = 2,
+    max_concurrent: int = 8,
     max_queue: int = 16,
     device: str = "auto",
     allow_hosts: Sequence[str] = (),
