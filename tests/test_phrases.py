@@ -291,6 +291,23 @@ META_EXAMPLES: dict[str, tuple[str, str]] = {  # (sender_name, content)
     "{actor} a ajouté {name} au groupe": ("Camille Dubois", "Camille Dubois a ajouté Inès Benali au groupe."),
     "{actor} a quitté le groupe": ("Hugo Martin", "Hugo Martin a quitté le groupe."),
     "{actor} a nommé le groupe {name}": ("Camille Dubois", "Camille Dubois a nommé le groupe Coloc 🏠."),
+    "Rozmowa zakończyła się": ("Kasia Nowak", "Rozmowa zakończyła się."),
+    "{actor} dołączył do rozmowy": ("Piotr Wiśniewski", "Piotr dołączył do rozmowy."),
+    "{actor} dołączyła do rozmowy": ("Ola Zielińska", "Ola dołączyła do rozmowy."),
+    "{actor} rozpoczął rozmowę": ("Piotr Wiśniewski", "Piotr rozpoczął rozmowę."),
+    "{actor} rozpoczęła rozmowę": ("Kasia Nowak", "Kasia rozpoczęła rozmowę."),
+    "{actor} opuścił(a) grupę": ("Ola Zielińska", "Ola Zielińska opuścił(a) grupę."),
+    "{actor} usunął użytkownika{name}": (
+        "Piotr Wiśniewski",
+        "Piotr usunął użytkownika Ola Zielińska z grupy.",
+    ),
+    "{actor} usunęła użytkownika{name}": ("Kasia Nowak", "Kasia usunęła użytkownika Ola Zielińska z grupy."),
+    "{actor} ustawił nick użytkownika{name}": (
+        "Piotr Wiśniewski",
+        "Piotr ustawił nick użytkownika Kasia Nowak na Kasiula.",
+    ),
+    "Nadałeś(aś) grupie nazwę{name}": ("Kasia Nowak", "Nadałeś(aś) grupie nazwę Wyjazd w góry ⛰️."),
+    "{actor} zmienił motyw": ("Piotr Wiśniewski", "Piotr zmienił motyw."),
 }
 
 
@@ -383,6 +400,8 @@ def test_whatsapp_notice_templates_are_anchored(tmp_path: Path, line: str) -> No
         ("Ann Lee", "Ann a quitté le groupe de foot, pas celui-ci"),
         ("Lucía Fernández", "Enviaste un archivo adjunto? no me llegó nada"),
         ("Carolina Souza", "João reagiu com 😂 à sua mensagem"),
+        ("Kasia Nowak", "Piotr opuścił(a) grupę."),
+        ("Kasia Nowak", "Rozmowa zakończyła się szybko, bo nie było zasięgu"),
     ],
 )
 def test_meta_person_text_mentioning_a_notice_stays_text(tmp_path: Path, sender: str, content: str) -> None:

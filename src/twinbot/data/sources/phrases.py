@@ -50,13 +50,16 @@ the index (read it with `read_file id=...`), not by repository:
                grup", "menambahkan", "mengeluarkan", "keluar") and a Go test's export line (id 60578680619)
     [cs-es-meta] Spanish Instagram downloads: "Enviaste un archivo adjunto." in three parsers (ids 163799703,
                65892071560, 68720087826)
+    [cs-pl-meta] a Polish Facebook download's parser, its list of notices to skip (id 46731092054): "Rozmowa
+               zakończyła się.", "dołączył(a) do rozmowy.", "rozpoczął(ęła) rozmowę.", "opuścił(a) grupę.",
+               "zmienił motyw.", "ustawił nick użytkownika", "usunął(ęła) użytkownika", "Nadałeś(aś) grupie nazwę"
     [cs-fr-meta] a French Messenger download's notices in a metadata test (id 36453681027): "a envoyé une
                pièce jointe", "Vous avez envoyé une pièce jointe", "a ajouté .* au groupe", "a nommé le
                groupe", "a quitté le groupe"
 Gaps (no source found yet, so no rows): WhatsApp system lines in ru and pl (the few lists found were
 guesses, not export wording); WhatsApp missed calls in tr/pl/id and polls in ru/tr/pl/id; Meta notices in
-de, it, nl, ru, tr, pl, id; Meta reactions, unsent messages, calls and polls in es and fr (an app's own UI
-strings are not the download's wording).
+de, it, nl, ru, tr, id; Meta reactions, unsent messages, calls and polls in es and fr, reactions, attachments
+and added members in pl (an app's own UI strings are not the download's wording).
 """
 
 from __future__ import annotations
@@ -359,6 +362,14 @@ META_NOTICES: tuple[Phrase, ...] = tuple(
         *_rows(M, "fr", "system", "member_join", "template", "cs-fr-meta", "{actor} a ajouté {name} au groupe"),
         *_rows(M, "fr", "system", "member_leave", "template", "cs-fr-meta", "{actor} a quitté le groupe"),
         *_rows(M, "fr", "system", "rename", "template", "cs-fr-meta", "{actor} a nommé le groupe {name}"),
+        *_rows(M, "pl", "call", "call", "template", "cs-pl-meta",
+               "Rozmowa zakończyła się", "{actor} dołączył do rozmowy", "{actor} dołączyła do rozmowy",
+               "{actor} rozpoczął rozmowę", "{actor} rozpoczęła rozmowę"),
+        *_rows(M, "pl", "system", "member_leave", "template", "cs-pl-meta",
+               "{actor} opuścił(a) grupę", "{actor} usunął użytkownika{name}", "{actor} usunęła użytkownika{name}"),
+        *_rows(M, "pl", "system", "rename", "template", "cs-pl-meta",
+               "{actor} ustawił nick użytkownika{name}", "Nadałeś(aś) grupie nazwę{name}"),
+        *_rows(M, "pl", "system", "settings", "template", "cs-pl-meta", "{actor} zmienił motyw"),
         *_rows(M, "en", "system", "deleted", "template", "meta-en", "{actor} unsent a message"),
         *_rows(M, "en", "system", "member_leave", "template", "meta-en",
                "{actor} left the group", "{actor} removed {name} from the group"),
