@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import resource
 import subprocess
 import sys
 from datetime import UTC, datetime
@@ -56,6 +55,8 @@ VARIANTS = (("fp32", False, False), ("fp32 ckpt", False, True), ("bf16", True, F
 
 def child(model_dir: str, data_dir: str, out_dir: str, use_fp16: bool, checkpointing: bool) -> None:
     """One training run in this fresh process; prints its baseline and peak RSS and supervised share."""
+    import accelerate  # noqa: F401
+    import peft  # noqa: F401
     import psutil
     import torch  # noqa: F401
     import transformers  # noqa: F401
@@ -80,8 +81,15 @@ def child(model_dir: str, data_dir: str, out_dir: str, use_fp16: bool, checkpoin
     rows, _ = recipe.load_data(Path(data_dir), load_tokenizer(model_dir), config)
     share = max(count_supervised([row]) / len(row.input_ids) for row in rows)
     recipe.main(config)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
-    print(json.dumps({"baseline": baseline, "peak": peak, "supervised_share": share}))
+    print(json.dumps({"baseline": baseline, "peak": peak_rss(), "supervised_share": share}))
+
+
+def peak_rss() -> int:
+    """This process's peak RSS: VmHWM (getrusage's ru_maxrss keeps the parent's peak across fork + exec)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    raise SystemExit("no VmHWM in /proc/self/status: Linux only")
 
 
 def measure(
