@@ -1,28 +1,35 @@
-"""Serving speed: `twinbot serve` (through HTTP, the official openai client) vs a plain transformers generate().
+"""Serving speed: `twinbot serve`'s app per backend, at 1 / 4 / 8 / 16 concurrent streams.
 
-Same model, prompt, greedy decoding (temperature 0, repetition penalty 1.1) and max tokens on both sides.
+The app runs in-process (ServerThread) and is questioned through HTTP by the official openai client, one
+thread per stream. Each scenario sends N streaming requests at once: greedy (temperature 0, the server's
+repetition penalty 1.1), max 128 reply tokens, four prompts of different lengths in turn. Per scenario:
 
-- one stream: time to first token (TTFT) and tokens/s (reply tokens / whole request time);
-- N concurrent streams (default 8) all sent at once: aggregate tokens/s (all reply tokens / time until the last
-  one finished) and p50/p95 latency (request sent -> last token);
-- the baseline answers the same N requests with `model.generate()` one after another in a loop, latencies
-  counted from the moment all N "arrived" (the loop's start), so the two p95s are comparable.
+- aggregate tokens/s: all reply tokens (the responses' `usage`) / time until the last stream finished;
+- TTFT p50/p95: request sent -> first content piece; latency p50/p95: request sent -> last piece;
+- peak RSS: the benchmark process's peak resident memory so far (server, model and clients; each backend
+  runs in a process of its own, its scenarios in order 1, 4, 8, 16).
 
-Server reply tokens come from the response's `usage`; baseline tokens are the ids generate() returned (end
-token excluded). The server stops at end-of-turn markers, so its replies can be shorter; compare tokens/s.
+    python bench/serve.py --json bench/out/serve.json            # embedded model: torch, and llamacpp if installed
+    python bench/serve.py --model 360m                           # a random-weight SmolLM2-360M-shaped llama
+    python bench/serve.py --streams 1,2 --max-tokens 8 --backends torch   # quick check
 
-    python bench/serve.py                                          # embedded default model, CPU (the real run)
-    python bench/serve.py --model DIR --requests 2 --max-tokens 8  # quick end-to-end check
+Where other processes load the CPU, `--threads 1`: torch's threads wait for each other when one of them is
+descheduled (on 2 busy cores, 2 threads decoded 1.6 tokens/s and 1 thread 4.1).
+
+`--model 360m` builds the random model once in bench/out/random-360m (the embedded model's tokenizer and chat
+template). Random weights rarely sample an end of turn, so its replies run to max tokens: fine for speed.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import math
 import os
 import platform
-import statistics
+import resource
+import subprocess
 import sys
 import threading
 import time
@@ -40,25 +47,40 @@ except ImportError:
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from twinbot.data.records import ChatTurn  # noqa: E402
 from twinbot.errors import TwinbotError  # noqa: E402
 
-PROMPT = "Tell me a long story about a lighthouse keeper and a lost dog, with lots of detail."
+PROMPTS = [
+    "Tell me a long story about a lighthouse keeper and a lost dog, with lots of detail.",
+    "hey, how was your weekend?",
+    "I've been thinking about moving to another city for work, but all my friends are here and I'm not "
+    "sure the new job is worth it. The pay is better, the team seems nice, the rent would be double. "
+    "What would you do, honestly?",
+    "what should we cook tonight",
+]
+# SmolLM2-360M's shape (the embedded model's config otherwise), with random weights.
+RANDOM_360M = dict(
+    hidden_size=960,
+    intermediate_size=2560,
+    num_hidden_layers=32,
+    num_attention_heads=15,
+    num_key_value_heads=5,
+)
 
 
 @dataclass
 class Request:
-    ttft_s: float  # request sent -> first reply token
-    latency_s: float  # request sent -> last reply token
+    ttft_s: float  # request sent -> first content piece
+    latency_s: float  # request sent -> last piece
     tokens: int
 
 
 @dataclass
 class Scenario:
-    side: str  # "server" or "generate()"
+    backend: str
     streams: int
     requests: list[Request]
     wall_s: float  # first request sent -> last one finished
+    peak_rss_mib: float
 
     @property
     def tokens(self) -> int:
@@ -68,20 +90,22 @@ class Scenario:
     def tokens_per_s(self) -> float:
         return self.tokens / self.wall_s if self.wall_s > 0 else 0.0
 
-    def latency(self, quantile: float) -> float:
-        ordered = sorted(r.latency_s for r in self.requests)
-        return ordered[max(0, math.ceil(quantile * len(ordered)) - 1)]  # nearest rank
+    def quantile(self, field: str, q: float) -> float:
+        ordered = sorted(getattr(r, field) for r in self.requests)
+        return ordered[max(0, math.ceil(q * len(ordered)) - 1)]  # nearest rank
 
     def summary(self) -> dict[str, Any]:
         return {
-            "side": self.side,
+            "backend": self.backend,
             "streams": self.streams,
             "tokens": self.tokens,
             "wall_s": round(self.wall_s, 3),
             "tokens_per_s": round(self.tokens_per_s, 2),
-            "ttft_s_median": round(statistics.median(r.ttft_s for r in self.requests), 3),
-            "latency_s_p50": round(self.latency(0.50), 3),
-            "latency_s_p95": round(self.latency(0.95), 3),
+            "ttft_s_p50": round(self.quantile("ttft_s", 0.5), 3),
+            "ttft_s_p95": round(self.quantile("ttft_s", 0.95), 3),
+            "latency_s_p50": round(self.quantile("latency_s", 0.5), 3),
+            "latency_s_p95": round(self.quantile("latency_s", 0.95), 3),
+            "peak_rss_mib": round(self.peak_rss_mib),
             "requests": [asdict(r) for r in self.requests],
         }
 
@@ -89,85 +113,64 @@ class Scenario:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--model", default=None, help="Model spec for load_for_inference (default: embedded)."
+        "--model", default=None, help="Model spec (default: embedded), or 360m (random weights)."
     )
-    parser.add_argument("--requests", type=int, default=8, help="Concurrent streams in the second scenario.")
-    parser.add_argument("--max-tokens", type=int, default=64, help="Reply tokens per request.")
+    default_backends = "torch,llamacpp" if importlib.util.find_spec("llama_cpp") else "torch"
     parser.add_argument(
-        "--max-concurrent",
+        "--backends", default=default_backends, help=f"Comma-separated (default {default_backends})."
+    )
+    parser.add_argument("--streams", default="1,4,8,16", help="Concurrent streams per scenario.")
+    parser.add_argument("--max-tokens", type=int, default=128, help="Reply tokens per request.")
+    parser.add_argument("--device", default="cpu", help="cpu (default), cuda, mps, auto.")
+    parser.add_argument(
+        "--threads",
         type=int,
         default=None,
-        help="Server generation slots (default: --requests, so every stream runs at once).",
+        help="torch threads (default: torch's; 1 on a machine others load).",
     )
-    parser.add_argument("--device", default="cpu", help="cpu (default), cuda, mps, auto.")
     parser.add_argument("--json", type=Path, default=None, help="Also write the results here.")
+    parser.add_argument("--only", default=None, help=argparse.SUPPRESS)  # one backend, in a child process
     args = parser.parse_args(argv)
-    if args.requests < 1 or args.max_tokens < 1:
-        parser.error("--requests and --max-tokens must be at least 1")
+    args.streams = [int(n) for n in args.streams.split(",")]
+    if min(args.streams) < 1 or args.max_tokens < 1:
+        parser.error("--streams and --max-tokens must be at least 1")
     return args
 
 
-# ---- baseline: plain transformers generate() ----
+def random_model(size: str) -> str:
+    """The folder of a random-weight model of `size` (built once), with the embedded model's tokenizer."""
+    if size != "360m":
+        return size
+    folder = REPO_ROOT / "bench" / "out" / "random-360m"
+    if not (folder / "model.safetensors").is_file():
+        import torch
+        from transformers import LlamaConfig, LlamaForCausalLM
+
+        from twinbot.models.loading import resolve_model
+
+        embedded = Path(resolve_model(None))
+        config = LlamaConfig.from_pretrained(embedded, **RANDOM_360M)  # its vocabulary, special ids, RoPE
+        torch.manual_seed(0)
+        LlamaForCausalLM(config).save_pretrained(folder)
+        for name in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja"):
+            if (embedded / name).is_file():
+                (folder / name).write_bytes((embedded / name).read_bytes())
+    return str(folder)
 
 
-class _FirstTokenClock:
-    """A generate() streamer that notes when the first generated token arrives (the first put() is the prompt)."""
-
-    def __init__(self) -> None:
-        self.calls = 0
-        self.first_token_at: float | None = None
-
-    def put(self, value: Any) -> None:
-        self.calls += 1
-        if self.calls == 2 and self.first_token_at is None:
-            self.first_token_at = time.perf_counter()
-
-    def end(self) -> None:
-        pass
+# ---- one backend (in a process of its own) ----
 
 
-def generate_once(lm: Any, prompt_ids: list[int], max_tokens: int, since: float) -> Request:
-    import torch
-
-    device = next(lm.model.parameters()).device
-    clock = _FirstTokenClock()
-    with torch.inference_mode():
-        output = lm.model.generate(
-            input_ids=torch.tensor([prompt_ids], device=device),
-            attention_mask=torch.ones(1, len(prompt_ids), dtype=torch.long, device=device),
-            max_new_tokens=max_tokens,
-            do_sample=False,
-            repetition_penalty=1.1,
-            eos_token_id=sorted(lm.stop_token_ids) or None,
-            pad_token_id=lm.tokenizer.pad_token_id,
-            streamer=clock,
-        )
-    done = time.perf_counter()
-    new_ids = output[0, len(prompt_ids) :].tolist()
-    tokens = len([token for token in new_ids if token not in lm.stop_token_ids])
-    first = clock.first_token_at or done
-    return Request(ttft_s=first - since, latency_s=done - since, tokens=tokens)
-
-
-def baseline(lm: Any, prompt_ids: list[int], max_tokens: int, streams: int) -> Scenario:
-    started = time.perf_counter()
-    requests = [generate_once(lm, prompt_ids, max_tokens, since=started) for _ in range(streams)]
-    return Scenario("generate()", streams, requests, time.perf_counter() - started)
-
-
-# ---- the server, through HTTP ----
-
-
-def stream_once(base_url: str, messages: list[dict[str, str]], max_tokens: int) -> Request:
+def stream_once(base_url: str, prompt: str, max_tokens: int) -> Request:
     import openai
 
-    client = openai.OpenAI(base_url=base_url + "/v1", api_key="bench", max_retries=0, timeout=600)
+    client = openai.OpenAI(base_url=base_url + "/v1", api_key="bench", max_retries=0, timeout=1800)
     sent = time.perf_counter()
     first: float | None = None
     tokens = 0
     stream = client.chat.completions.create(
         model="twinbot",
-        messages=messages,  # type: ignore[arg-type]
+        messages=[{"role": "user", "content": prompt}],
         temperature=0,
         max_tokens=max_tokens,
         stream=True,
@@ -182,17 +185,53 @@ def stream_once(base_url: str, messages: list[dict[str, str]], max_tokens: int) 
     return Request(ttft_s=(first or done) - sent, latency_s=done - sent, tokens=tokens)
 
 
-def server(base_url: str, messages: list[dict[str, str]], max_tokens: int, streams: int) -> Scenario:
+def scenario(backend: str, base_url: str, max_tokens: int, streams: int) -> Scenario:
     barrier = threading.Barrier(streams)
 
-    def one(_: int) -> Request:
+    def one(number: int) -> Request:
         barrier.wait()
-        return stream_once(base_url, messages, max_tokens)
+        return stream_once(base_url, PROMPTS[number % len(PROMPTS)], max_tokens)
 
     started = time.perf_counter()
     with ThreadPoolExecutor(max_workers=streams) as pool:
         requests = list(pool.map(one, range(streams)))
-    return Scenario("server", streams, requests, time.perf_counter() - started)
+    wall = time.perf_counter() - started
+    return Scenario(backend, streams, requests, wall, peak_rss_mib())
+
+
+def peak_rss_mib() -> float:
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 1024  # bytes on macOS, KiB on Linux
+
+
+def run_backend(args: argparse.Namespace, backend: str) -> dict[str, Any]:
+    import torch
+
+    from twinbot.bot.serve import ServerThread, create_app
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    model = random_model(args.model) if args.model else None
+    if backend == "torch":
+        from twinbot.bot.loading import load_for_inference
+
+        engine: Any = load_for_inference(model, device=args.device)  # create_app batches it (ModelEngine)
+    else:
+        from twinbot.bot.backends import load_backend
+
+        engine = load_backend(backend, model, device=args.device).server_engine()
+    slots = max(args.streams)
+    app = create_app(engine, max_concurrent=slots, max_queue=slots)
+    print(
+        f"{backend}: {engine.name} on {args.device}, torch threads {torch.get_num_threads()}", file=sys.stderr
+    )
+    scenarios = []
+    with ServerThread(app) as running:
+        stream_once(running.base_url, PROMPTS[0], min(4, args.max_tokens))  # warm-up
+        for streams in args.streams:
+            scenarios.append(scenario(backend, running.base_url, args.max_tokens, streams))
+            print(table(scenarios[-1:]).splitlines()[-1], file=sys.stderr)
+    return {"model": engine.name, "scenarios": [s.summary() for s in scenarios]}
 
 
 # ---- report ----
@@ -200,71 +239,61 @@ def server(base_url: str, messages: list[dict[str, str]], max_tokens: int, strea
 
 def table(scenarios: list[Scenario]) -> str:
     lines = [
-        "| side | streams | reply tokens | tokens/s | TTFT s (median) | p50 latency s | p95 latency s |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "| backend | streams | reply tokens | tokens/s | TTFT p50 s | TTFT p95 s | latency p50 s | latency p95 s "
+        "| peak RSS MiB |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for s in scenarios:
         lines.append(
-            f"| {s.side} | {s.streams} | {s.tokens} | {s.tokens_per_s:.1f} | "
-            f"{statistics.median(r.ttft_s for r in s.requests):.3f} | {s.latency(0.5):.2f} | {s.latency(0.95):.2f} |"
+            f"| {s.backend} | {s.streams} | {s.tokens} | {s.tokens_per_s:.1f} | {s.quantile('ttft_s', 0.5):.2f} | "
+            f"{s.quantile('ttft_s', 0.95):.2f} | {s.quantile('latency_s', 0.5):.2f} | "
+            f"{s.quantile('latency_s', 0.95):.2f} | {s.peak_rss_mib:.0f} |"
         )
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    import torch
-
-    from twinbot.bot.generate import build_prompt_ids, with_system_prompt
-    from twinbot.bot.loading import load_for_inference
-    from twinbot.bot.serve import ServerThread, create_app
-
-    lm = load_for_inference(args.model, device=args.device)
-    turns = with_system_prompt(lm, [ChatTurn("user", PROMPT)])
-    prompt_ids = build_prompt_ids(lm, turns, args.max_tokens)
-    messages = [{"role": turn.role, "content": turn.content} for turn in turns]
-    slots = args.max_concurrent or args.requests
-    print(
-        f"model {lm.name} ({lm.kind}) on {args.device}, torch threads {torch.get_num_threads()}, "
-        f"prompt {len(prompt_ids)} tokens, max tokens {args.max_tokens}, {args.requests} streams, "
-        f"{slots} server slots",
-        file=sys.stderr,
-    )
-    app = create_app(lm, max_concurrent=slots, max_queue=max(args.requests, 1))
-    scenarios: list[Scenario] = []
-    with ServerThread(app) as running:
-        # Warm-up on both sides (first-call allocations, lazy imports).
-        generate_once(lm, prompt_ids, min(4, args.max_tokens), since=time.perf_counter())
-        stream_once(running.base_url, messages, min(4, args.max_tokens))
-        scenarios.append(baseline(lm, prompt_ids, args.max_tokens, 1))
-        scenarios.append(server(running.base_url, messages, args.max_tokens, 1))
-        if args.requests > 1:
-            scenarios.append(baseline(lm, prompt_ids, args.max_tokens, args.requests))
-            scenarios.append(server(running.base_url, messages, args.max_tokens, args.requests))
+    if args.only:
+        print(json.dumps(run_backend(args, args.only)))
+        return 0
+    results: dict[str, Any] = {}
+    for backend in args.backends.split(","):
+        child = [sys.executable, __file__, *(argv if argv is not None else sys.argv[1:]), "--only", backend]
+        done = subprocess.run(child, stdout=subprocess.PIPE, text=True)
+        if done.returncode != 0:
+            print(f"{backend}: failed (exit {done.returncode}); skipped", file=sys.stderr)
+            continue
+        results[backend] = json.loads(done.stdout.strip().splitlines()[-1])
+    scenarios = [
+        Scenario(
+            backend,
+            s["streams"],
+            [Request(**r) for r in s["requests"]],
+            s["wall_s"],
+            s["peak_rss_mib"],
+        )
+        for backend, result in results.items()
+        for s in result["scenarios"]
+    ]
     print(table(scenarios))
     if args.json is not None:
-        args.json.write_text(
-            json.dumps(
-                {
-                    "when": datetime.now(UTC).isoformat(timespec="seconds"),
-                    "model": lm.name,
-                    "device": args.device,
-                    "max_tokens": args.max_tokens,
-                    "prompt_tokens": len(prompt_ids),
-                    "server_slots": slots,
-                    "torch_threads": torch.get_num_threads(),
-                    "machine": {
-                        "python": platform.python_version(),
-                        "platform": platform.platform(),
-                        "cpus": os.cpu_count(),
-                    },
-                    "scenarios": [s.summary() for s in scenarios],
-                },
-                indent=2,
-            )
-            + "\n",
-            encoding="utf-8",
-        )
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        report = {
+            "when": datetime.now(UTC).isoformat(timespec="seconds"),
+            "model": args.model or "embedded",
+            "device": args.device,
+            "max_tokens": args.max_tokens,
+            "torch_threads": args.threads,
+            "load_average": os.getloadavg(),
+            "machine": {
+                "python": platform.python_version(),
+                "platform": platform.platform(),
+                "cpus": os.cpu_count(),
+            },
+            "backends": results,
+        }
+        args.json.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     return 0
 
 
