@@ -95,7 +95,7 @@ def test_4bit_loading_asks_for_nf4_and_prepares_for_kbit_training(
     config = make_config(tiny_model_dir, tmp_path / "run", load_in_4bit=True, gradient_checkpointing=True)
     model, _ = load_training_model(config, torch.device("cpu"), pick_precision(True, "cuda"))
 
-    (call,) = calls
+    (call,) = [c for c in calls if "dtype" in c]  # the model itself (its config is read first)
     assert call["dtype"] == torch.bfloat16 and call["device_map"] == {"": "cpu"}
     settings = call["quantization_config"]
     assert (
@@ -129,3 +129,11 @@ def test_export_of_a_4bit_run_merges_into_the_unquantized_base(
     monkeypatch.setattr(loading, "load_model", record)
     exporter.load_adapter_model(exporter.read_run(run))
     assert loads == [(torch.float32, None)]
+
+
+def test_a_4bit_model_loads_onto_its_cuda_device_by_index(monkeypatch: pytest.MonkeyPatch) -> None:
+    """accelerate refuses a 4-bit model whose device map says "cuda" while it trains on "cuda:0"."""
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    assert loading._device_index(torch.device("cuda")) == 0
+    assert loading._device_index(torch.device("cuda:1")) == 1
+    assert loading._device_index(torch.device("cpu")) == "cpu"

@@ -189,6 +189,14 @@ def supported_attention(
     return attention
 
 
+def _device_index(target: torch.device) -> int | str:
+    """Where a quantized model loads: a CUDA device by its index, as accelerate checks it ("cuda" alone
+    would read as another device than the accelerator's "cuda:0" and be refused)."""
+    if target.type != "cuda":
+        return str(target)
+    return target.index if target.index is not None else torch.cuda.current_device()
+
+
 def load_model(
     spec: str | None,
     dtype: torch.dtype = torch.float32,
@@ -210,7 +218,7 @@ def load_model(
         register_packed_sdpa()
     placement: dict[str, Any] = {}
     if quantization is not None:  # quantized weights cannot be moved afterwards: they load in place
-        placement = {"quantization_config": quantization, "device_map": {"": str(target)}}
+        placement = {"quantization_config": quantization, "device_map": {"": _device_index(target)}}
     try:
         model = _from_pretrained(
             AutoModelForCausalLM, resolved, dtype=dtype, attn_implementation=attention, **placement
