@@ -92,7 +92,6 @@ class BatchDecoder:
         self._arrivals: deque[_Row] = deque()
         self._batches: list[_Batch] = []  # the decode thread's own
         self._lock = threading.Lock()
-        self._wake = threading.Condition(self._lock)
         self._thread: threading.Thread | None = None  # runs while there is work, started again on demand
 
     def stream(
@@ -110,16 +109,15 @@ class BatchDecoder:
             row.reader_gone = True  # the row leaves at the next step
 
     def _submit(self, row: _Row) -> None:
-        with self._wake:
+        with self._lock:
             self._arrivals.append(row)
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="twinbot-decode", daemon=True)
                 self._thread.start()
-            self._wake.notify()
 
     def _run(self) -> None:
         while True:
-            with self._wake:
+            with self._lock:
                 for row in [row for row in self._arrivals if not row.wanted()]:
                     self._arrivals.remove(row)
                     row.end()
