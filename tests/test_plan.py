@@ -263,15 +263,21 @@ def calibrate_on_a_fake_clock(
 def test_calibration_times_neither_compiling_nor_a_cold_first_evaluation(
     tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A 30 s budget of which compiling takes 40 s and the first evaluation is 100x slower: the steady speeds
-    are still what is measured, on at least the minimum of timed batches (issue 18: one cold eval batch once
+    """A 30 s budget of which compiling takes 40 s, a recompilation 30 s more, and the first evaluation is 100x
+    slower: the steady speeds are still what is measured, on at least the minimum of timed batches (issue 18: one cold eval batch once
     made a 526 s run a 1,499 s estimate)."""
     result = calibrate_on_a_fake_clock(
-        tiny_model_dir, tmp_path, monkeypatch, 30.0, train_seconds=[40.0, 0.5], eval_seconds=[5.0, 0.05]
+        tiny_model_dir,
+        tmp_path,
+        monkeypatch,
+        30.0,
+        train_seconds=[40.0, 0.5, 0.5, 0.5, 30.0, 0.5],  # compiling, then a recompilation among the timed
+        eval_seconds=[5.0, 0.05],
     )
     assert result.status == "ok", result.detail
-    assert result.warmup_micro_batches >= 2 and result.train_micro_batches >= 8
+    assert result.warmup_micro_batches == 3 and result.train_micro_batches >= 7  # the 30 s one: a warm-up
     assert result.seconds_per_token == pytest.approx(0.5 / 100)
+    assert result.warmup_seconds == pytest.approx(40.5 + 30.0)
     assert result.eval_batches >= 3 and result.eval_seconds == pytest.approx(0.05 * result.eval_batches)
     assert result.train_relative_error == pytest.approx(0.0) and result.shortfall is None
     estimate = extrapolate(fixed_workload(), result, 0.0)

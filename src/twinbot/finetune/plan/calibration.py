@@ -44,6 +44,10 @@ WARMUP_SHARE, TRAIN_SHARE, EVAL_SHARE = 0.1, 0.7, 0.15
 # MAX_OVERRUN times it; what could not be timed shows as the estimate's uncertainty.
 WARMUP_MICRO_BATCHES, MIN_TRAIN_MICRO_BATCHES, MIN_EVAL_BATCHES = 2, 8, 3
 MAX_OVERRUN = 3.0
+# A timed micro-batch this many times slower per token than the median recompiled (TORCH_COMPILE, a new
+# length): not the steady speed (seen: a first timed micro-batch of 140 s after 800 s of compiling, on a 2-core
+# CPU at load 13).
+OUTLIER_FACTOR = 5.0
 
 
 def calibrate(
@@ -191,8 +195,8 @@ def _measure(
 
     started = time.perf_counter()
     position = pending = 0
-    train_rates: list[float] = []  # seconds per token of each timed micro-batch
-    eval_rates: list[float] = []
+    timed: list[tuple[float, int]] = []  # seconds and tokens of each timed training micro-batch
+    eval_rates: list[float] = []  # seconds per token of each timed eval batch
 
     def next_batch() -> list[Row]:
         """Each process its own micro-batches, as in training: a step waits for the slowest process."""
@@ -223,13 +227,18 @@ def _measure(
             optimizer_step()
             pending = 0
         synchronize(device)
-        train_rates.append((time.perf_counter() - batch_start) / tokens)
-        result.train_tokens += tokens
-        result.train_micro_batches += 1
-        if done(result.train_micro_batches, MIN_TRAIN_MICRO_BATCHES, timed_start, TRAIN_SHARE):
+        timed.append((time.perf_counter() - batch_start, tokens))
+        if done(len(split_outliers(timed)[0]), MIN_TRAIN_MICRO_BATCHES, timed_start, TRAIN_SHARE):
             break
-    result.train_seconds = time.perf_counter() - timed_start
-    result.train_relative_error = relative_standard_error(train_rates)
+    steady, outliers = split_outliers(timed)
+    result.train_seconds = sum(seconds for seconds, _ in steady)
+    result.train_tokens = sum(tokens for _, tokens in steady)
+    result.train_micro_batches = len(steady)
+    result.train_relative_error = relative_standard_error([seconds / tokens for seconds, tokens in steady])
+    # a recompilation (a new length under TORCH_COMPILE) is a one-off cost, as the warm-up's
+    result.warmup_seconds += sum(seconds for seconds, _ in outliers)
+    result.warmup_tokens += sum(tokens for _, tokens in outliers)
+    result.warmup_micro_batches += len(outliers)
     optimizer.zero_grad(set_to_none=True)
 
     if not eval_rows:
@@ -253,6 +262,16 @@ def _measure(
             break
     result.eval_batches = len(eval_rates)
     result.eval_relative_error = relative_standard_error(eval_rates)
+
+
+def split_outliers(timed: list[tuple[float, int]]) -> tuple[list[tuple[float, int]], list[tuple[float, int]]]:
+    """Timed micro-batches (seconds, tokens) split into the steady ones and those OUTLIER_FACTOR times slower
+    per token than the median (a recompilation); with under 3 there is no telling, all count as steady."""
+    if len(timed) < 3:
+        return timed, []
+    median = statistics.median(seconds / tokens for seconds, tokens in timed)
+    slow = [(seconds, tokens) for seconds, tokens in timed if seconds / tokens > OUTLIER_FACTOR * median]
+    return [batch for batch in timed if batch not in slow], slow
 
 
 def relative_standard_error(values: Sequence[float]) -> float | None:
