@@ -257,6 +257,8 @@ def test_train_resume_chat_and_eval(trained: str, tmp_path: Path, monkeypatch: p
     assert chat.exit_code == 0, chat.output
     assert REPLY_PREFIX in chat.output and END_OF_TURN[trained] not in chat.output
 
+    if trained != "gemma2":  # eval's batched decoding differs only for sliding-window caches (Gemma's)
+        return
     options = EvalOptions(
         run_dir=run, samples=2, max_new_tokens=4, loss_samples=2, detector_resamples=5, device="cpu"
     )
