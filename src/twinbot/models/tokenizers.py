@@ -42,8 +42,8 @@ def finish_tokenizer(tokenizer: PreTrainedTokenizerBase) -> PreTrainedTokenizerB
 
 
 def end_of_turn_token(tokenizer: PreTrainedTokenizerBase) -> str | None:
-    """The special token the chat template closes an assistant reply with, None when it closes it with text
-    only (or cannot render a user/assistant exchange)."""
+    """The token the chat template closes an assistant reply with: the first special or added token after
+    the reply; None when it closes it with text only (or cannot render a user/assistant exchange)."""
     from jinja2 import TemplateError
 
     probe = [_PROBE_USER, {"role": "assistant", "content": REPLY_MARKER}]
@@ -54,18 +54,18 @@ def end_of_turn_token(tokenizer: PreTrainedTokenizerBase) -> str | None:
     if REPLY_MARKER not in rendered:
         return None
     after_reply = rendered.split(REPLY_MARKER, 1)[1]
-    special = special_token_ids(tokenizer) - {tokenizer.unk_token_id}
+    special = added_token_ids(tokenizer) - {tokenizer.unk_token_id}
     for token_id in tokenizer(after_reply, add_special_tokens=False)["input_ids"]:
         if token_id in special:
             return str(tokenizer.convert_ids_to_tokens(token_id))
     return None
 
 
-def special_token_ids(tokenizer: Any) -> set[int]:
-    """Every special token: the named ones (bos, eos, pad, ...) and added tokens marked special."""
+def added_token_ids(tokenizer: Any) -> set[int]:
+    """The named special tokens (bos, eos, pad, ...) and every token added to the vocabulary (turn markers;
+    some tokenizers do not mark theirs special)."""
     ids = {int(i) for i in getattr(tokenizer, "all_special_ids", []) or [] if isinstance(i, int)}
-    added = getattr(tokenizer, "added_tokens_decoder", {}) or {}
-    ids.update(int(token_id) for token_id, token in added.items() if getattr(token, "special", False))
+    ids.update(int(token_id) for token_id in (getattr(tokenizer, "added_tokens_decoder", {}) or {}))
     return ids
 
 
