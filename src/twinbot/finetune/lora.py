@@ -168,7 +168,8 @@ def target_modules(setting: str) -> str | list[str]:
 
 def pick_attention(setting: str, device_type: str, dtype: torch.dtype, packing: bool) -> str:
     """auto = flash_attention_2 on CUDA with 16-bit weights when flash-attn is installed; packed_sdpa for
-    packed rows on CPU (measured: docs/training.md, "The fast preset"); else sdpa."""
+    packed rows on CPU (measured: docs/training.md, "The fast preset"); else sdpa. What the run asks for:
+    loading falls back to what the model supports (`twinbot.models.loading.supported_attention`)."""
     if setting != "auto":
         return setting
     from transformers.utils import is_flash_attn_2_available
