@@ -13,6 +13,7 @@ import pytest
 from support.runs import TrainedRun
 from support.training import FIXTURE_SYSTEM_PROMPT
 from test_inference import GREEDY, scripted_lm
+from twinbot.bot.backends import TorchBackend
 from twinbot.bot.chat import REPLY_PREFIX, ChatSession, run_chat, run_repl
 from twinbot.bot.generate import GenerationSettings, build_prompt_ids, generate_reply, with_system_prompt
 from twinbot.bot.loading import LoadedModel, load_for_inference
@@ -30,7 +31,7 @@ def tokenizer(tiny_model_dir: Path) -> Any:
 def repl(
     lm: LoadedModel, lines: str, settings: GenerationSettings = GREEDY
 ) -> tuple[str, list[str], ChatSession]:
-    session = ChatSession(lm=lm, settings=settings)
+    session = ChatSession(backend=TorchBackend(lm), settings=settings)
     out = io.StringIO()
     notes: list[str] = []
     run_repl(session, io.StringIO(lines), out, interactive=False, note=notes.append)
@@ -159,7 +160,19 @@ def test_twinbot_chat_command_on_a_run(trained_run: Path) -> None:
 
     result = CliRunner().invoke(
         app,
-        ["chat", str(trained_run), "--device", "cpu", "--max-new-tokens", "6", "--seed", "1"],
+        # torch: llama.cpp would export into the shared run (test_backends covers it on a copy)
+        [
+            "chat",
+            str(trained_run),
+            "--device",
+            "cpu",
+            "--max-new-tokens",
+            "6",
+            "--seed",
+            "1",
+            "--backend",
+            "torch",
+        ],
         input="hello there\n/quit\n",
     )
     assert result.exit_code == 0, result.output

@@ -242,13 +242,16 @@ def test_a_failed_generation_sends_nothing_and_logs_no_text(caplog: pytest.LogCa
 
 def test_the_bot_never_writes_the_other_side_in_a_group(tmp_path: Path, tiny_model_dir: Path) -> None:
     from test_inference import scripted_lm
+    from twinbot.bot.backends import TorchBackend
     from twinbot.bot.generate import GenerationSettings
     from twinbot.models.loading import load_tokenizer
 
     tokenizer = load_tokenizer(str(tiny_model_dir))
     lm = scripted_lm(tokenizer, ["lol same\nBob: wait what"], filler=" x")
     settings = GenerationSettings(temperature=0, max_new_tokens=30)
-    bot, _ = make_bot(generator_for(lm, settings), channels=frozenset({20}), rate_limit_seconds=0)
+    bot, _ = make_bot(
+        generator_for(TorchBackend(lm), settings), channels=frozenset({20}), rate_limit_seconds=0
+    )
     group = FakeChannel(20)
     handle(bot, FakeMessage(BOB, group, "anyone up", guild=GUILD))
     assert group.sent == ["lol same"]  # Bob is in the channel: a "Bob:" line is his turn, not the bot's
@@ -516,7 +519,9 @@ def test_cli_passes_the_access_and_limit_options(monkeypatch: pytest.MonkeyPatch
     from twinbot.cli import app
 
     seen: list[DiscordOptions] = []
-    monkeypatch.setattr(discord_bot, "run_discord", lambda run, options, device: seen.append(options))
+    monkeypatch.setattr(
+        discord_bot, "run_discord", lambda run, options, device, backend: seen.append(options)
+    )
     runner = CliRunner()
     result = runner.invoke(app, ["discord", "some-run"])
     assert result.exit_code == 0, result.output

@@ -43,6 +43,9 @@ class FakeEngine:
         self.threads: list[str] = []
         self.prompts_tokenized = 0
 
+    def server_engine(self) -> FakeEngine:  # a backend's engine for `twinbot serve`: itself
+        return self
+
     def count_prompt_tokens(self, messages: Sequence[ChatTurn], max_new_tokens: int) -> int:
         self.prompts_tokenized += 1
         return sum(len(turn.content.split()) + 3 for turn in messages)
@@ -547,12 +550,12 @@ def test_disconnect_while_waiting_for_a_plain_reply_stops_the_generation() -> No
 def test_cli_serve_binds_loopback_and_never_prints_the_key(monkeypatch: pytest.MonkeyPatch) -> None:
     import uvicorn
 
-    import twinbot.bot.loading
+    import twinbot.bot.backends
     import twinbot.bot.serve
     from twinbot.cli import app
 
     listened: list[tuple[str, int]] = []
-    monkeypatch.setattr(twinbot.bot.loading, "load_for_inference", lambda spec, device="auto": FakeEngine())
+    monkeypatch.setattr(twinbot.bot.backends, "load_backend", lambda *args, **kwargs: FakeEngine())
     monkeypatch.setattr(
         twinbot.bot.serve, "_listen", lambda host, port: listened.append((host, port)) or _Dummy()
     )
@@ -626,12 +629,12 @@ def test_cli_serve_reads_the_key_file_and_timeouts_and_refuses_two_key_sources(
 ) -> None:
     import uvicorn
 
-    import twinbot.bot.loading
+    import twinbot.bot.backends
     import twinbot.bot.serve
     from twinbot.cli import app
 
     apps: list[object] = []
-    monkeypatch.setattr(twinbot.bot.loading, "load_for_inference", lambda spec, device="auto": FakeEngine())
+    monkeypatch.setattr(twinbot.bot.backends, "load_backend", lambda *args, **kwargs: FakeEngine())
     monkeypatch.setattr(twinbot.bot.serve, "_listen", lambda host, port: _Dummy())
     monkeypatch.setattr(twinbot.bot.serve, "create_app", lambda lm, **kwargs: apps.append(kwargs) or object())
     monkeypatch.setattr(uvicorn.Server, "run", lambda self, sockets=None: None)

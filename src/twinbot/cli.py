@@ -431,6 +431,10 @@ _MaxNewTokens = Annotated[int, typer.Option("--max-new-tokens", help="Longest re
 _Seed = Annotated[int | None, typer.Option("--seed", help="Fixed seed: reproducible sampling.")]
 _RepetitionPenalty = Annotated[float, typer.Option("--repetition-penalty", help="1 = off.")]
 _Device = Annotated[str, typer.Option("--device", help="auto, cpu, cuda, mps.")]
+_Backend = Annotated[
+    str,
+    typer.Option("--backend", help="auto | torch | llamacpp | vllm (auto: llama.cpp on CPU, vllm on CUDA)."),
+]
 
 
 def _generation_settings(
@@ -459,12 +463,13 @@ def chat(
         str | None, typer.Option("--system", help="System prompt (default: the one used in training).")
     ] = None,
     device: _Device = "auto",
+    backend: _Backend = "auto",
 ) -> None:
     """Chat with the trained persona in the terminal (/reset, /system TEXT, /quit)."""
     from twinbot.bot.chat import run_chat
 
     settings = _generation_settings(temperature, top_p, max_new_tokens, seed, repetition_penalty)
-    run_chat(run, settings, device=device, system=system)
+    run_chat(run, settings, device=device, system=system, backend=backend)
 
 
 @app.command()
@@ -515,6 +520,7 @@ def discord(
     seed: _Seed = None,
     repetition_penalty: _RepetitionPenalty = 1.1,
     device: _Device = "auto",
+    backend: _Backend = "auto",
 ) -> None:
     """Run the persona as a Discord bot (token from the DISCORD_TOKEN environment variable)."""
     from twinbot.bot.discord_bot import DiscordOptions, run_discord
@@ -531,7 +537,7 @@ def discord(
         max_pending=max_pending,
         max_messages_per_reply=max_messages_per_reply,
     )
-    run_discord(run, options, device=device)
+    run_discord(run, options, device=device, backend=backend)
 
 
 _EvalCommand = _with_optional_value("--blind", "pair", ("pair", "single"))
@@ -556,6 +562,7 @@ def eval_(
         typer.Option("--canary", help="A planted string to look for in replies; repeatable."),
     ] = None,
     device: _Device = "auto",
+    backend: _Backend = "torch",
     blind: Annotated[
         str | None,
         typer.Option(
@@ -598,6 +605,7 @@ def eval_(
             loss_samples=loss_samples,
             canaries=tuple(canary or ()),
             device=device,
+            backend=backend,
         )
     )
     typer.echo("\n".join(summary_lines(result)))
@@ -661,6 +669,7 @@ def serve(
         int, typer.Option("--max-queue", help="Requests waiting for a slot before 429.")
     ] = 16,
     device: _Device = "auto",
+    backend: _Backend = "auto",
     allow_host: Annotated[
         list[str] | None,
         typer.Option(
@@ -708,6 +717,7 @@ def serve(
         max_concurrent=max_concurrent,
         max_queue=max_queue,
         device=device,
+        backend=backend,
         allow_hosts=allow_host or [],
         insecure_no_auth=insecure_no_auth,
         limits=ServeLimits(

@@ -13,8 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TextIO
 
-from twinbot.bot.generate import GenerationSettings, stream_reply, with_system_prompt
-from twinbot.bot.loading import LoadedModel
+from twinbot.bot.backends import Backend
+from twinbot.bot.generate import GenerationSettings, with_system_prompt
 from twinbot.console import quiet_transformers
 from twinbot.data.records import ChatTurn
 
@@ -30,13 +30,13 @@ USER_PROMPT = "you> "
 class ChatSession:
     """The conversation state of one REPL; `say` streams one reply into `out`."""
 
-    lm: LoadedModel
+    backend: Backend
     settings: GenerationSettings
     system_override: str | None = None
     history: list[ChatTurn] = field(default_factory=list)
 
     def messages(self) -> list[ChatTurn]:
-        return with_system_prompt(self.lm, self.history, self.system_override)
+        return with_system_prompt(self.backend, self.history, self.system_override)
 
     def add_user(self, text: str) -> None:
         # after an empty reply the user's next line continues their turn, as consecutive messages do
@@ -56,7 +56,7 @@ class ChatSession:
         out.write(REPLY_PREFIX)
         out.flush()
         try:
-            for piece in stream_reply(self.lm, self.messages(), self.settings):
+            for piece in self.backend.stream(self.messages(), self.settings):
                 reply += piece
                 out.write(for_terminal(piece).replace("\n", "\n" + REPLY_PREFIX))
                 out.flush()
@@ -75,8 +75,8 @@ class ChatSession:
         memory, and the time to build each prompt, bounded."""
         total = 0
         for index in range(len(self.history) - 1, 0, -1):
-            total += len(self.lm.tokenizer.encode(self.history[index].content, add_special_tokens=False))
-            if total >= self.lm.context_window:
+            total += self.backend.count_tokens(self.history[index].content)
+            if total >= self.backend.context_window:
                 del self.history[:index]
                 return
 
@@ -167,8 +167,9 @@ def run_chat(
     stdin: TextIO | None = None,
     out: TextIO | None = None,
     err: TextIO | None = None,
+    backend: str = "auto",
 ) -> None:
-    from twinbot.bot.loading import load_for_inference
+    from twinbot.bot.backends import load_backend
 
     stdin = stdin or sys.stdin
     out = out or sys.stdout
@@ -179,9 +180,9 @@ def run_chat(
         err.flush()
 
     quiet_transformers()
-    lm = load_for_inference(spec, device=device)
-    session = ChatSession(lm=lm, settings=settings, system_override=system)
-    note(f"loaded {lm.describe()}")
+    model = load_backend(backend, spec, device=device)
+    session = ChatSession(backend=model, settings=settings, system_override=system)
+    note(f"loaded {model.describe()}")
     interactive = _is_tty(stdin)
     if interactive:
         note(HELP)

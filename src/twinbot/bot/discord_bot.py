@@ -38,7 +38,7 @@ from twinbot.data.records import ChatTurn
 from twinbot.errors import TwinbotError
 
 if TYPE_CHECKING:
-    from twinbot.bot.loading import LoadedModel
+    from twinbot.bot.backends import Backend
 
 DISCORD_LIMIT = 2000
 TOKEN_VARIABLE = "DISCORD_TOKEN"
@@ -245,13 +245,13 @@ def history_turns(history: Sequence[SeenMessage]) -> list[ChatTurn]:
     return turns
 
 
-def generator_for(lm: LoadedModel, settings: GenerationSettings) -> Generate:
-    from twinbot.bot.generate import generate_reply, speakers_in, with_system_prompt
+def generator_for(backend: Backend, settings: GenerationSettings) -> Generate:
+    from twinbot.bot.generate import speakers_in, with_system_prompt
 
     def generate(turns: list[ChatTurn], speakers: tuple[str, ...]) -> str:
         names = (*speakers, *speakers_in(turns))  # a "Name:" line of any of them ends the reply
         tuned = replace(settings, other_speakers=(*settings.other_speakers, *names))
-        return generate_reply(lm, with_system_prompt(lm, turns), tuned)
+        return backend.generate(with_system_prompt(backend, turns), tuned)
 
     return generate
 
@@ -327,8 +327,10 @@ def make_client(bot: TwinDiscordBot) -> Any:
     return client
 
 
-def run_discord(spec: str | None, options: DiscordOptions, device: str = "auto") -> None:
-    from twinbot.bot.loading import load_for_inference
+def run_discord(
+    spec: str | None, options: DiscordOptions, device: str = "auto", backend: str = "auto"
+) -> None:
+    from twinbot.bot.backends import load_backend
     from twinbot.console import quiet_transformers
 
     token = discord_token()
@@ -338,12 +340,12 @@ def run_discord(spec: str | None, options: DiscordOptions, device: str = "auto")
     except ImportError as exc:
         raise TwinbotError("discord.py is not installed; run `pip install 'discord.py>=2.3'`") from exc
     quiet_transformers()
-    lm = load_for_inference(spec, device=device)
-    print(f"loaded {lm.describe()}", flush=True)
+    model = load_backend(backend, spec, device=device)
+    print(f"loaded {model.describe()}", flush=True)
     warning = access_warning(options)
     if warning is not None:
         print(warning, flush=True)
-    bot = TwinDiscordBot(generator_for(lm, options.settings), options)
+    bot = TwinDiscordBot(generator_for(model, options.settings), options)
     client = make_client(bot)
     try:
         client.run(token, log_level=logging.WARNING)

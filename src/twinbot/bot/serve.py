@@ -471,10 +471,12 @@ def run_serve(
     insecure_no_auth: bool = False,
     api_key_file: Path | None = None,
     limits: ServeLimits | None = None,
+    backend: str = "auto",
 ) -> None:
-    """`twinbot serve`: load RUN (or any spec load_for_inference accepts) and serve it until Ctrl-C.
-    The API key comes from `api_key` (--api-key), `api_key_file` or TWINBOT_API_KEY: one of them at most."""
-    from twinbot.bot.loading import load_for_inference
+    """`twinbot serve`: load RUN (or any spec load_for_inference accepts) on `backend` and serve it until
+    Ctrl-C. The API key comes from `api_key` (--api-key), `api_key_file` or TWINBOT_API_KEY: one of them at
+    most."""
+    from twinbot.bot.backends import load_backend
 
     check_port(port)
     api_key = api_key_from(api_key, api_key_file)
@@ -486,9 +488,9 @@ def run_serve(
     Admission(max_concurrent, max_queue)  # validate the limits before the slow model load
     listener = _listen(host, port)  # a taken port fails at once, not after loading the model
     try:
-        lm = load_for_inference(run, device=device)
+        model = load_backend(backend, run, device=device)
         app = create_app(
-            lm,
+            model.server_engine(),
             api_key=api_key,
             max_concurrent=max_concurrent,
             max_queue=max_queue,
@@ -496,7 +498,7 @@ def run_serve(
             allowed_hosts=[host, *allow_hosts],
         )
         key_state = "set" if api_key else "not set"
-        print(f"serving {lm.name} at {shown_url(host, port)} (API key: {key_state}); Ctrl-C stops")
+        print(f"serving {model.name} at {shown_url(host, port)} (API key: {key_state}); Ctrl-C stops")
         if not is_loopback(host) and api_key is None:
             print(
                 f"warning: listening on {host} without an API key: anyone who can reach this machine can "

@@ -21,7 +21,8 @@ from typing import Any
 
 import torch
 
-from twinbot.bot.generate import GenerationSettings, generate_replies
+from twinbot.bot.backends import Backend, TorchBackend, load_backend
+from twinbot.bot.generate import GenerationSettings
 from twinbot.bot.loading import LoadedModel, load_for_inference
 from twinbot.console import say
 from twinbot.data import prepared
@@ -70,6 +71,7 @@ class EvalOptions:
     canaries: tuple[str, ...] = ()
     device: str = "auto"
     detector_resamples: int = BOOTSTRAP  # bootstrap resamples behind the detector's confidence interval
+    backend: str = "torch"  # what generates the adapter's replies (the base model's: always torch)
 
 
 # --- run / data ---------------------------------------------------------------------------------------------
@@ -122,10 +124,10 @@ def mean_loss(model: Any, rows: Sequence[Row], pad_id: int, device: torch.device
 # --- generation ---------------------------------------------------------------------------------------------
 
 
-def replies_to(lm: LoadedModel, contexts: Sequence[Sequence[ChatTurn]], options: EvalOptions) -> list[str]:
-    """Replies to every context with `twinbot.bot.generate` (the sampling and reply ends of chat and serve,
-    the contexts batched); context i is sampled with seed `options.seed + i`, for every model alike, so base
-    and adapter get the same draws."""
+def replies_to(backend: Backend, contexts: Sequence[Sequence[ChatTurn]], options: EvalOptions) -> list[str]:
+    """Replies to every context by `backend` (the sampling and reply ends of chat and serve; torch batches
+    the contexts); context i is sampled with seed `options.seed + i`, for every model alike, so base and
+    adapter get the same draws."""
     settings = GenerationSettings(
         temperature=options.temperature,
         top_p=options.top_p,
@@ -133,7 +135,7 @@ def replies_to(lm: LoadedModel, contexts: Sequence[Sequence[ChatTurn]], options:
         repetition_penalty=options.repetition_penalty,
     )
     seeded = [replace(settings, seed=options.seed + number) for number in range(len(contexts))]
-    return generate_replies(lm, contexts, seeded)
+    return backend.generate_many(contexts, seeded)
 
 
 # --- the stage ----------------------------------------------------------------------------------------------
@@ -166,9 +168,12 @@ def run_eval(options: EvalOptions, quiet: bool = False) -> EvalResult:
         raise TwinbotError("no held-out sample answers someone else's turn; prepare more data", data_dir)
 
     lm = load_for_inference(run_dir, device=options.device)
+    # llama.cpp and vllm run the merged twin only: the base model's replies come from torch, the adapter's
+    # from --backend.
+    twin = load_backend(options.backend, run_dir, device=options.device, loaded=lm)
     loss_pool = eval_samples if options.loss_samples <= 0 else eval_samples[: options.loss_samples]
     rows = one_sample_rows(tokenize_samples(loss_pool, lm.tokenizer, max_seq_len))
-    base, adapter = _measure_both(lm, rows, [s.messages[:-1] for s in contexts], options, quiet)
+    base, adapter = _measure_both(lm, twin, rows, [s.messages[:-1] for s in contexts], options, quiet)
 
     real_replies = [s.messages[-1].content for s in contexts]
     real_style = fingerprint(real_replies)
@@ -205,7 +210,7 @@ def run_eval(options: EvalOptions, quiet: bool = False) -> EvalResult:
         preset=config.get("preset"),
         loss_samples=len(rows),
         supervised_tokens=sum(sum(1 for t in r.target_ids if t != IGNORE_INDEX) for r in rows),
-        generation=_generation_record(options, len(contexts)),
+        generation=_generation_record(options, len(contexts), twin.backend),
         real_style=real_style.to_json(),
         base=model_eval("base", base),
         adapter=model_eval("adapter", adapter),
@@ -218,6 +223,7 @@ def run_eval(options: EvalOptions, quiet: bool = False) -> EvalResult:
 
 def _measure_both(
     lm: LoadedModel,
+    twin: Backend,
     rows: Sequence[Row],
     contexts: Sequence[Sequence[ChatTurn]],
     options: EvalOptions,
@@ -233,16 +239,19 @@ def _measure_both(
             f"eval: loss on {len(rows)} held-out replies, generation for {len(contexts)} contexts, base model"
         )
     with model.disable_adapter():
-        base = _Measured(mean_loss(model, rows, pad_id, device), replies_to(lm, contexts, options))
+        base = _Measured(
+            mean_loss(model, rows, pad_id, device), replies_to(TorchBackend(lm), contexts, options)
+        )
     if not quiet:
         say("eval: the same with the adapter")
-    adapter = _Measured(mean_loss(model, rows, pad_id, device), replies_to(lm, contexts, options))
+    adapter = _Measured(mean_loss(model, rows, pad_id, device), replies_to(twin, contexts, options))
     return base, adapter
 
 
-def _generation_record(options: EvalOptions, contexts: int) -> dict[str, Any]:
+def _generation_record(options: EvalOptions, contexts: int, backend: str) -> dict[str, Any]:
     return {
         "contexts": contexts,
+        "backend": backend,
         "seed": options.seed,
         "temperature": options.temperature,
         "top_p": options.top_p,
