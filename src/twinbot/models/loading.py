@@ -164,7 +164,7 @@ def supported_attention(
     sliding windows), sdpa -> eager. A fallback is said once, e.g. "attention: eager (Gemma2ForCausalLM
     does not support sdpa)". Packed rows stay exact with any of them: transformers keeps the samples of a
     row apart from their position ids (the layout is `twinbot.finetune.batches.batch_layout`'s)."""
-    attention, reasons = requested, []
+    attention, reason = requested, None
     model_class, config = model if model is not None else (None, None)
     class_name = getattr(model_class, "__name__", "the model")
     if attention == "flash_attention_2":
@@ -173,19 +173,19 @@ def supported_attention(
             print(f"note: not using flash_attention_2 ({problem}); using sdpa attention", file=sys.stderr)
             attention = "sdpa"
         elif model_class is not None and not getattr(model_class, "_supports_flash_attn", False):
-            attention, reasons = "sdpa", [f"{class_name} does not support flash_attention_2"]
+            attention, reason = "sdpa", f"{class_name} does not support flash_attention_2"
     if attention == PACKED_SDPA and config is not None:
         if getattr(config, "attn_logit_softcapping", None) is not None:
-            attention, reasons = (
+            attention, reason = (
                 "sdpa",
-                [f"{PACKED_SDPA} does not soft-cap attention scores as {class_name} does"],
+                f"{PACKED_SDPA} does not soft-cap attention scores as {class_name} does",
             )
         elif _sliding_window_matters(config):
-            attention, reasons = "sdpa", [f"{PACKED_SDPA} has no sliding window as {class_name} has"]
+            attention, reason = "sdpa", f"{PACKED_SDPA} has no sliding window as {class_name} has"
     if attention in ("sdpa", PACKED_SDPA) and model_class is not None and not model_class._supports_sdpa:
-        attention, reasons = "eager", [f"{class_name} does not support sdpa"]
-    if attention != requested and reasons:
-        _say_once(f"attention: {attention} ({'; '.join(reasons)})")
+        attention, reason = "eager", f"{class_name} does not support sdpa"
+    if reason is not None:
+        _say_once(f"attention: {attention} ({reason})")
     return attention
 
 
