@@ -228,3 +228,52 @@ def test_a_failing_step_reaches_every_reader_and_the_decoder_goes_on(
             with pytest.raises(RuntimeError, match="out of memory"):
                 future.result(timeout=60)
     assert "".join(decoder.stream(*REQUESTS[0])) == generate_reply(tiny_lm, *REQUESTS[0])
+
+
+def test_the_server_batches_concurrent_requests(
+    tiny_lm: LoadedModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`twinbot serve` on a torch model: concurrent requests share forward passes, each streaming the reply
+    (and usage) it gets alone, a stop string cutting one of them as before."""
+    import openai
+
+    from twinbot.bot.engine import ModelEngine, SamplingRequest, request_settings
+    from twinbot.bot.serve import ServerThread, create_app
+
+    questions = ["hello, how was your day?", "ok", "what are you doing this weekend, anything fun?"]
+    sampling = [SamplingRequest(1.0, 0.9, 12, seed) for seed in (7, 8, 9)]
+    alone = [
+        generate_reply(tiny_lm, [ChatTurn("user", question)], request_settings(request))
+        for question, request in zip(questions, sampling, strict=True)
+    ]
+    assert all(alone) and len(set(alone)) == 3
+    engine = ModelEngine(tiny_lm)  # what `twinbot serve` gets for a torch model (backends.TorchBackend)
+    app = create_app(engine, max_concurrent=3)  # type: ignore[arg-type]
+    steps = Steps(monkeypatch, engine.decoder, gather=3)
+    stop = alone[2].split()[-1]  # late in the reply, so that the row is still there when all three decode
+
+    def ask_server(number: int) -> tuple[str, int]:
+        chunks = client.chat.completions.create(
+            model=tiny_lm.name,
+            messages=[{"role": "user", "content": questions[number]}],
+            temperature=1.0,
+            top_p=0.9,
+            seed=sampling[number].seed,
+            max_tokens=12,
+            stream=True,
+            stream_options={"include_usage": True},
+            stop=stop if number == 2 else None,
+        )
+        parts = list(chunks)
+        assert parts[-1].usage is not None
+        text = "".join(part.choices[0].delta.content or "" for part in parts if part.choices)
+        return text, parts[-1].usage.completion_tokens
+
+    with ServerThread(app) as server:
+        client = openai.OpenAI(base_url=server.base_url + "/v1", api_key="unused", max_retries=0, timeout=60)
+        with ThreadPoolExecutor(3) as pool:
+            replies = list(pool.map(ask_server, range(3)))
+    assert [text for text, _ in replies[:2]] == alone[:2]
+    assert replies[2][0] == alone[2][: alone[2].index(stop)]
+    assert all(tokens > 0 for _, tokens in replies)
+    assert max(steps.rows) == 3
