@@ -213,11 +213,11 @@ def main(
     resume, finished = decide_resume(config, resume, overwrite, sources or {})
     if finished is not None:
         return finished
+    if config.load_in_4bit:  # before keeping the machine awake: a one-line error and nothing else
+        check_4bit_support(pick_device(config.device))
     with watched_run(config, overnight, joined=status) as record:
         # bad paths fail at once, before the process count (it resolves the model: an import, maybe a download)
         check_paths(config, resume, overwrite)
-        if config.load_in_4bit:
-            check_4bit_support(pick_device(config.device))
         if resume and config.processes == "auto":
             config = workers.as_the_run_started(config)
         processes = workers.process_plan(config)
