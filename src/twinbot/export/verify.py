@@ -6,6 +6,7 @@ llama-cpp-python, the GGUF is read back with transformers instead."""
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -152,15 +153,23 @@ def gguf_verifier() -> str:
 def load_gguf_logits(
     path: Path, reference: Reference, config: PretrainedConfig
 ) -> tuple[list[torch.Tensor], int]:
-    """Run the check prompts in the GGUF file: (logits per prompt, prompts whose text it tokenizes
-    differently). In llama.cpp when installed, else read back with transformers (dequantized to fp32, with
-    the merged model's config: transformers does not read every setting llama.cpp does from the file)."""
+    """Run the check prompts in the GGUF file: (logits per prompt, check texts it tokenizes differently).
+    In llama.cpp when installed, else read back with transformers (dequantized to fp32, with the merged
+    model's config: transformers does not read every setting llama.cpp does from the file; the tokenizer is
+    the run's own, so there is nothing to compare)."""
     if gguf_verifier() == "transformers":
         from twinbot.models.gguf_import import gguf_decoded_once
+
+        _say_once("verify: llama-cpp-python is not installed, so transformers reads the GGUF back instead")
 
         with gguf_decoded_once():
             return _reloaded_logits(reference.prompts, path.parent, gguf_file=path.name, config=config), 0
     return llama_cpp_logits(path, reference)
+
+
+@functools.cache
+def _say_once(message: str) -> None:
+    say(message)
 
 
 def llama_cpp_logits(path: Path, reference: Reference) -> tuple[list[torch.Tensor], int]:

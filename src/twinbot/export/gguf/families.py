@@ -46,7 +46,7 @@ FAMILIES: dict[str, GgufFamily] = {
                          tied_output_only=True, large_layers=46),
     "gemma3_text": GgufFamily("gemma3 (text)", "GEMMA3", "gelu_pytorch_tanh", norm_offset=1.0, swa_pattern=6,
                               rope_types=("default", "linear"), large_layers=62),
-    "phi3": GgufFamily("phi3", "PHI3", "silu"),
+    "phi3": GgufFamily("phi3", "PHI3", "silu", rope_types=("default", "longrope")),
 }  # fmt: skip
 
 
@@ -85,8 +85,6 @@ def _problems(config: PretrainedConfig, family: GgufFamily) -> list[str]:
         problems.append(f"activation '{activation}'")
     if not family.biases and (getattr(config, "attention_bias", False) or getattr(config, "mlp_bias", False)):
         problems.append("bias terms in attention/MLP")
-    if head_dim(config) * config.num_attention_heads != config.hidden_size and family.permute_qk:
-        problems.append("a head size that is not hidden_size / heads")
     if getattr(config, "use_sliding_window", False):
         problems.append("sliding-window attention")
     if family.tied_output_only and not getattr(config, "tie_word_embeddings", True):
@@ -99,7 +97,9 @@ def _problems(config: PretrainedConfig, family: GgufFamily) -> list[str]:
 def _gemma_problems(config: PretrainedConfig, family: GgufFamily) -> list[str]:
     problems = []
     if sliding_window_layers(config, family) is None:
-        problems.append(f"sliding-window layers other than llama.cpp's every-{family.swa_pattern}th-full")
+        problems.append(
+            f"sliding-window layers other than llama.cpp's (one full layer in {family.swa_pattern})"
+        )
     # llama.cpp scales queries by 1/sqrt(head_dim), or by hidden/heads for the largest model (gemma_pytorch)
     n_layers, n_heads = config.num_hidden_layers, config.num_attention_heads
     scalar = config.hidden_size // n_heads if n_layers == family.large_layers else head_dim(config)

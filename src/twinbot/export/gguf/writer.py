@@ -97,6 +97,8 @@ def _add_model_metadata(writer: gguf.GGUFWriter, config: PretrainedConfig, famil
         writer.add_attn_logit_softcapping(float(softcap))
     if (softcap := getattr(config, "final_logit_softcapping", None)) is not None:
         writer.add_final_logit_softcapping(float(softcap))
+    if rope.get("rope_type") == "longrope":
+        writer.add_rope_scaling_attn_factors(longrope_attention_factor(config))
     if family.arch == "PHI3":
         writer.add_rope_scaling_orig_ctx_len(int(config.original_max_position_embeddings))
         writer.add_sliding_window(0)  # llama.cpp runs Phi-3's sliding window as full attention
@@ -124,8 +126,12 @@ def _tensors(
         elif family.norm_offset and hf_name.endswith("norm.weight"):
             data = data + family.norm_offset
         yield gguf_name, data
-    if rope_parameters(config).get("rope_type") == "llama3":
+    rope = rope_parameters(config)
+    if rope.get("rope_type") == "llama3":
         yield "rope_freqs.weight", llama3_rope_factors(config)
+    if rope.get("rope_type") == "longrope":  # llama.cpp picks by context size as transformers by length
+        yield "rope_factors_long.weight", torch.tensor(rope["long_factor"], dtype=torch.float32)
+        yield "rope_factors_short.weight", torch.tensor(rope["short_factor"], dtype=torch.float32)
 
 
 def llama_permute(weights: torch.Tensor, n_head: int, n_head_kv: int) -> torch.Tensor:
@@ -163,6 +169,16 @@ def llama3_rope_factors(config: PretrainedConfig) -> torch.Tensor:
             smooth = (old_context / wavelen - low_freq_factor) / (high_freq_factor - low_freq_factor)
             factors.append(1 / ((1 - smooth) / factor + smooth))
     return torch.tensor(factors, dtype=torch.float32)
+
+
+def longrope_attention_factor(config: PretrainedConfig) -> float:
+    """The cos/sin scale of Phi-3's LongRoPE, as transformers computes it (`_compute_longrope_parameters`)."""
+    rope = rope_parameters(config)
+    if rope.get("attention_factor") is not None:
+        return float(rope["attention_factor"])
+    original = int(rope.get("original_max_position_embeddings") or config.original_max_position_embeddings)
+    scale = config.max_position_embeddings / original
+    return math.sqrt(1 + math.log(scale) / math.log(original)) if scale > 1 else 1.0
 
 
 def _add_tensor(writer: gguf.GGUFWriter, name: str, tensor: torch.Tensor, gguf_type: GgufType) -> None:
