@@ -30,6 +30,7 @@ SLOW_MODULES = (
     "test_train_e2e",
     "test_workers",
     "test_train",
+    "test_export_families",
     "test_export",
     "test_evaluate",
     "test_plan",
