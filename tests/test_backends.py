@@ -196,8 +196,13 @@ def test_replies_end_at_the_end_of_turn_and_at_another_speakers_line(llama_twin:
 
 
 @needs_llama_cpp
-def test_chat_replies_through_the_backend(run_copy: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_chat_replies_through_the_backend(
+    run_copy: Path, llama_twin: Any, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from twinbot.bot.backends import llamacpp
     from twinbot.bot.chat import REPLY_PREFIX, run_chat
+
+    monkeypatch.setattr(llamacpp, "DEFAULT_GGUF_TYPE", "f32")  # llama_twin's export
 
     out = io.StringIO()
     run_chat(
