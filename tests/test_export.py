@@ -373,11 +373,13 @@ def test_load_for_inference_accepts_merged_folder_and_gguf(
 
 @pytest.mark.slow
 def test_embedded_model_exports(embedded_run: TrainedRun, tmp_path: Path) -> None:
-    """The real SmolLM2-135M with its trained LoRA (conftest.embedded_run): q8_0 GGUF keeps >= 99% top-1
+    """The real SmolLM2-135M with its trained LoRA (conftest.embedded_run): q8_0 GGUF keeps its top-1 bound
     (in llama.cpp when llama-cpp-python is installed), bf16 merged within its bound."""
     run = embedded_run.path
     gguf_result = ex.export(run, "gguf", tmp_path / "twin.gguf", gguf_type="q8_0")
-    assert gguf_result.verification.passed and gguf_result.verification.top1_agreement >= 0.99
+    assert (
+        gguf_result.verification.passed and gguf_result.verification.top1_agreement >= verify.MIN_TOP1["q8_0"]
+    )
     assert gguf_result.verification.verifier == verify.gguf_verifier()
     assert gguf_result.verification.tokenization_mismatches == 0
     merged_result = ex.export(run, "merged", tmp_path / "merged", dtype="bf16")
