@@ -28,9 +28,9 @@ LLAMA_CPP_F32 = 0  # ggml_type GGML_TYPE_F32
 # weight (relative error 2^-11 for fp16/f16, 2^-8 for bf16), q8_0 by up to 1/254 of each 32-weight block.
 MAX_DELTA: dict[str, float] = {"fp32": 1e-3, "f32": 1e-3, "fp16": 0.25, "f16": 0.25, "bf16": 1.0}
 # q8_0 as llama.cpp runs it also rounds the activations to 8 bits for every matrix product: on the embedded
-# SmolLM2-135M with a briefly trained LoRA its top-1 agreement measured 97.5%, 98.3% and 99.2% for three
+# SmolLM2-135M with a briefly trained LoRA its top-1 agreement measured 96.2%, 97.5%, 98.3% and 99.2% for four
 # adapters (f16: 100%). Writer mistakes are caught by the f32 export's exact comparison (tests), not here.
-MIN_TOP1: dict[str, float] = {"fp16": 0.99, "f16": 0.99, "bf16": 0.99, "q8_0": 0.96}
+MIN_TOP1: dict[str, float] = {"fp16": 0.99, "f16": 0.99, "bf16": 0.99, "q8_0": 0.93}
 # Top-1 agreement counts a position as agreeing when the exported model's top token is within this many
 # logits of the reference's best: a flip between near-tied tokens (probability ratio <= e^0.1) is rounding
 # noise, not a wrong model. Measured on SmolLM2-135M, plain q8_0 rounding of the base model alone flips

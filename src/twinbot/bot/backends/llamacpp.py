@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 
 GGUF_DIR = "export"  # in the RUN folder
 # f16, not q8_0: in llama.cpp f16 keeps 100% of the adapter model's top-1 tokens on the embedded twin, q8_0
-# (weights and activations in 8 bits) 97.5-99.2% (docs/export.md): the twin should reply as it was trained.
+# (weights and activations in 8 bits) 96.2-99.2% (docs/export.md): the twin should reply as it was trained.
 DEFAULT_GGUF_TYPE = "f16"
 # llama.cpp allocates the KV cache for the whole context up front: at most this many tokens.
 MAX_CONTEXT = 8192
