@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from twinbot.bot.backends import TokenizerSide
+from twinbot.bot.backends.base import TokenizerSide
 from twinbot.console import say
 from twinbot.errors import TwinbotError, one_line
 from twinbot.models.loading import EMBEDDED_MODEL

@@ -16,7 +16,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from twinbot.bot.backends import TokenizerSide
+from twinbot.bot.backends.base import TokenizerSide
 from twinbot.errors import TwinbotError, one_line
 
 if TYPE_CHECKING:
