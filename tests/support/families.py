@@ -16,8 +16,7 @@ from typing import Any
 
 import torch
 
-from support.tiny import embedded_tokenizer
-from twinbot.fileio import atomic_dir
+from support.tiny import embedded_tokenizer, save_model_folder
 
 TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "fixtures" / "chat_templates"
 
@@ -121,10 +120,4 @@ def make_family_model(name: str, out_dir: Path, seed: int = 0) -> Path:
             for _name, parameter in model.named_parameters():
                 if parameter.ndim == 1:
                     parameter.add_(torch.randn_like(parameter) * 0.1)
-    model.generation_config.eos_token_id = tokenizer.eos_token_id
-    model.generation_config.pad_token_id = tokenizer.pad_token_id
-    out_dir = Path(out_dir)
-    with atomic_dir(out_dir, overwrite=True) as tmp:
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-    return out_dir
+    return save_model_folder(model, tokenizer, out_dir)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 from pathlib import Path
+from typing import Any
 
 import torch
 from transformers import PreTrainedTokenizerBase
@@ -56,6 +57,11 @@ def make_tiny_model(out_dir: Path, seed: int = 0) -> Path:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = LlamaForCausalLM(config)
+    return save_model_folder(model, tokenizer, out_dir)
+
+
+def save_model_folder(model: Any, tokenizer: PreTrainedTokenizerBase, out_dir: Path) -> Path:
+    """`model` and `tokenizer` as an HF folder at `out_dir` (replaced whole), generation stopping at eos."""
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     out_dir = Path(out_dir)
