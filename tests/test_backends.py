@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from support.runs import TrainedRun, copy_run
-from test_serve import client
+from test_serve import client, plain_and_streamed
 from twinbot.bot import backends
 from twinbot.bot.backends import TorchBackend, choose, load_backend
 from twinbot.bot.generate import GenerationSettings, build_prompt_ids, sampled_tokens, torch_forward
@@ -244,21 +244,7 @@ def test_server_json_and_sse_with_usage(llama_twin: Any) -> None:
     messages = [{"role": "user", "content": "hello, how was your day?"}]
     with ServerThread(create_app(llama_twin.server_engine())) as server:
         api = client(server)
-        plain = api.chat.completions.create(
-            model="x", messages=messages, temperature=1.0, seed=7, max_tokens=12
-        )
-        chunks = list(
-            api.chat.completions.create(
-                model="x",
-                messages=messages,
-                temperature=1.0,
-                seed=7,
-                max_tokens=12,
-                stream=True,
-                stream_options={"include_usage": True},
-            )
-        )
-    streamed = "".join(chunk.choices[0].delta.content or "" for chunk in chunks if chunk.choices)
+        plain, chunks, streamed = plain_and_streamed(api, "x", messages)
     assert streamed and plain.choices[0].message.content == streamed and plain.model == llama_twin.name
     turns = [ChatTurn("user", messages[0]["content"])]
     if llama_twin.system_prompt:

@@ -9,6 +9,7 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import httpx
 import openai
@@ -78,6 +79,28 @@ def serve(engine: FakeEngine, **kwargs: object) -> ServerThread:
 
 def client(server: ServerThread, api_key: str = "unused") -> openai.OpenAI:
     return openai.OpenAI(base_url=server.base_url + "/v1", api_key=api_key, max_retries=0, timeout=30)
+
+
+def plain_and_streamed(
+    api: openai.OpenAI, model: str, messages: list[dict[str, str]]
+) -> tuple[Any, list[Any], str]:
+    """The same seeded request asked plainly and streamed (with usage): (plain reply, chunks, streamed text)."""
+    plain = api.chat.completions.create(
+        model=model, messages=messages, temperature=1.0, seed=7, max_tokens=12
+    )
+    chunks = list(
+        api.chat.completions.create(
+            model=model,
+            messages=messages,
+            temperature=1.0,
+            seed=7,
+            max_tokens=12,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
+    streamed = "".join(chunk.choices[0].delta.content or "" for chunk in chunks if chunk.choices)
+    return plain, chunks, streamed
 
 
 def test_reply_with_usage_and_the_runs_system_prompt() -> None:
@@ -666,21 +689,7 @@ def test_real_model_streams_the_same_reply_as_a_plain_request(tiny_model_dir: Pa
     with ServerThread(create_app(lm)) as server:
         api = client(server)
         # Seeded sampling: the random tiny model's greedy reply is only newlines (stripped to nothing).
-        plain = api.chat.completions.create(
-            model=lm.name, messages=messages, temperature=1.0, seed=7, max_tokens=12
-        )
-        chunks = list(
-            api.chat.completions.create(
-                model=lm.name,
-                messages=messages,
-                temperature=1.0,
-                seed=7,
-                max_tokens=12,
-                stream=True,
-                stream_options={"include_usage": True},
-            )
-        )
-    streamed = "".join(chunk.choices[0].delta.content or "" for chunk in chunks if chunk.choices)
+        plain, chunks, streamed = plain_and_streamed(api, lm.name, messages)
     assert streamed and plain.choices[0].message.content == streamed
     assert len([chunk for chunk in chunks if chunk.choices and chunk.choices[0].delta.content]) > 1
     assert "<|im_start|>" not in streamed and "<|im_end|>" not in streamed
