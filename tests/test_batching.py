@@ -140,7 +140,10 @@ def test_rows_joining_mid_decode_get_the_replies_they_get_alone(
         together = [future.result(timeout=60) for future in futures]
     assert together == alone
     assert max(steps.rows) == 4
-    assert min(width for width in steps.widths if width > 0) >= len(build_prompt_ids(tiny_lm, LONG, 24))
+    # While all four rows decode (LONG among them), the cache keeps LONG's whole prompt; after rows leave,
+    # which row outlives the others depends on thread timing, and trimming may rightly narrow the cache.
+    all_four = [width for width, rows in zip(steps.widths, steps.rows, strict=True) if rows == 4]
+    assert all_four and min(all_four) >= len(build_prompt_ids(tiny_lm, LONG, 24))
     for _, settings in requests:
         batched, single = RecordingSampler.logits[id(settings)], alone_logits[id(settings)]
         assert len(batched) == len(single)
