@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
 
+from twinbot.bot import sampling_defaults
 from twinbot.bot.loading import TURN_MARKERS
 from twinbot.data.records import ChatTurn
 from twinbot.errors import TwinbotError
@@ -44,10 +45,10 @@ class PromptModel(Protocol):
 class GenerationSettings:
     """How one reply is sampled (chat, discord and eval take them from options; serve from each request)."""
 
-    temperature: float = 0.7
-    top_p: float = 0.9
-    max_new_tokens: int = 128
-    repetition_penalty: float = 1.1
+    temperature: float = sampling_defaults.TEMPERATURE
+    top_p: float = sampling_defaults.TOP_P
+    max_new_tokens: int = sampling_defaults.MAX_NEW_TOKENS
+    repetition_penalty: float = sampling_defaults.REPETITION_PENALTY
     seed: int | None = None  # fixed seed -> reproducible sampling; temperature 0 -> greedy
     # Names of the other people in the conversation: a line starting "Name:" ends the reply. Names that
     # appear as "Name: ..." lines in the user turns are found automatically.
