@@ -14,6 +14,7 @@ from typer._click import exceptions as click_exceptions  # typer vendors click
 from typer.core import TyperCommand
 
 from twinbot import __version__
+from twinbot.bot import sampling_defaults
 from twinbot.errors import TwinbotError
 
 if TYPE_CHECKING:
@@ -454,11 +455,11 @@ def _generation_settings(
 @app.command()
 def chat(
     run: _ModelArg,
-    temperature: _Temperature = 0.7,
-    top_p: _TopP = 0.9,
-    max_new_tokens: _MaxNewTokens = 128,
+    temperature: _Temperature = sampling_defaults.TEMPERATURE,
+    top_p: _TopP = sampling_defaults.TOP_P,
+    max_new_tokens: _MaxNewTokens = sampling_defaults.MAX_NEW_TOKENS,
     seed: _Seed = None,
-    repetition_penalty: _RepetitionPenalty = 1.1,
+    repetition_penalty: _RepetitionPenalty = sampling_defaults.REPETITION_PENALTY,
     system: Annotated[
         str | None, typer.Option("--system", help="System prompt (default: the one used in training).")
     ] = None,
@@ -514,11 +515,11 @@ def discord(
             "--max-messages-per-reply", help="Messages one reply may send; later lines join the last one."
         ),
     ] = 5,
-    temperature: _Temperature = 0.7,
-    top_p: _TopP = 0.9,
-    max_new_tokens: _MaxNewTokens = 128,
+    temperature: _Temperature = sampling_defaults.TEMPERATURE,
+    top_p: _TopP = sampling_defaults.TOP_P,
+    max_new_tokens: _MaxNewTokens = sampling_defaults.MAX_NEW_TOKENS,
     seed: _Seed = None,
-    repetition_penalty: _RepetitionPenalty = 1.1,
+    repetition_penalty: _RepetitionPenalty = sampling_defaults.REPETITION_PENALTY,
     device: _Device = "auto",
     backend: _Backend = "auto",
 ) -> None:
@@ -553,7 +554,9 @@ def eval_(
         int, typer.Option("--samples", help="Held-out contexts to reply to (~128 for a detector verdict).")
     ] = 128,
     seed: Annotated[int, typer.Option("--seed", help="Seed for picking contexts and sampling.")] = 0,
-    max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", help="Tokens per generated reply.")] = 48,
+    max_new_tokens: Annotated[
+        int, typer.Option("--max-new-tokens", help="Tokens per generated reply.")
+    ] = sampling_defaults.EVAL_MAX_NEW_TOKENS,
     loss_samples: Annotated[
         int, typer.Option("--loss-samples", help="Held-out replies in the loss (0 = all).")
     ] = 256,

@@ -34,6 +34,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, StreamingResponse
 from pydantic import ValidationError
 
+from twinbot.bot import sampling_defaults
 from twinbot.bot.admission import Admission
 from twinbot.bot.engine import Generation, ModelEngine, ReplyEngine, SamplingRequest
 from twinbot.bot.local_http import (
@@ -73,7 +74,7 @@ class ServeLimits:
     """Bounds on what one request may ask for, and how long each of its stages may take."""
 
     max_tokens: int = 512  # reply tokens per request (also capped by the model's context window)
-    default_max_tokens: int = 128
+    default_max_tokens: int = sampling_defaults.MAX_NEW_TOKENS
     max_prompt_chars: int = 32_000  # all message text of one request together
     max_messages: int = 256
     body_timeout_s: float = 30.0  # to receive the whole request body (slow senders hold a connection)
@@ -277,8 +278,8 @@ class ChatService:
         if requested is not None and requested > cap:
             raise ApiError(400, f"{param} is too large (at most {cap})", param=param)
         return SamplingRequest(
-            temperature=0.7 if body.temperature is None else body.temperature,
-            top_p=0.9 if body.top_p is None else body.top_p,
+            temperature=sampling_defaults.TEMPERATURE if body.temperature is None else body.temperature,
+            top_p=sampling_defaults.TOP_P if body.top_p is None else body.top_p,
             max_new_tokens=requested or min(self.limits.default_max_tokens, cap),
             seed=body.seed,
         )

@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 
+from twinbot.bot import sampling_defaults
 from twinbot.bot.backends import Backend, TorchBackend, load_backend
 from twinbot.bot.generate import GenerationSettings
 from twinbot.bot.loading import LoadedModel, load_for_inference
@@ -52,7 +53,7 @@ from twinbot.runs import (
 )
 
 DEFAULT_SAMPLES = SUGGESTED_CONTEXTS  # the detector's interval needs about this many for a verdict
-DEFAULT_MAX_NEW_TOKENS = 48
+DEFAULT_MAX_NEW_TOKENS = sampling_defaults.EVAL_MAX_NEW_TOKENS  # shorter than chat's, see there
 DEFAULT_LOSS_SAMPLES = 256
 LOSS_BATCH = 8
 
@@ -64,9 +65,9 @@ class EvalOptions:
     samples: int = DEFAULT_SAMPLES  # held-out contexts to generate replies for
     seed: int = 0
     max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS
-    temperature: float = 0.7
-    top_p: float = 0.9
-    repetition_penalty: float = 1.1
+    temperature: float = sampling_defaults.TEMPERATURE
+    top_p: float = sampling_defaults.TOP_P
+    repetition_penalty: float = sampling_defaults.REPETITION_PENALTY
     loss_samples: int = DEFAULT_LOSS_SAMPLES  # held-out samples in the loss (0 = all)
     canaries: tuple[str, ...] = ()
     device: str = "auto"
