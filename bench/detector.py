@@ -8,15 +8,21 @@ Two parts, each printing a table:
   same contexts, same per-context seeds). With `--reuse`, a run's RUN/eval/eval.json made with the same
   contexts, seed and sampling is read instead of evaluated again.
 - sweep (`--sweep RUN --vary KEY=V1,V2 ...`): the run's adapter replies to the same held-out contexts with
-  one generation setting changed at a time (temperature, top_p, repetition_penalty, context_turns: the last
-  N turns before the reply kept in the prompt); each reply set goes through the same detector
-  (`twinbot.quality.detector.detect`, same seed) and style fingerprint as eval's. The first row is eval's
-  own settings; with `--reuse` its replies come from RUN/eval/eval.json when they were made with them.
+  one generation setting changed at a time (temperature, top_p, repetition_penalty, max_new_tokens,
+  context_turns: the last N turns before the reply kept in the prompt); each reply set goes through the same
+  detector (`twinbot.quality.detector.detect`, same seed) and style fingerprint as eval's. The first row is
+  eval's own settings; with `--reuse` its replies come from RUN/eval/eval.json when they were made with them
+  on the same backend.
+
+`--backend llamacpp` generates the adapter's replies with llama.cpp on the run's f16 GGUF export (several
+times faster on a CPU; the base model's replies in `--runs` stay torch's). Its replies differ slightly from
+torch's (f16 weights, another matmul order): compare settings within one backend only.
 
 Where two settings' 95% intervals overlap, the difference between them is not a measured one.
 
     python bench/detector.py --data DATA --runs RUN_FAST RUN_BASELINE
-    python bench/detector.py --data DATA --sweep RUN --vary temperature=0.9,1.1 --vary repetition_penalty=1.0,1.2
+    python bench/detector.py --data DATA --sweep RUN --backend llamacpp --vary temperature=0.9,1.1 \
+        --vary repetition_penalty=1.0,1.2 --vary max_new_tokens=24
 """
 
 from __future__ import annotations
@@ -43,11 +49,17 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from twinbot.data import prepared  # noqa: E402
 from twinbot.data.records import ChatTurn  # noqa: E402
 from twinbot.quality.detector import BOOTSTRAP, SUGGESTED_CONTEXTS, detect  # noqa: E402
-from twinbot.quality.evaluate import EvalOptions, pick_contexts, replies_to, run_eval  # noqa: E402
+from twinbot.quality.evaluate import (  # noqa: E402
+    DEFAULT_MAX_NEW_TOKENS,
+    EvalOptions,
+    pick_contexts,
+    replies_to,
+    run_eval,
+)
 from twinbot.quality.style import fingerprint, style_distance  # noqa: E402
 from twinbot.runs import EVAL_DIR, EVAL_FILE, read_summary  # noqa: E402
 
-SWEEP_KEYS = ("temperature", "top_p", "repetition_penalty", "context_turns")
+SWEEP_KEYS = ("temperature", "top_p", "repetition_penalty", "max_new_tokens", "context_turns")
 
 
 def stamp() -> str:
@@ -103,6 +115,7 @@ def print_table(headers: list[str], rows: list[list[str]]) -> None:
 def generation_matches(record: dict[str, Any], options: EvalOptions, contexts: int) -> bool:
     return (
         record.get("contexts") == contexts
+        and record.get("backend", "torch") == options.backend
         and record.get("seed") == options.seed
         and record.get("temperature") == options.temperature
         and record.get("top_p") == options.top_p
@@ -131,11 +144,13 @@ def side_by_side(args: argparse.Namespace) -> None:
             max_new_tokens=args.max_new_tokens,
             loss_samples=args.loss_samples,
             detector_resamples=args.resamples,
+            backend=args.backend,
         )
         existing = read_eval(run) if args.reuse else None
         if (
             existing
             and existing["generation"]["seed"] == args.seed
+            and existing["generation"].get("backend", "torch") == args.backend
             and existing["generation"]["contexts"] == min(args.contexts, existing["generation"]["contexts"])
         ):
             source = "eval.json"
@@ -161,7 +176,8 @@ def side_by_side(args: argparse.Namespace) -> None:
         print(
             f"# {run}: {generation['contexts']} contexts, seed {generation['seed']}, temperature "
             f"{generation['temperature']}, top-p {generation['top_p']}, repetition penalty "
-            f"{generation['repetition_penalty']}, {generation['max_new_tokens']} new tokens; {source}; "
+            f"{generation['repetition_penalty']}, {generation['max_new_tokens']} new tokens, adapter on "
+            f"{generation.get('backend', 'torch')}; {source}; "
             f"adapter telling: {telling_text(result['adapter']['detection'])}; "
             f"base telling: {telling_text(result['base']['detection'])}",
             flush=True,
@@ -179,6 +195,7 @@ def side_by_side(args: argparse.Namespace) -> None:
 
 
 def parse_vary(values: list[str]) -> list[tuple[str, float]]:
+    """(key, value) pairs of `--vary KEY=V1,V2` (max_new_tokens and context_turns are whole numbers)."""
     changes: list[tuple[str, float]] = []
     for item in values:
         key, _, numbers = item.partition("=")
@@ -196,7 +213,7 @@ def last_turns(messages: list[ChatTurn], turns: int) -> list[ChatTurn]:
 
 
 def sweep(args: argparse.Namespace) -> None:
-    from twinbot.bot.loading import load_for_inference
+    from twinbot.bot.backends import Backend, load_backend
 
     run: Path = args.sweep
     summary = read_summary(run)
@@ -208,6 +225,7 @@ def sweep(args: argparse.Namespace) -> None:
         seed=args.seed,
         max_new_tokens=args.max_new_tokens,
         detector_resamples=args.resamples,
+        backend=args.backend,
     )
     contexts = pick_contexts(prepared.load_samples(data / prepared.EVAL_FILE), args.contexts, args.seed)
     real = [s.messages[-1].content for s in contexts]
@@ -217,16 +235,21 @@ def sweep(args: argparse.Namespace) -> None:
     turns = [sum(1 for m in c if m.role != "system") for c in conversations]
     print(
         f"# sweep {run} on {data}: {len(contexts)} contexts, seed {args.seed}, context turns "
-        f"{min(turns)}-{max(turns)} (mean {sum(turns) / len(turns):.1f}); {platform.machine()}; {stamp()}",
+        f"{min(turns)}-{max(turns)} (mean {sum(turns) / len(turns):.1f}); adapter on {args.backend}; "
+        f"{platform.machine()}; {stamp()}",
         flush=True,
     )
-    lm = None
+    twin: Backend | None = None
     rows: list[list[str]] = []
     results: list[dict[str, Any]] = []
     settings: list[tuple[str, EvalOptions, int | None]] = [("eval's settings", base_options, None)]
     for key, value in parse_vary(args.vary):
         if key == "context_turns":
             settings.append((f"context_turns={int(value)}", base_options, int(value)))
+        elif key == "max_new_tokens":
+            settings.append(
+                (f"max_new_tokens={int(value)}", replace(base_options, max_new_tokens=int(value)), None)
+            )
         else:
             settings.append((f"{key}={value:g}", replace(base_options, **{key: value}), None))
     existing = read_eval(run) if args.reuse else None
@@ -242,12 +265,12 @@ def sweep(args: argparse.Namespace) -> None:
             replies = [row["adapter"] for row in existing["rows"]]
             source = "eval.json"
         else:
-            if lm is None:
-                lm = load_for_inference(run)
+            if twin is None:
+                twin = load_backend(args.backend, run)
             prompts = (
                 conversations if keep_turns is None else [last_turns(c, keep_turns) for c in conversations]
             )
-            replies = replies_to(lm, prompts, options)
+            replies = replies_to(twin, prompts, options)
         generated_s = time.perf_counter() - started
         style = fingerprint(replies)
         distance = style_distance(real_style, style).score
@@ -284,7 +307,13 @@ def main() -> None:
     )
     parser.add_argument("--contexts", type=int, default=SUGGESTED_CONTEXTS)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--max-new-tokens", type=int, default=48)
+    parser.add_argument("--max-new-tokens", type=int, default=DEFAULT_MAX_NEW_TOKENS)
+    parser.add_argument(
+        "--backend",
+        choices=("torch", "llamacpp"),
+        default="torch",
+        help="What generates the adapter's replies (llamacpp: the run's f16 GGUF export, faster on CPUs).",
+    )
     parser.add_argument("--loss-samples", type=int, default=256, help="Held-out replies in the loss.")
     parser.add_argument("--resamples", type=int, default=BOOTSTRAP, help="Bootstrap resamples of the CI.")
     parser.add_argument("--reuse", action="store_true", help="Read RUN/eval/eval.json where it matches.")
