@@ -20,6 +20,7 @@ from twinbot.finetune.plan.records import Calibration, Estimate, Workload
 from twinbot.finetune.plan.schedule import format_clock, format_duration
 from twinbot.finetune.plan.workload import count_workload
 from twinbot.finetune.rows import Row
+from twinbot.models.loading import supported_attention
 
 # Forward-only cost per token as a share of a training step's, when evaluation could not be timed.
 EVAL_COST_SHARE = 1 / 3
@@ -77,13 +78,12 @@ def analytic_estimate(
     precision: str,
     setup_seconds: float,
     bookkeeping: Bookkeeping | None = None,
+    architecture: tuple[type, Any] | None = None,
 ) -> Estimate:
     """Rough: FLOPs of the run / this machine's matmul speed. Real training reaches only part of the matmul
-    peak (small matrices, attention, optimizer, Python), so this usually comes out optimistic."""
-    attention = pick_attention(
-        config.attn_implementation, torch.device(device).type, DTYPES[precision], config.packing
-    )
-    layout = batch_layout(attention)
+    peak (small matrices, attention, optimizer, Python), so this usually comes out optimistic. The attention
+    is the one training runs on the model of `architecture` (`training_attention`)."""
+    layout = batch_layout(training_attention(config, device, precision, architecture))
     batches = TrainData(list(rows), workload.micro_batch, 1, 1, config.seed).epoch_micro_batches(0)
     tokens_per_epoch = sum(len(row.input_ids) for row in rows)
     per_epoch = epoch_flops(shape, batches, config.gradient_checkpointing, True, layout)
@@ -102,6 +102,17 @@ def analytic_estimate(
         checkpoint_seconds=(workload.checkpoints + 1) * disk_seconds(checkpoint_bytes),
         logging_seconds=bookkeeping.run_seconds(workload, config.log_every) if bookkeeping else 0.0,
     )
+
+
+def training_attention(
+    config: TrainConfig, device: str, precision: str, architecture: tuple[type, Any] | None
+) -> str:
+    """The attention training runs: what the run asks for (`pick_attention`) where the model of
+    `architecture` (`twinbot.models.loading.causal_lm_class`: its class and config) supports it, else the
+    fallback loading takes (`supported_attention`), e.g. whole-row sdpa for Gemma 3's sliding window."""
+    dtype, target = DTYPES[precision], torch.device(device)
+    requested = pick_attention(config.attn_implementation, target.type, dtype, config.packing)
+    return supported_attention(requested, dtype, target, architecture)
 
 
 def split_between_processes(estimate: Estimate, processes: int) -> Estimate:
@@ -132,8 +143,17 @@ def startup_line(
     them, each at the matmul speed measured in this one. Never raises: it is only information."""
     try:
         workload = count_workload(config, rows, eval_rows, micro_batch, processes=processes)
+        base = model.get_base_model() if hasattr(model, "get_base_model") else model
         estimate = analytic_estimate(
-            config, workload, model_shape(model), rows, eval_rows, device, precision, setup_seconds=0.0
+            config,
+            workload,
+            model_shape(model),
+            rows,
+            eval_rows,
+            device,
+            precision,
+            setup_seconds=0.0,
+            architecture=(type(base), base.config),
         )
     except Exception as exc:
         return f"plan: no estimate ({type(exc).__name__}: {one_line(exc, limit=160)})"

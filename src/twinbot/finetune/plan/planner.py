@@ -7,6 +7,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from twinbot.console import say
 from twinbot.data.prepared import check_data_dir
@@ -28,7 +29,7 @@ from twinbot.finetune.plan.schedule import fill_times, parse_start
 from twinbot.finetune.plan.workload import TokenizedData, count_workload
 from twinbot.finetune.rows import Row
 from twinbot.models.devices import pick_device, pick_precision
-from twinbot.models.loading import EMBEDDED_MODEL, load_tokenizer
+from twinbot.models.loading import EMBEDDED_MODEL, causal_lm_class, load_tokenizer, resolve_model
 
 PRESET_ORDER: tuple[str, ...] = tuple(PRESETS)
 DEFAULT_CALIBRATE_SECONDS = 60.0
@@ -137,6 +138,7 @@ class SharedInputs:
     data_dir: Path
     datasets: dict[str | None, TokenizedData] = field(default_factory=dict)
     shapes: dict[tuple[str | None, int, str], ModelShape] = field(default_factory=dict)
+    architectures: dict[str | None, tuple[type, Any] | None] = field(default_factory=dict)
 
     def data(self, spec: str | None) -> TokenizedData:
         if spec not in self.datasets:
@@ -149,6 +151,12 @@ class SharedInputs:
             targets = target_modules(config.lora_target_modules)
             self.shapes[key] = shape_of_spec(config.base_model, config.lora_r, targets)
         return self.shapes[key]
+
+    def architecture(self, spec: str | None) -> tuple[type, Any] | None:
+        """The model's class and config, which decide the attention training falls back to."""
+        if spec not in self.architectures:
+            self.architectures[spec] = causal_lm_class(spec, resolve_model(spec))
+        return self.architectures[spec]
 
 
 @dataclass(frozen=True)
@@ -287,6 +295,7 @@ def _estimate_analytically(
         plan.settings.precision,
         rows.setup_seconds,
         measure_bookkeeping(),
+        inputs.architecture(config.base_model),
     )
     plan.estimate = split_between_processes(estimate, processes)
 
