@@ -69,7 +69,7 @@ def case(
 
 
 # WhatsApp system lines (no "Name: ") and iOS notices have the author "". System lines are matched where
-# phrases.py has rows for their language (en, de, es, fr, pt, it, nl, tr, id); the others (ru, pl, a gap it
+# phrases.py has rows for their language (en, de, es, fr, pt, it, nl, ru, tr, id); the others (pl, a gap it
 # lists) and wordings no source shows (de "hat den Gruppennamen ... geändert", nl "heeft groep ... aangemaakt",
 # fr "a changé le sujet de ... en ...", fr "est parti" without "(e)") are "other"; placeholders, attachments,
 # deleted messages, locations, polls, calls and the encryption notice are matched where the table has rows.
@@ -139,25 +139,28 @@ WHATSAPP = [
     ),
     case(
         "whatsapp/ru-android.txt", "whatsapp",
-        {TEXT: 9, ENCRYPTION: 1, OTHER: 4, DELETED: 2, PLACEHOLDER: 2, ATTACHMENT: 1, LOCATION: 1, CALL: 1},
+        {TEXT: 9, ENCRYPTION: 1, SETTINGS: 1, JOIN: 2, RENAME: 1, LEAVE: 1, DELETED: 2, PLACEHOLDER: 2,
+         ATTACHMENT: 1, LOCATION: 1, CALL: 2},
         {"", "Анна Смирнова", "Иван Петров", "Ольга Козлова"},
         "2024-12-01T18:00:00", "2024-12-15T10:06:00",
     ),
     case(
         "whatsapp/tr-android.txt", "whatsapp",
-        {TEXT: 11, ENCRYPTION: 1, SETTINGS: 1, JOIN: 2, LEAVE: 1, DELETED: 2, PLACEHOLDER: 2, ATTACHMENT: 1},
+        {TEXT: 11, ENCRYPTION: 1, SETTINGS: 1, JOIN: 2, LEAVE: 1, DELETED: 2, PLACEHOLDER: 2, ATTACHMENT: 1,
+         LOCATION: 1, CALL: 1},
         {"", "Elif Kaya", "Burak Demir", "Zeynep Arslan"},
         "2025-01-18T20:00:00", "2025-01-25T18:30:00",
     ),
     case(
         "whatsapp/pl-android.txt", "whatsapp",
-        {TEXT: 10, ENCRYPTION: 1, OTHER: 4, DELETED: 2, PLACEHOLDER: 2, ATTACHMENT: 1},
+        {TEXT: 10, ENCRYPTION: 1, OTHER: 4, DELETED: 2, PLACEHOLDER: 2, ATTACHMENT: 1, LOCATION: 1, CALL: 1},
         {"", "Kasia Nowak", "Piotr Wiśniewski", "Ola Zielińska"},
         "2025-02-07T19:00:00", "2025-02-16T20:10:00",
     ),
     case(
         "whatsapp/id-android.txt", "whatsapp",
-        {TEXT: 10, ENCRYPTION: 1, SETTINGS: 1, JOIN: 2, LEAVE: 1, DELETED: 2, PLACEHOLDER: 2, ATTACHMENT: 1},
+        {TEXT: 10, ENCRYPTION: 1, SETTINGS: 1, JOIN: 2, LEAVE: 1, DELETED: 2, PLACEHOLDER: 2, ATTACHMENT: 1,
+         LOCATION: 1, CALL: 1},
         {"", "Dewi Lestari", "Budi Santoso", "Rina Wijaya"},
         "2025-03-10T19:00:00", "2025-03-16T20:12:00",
     ),

@@ -83,7 +83,6 @@ USES: dict[str, tuple[str, ...]] = {
     "twinbot.data.sources.whatsapp._DATE_PARTS": ("match",),
     "twinbot.data.sources.whatsapp._MARKS": ("sub",),
     "twinbot.data.sources.whatsapp._EDITED": ("search",),
-    "twinbot.data.sources.whatsapp._NOTICE_VERB": ("search",),
     "twinbot.data.sources.whatsapp._CHAT_NAME": ("fullmatch",),
     "twinbot.data.sources.whatsapp._DUPLICATE_SUFFIX": ("sub",),
     "twinbot.quality.blind._PROMPT_NAME": ("match",),
@@ -284,16 +283,16 @@ def test_the_reported_slow_inputs_are_fast_where_the_code_uses_them(budget: floa
         lambda: keep(message("<https://x> " * 8_000 + "?")),
         lambda: whatsapp._classify("x" + " " * 80_000 + "<This message was edited>"),
         lambda: whatsapp._classify("<" * 80_000 + ">"),
-        lambda: whatsapp._is_notice_name("changed " * 10_000 + "x"),
-        lambda: whatsapp._is_notice_name('"' + "hat " * 20_000),
+        lambda: whatsapp._is_notice_with_colon('"' + "changed " * 10_000 + ': x"', 80_001),
+        lambda: whatsapp._is_notice_with_colon('"' + "hat " * 20_000 + ': "', 80_001),
     ]
     for case in cases:
         run_within(budget, case)
     assert keep(message("www.example.com <https://b.example/x>")) == "link_only"
     assert keep(message("look www.example.com")) is None
     assert whatsapp._classify("fine  <This message was edited>") == ("text", None, "fine")
-    assert whatsapp._is_notice_name('Ann changed the subject to "Trip: day 2')
-    assert not whatsapp._is_notice_name("Ann changed")
+    assert whatsapp._is_notice_with_colon('Ann changed the subject to "Trip: day 2"', 32)
+    assert not whatsapp._is_notice_with_colon("Ann changed: x", 11)
 
 
 @pytest.mark.parametrize(

@@ -108,6 +108,7 @@ def test_table_covers_the_languages_and_uses_known_subkinds() -> None:
     assert {row.language for row in WHATSAPP_BODIES if row.subkind == "placeholder"} >= REQUIRED_LANGUAGES
     assert {row.language for row in WHATSAPP_BODIES if row.subkind == "attachment"} >= REQUIRED_LANGUAGES
     assert {row.language for row in WHATSAPP_BODIES if row.subkind == "deleted"} >= REQUIRED_LANGUAGES
+    assert {row.language for row in WHATSAPP_BODIES if row.subkind == "call"} >= REQUIRED_LANGUAGES
     assert {row.subkind for row in (*WHATSAPP_BODIES, *WHATSAPP_NOTICES, *META_NOTICES)} <= set(SUBKINDS)
     assert all(row.source for row in (*WHATSAPP_BODIES, *WHATSAPP_NOTICES, *META_NOTICES))
 
@@ -280,6 +281,59 @@ WHATSAPP_EXAMPLES: dict[str, str] = {  # the system line after "date, time - "
     "consentire solo agli amministratori di modificare le info del gruppo",
     "Il tuo codice di sicurezza con {name}": "Il tuo codice di sicurezza con Marco Bianchi è cambiato. Tocca per "
     "maggiori info.",
+    # nl (iOS)
+    "Berichten en gesprekken worden end-to-end": "Berichten en gesprekken worden end-to-end versleuteld. Niemand "
+    "buiten deze chat kan ze lezen of beluisteren, zelfs WhatsApp niet.",
+    "{name} is deelnemer geworden via de uitnodigingslink van deze groep": "Fleur Bakker is deelnemer geworden via "
+    "de uitnodigingslink van deze groep",
+    "U bent deelnemer geworden via de uitnodigingslink van deze groep": "U bent deelnemer geworden via de "
+    "uitnodigingslink van deze groep",
+    "U hebt de groep verlaten": "U hebt de groep verlaten",
+    "{name} heeft het onderwerp gewijzigd naar {name}": "Sanne de Vries heeft het onderwerp gewijzigd naar "
+    "“Etentje vrijdag 🍝”",
+    "U hebt het onderwerp gewijzigd naar {name}": "U hebt het onderwerp gewijzigd naar “Etentje vrijdag 🍝”",
+    "{name} heeft de groepsafbeelding gewijzigd": "Daan Jansen heeft de groepsafbeelding gewijzigd",
+    "U hebt de groepsafbeelding gewijzigd": "U hebt de groepsafbeelding gewijzigd",
+    "{name} heeft de groepsomschrijving gewijzigd": "Fleur Bakker heeft de groepsomschrijving gewijzigd",
+    "{name} heeft een nieuw telefoonnummer{name}": "Daan Jansen heeft een nieuw telefoonnummer. Tik om een bericht "
+    "te sturen of om het nieuwe nummer toe te voegen.",
+    "{name} heeft deze groep aangemaakt": "Sanne de Vries heeft deze groep aangemaakt",
+    "U hebt deze groep aangemaakt": "U hebt deze groep aangemaakt",
+    "Uw beveiligingscode voor {name} is gewijzigd{name}": "Uw beveiligingscode voor Daan Jansen is gewijzigd. Tik "
+    "voor meer informatie.",
+    # ru
+    "{name} добавил(-а) {name}": "Анна Смирнова добавил(-а) Иван Петров",
+    "{name} вышел(-а)": "Иван Петров вышел(-а)",
+    "{name} удалил(-а) {name}": "Анна Смирнова удалил(-а) Иван Петров",
+    "{name} изменил(-а) название группы {name}": 'Анна Смирнова изменил(-а) название группы на "Дача летом 🌲"',
+    "{name} изменил(-а) картинку группы": "Ольга Козлова изменил(-а) картинку группы",
+    "{name} изменил(-а) описание группы": "Ольга Козлова изменил(-а) описание группы",
+    "{name} создал(-а) группу {name}": 'Анна Смирнова создал(-а) группу "Дача 🌲"',
+    "{name} создал(-а) группу": "Анна Смирнова создал(-а) группу",
+    "{name} отключил(-а) исчезающие сообщения": "Анна Смирнова отключил(-а) исчезающие сообщения",
+    "Ваш код безопасности с контактом {name} изменился{name}": "Ваш код безопасности с контактом Иван Петров "
+    "изменился. Подробнее",
+    # pl, tr, id
+    "Wiadomości i połączenia są w pełni zaszyfrowane": "Wiadomości i połączenia są w pełni zaszyfrowane. Nikt spoza "
+    "czatu, nawet WhatsApp, nie może ich odczytać ani odsłuchać.",
+    "Twój kod zabezpieczeń z użytkownikiem {name} zmienił się{name}": "Twój kod zabezpieczeń z użytkownikiem Piotr "
+    "Wiśniewski zmienił się. Stuknij, aby dowiedzieć się więcej.",
+    "{name} ile aranızdaki güvenlik kodu değişti{name}": "Burak Demir ile aranızdaki güvenlik kodu değişti. Daha "
+    "fazla bilgi edinmek için dokunun.",
+    "Kode keamanan Anda dengan {name} telah berubah{name}": "Kode keamanan Anda dengan Budi Santoso telah berubah. "
+    "Ketuk untuk info selengkapnya.",
+    "{name} mengubah subjek {name}": 'Dewi Lestari mengubah subjek dari "Arisan RT 05 🏘️" menjadi "Arisan RT 05 '
+    '2025 🏘️"',
+    "{name} mengubah ikon grup ini": "Rina Wijaya mengubah ikon grup ini",
+    # es, fr, pt security-code lines
+    "Cambió tu código de seguridad con {name}": "Cambió tu código de seguridad con Diego Martín. Pulsa para "
+    "obtener más información.",
+    "Votre code de sécurité avec {name} a changé{name}": "Votre code de sécurité avec Hugo Martin a changé. "
+    "Appuyez pour en savoir plus.",
+    "O seu código de segurança partilhado com {name} mudou{name}": "O seu código de segurança partilhado com Bruno "
+    "Lima mudou. Toque para saber mais.",
+    "Seu código de segurança com {name} mudou{name}": "Seu código de segurança com Bruno Lima mudou. Toque para "
+    "saber mais.",
 }  # fmt: skip
 
 META_EXAMPLES: dict[str, tuple[str, str]] = {  # (sender_name, content)
@@ -308,6 +362,7 @@ META_EXAMPLES: dict[str, tuple[str, str]] = {  # (sender_name, content)
     ),
     "Nadałeś(aś) grupie nazwę{name}": ("Kasia Nowak", "Nadałeś(aś) grupie nazwę Wyjazd w góry ⛰️."),
     "{actor} zmienił motyw": ("Piotr Wiśniewski", "Piotr zmienił motyw."),
+    "{actor} hat einen Anhang gesendet": ("Hans Müller", "Hans hat einen Anhang gesendet."),
 }
 
 
@@ -359,6 +414,8 @@ def _meta(tmp_path: Path, sender: str, content: str) -> tuple[str, str | None]:
 # A person's message that only mentions a notice, per language: a WhatsApp message body ("Name: text") is never
 # a system line, and a system line that says more than the notice is not that notice.
 PERSON_BODIES = [
+    "Иван вышел(-а) покурить",
+    "Анна создал(-а) группу? нет, это я",
     "Hugo est parti(e) 😂",
     "Marco ha abbandonato",
     "Jonas hat die Gruppe verlassen 😢",
@@ -369,6 +426,8 @@ PERSON_BODIES = [
     "Rina keluar",
 ]
 LONGER_SYSTEM_LINES = [
+    "Иван Петров вышел(-а) и вернулся",
+    "Sanne de Vries heeft deze groep aangemaakt en weer verlaten",
     "Hugo Martin est parti(e) puis revenu(e)",
     "Marco Bianchi ha abbandonato e poi è tornato",
     "Mehmet Yılmaz hat die Gruppe verlassen und ist zurück",
@@ -402,7 +461,61 @@ def test_whatsapp_notice_templates_are_anchored(tmp_path: Path, line: str) -> No
         ("Carolina Souza", "João reagiu com 😂 à sua mensagem"),
         ("Kasia Nowak", "Piotr opuścił(a) grupę."),
         ("Kasia Nowak", "Rozmowa zakończyła się szybko, bo nie było zasięgu"),
+        ("Ann Lee", "Hans hat einen Anhang gesendet."),
+        ("Hans Müller", "Hans hat einen Anhang gesendet, aber ich sehe nichts"),
     ],
 )
 def test_meta_person_text_mentioning_a_notice_stays_text(tmp_path: Path, sender: str, content: str) -> None:
     assert _meta(tmp_path, sender, content) == ("text", None)
+
+
+# --- a group name holding ": " ----------------------------------------------------------------------------
+# The line's first ": " is then inside the quoted name, so the header would split it into a sender
+# ('Jonas Weber hat den Betreff von „Skat') and a message; every notice in the table that quotes a group's
+# name keeps it a notice, whether the verb comes before the name or after it (tr).
+
+COLON_IN_GROUP_NAME = [
+    ('Jo changed the subject from "Trip: Lisbon" to "Trip"', "rename"),
+    ("Jonas Weber hat den Betreff von „Skat: Runde 2“ zu „Skat & Bier 🍺“ geändert.", "rename"),
+    ('Lucía Fernández cambió el asunto de "Cumple: Sara 🎂" a "Fotos del cumple 📸"', "rename"),
+    ("Camille Dubois a modifié le sujet en « Coloc : 🏠 »", "rename"),
+    ('Rafael Costa mudou o assunto de "Futebol: quinta ⚽" para "Futebol: sexta ⚽"', "rename"),
+    ('Giulia Romano ha creato il gruppo "Cena: classe 2024 🍝"', "settings"),
+    ("Sanne de Vries heeft het onderwerp gewijzigd naar “Etentje: vrijdag 🍝”", "rename"),
+    ('Анна Смирнова изменил(-а) название группы на "Дача: лето 🌲"', "rename"),
+    ('Elif Kaya "Kahve: cuma ☕" grubunu oluşturdu', "settings"),
+    ('Dewi Lestari membuat grup "Arisan: RT 05 🏘️"', "settings"),
+]
+
+
+@pytest.mark.parametrize(
+    ("line", "subkind"), COLON_IN_GROUP_NAME, ids=[line for line, _ in COLON_IN_GROUP_NAME]
+)
+def test_whatsapp_group_name_with_a_colon_stays_a_notice(tmp_path: Path, line: str, subkind: str) -> None:
+    message = _whatsapp(tmp_path, line)
+    assert (message.kind, message.subkind, message.author, message.text) == ("system", subkind, "", line)
+
+
+@pytest.mark.parametrize(
+    ("line", "author", "text"),
+    [
+        # a sender whose name holds quotes, writing words of a notice: the ": " is not inside a quote
+        (
+            'Bob "Bobby" Smith: he changed the subject to "food"',
+            'Bob "Bobby" Smith',
+            'he changed the subject to "food"',
+        ),
+        (
+            "Jonas „Jo“ Weber: hat den Betreff „Skat: neu“ geändert",
+            "Jonas „Jo“ Weber",
+            "hat den Betreff „Skat: neu“ geändert",
+        ),
+        # an open quote in the sender, but the line is no notice of the table
+        ('Ann "the boss: hi" there', 'Ann "the boss', 'hi" there'),
+    ],
+)
+def test_whatsapp_sender_with_quotes_stays_a_sender(
+    tmp_path: Path, line: str, author: str, text: str
+) -> None:
+    message = _whatsapp(tmp_path, line)
+    assert (message.kind, message.author, message.text) == ("text", author, text)

@@ -56,10 +56,32 @@ the index (read it with `read_file id=...`), not by repository:
     [cs-fr-meta] a French Messenger download's notices in a metadata test (id 36453681027): "a envoyé une
                pièce jointe", "Vous avez envoyé une pièce jointe", "a ajouté .* au groupe", "a nommé le
                groupe", "a quitté le groupe"
-Gaps (no source found yet, so no rows): WhatsApp system lines in ru and pl (the few lists found were
-guesses, not export wording); WhatsApp missed calls in tr/pl/id and polls in ru/tr/pl/id; Meta notices in
-de, it, nl, ru, tr, id; Meta reactions, unsent messages, calls and polls in es and fr, reactions, attachments
-and added members in pl (an app's own UI strings are not the download's wording).
+    [wa-strings] a Dart WhatsApp export parser whose patterns list, per string key, the wording of
+               WhatsApp's own iOS Localizable.strings and Android strings.xml in every app language (id
+               5538425153): missed voice and video calls (tr, pl, id; ru video), deleted-message variants (ru,
+               pl, id), omitted image/video/audio/sticker/GIF/document/contact card (ru, pl, tr, id, nl), live
+               location and "location:" links (ru, pl, tr, id), iOS "<прикреплено:" and "<załączono:", the
+               encryption notice (pl, nl) and the security-code line (ru, pl, tr, nl, id, es, fr, pt)
+    [cs-ru-sys] Russian WhatsApp group lines: an importer's test with Android export lines (id 55750415342:
+               'создал(-а) группу "…"'), an HTML builder for Russian exports (id 54930843058: "добавил(-а)",
+               "вышел(-а)", "удалил(-а)", "изменил(-а) название/картинку/описание группы") and a rendered
+               Russian group chat (id 58080037115: 'изменил(-а) название группы на "…"', "создал(-а) группу",
+               "отключил(-а) исчезающие сообщения")
+    [cs-nl-ios] Dutch WhatsApp lines in an analyzer of a Dutch group's iOS _chat.txt (id 33926580012): "heeft
+               het onderwerp gewijzigd naar", "heeft de groepsafbeelding gewijzigd", "heeft de
+               groepsomschrijving gewijzigd", "is deelnemer geworden via de uitnodigingslink van deze groep",
+               "U hebt de groep verlaten", "heeft deze groep aangemaakt", "heeft een nieuw telefoonnummer. Tik
+               om ...", "Visitekaartje weggelaten", "Berichten en gesprekken worden end-to-end versleuteld"
+    [cs-id-wa] Indonesian markers in a Go WhatsApp importer (id 60365336519): "mengubah subjek", "mengubah
+               ikon grup ini", "anda menghapus pesan ini", "panggilan suara/video tak terjawab"
+    [cs-de-meta] a German Messenger download's message_1.json quoted in a chat-history viewer's README (id
+               61375989371): "Hans hat einen Anhang gesendet."
+Gaps (no source found yet, so no rows): WhatsApp group lines in pl (the lists found were guesses, not
+export wording; pl has the encryption and security-code lines only), the subject change in tr and the
+invite-link join in ru; WhatsApp polls in ru, tr, pl and id; Meta notices in it, nl, ru, tr and id, and in
+de all but the attachment notice; Meta reactions, unsent messages, calls and polls in es and fr; reactions,
+attachments and added members in pl (an app's own UI strings and notification texts are not the download's
+wording).
 """
 
 from __future__ import annotations
@@ -137,6 +159,24 @@ WHATSAPP_BODIES: tuple[Phrase, ...] = tuple(
         *_rows(W, "pl", "media", "placeholder", "exact", "cs-pl", "<Pominięto multimedia>"),
         *_rows(W, "pl", "media", "placeholder", "exact", "cs-multi", "<pliki pominięto>"),
         *_rows(W, "id", "media", "placeholder", "exact", "cs-id", "<Media tidak disertakan>"),
+        *_rows(W, "ru", "media", "placeholder", "exact", "wa-strings",
+               "изображение отсутствует", "видео отсутствует", "аудиофайл отсутствует", "стикер не добавлен",
+               "GIF отсутствует"),
+        *_rows(W, "pl", "media", "placeholder", "exact", "wa-strings",
+               "obraz pominięty", "wideo pominięte", "audio pominięte", "pominięto naklejkę", "Plik GIF pominięty"),
+        *_rows(W, "tr", "media", "placeholder", "exact", "wa-strings", "GIF dahil edilmedi"),
+        *_rows(W, "id", "media", "placeholder", "exact", "wa-strings",
+               "gambar tidak disertakan", "video tidak disertakan", "audio tidak disertakan", "stiker tidak disertakan",
+               "GIF tidak disertakan"),
+        *_rows(W, "ru", "media", "contact", "exact", "wa-strings", "Карточка контакта отсутствует"),
+        *_rows(W, "pl", "media", "contact", "exact", "wa-strings", "Pominięta wizytówka kontaktu"),
+        *_rows(W, "tr", "media", "contact", "exact", "wa-strings", "Kişi kartı dahil edilmedi"),
+        *_rows(W, "id", "media", "contact", "exact", "wa-strings", "Kartu kontak tidak disertakan"),
+        *_rows(W, "nl", "media", "contact", "exact", "cs-nl-ios", "Visitekaartje weggelaten"),
+        *_rows(W, "ru", "media", "location", "exact", "wa-strings", "Геоданные отправлены"),
+        *_rows(W, "pl", "media", "location", "exact", "wa-strings", "udostępniona transmisja położenia"),
+        *_rows(W, "tr", "media", "location", "exact", "wa-strings", "Mevcut konum paylaşıldı"),
+        *_rows(W, "id", "media", "location", "exact", "wa-strings", "Lokasi terkini dibagikan"),
         # iOS documents: "report.pdf • 3 pages document omitted"
         *_rows(W, "en", "media", "placeholder", "suffix", "formats", "document omitted"),
         *_rows(W, "es", "media", "placeholder", "suffix", "prior", "documento omitido"),
@@ -145,6 +185,9 @@ WHATSAPP_BODIES: tuple[Phrase, ...] = tuple(
         *_rows(W, "pt", "media", "placeholder", "suffix", "prior", "documento ocultado"),
         *_rows(W, "it", "media", "placeholder", "suffix", "prior", "documento omesso"),
         *_rows(W, "nl", "media", "placeholder", "suffix", "prior", "document weggelaten"),
+        *_rows(W, "ru", "media", "placeholder", "suffix", "wa-strings", "документ отсутствует"),
+        *_rows(W, "pl", "media", "placeholder", "suffix", "wa-strings", "dokument pominięty"),
+        *_rows(W, "id", "media", "placeholder", "suffix", "wa-strings", "dokumen tidak disertakan"),
         # Android exports with media: "IMG-20200312-WA0001.jpg (file attached)" (the first line's end)
         *_rows(W, "en", "media", "attachment", "suffix", "formats", "(file attached)"),
         *_rows(W, "es", "media", "attachment", "suffix", "prior", "(archivo adjunto)"),
@@ -166,6 +209,8 @@ WHATSAPP_BODIES: tuple[Phrase, ...] = tuple(
         *_rows(W, "pt", "media", "attachment", "prefix", "prior", "<anexado:", "<anexo:"),
         *_rows(W, "it", "media", "attachment", "prefix", "prior", "<allegato:"),
         *_rows(W, "nl", "media", "attachment", "prefix", "prior", "<bijgevoegd:", "<bijlage:"),
+        *_rows(W, "ru", "media", "attachment", "prefix", "wa-strings", "<прикреплено:"),
+        *_rows(W, "pl", "media", "attachment", "prefix", "wa-strings", "<załączono:"),
         # shared locations: "location: https://maps.google.com/?q=..."
         *_rows(W, "en", "media", "location", "prefix", "formats", "location: http", "live location: http"),
         *_rows(W, "es", "media", "location", "prefix", "prior", "ubicación: http"),
@@ -176,6 +221,9 @@ WHATSAPP_BODIES: tuple[Phrase, ...] = tuple(
         *_rows(W, "it", "media", "location", "prefix", "prior", "posizione: http"),
         *_rows(W, "nl", "media", "location", "prefix", "prior", "locatie: http"),
         *_rows(W, "ru", "media", "location", "prefix", "cs-ru", "Местоположение: http"),
+        *_rows(W, "tr", "media", "location", "prefix", "wa-strings", "konum: http"),
+        *_rows(W, "pl", "media", "location", "prefix", "wa-strings", "położenie: http"),
+        *_rows(W, "id", "media", "location", "prefix", "wa-strings", "lokasi: http"),
         # polls: "POLL:\nQuestion\nOPTION: a (2 votes)"
         *_rows(W, "en", "media", "poll", "prefix", "formats", "POLL:"),
         *_rows(W, "es", "media", "poll", "prefix", "prior", "ENCUESTA:"),
@@ -206,6 +254,12 @@ WHATSAPP_BODIES: tuple[Phrase, ...] = tuple(
         *_rows(W, "pl", "system", "deleted", "exact", "cs-pl", "Ta wiadomość została usunięta",
                "Usunięto tę wiadomość"),
         *_rows(W, "id", "system", "deleted", "exact", "cs-id", "Pesan ini telah dihapus", "Pesan ini dihapus"),
+        *_rows(W, "ru", "system", "deleted", "exact", "wa-strings", "Данное сообщение удалено",
+               "Вы удалили данное сообщение"),
+        *_rows(W, "pl", "system", "deleted", "exact", "wa-strings", "Usunąłeś(-ęłaś) tę wiadomość",
+               "Usunąłeś(aś) tę wiadomość"),
+        *_rows(W, "id", "system", "deleted", "exact", "wa-strings", "Anda menghapus pesan ini",
+               "Anda telah menghapus pesan ini"),
         *_rows(W, "en", "system", "placeholder", "exact", "prior", "Waiting for this message. This may take a while"),
         # calls (the body starts with these; "Missed voice call, Tap to call back" and similar follow)
         *_rows(W, "en", "call", "call", "prefix", "formats",
@@ -221,6 +275,12 @@ WHATSAPP_BODIES: tuple[Phrase, ...] = tuple(
         *_rows(W, "nl", "call", "call", "prefix", "prior",
                "Gemiste spraakoproep", "Gemiste video-oproep", "Gemiste oproep", "Gemist spraakgesprek"),
         *_rows(W, "ru", "call", "call", "prefix", "cs-ru", "Пропущенный аудиозвонок"),
+        *_rows(W, "ru", "call", "call", "prefix", "wa-strings", "Пропущенный видеозвонок"),
+        *_rows(W, "tr", "call", "call", "prefix", "wa-strings", "Cevapsız sesli arama", "Cevapsız görüntülü arama"),
+        *_rows(W, "pl", "call", "call", "prefix", "wa-strings",
+               "Nieodebrane połączenie", "Nieodebrane poł. głosowe", "Nieodebrane poł. wideo"),
+        *_rows(W, "id", "call", "call", "prefix", "wa-strings",
+               "Panggilan suara tak terjawab", "Panggilan video tak terjawab"),
         # the encryption notice (iOS writes it with the chat's name as the sender)
         *_rows(W, "en", "system", "encryption_notice", "prefix", "formats",
                "Messages and calls are end-to-end encrypted", "Messages to this group are now secured",
@@ -243,6 +303,9 @@ WHATSAPP_BODIES: tuple[Phrase, ...] = tuple(
         *_rows(W, "id", "system", "encryption_notice", "prefix", "cs-id-sys", "Pesan dan panggilan terenkripsi"),
         *_rows(W, "fr", "system", "encryption_notice", "prefix", "cs-fr",
                "Les messages envoyés dans ce groupe sont désormais protégés avec le chiffrement de bout en bout"),
+        *_rows(W, "pl", "system", "encryption_notice", "prefix", "wa-strings",
+               "Wiadomości i połączenia są w pełni zaszyfrowane"),
+        *_rows(W, "nl", "system", "encryption_notice", "prefix", "cs-nl-ios", "Berichten en gesprekken worden end-to-end"),
     ]
 )  # fmt: skip
 
@@ -335,6 +398,44 @@ WHATSAPP_NOTICES: tuple[Phrase, ...] = tuple(
         *_rows(W, "it", "system", "settings", "template", "cs-it",
                "{name} ha creato il gruppo {name}", "{name} cambiato le impostazioni del gruppo {name}"),
         *_rows(W, "it", "system", "encryption_notice", "template", "cs-it", "Il tuo codice di sicurezza con {name}"),
+        *_rows(W, "nl", "system", "member_join", "template", "cs-nl-ios",
+               "{name} is deelnemer geworden via de uitnodigingslink van deze groep",
+               "U bent deelnemer geworden via de uitnodigingslink van deze groep"),
+        *_rows(W, "nl", "system", "member_leave", "template", "cs-nl-ios", "U hebt de groep verlaten"),
+        *_rows(W, "nl", "system", "rename", "template", "cs-nl-ios",
+               "{name} heeft het onderwerp gewijzigd naar {name}", "U hebt het onderwerp gewijzigd naar {name}",
+               "{name} heeft de groepsafbeelding gewijzigd", "U hebt de groepsafbeelding gewijzigd",
+               "{name} heeft de groepsomschrijving gewijzigd", "{name} heeft een nieuw telefoonnummer{name}"),
+        *_rows(W, "nl", "system", "settings", "template", "cs-nl-ios",
+               "{name} heeft deze groep aangemaakt", "U hebt deze groep aangemaakt"),
+        *_rows(W, "ru", "system", "member_join", "template", "cs-ru-sys", "{name} добавил(-а) {name}"),
+        *_rows(W, "ru", "system", "member_leave", "template", "cs-ru-sys", "{name} вышел(-а)", "{name} удалил(-а) {name}"),
+        *_rows(W, "ru", "system", "rename", "template", "cs-ru-sys",
+               "{name} изменил(-а) название группы {name}", "{name} изменил(-а) картинку группы",
+               "{name} изменил(-а) описание группы"),
+        *_rows(W, "ru", "system", "settings", "template", "cs-ru-sys",
+               "{name} создал(-а) группу {name}", "{name} создал(-а) группу",
+               "{name} отключил(-а) исчезающие сообщения"),
+        *_rows(W, "id", "system", "rename", "template", "cs-id-wa",
+               "{name} mengubah subjek {name}", "{name} mengubah ikon grup ini"),
+        # the security-code line, in the words of the app's own string tables
+        *_rows(W, "ru", "system", "encryption_notice", "template", "wa-strings",
+               "Ваш код безопасности с контактом {name} изменился{name}"),
+        *_rows(W, "pl", "system", "encryption_notice", "template", "wa-strings",
+               "Twój kod zabezpieczeń z użytkownikiem {name} zmienił się{name}"),
+        *_rows(W, "tr", "system", "encryption_notice", "template", "wa-strings",
+               "{name} ile aranızdaki güvenlik kodu değişti{name}"),
+        *_rows(W, "nl", "system", "encryption_notice", "template", "wa-strings",
+               "Uw beveiligingscode voor {name} is gewijzigd{name}"),
+        *_rows(W, "id", "system", "encryption_notice", "template", "wa-strings",
+               "Kode keamanan Anda dengan {name} telah berubah{name}"),
+        *_rows(W, "es", "system", "encryption_notice", "template", "wa-strings",
+               "Cambió tu código de seguridad con {name}"),
+        *_rows(W, "fr", "system", "encryption_notice", "template", "wa-strings",
+               "Votre code de sécurité avec {name} a changé{name}"),
+        *_rows(W, "pt", "system", "encryption_notice", "template", "wa-strings",
+               "O seu código de segurança partilhado com {name} mudou{name}",
+               "Seu código de segurança com {name} mudou{name}"),
     ]
 )  # fmt: skip
 
@@ -357,6 +458,7 @@ META_NOTICES: tuple[Phrase, ...] = tuple(
         *_rows(M, "pt", "system", "reaction", "template", "cs-pt",
                "{actor} reagiu {name} à sua mensagem", "Reagiu {name} à sua mensagem"),
         *_rows(M, "es", "media", "attachment", "template", "cs-es-meta", "Enviaste un archivo adjunto"),
+        *_rows(M, "de", "media", "attachment", "template", "cs-de-meta", "{actor} hat einen Anhang gesendet"),
         *_rows(M, "fr", "media", "attachment", "template", "cs-fr-meta",
                "Vous avez envoyé une pièce jointe", "{actor} a envoyé une pièce jointe"),
         *_rows(M, "fr", "system", "member_join", "template", "cs-fr-meta", "{actor} a ajouté {name} au groupe"),
@@ -529,5 +631,9 @@ class PhraseMatcher:
 
 WHATSAPP_BODY_MATCHER = PhraseMatcher.build(WHATSAPP_BODIES)
 WHATSAPP_NOTICE_MATCHER = PhraseMatcher.build(WHATSAPP_NOTICES)
+# the notices that can quote a group's name (subject changed, group created): a name may hold ": "
+WHATSAPP_GROUP_NAME_MATCHER = PhraseMatcher.build(
+    tuple(row for row in WHATSAPP_NOTICES if row.subkind in ("rename", "settings"))
+)
 META_MATCHER = PhraseMatcher.build(META_NOTICES)
 ALL_PHRASES: tuple[Phrase, ...] = (*WHATSAPP_BODIES, *WHATSAPP_NOTICES, *META_NOTICES)

@@ -22,8 +22,9 @@ Records: platform "whatsapp"; chat_id from the file name ("WhatsApp Chat with Al
 zip's name; id = the 1-based line number of the message's header line; author/author_id = the sender as
 shown, with U+200E and U+202A..U+202C marks removed; timestamps naive local time. Kinds (the wording of
 every notice and placeholder, per language, is the table in phrases.py):
-    system  lines with no `Name: ` (encryption notice, "X created group", ...; subkind from the English
-            wording, else "other"); iOS notices, which carry the chat's name as sender and a leading U+200E
+    system  lines with no `Name: ` (encryption notice, "X created group", ...; subkind from the phrase
+            table's wording in any language it covers, else "other"; a quoted group name holding ": "
+            stays in its notice); iOS notices, which carry the chat's name as sender and a leading U+200E
             (author ""); deleted messages ("This message was deleted": subkind deleted, the author is
             kept); a body that is empty or only `<This message was edited>` (placeholder)
     media   `<Media omitted>`, `image omitted`, "null" (subkind placeholder), `<attached: ...>`,
@@ -55,6 +56,7 @@ from twinbot.data.sources.common import check_zip_member
 from twinbot.data.sources.phrases import (
     WHATSAPP_BODIES,
     WHATSAPP_BODY_MATCHER,
+    WHATSAPP_GROUP_NAME_MATCHER,
     WHATSAPP_NOTICE_MATCHER,
 )
 from twinbot.errors import TwinbotError
@@ -90,9 +92,8 @@ _EDITED = re.compile(
 )
 # The longest edited marker, with room for spaces: the marker is looked for in the text's end only.
 _EDITED_TAIL = 64
-_NOTICE_VERB = re.compile(
-    r"\b(?:changed|created|cambió|creó|hat|a modifié|a créé|mudou|criou|ha cambiato|ha creato|heeft)\b"
-)
+# Quote marks around a group's name in the notices of every language ("…", “…”, „…“, « … »).
+_QUOTE_MARKS = '"“”„«»'
 # A cheap pre-check: only texts that start or end like some placeholder or notice get the full checks.
 _TRIGGER_LENGTH = 5
 _START_TRIGGERS = frozenset(
@@ -626,7 +627,7 @@ def _build(chat_id: str, line_no: int, when: datetime, rest: str, continuation: 
         bare = rest.rstrip()
         if bare.endswith(":") and continuation:
             split = len(bare) - 1  # "Name:" with the text starting on the next line
-    if split < 0 or _is_notice_name(rest[:split]):
+    if split < 0 or _is_notice_with_colon(rest, split):
         return _system(chat_id, line_no, when, rest, continuation)
     author = rest[:split]
     if not author.isascii():
@@ -657,11 +658,32 @@ def _build(chat_id: str, line_no: int, when: datetime, rest: str, continuation: 
     )
 
 
-def _is_notice_name(name: str) -> bool:
-    """A system line whose own text holds ": " (a subject with a colon) splits into a fake sender that
-    carries a quote mark and a verb of the notice."""
-    last_quote = name.rfind('"') if name.isascii() else max(name.rfind(mark) for mark in '"“”«')
-    return last_quote > 0 and _NOTICE_VERB.search(name, 0, last_quote) is not None
+def _is_notice_with_colon(rest: str, split: int) -> bool:
+    """Whether `rest` (a header's remainder whose first ": " is at `split`) is a system line whose quoted
+    group name holds the ": " ('Jo changed the subject to "Trip: day 2"'), not a message from 'Jo changed
+    the subject to "Trip': the ": " is inside quotes, and the whole line is one of the table's notices that
+    quote a group's name, in any language it covers."""
+    name = rest[:split]
+    if '"' not in name and (name.isascii() or not any(mark in name for mark in _QUOTE_MARKS)):
+        return False  # the common case: a sender's name without quote marks
+    if not _ends_inside_quotes(name) or not any(mark in rest[split:] for mark in _QUOTE_MARKS):
+        return False
+    line = rest if rest.isascii() else _MARKS.sub("", rest)
+    return WHATSAPP_GROUP_NAME_MATCHER.find_template(line.strip()) is not None
+
+
+def _ends_inside_quotes(text: str) -> bool:
+    """Whether the last quote mark in `text` opens a quotation ('to "Trip', 'von „Skat', 'en « Coloc'), so
+    a sender such as 'Bob "Bobby" Smith' is not read as the start of a notice."""
+    marks = [char for char in text if char in _QUOTE_MARKS]
+    if not marks:
+        return False
+    last = marks[-1]
+    if last == '"':
+        return marks.count('"') % 2 == 1
+    if last == "“":  # opens in English and Spanish, closes a German „…“
+        return len(marks) == 1 or marks[-2] != "„"
+    return last in "„«"
 
 
 def _system(chat_id: str, line_no: int, when: datetime, rest: str, continuation: list[str]) -> Message:
