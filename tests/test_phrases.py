@@ -233,6 +233,12 @@ WHATSAPP_EXAMPLES: dict[str, str] = {  # the system line after "date, time - "
     "{name} grubun simgesini değiştirdi": "Burak Demir grubun simgesini değiştirdi",
     "{name} grup açıklamasını değiştirdi": "Burak Demir grup açıklamasını değiştirdi",
     "{name} grubunu oluşturdu": 'Elif Kaya "Kahve ☕" grubunu oluşturdu',
+    "{name} grubunun konusunu {name} olarak değiştirdi": 'Elif Kaya "Kahve ☕" grubunun konusunu "Cuma kahvesi ☕" '
+    "olarak değiştirdi",
+    "{name} grubun konusunu {name} olarak değiştirdi": 'Elif Kaya grubun konusunu "Cuma kahvesi ☕" olarak değiştirdi',
+    "{name} grubun adını {name} olarak değiştirdi": 'Burak Demir grubun adını "Kahve ☕" olarak değiştirdi',
+    "{name} grup adını {name} olarak değiştirdi": 'Burak Demir grup adını "Kahve ☕" olarak değiştirdi',
+    "Grup adını {name} olarak değiştirdiniz": 'Grup adını "Kahve ☕" olarak değiştirdiniz',
     # id
     "{name} menambahkan {name}": "Dewi Lestari menambahkan Budi Santoso",
     "{name} mengeluarkan {name}": "Dewi Lestari mengeluarkan Budi Santoso",
@@ -484,6 +490,7 @@ COLON_IN_GROUP_NAME = [
     ("Sanne de Vries heeft het onderwerp gewijzigd naar “Etentje: vrijdag 🍝”", "rename"),
     ('Анна Смирнова изменил(-а) название группы на "Дача: лето 🌲"', "rename"),
     ('Elif Kaya "Kahve: cuma ☕" grubunu oluşturdu', "settings"),
+    ('Burak Demir grup adını "Kahve: cuma ☕" olarak değiştirdi', "rename"),
     ('Dewi Lestari membuat grup "Arisan: RT 05 🏘️"', "settings"),
 ]
 

@@ -76,9 +76,12 @@ the index (read it with `read_file id=...`), not by repository:
                ikon grup ini", "anda menghapus pesan ini", "panggilan suara/video tak terjawab"
     [cs-de-meta] a German Messenger download's message_1.json quoted in a chat-history viewer's README (id
                61375989371): "Hans hat einen Anhang gesendet."
+    [cs-tr-subj] Turkish WhatsApp group-name changes: an analyzer of a Turkish iOS export (id 67132241119:
+               'grubunun konusunu "…" olarak değiştirdi', 'Grup adını "…" olarak değiştirdi/değiştirdiniz')
+               and a Turkish parser's group-title history (id 65846710462: 'grubun konusunu "…" olarak
+               değiştirdi', 'grubun adını "…"', 'grup adını "…"')
 Gaps (no source found yet, so no rows): WhatsApp group lines in pl (the lists found were guesses, not
-export wording; pl has the encryption and security-code lines only), the subject change in tr and the
-invite-link join in ru; WhatsApp polls in ru, tr, pl and id; Meta notices in it, nl, ru, tr and id, and in
+export wording; pl has the encryption and security-code lines only) and the invite-link join in ru; WhatsApp polls in ru, tr, pl and id; Meta notices in it, nl, ru, tr and id, and in
 de all but the attachment notice; Meta reactions, unsent messages, calls and polls in es and fr; reactions,
 attachments and added members in pl (an app's own UI strings and notification texts are not the download's
 wording).
@@ -369,6 +372,10 @@ WHATSAPP_NOTICES: tuple[Phrase, ...] = tuple(
         *_rows(W, "tr", "system", "rename", "template", "cs-tr-sys",
                "{name} grubun simgesini değiştirdi", "{name} grup açıklamasını değiştirdi"),
         *_rows(W, "tr", "system", "settings", "template", "cs-tr-sys", "{name} grubunu oluşturdu"),
+        *_rows(W, "tr", "system", "rename", "template", "cs-tr-subj",
+               "{name} grubunun konusunu {name} olarak değiştirdi", "{name} grubun konusunu {name} olarak değiştirdi",
+               "{name} grubun adını {name} olarak değiştirdi", "{name} grup adını {name} olarak değiştirdi",
+               "Grup adını {name} olarak değiştirdiniz"),
         # before "{name} menambahkan {name}": the number-change notice ends "... atau menambahkan nomor baru"
         *_rows(W, "id", "system", "member_join", "template", "cs-it",
                "{name} telah bergabung menggunakan tautan undangan grup ini"),
