@@ -1,5 +1,7 @@
 """GGUF export of every supported base model family (tests/support/families.py: tiny random-weight models
-built from transformers configs, with the embedded SmolLM2 tokenizer), run by llama.cpp itself.
+built from transformers configs, with the embedded SmolLM2 tokenizer cut to its first 1024 tokens: writing and
+loading its full 49k-token vocabulary took most of each export's time; test_export exports that one), run by
+llama.cpp itself.
 
 Each family gets a RUN with random non-zero LoRA weights (so the merge changes the model), merged once per
 family; its f32 GGUF must give llama.cpp the merged model's greedy tokens exactly, and f16 / q8_0 must pass
@@ -55,26 +57,27 @@ class MergedFamily:
 
 
 @pytest.fixture(scope="module")
-def merged_family(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], MergedFamily]:
-    """`merged_family(name)`: the family's tiny model with a random LoRA (as test_export.make_run makes
-    it, without the round trip through a RUN folder), its reference logits and the merge, built once."""
+def merged_family(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., MergedFamily]:
+    """`merged_family(name)`: the family's tiny model (with the small vocabulary unless
+    `small_vocabulary=False`) with a random LoRA (as test_export.make_run makes it, without the round trip
+    through a RUN folder), its reference logits and the merge, built once."""
     from twinbot.finetune.lora import apply_lora
     from twinbot.models.loading import load_model
 
-    built: dict[str, MergedFamily] = {}
+    built: dict[tuple[str, bool], MergedFamily] = {}
 
-    def build(name: str) -> MergedFamily:
-        if name not in built:
+    def build(name: str, small_vocabulary: bool = True) -> MergedFamily:
+        if (name, small_vocabulary) not in built:
             root = tmp_path_factory.mktemp(f"family-{name}")
-            base = make_family_model(name, root / "base")
+            base = make_family_model(name, root / "base", small_vocabulary=small_vocabulary)
             base_model = load_model(str(base), dtype=torch.float32, attn_implementation="eager", device="cpu")
             model = apply_lora(base_model, r=4, alpha=8, dropout=0.0)
             randomize_lora(model)
             model.eval()
             tokenizer = AutoTokenizer.from_pretrained(str(base))  # as exporter.load_adapter_model loads it
             reference = verify.reference_logits(model, tokenizer, SYSTEM_PROMPT)
-            built[name] = MergedFamily(name, root, ex.merge(model), tokenizer, reference)
-        return built[name]
+            built[name, small_vocabulary] = MergedFamily(name, root, ex.merge(model), tokenizer, reference)
+        return built[name, small_vocabulary]
 
     return build
 
@@ -115,7 +118,7 @@ def llama_cpp_greedy(path: Path, ids: list[int], count: int) -> list[int]:
 @needs_llama_cpp
 @pytest.mark.parametrize("name", sorted(FAMILIES))
 def test_f32_gguf_gives_llama_cpp_the_merged_models_tokens(
-    merged_family: Callable[[str], MergedFamily], name: str
+    merged_family: Callable[..., MergedFamily], name: str
 ) -> None:
     family = merged_family(name)
     path, verification = export_gguf(family, "f32")
@@ -131,9 +134,8 @@ def test_f32_gguf_gives_llama_cpp_the_merged_models_tokens(
     assert llama_cpp_greedy(path, prompt, GREEDY_TOKENS) == expected
 
 
-# Each family in one quantized type besides f32 (writing and loading the 49k-token vocabulary is what takes
-# the time): q8_0 where the layout differs most, f16 for the others' siblings; qwen2 f16 goes through
-# test_ollama_export_of_qwen2_is_checked, llama f16 and q8_0 through test_export.
+# Each family in one quantized type besides f32: q8_0 where the layout differs most, f16 for the others'
+# siblings; qwen2 f16 goes through test_ollama_export_of_qwen2_is_checked, llama f16 and q8_0 through test_export.
 QUANTIZED = [("gemma2", "f16"), ("gemma3", "q8_0"), ("llama3", "q8_0"), ("mistral", "f16")]
 QUANTIZED += [("phi3", "q8_0"), ("qwen3", "q8_0")]
 
@@ -141,7 +143,7 @@ QUANTIZED += [("phi3", "q8_0"), ("qwen3", "q8_0")]
 @needs_llama_cpp
 @pytest.mark.parametrize(("name", "gguf_type"), QUANTIZED)
 def test_f16_and_q8_0_ggufs_pass_verification_in_llama_cpp(
-    merged_family: Callable[[str], MergedFamily], name: str, gguf_type: gguf_export.GgufType
+    merged_family: Callable[..., MergedFamily], name: str, gguf_type: gguf_export.GgufType
 ) -> None:
     _, verification = export_gguf(merged_family(name), gguf_type)
     assert verification.passed and verification.tokenization_mismatches == 0, verification.describe()
@@ -179,7 +181,7 @@ def test_phi3_longrope_gguf_runs_in_llama_cpp_like_transformers(
         "phi3-longrope", "phi3", {**FAMILIES["phi3"].config, **settings, "rope_parameters": longrope}
     )
     monkeypatch.setitem(FAMILIES, family.name, family)
-    run = make_run(make_family_model(family.name, tmp_path / "base"), tmp_path)
+    run = make_run(make_family_model(family.name, tmp_path / "base", small_vocabulary=True), tmp_path)
     # (not "phi3.gguf": llama.cpp applies Phi-3 tokenizer rules to a file whose general.name says phi3)
     result = ex.export(run, "gguf", tmp_path / "longrope.gguf", gguf_type="f32")
     assert result.verification.passed and result.verification.max_abs_delta <= 1e-5
@@ -189,7 +191,7 @@ def test_phi3_longrope_gguf_runs_in_llama_cpp_like_transformers(
 
 
 def test_ollama_export_of_qwen2_is_checked(tmp_path: Path) -> None:
-    run = make_run(make_family_model("qwen2", tmp_path / "base"), tmp_path)
+    run = make_run(make_family_model("qwen2", tmp_path / "base", small_vocabulary=True), tmp_path)
     result = ex.export(run, "ollama", tmp_path / "ollama")  # f16, the default
     assert result.verification.passed and result.verification.verifier == verify.gguf_verifier()
     assert gguf_string_field(tmp_path / "ollama" / "model.gguf", "general.architecture") == "qwen2"
@@ -201,13 +203,14 @@ def test_ollama_export_of_qwen2_is_checked(tmp_path: Path) -> None:
 
 @needs_llama_cpp
 def test_a_wrong_pre_tokenizer_fails_verification(
-    merged_family: Callable[[str], MergedFamily], monkeypatch: pytest.MonkeyPatch
+    merged_family: Callable[..., MergedFamily], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Llama 3's pre-tokenizer splits contractions and punctuation before letters differently: llama.cpp then
-    # tokenizes the check text differently, although the logits of the (same) prompt ids still match
+    # tokenizes the check text differently, although the logits of the (same) prompt ids still match. (With
+    # SmolLM2's whole vocabulary: the small one has too few merges for the different splits to show.)
     monkeypatch.setattr(gguf_tokenizer, "gguf_pre_tokenizer", lambda tokenizer: "llama-bpe")
     with pytest.raises(TwinbotError, match=r"1 texts tokenized differently.*FAILED"):
-        export_gguf(merged_family("llama"), "f32")
+        export_gguf(merged_family("llama", small_vocabulary=False), "f32")
 
 
 def test_pre_tokenizer_by_hash_then_by_definition() -> None:
@@ -273,7 +276,7 @@ def test_every_family_config_is_supported() -> None:
 
 
 def test_without_llama_cpp_transformers_reads_the_gguf_back(
-    merged_family: Callable[[str], MergedFamily], monkeypatch: pytest.MonkeyPatch
+    merged_family: Callable[..., MergedFamily], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     family = merged_family("gemma2")  # norms stored as 1 + w, soft-capping, query scale from the config
     monkeypatch.setattr(verify, "gguf_verifier", lambda: "transformers")

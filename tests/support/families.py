@@ -1,5 +1,6 @@
 """Tiny randomly initialised models of every base model family twinbot supports, built offline from
-transformers' own configs (`AutoConfig.for_model`), with the embedded SmolLM2 tokenizer.
+transformers' own configs (`AutoConfig.for_model`), with the embedded SmolLM2 tokenizer (or, with
+`small_vocabulary=True`, its first 1024 tokens: support.tiny.small_embedded_tokenizer).
 
 Each family keeps what makes it different (biases, q/k norms, fused projections, soft-capping, sliding
 windows, RoPE scaling, tied or separate embeddings); only the sizes are tiny. `make_family_model` saves one as
@@ -16,7 +17,7 @@ from typing import Any
 
 import torch
 
-from support.tiny import embedded_tokenizer, save_model_folder
+from support.tiny import embedded_tokenizer, save_model_folder, small_embedded_tokenizer
 
 TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "fixtures" / "chat_templates"
 
@@ -71,12 +72,13 @@ FAMILIES: dict[str, Family] = {
 }
 
 
-def family_tokenizer(name: str) -> Any:
-    """The embedded tokenizer with the family's chat template and special tokens (when
+def family_tokenizer(name: str, small_vocabulary: bool = False) -> Any:
+    """The embedded tokenizer (`small_vocabulary`: cut to its first tokens, support.tiny.
+    small_embedded_tokenizer, for tests that need a BPE vocabulary but not SmolLM2's own) with the family's chat template and special tokens (when
     tests/fixtures/chat_templates has them). `<family>.tokens` lists one token a line: `role=token` lines
     (bos_token, eos_token, pad_token, unk_token; an empty token means none) give the family's own, the other
     lines its turn tokens; all are added as special tokens where the vocabulary lacks them."""
-    tokenizer = embedded_tokenizer()
+    tokenizer = small_embedded_tokenizer() if small_vocabulary else embedded_tokenizer()
     template = TEMPLATES_DIR / f"{name}.jinja"
     tokens_file = TEMPLATES_DIR / f"{name}.tokens"
     if not template.exists():
@@ -95,12 +97,13 @@ def family_tokenizer(name: str) -> Any:
     return tokenizer
 
 
-def make_family_model(name: str, out_dir: Path, seed: int = 0) -> Path:
-    """A tiny random-weight model of family `name` with its tokenizer, saved as an HF folder at `out_dir`."""
+def make_family_model(name: str, out_dir: Path, seed: int = 0, small_vocabulary: bool = False) -> Path:
+    """A tiny random-weight model of family `name` with its tokenizer (`family_tokenizer`), saved as an HF
+    folder at `out_dir`."""
     from transformers import AutoConfig, AutoModelForCausalLM
 
     family = FAMILIES[name]
-    tokenizer = family_tokenizer(name)
+    tokenizer = family_tokenizer(name, small_vocabulary)
     config = AutoConfig.for_model(
         family.model_type,
         **{

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import functools
+import json
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +33,36 @@ def embedded_tokenizer() -> PreTrainedTokenizerBase:
         return finish_tokenizer(AutoTokenizer.from_pretrained(str(imported)))
     stat = gguf_path.stat()
     return gguf_tokenizer_cached(gguf_path, stat.st_size, stat.st_mtime_ns)
+
+
+SMALL_VOCABULARY = 1024
+
+
+@functools.lru_cache(maxsize=1)
+def small_embedded_tokenizer() -> PreTrainedTokenizerBase:
+    """The embedded tokenizer cut to its first SMALL_VOCABULARY tokens (read-only use): its special tokens,
+    byte alphabet and first merges, with its pre-tokenizer and chat template. It splits text like SmolLM2's
+    into more, shorter tokens; a model with it has a 48x smaller embedding, and its GGUF a 48x smaller
+    vocabulary for llama.cpp to load. (Its token ids are the merges' order, so the cut keeps every merge whose
+    parts and result are kept. Its pre-tokenizer hash is unknown: the GGUF export names it by definition.)"""
+    from transformers import AutoTokenizer
+
+    with tempfile.TemporaryDirectory() as folder:
+        embedded_tokenizer().save_pretrained(folder)
+        path = Path(folder) / "tokenizer.json"
+        state = json.loads(path.read_text(encoding="utf-8"))
+        model = state["model"]
+        vocabulary = {
+            token: token_id for token, token_id in model["vocab"].items() if token_id < SMALL_VOCABULARY
+        }
+        model["vocab"] = vocabulary
+        model["merges"] = [
+            pair
+            for pair in model["merges"]
+            if "".join(pair) in vocabulary and all(part in vocabulary for part in pair)
+        ]
+        path.write_text(json.dumps(state, ensure_ascii=False), encoding="utf-8")
+        return finish_tokenizer(AutoTokenizer.from_pretrained(folder))
 
 
 def make_tiny_model(out_dir: Path, seed: int = 0) -> Path:
