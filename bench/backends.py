@@ -1,9 +1,11 @@
 """One reply stream on each backend: time to the first token and decoding speed, greedy, no stop tokens.
 
-The same RUN, prompt and token loop on every backend (generate.sampled_tokens: repetition penalty 1.1,
-greedy); only the forward pass differs: torch (transformers + PEFT adapter) or llama.cpp on the run's GGUF
-export (exported on first use into RUN/export/, not timed). Prints the median of --repeats runs and whether
-each backend's tokens equal torch's.
+The same RUN, prompt and sampler on every backend (generate._RowSampler: repetition penalty 1.1, greedy);
+only the forward pass differs: torch (transformers + PEFT adapter, generate.sampled_tokens) or llama.cpp on
+the run's GGUF export (exported on first use into RUN/export/, not timed), through the backend's batching
+decoder as chat and serve use it (one row here; the prompt is evaluated whole every run). Prints the median
+of --repeats runs, whether each backend's tokens equal torch's and, for llama.cpp, how a token's time
+splits between llama_decode and the rest (logits to the sampler, sampling, handing the token over).
 
     python bench/backends.py RUN                      # torch, llamacpp q8_0 and f16 exports
     python bench/backends.py RUN --tokens 128 --repeats 5 --types q8_0 f16 f32
@@ -16,7 +18,10 @@ import os
 import statistics
 import sys
 import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 try:
@@ -28,7 +33,6 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from twinbot.bot.backends import load_backend  # noqa: E402
 from twinbot.bot.generate import (  # noqa: E402
-    Forward,
     GenerationSettings,
     build_prompt_ids,
     sampled_tokens,
@@ -38,23 +42,47 @@ from twinbot.bot.generate import (  # noqa: E402
 from twinbot.data.records import ChatTurn  # noqa: E402
 
 PROMPT = "hey! how was the weekend, did you end up going to the lake with everyone?"
+Tokens = Callable[[list[int], GenerationSettings], Iterator[int]]
 
 
-def timed(forward: Forward, prompt: list[int], tokens: int) -> tuple[float, float, list[int]]:
-    """(seconds to the first token, decoding tokens per second after it, the tokens)."""
+@dataclass
+class Run:
+    first_token_s: float
+    tokens_per_s: float  # after the first token
+    decode_s_per_token: float  # in llama_decode (llama.cpp), after the first token
+    tokens: list[int]
+
+
+def timed(tokens_of: Tokens, prompt: list[int], tokens: int, decode_time: list[float]) -> Run:
     settings = GenerationSettings(temperature=0, max_new_tokens=tokens)
     started = time.perf_counter()
-    stream = sampled_tokens(forward, prompt, settings, frozenset(), None)
+    stream = tokens_of(prompt, settings)
     out = [next(stream)]
     first = time.perf_counter()
+    decoding_before = sum(decode_time)
     out.extend(stream)
-    return first - started, (len(out) - 1) / (time.perf_counter() - first), out
+    after = max(1, len(out) - 1)
+    return Run(
+        first - started,
+        after / (time.perf_counter() - first),
+        (sum(decode_time) - decoding_before) / after,
+        out,
+    )
 
 
-def fresh(twin: object) -> Forward:
-    """llama.cpp's forward pass without the KV cache of the last run (the prompt would be reused)."""
-    twin.llama.reset()  # type: ignore[attr-defined]
-    return twin._forward()  # type: ignore[attr-defined]
+def llama_tokens(twin: Any, decode_time: list[float]) -> Tokens:
+    """The llama.cpp backend's token ids without stop tokens or a reused prompt, its decodes timed."""
+    twin.stop_token_ids = frozenset()  # every run decodes --tokens
+    twin.decoder.reuse_prompts = False
+    context, decode = twin.context, twin.context.decode
+
+    def timed_decode() -> None:
+        started = time.perf_counter()
+        decode()
+        decode_time.append(time.perf_counter() - started)
+
+    context.decode = timed_decode
+    return lambda prompt, settings: twin.decoder.token_ids(prompt, settings)
 
 
 def main() -> None:
@@ -63,25 +91,41 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--types", nargs="+", default=["q8_0", "f16"])
+    parser.add_argument("--no-torch", action="store_true", help="llama.cpp only (no torch reference).")
     args = parser.parse_args()
 
-    torch_twin = load_backend("torch", args.run, device="cpu")
+    torch_twin: Any = load_backend("torch", args.run, device="cpu")
     prompt = build_prompt_ids(
         torch_twin.lm, with_system_prompt(torch_twin, [ChatTurn("user", PROMPT)]), args.tokens
-    )  # type: ignore[attr-defined]
-    contenders: list[tuple[str, object]] = [("torch fp32", lambda: torch_forward(torch_twin.lm.model))]  # type: ignore[attr-defined]
+    )
+    model = torch_twin.lm.model
+    decode_time: list[float] = []
+    contenders: list[tuple[str, Tokens]] = []
+    if not args.no_torch:
+        contenders.append(
+            ("torch fp32", lambda p, s: sampled_tokens(torch_forward(model), p, s, frozenset(), None))
+        )
     for gguf_type in args.types:
         twin = load_backend("llamacpp", args.run, device="cpu", gguf_type=gguf_type)
-        contenders.append((f"llamacpp {gguf_type}", lambda twin=twin: fresh(twin)))
+        contenders.append((f"llamacpp {gguf_type}", llama_tokens(twin, decode_time)))
     reference: list[int] | None = None
-    print(f"prompt {len(prompt)} tokens, {args.tokens} generated, median of {args.repeats}")
-    for name, make_forward in contenders:
-        runs = [timed(make_forward(), prompt, args.tokens) for _ in range(args.repeats)]  # type: ignore[operator]
-        reference = reference or runs[0][2]
-        same = "same tokens as torch" if runs[0][2] == reference else "tokens differ from torch"
-        ttft = statistics.median(run[0] for run in runs)
-        speed = statistics.median(run[1] for run in runs)
-        print(f"{name:16} first token {ttft:6.3f} s   decode {speed:6.1f} tok/s   {same}")
+    print(f"prompt {len(prompt)} tokens, {args.tokens} generated, median of {args.repeats}; {load()}")
+    for name, tokens_of in contenders:
+        runs = [timed(tokens_of, prompt, args.tokens, decode_time) for _ in range(args.repeats)]
+        reference = reference or runs[0].tokens
+        same = "same tokens as the first" if runs[0].tokens == reference else "tokens differ from the first"
+        speed = statistics.median(run.tokens_per_s for run in runs)
+        split = ""
+        if name.startswith("llamacpp"):
+            decoding = statistics.median(run.decode_s_per_token for run in runs) * 1000
+            split = f"   per token: llama_decode {decoding:.2f} ms, the rest {1000 / speed - decoding:.2f} ms"
+        ttft = statistics.median(run.first_token_s for run in runs)
+        print(f"{name:16} first token {ttft:6.3f} s   decode {speed:6.1f} tok/s   {same}{split}")
+    print(load())
+
+
+def load() -> str:
+    return "load average " + " ".join(f"{value:.2f}" for value in os.getloadavg())
 
 
 if __name__ == "__main__":

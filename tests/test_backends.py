@@ -137,9 +137,9 @@ def test_greedy_tokens_equal_the_torch_backends(torch_twin: TorchBackend, llama_
     prompt = build_prompt_ids(torch_twin.lm, ask(), 24)
     # the random tiny model repeats one token; a strong repetition penalty makes it write several
     greedy = GenerationSettings(temperature=0, max_new_tokens=24, repetition_penalty=3.0)
-    ours = list(sampled_tokens(torch_forward(torch_twin.lm.model), prompt, greedy, frozenset(), None))
-    with llama_twin._lock:
-        theirs = list(sampled_tokens(llama_twin._forward(), prompt, greedy, frozenset(), None))
+    stops = llama_twin.stop_token_ids
+    ours = list(sampled_tokens(torch_forward(torch_twin.lm.model), prompt, greedy, stops, None))
+    theirs = list(llama_twin.decoder.token_ids(prompt, greedy))
     assert len(ours) == 24 and len(set(ours)) > 3
     assert theirs == ours
 
@@ -164,19 +164,14 @@ def scripted(twin: Any, text: str, then: str = "<|im_end|>") -> None:
     """Make `twin` write `text` then the token `then` (one-hot logits instead of llama.cpp's)."""
     tokenizer = twin.tokenizer
     script = [*tokenizer.encode(text, add_special_tokens=False), tokenizer.convert_tokens_to_ids(then)]
-    vocab = twin.llama.n_vocab()
+    vocab = twin.context.n_vocab
 
-    def forward() -> Any:
-        step = iter(script)
+    def one_hot(row: Any, index: int) -> torch.Tensor:
+        logits = torch.full((1, vocab), -30.0)
+        logits[0, script[len(row.generated)]] = 30.0
+        return logits
 
-        def one_hot(new_ids: list[int]) -> torch.Tensor:
-            logits = torch.full((1, vocab), -30.0)
-            logits[0, next(step)] = 30.0
-            return logits
-
-        return one_hot
-
-    twin._forward = forward
+    twin.decoder._scores = one_hot
 
 
 @needs_llama_cpp
@@ -192,7 +187,7 @@ def test_replies_end_at_the_end_of_turn_and_at_another_speakers_line(llama_twin:
         scripted(llama_twin, "sure\nuser: no way")
         assert llama_twin.generate(ask(), greedy) == "sure"
     finally:
-        del llama_twin._forward
+        del llama_twin.decoder._scores
 
 
 @needs_llama_cpp
@@ -217,25 +212,20 @@ def test_chat_replies_through_the_backend(
 
 @pytest.fixture()
 def slow_llama(llama_twin: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, int]]:
-    """llama.cpp's forward pass at ~50 tokens a second that always picks a word (the random model could end
-    early): long replies to stop midway. Counts its forward passes."""
+    """llama.cpp's logits at ~50 tokens a second that always pick a word (the random model could end early):
+    long replies to stop midway. Counts the logits it gave."""
     counted = {"calls": 0}
     word = llama_twin.tokenizer.encode(" la", add_special_tokens=False)[0]
-    original = type(llama_twin)._forward.__get__(llama_twin)
+    original = llama_twin.decoder._scores
 
-    def forward() -> Any:
-        inner = original()
+    def slowed(row: Any, index: int) -> torch.Tensor:
+        counted["calls"] += 1
+        time.sleep(0.02)
+        logits = original(row, index).clone()
+        logits[0, word] += 1000.0
+        return logits
 
-        def slowed(new_ids: list[int]) -> torch.Tensor:
-            counted["calls"] += 1
-            time.sleep(0.02)
-            logits = inner(new_ids)
-            logits[0, word] += 1000.0
-            return logits
-
-        return slowed
-
-    monkeypatch.setattr(llama_twin, "_forward", forward, raising=False)
+    monkeypatch.setattr(llama_twin.decoder, "_scores", slowed)
     yield counted
 
 
@@ -278,8 +268,7 @@ def test_server_key_429_and_disconnect(llama_twin: Any, slow_llama: dict[str, in
         stopped_at = slow_llama["calls"]
         time.sleep(0.5)
         assert slow_llama["calls"] - stopped_at <= 2 and slow_llama["calls"] < 100
-        assert llama_twin._lock.acquire(timeout=5)  # the generation let go of the model
-        llama_twin._lock.release()
+        assert not llama_twin.decoder._slots  # the generation let go of its sequence
         reply = client(server, api_key="k-1").chat.completions.create(model="x", messages=hi, max_tokens=3)
     assert reply.choices[0].message.content == "la la la"
 

@@ -1,33 +1,47 @@
 """The llama.cpp backend: llama-cpp-python runs the forward pass, everything else is the torch backend's.
 
 The prompt is built with the run's Hugging Face tokenizer and chat template (generate.build_prompt_ids), each
-token is sampled in Python from llama.cpp's logits by the torch backend's sampler, and the reply ends where
-the torch backend's would (generate.stream_reply). So greedy replies on an f32 export are the torch
-backend's tokens, and a seed draws the same reply up to the rounding of the weights.
+token is sampled in Python from llama.cpp's logits by the torch backend's sampler (generate._RowSampler),
+and the reply ends where the torch backend's would (generate._reply_pieces). So greedy replies on an f32
+export are the torch backend's tokens, and a seed draws the same reply up to the rounding of the weights.
 
 A RUN (or adapter) folder is exported once to RUN/export/twin-<type>.gguf with `twinbot export`'s export
-and check, and reused while it is newer than the adapter. One Llama serves every request, one at a time
-(llama.cpp's context is not thread-safe); the next reply reuses the KV cache of the prompt's start that
-the last one already computed (a chat's history).
+and check, and reused while it is newer than the adapter.
+
+Replies are decoded with continuous batching (LlamaDecoder on batching.ContinuousBatcher, the torch
+server's scheduling): one decode thread owns the llama.cpp context (which is not thread-safe), and every
+reply in progress, from chat, eval or concurrent server requests, is a sequence of that context. One
+llama_decode a step gives each running reply its next token's logits while new replies' prompts are
+evaluated in the same call, so N concurrent replies share each pass over the weights. The KV cache is one
+pool of context-window cells (kv_unified): a reply starts when its prompt and max_new_tokens fit beside the
+running ones. The cache of the last reply is kept until the next one ends, so the next turn of a chat
+evaluates only the part of its prompt that is new.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
+import weakref
+from collections import deque
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import torch
 
 from twinbot.bot.backends.base import TokenizerSide
+from twinbot.bot.batching import ContinuousBatcher, DecodingRow
+from twinbot.bot.generate import BATCH_ROWS
 from twinbot.console import say
 from twinbot.errors import TwinbotError, one_line
 from twinbot.models.loading import EMBEDDED_MODEL
 
 if TYPE_CHECKING:
-    from twinbot.bot.generate import Forward, GenerationSettings
+    from twinbot.bot.generate import GenerationSettings, PromptModel
     from twinbot.data.records import ChatTurn
 
 GGUF_DIR = "export"  # in the RUN folder
@@ -36,6 +50,8 @@ GGUF_DIR = "export"  # in the RUN folder
 DEFAULT_GGUF_TYPE = "f16"
 # llama.cpp allocates the KV cache for the whole context up front: at most this many tokens.
 MAX_CONTEXT = 8192
+# Tokens in one llama_decode at most: every decoding row's next token, then prompt tokens of new rows.
+DECODE_BATCH = 512
 INSTALL_HINT = "pip install 'twinbot[llamacpp]' (`make setup` does), or use --backend torch"
 
 
@@ -104,13 +120,208 @@ def find_gguf(spec: str | Path | None, gguf_type: str) -> GgufModel:
     return GgufModel(gguf, tokenizer, info.system_prompt, folder.resolve().name)
 
 
+class LlamaContext:
+    """A GGUF model loaded in llama.cpp with one context of `n_ctx` KV cells shared by up to `n_seq_max`
+    sequences (llama.cpp's unified KV cache), and a token batch of `n_batch` tokens to decode."""
+
+    def __init__(self, path: Path, n_ctx: int, n_seq_max: int, threads: int, device: str) -> None:
+        llama_cpp = _import_llama_cpp()
+        _quiet_llama_cpp(llama_cpp)
+        self.api = llama_cpp
+        model_params = llama_cpp.llama_model_default_params()
+        model_params.n_gpu_layers = 0 if device == "cpu" else -1  # a CPU-only build ignores it
+        self.model = llama_cpp.llama_model_load_from_file(str(path).encode(), model_params)
+        if not self.model:
+            raise TwinbotError("llama.cpp cannot load this GGUF (see above); re-export it", path)
+        vocab = llama_cpp.llama_model_get_vocab(self.model)
+        self.n_vocab = llama_cpp.llama_vocab_n_tokens(vocab)
+        self.eos = llama_cpp.llama_vocab_eos(vocab)
+        trained = llama_cpp.llama_model_n_ctx_train(self.model)
+        self.n_ctx = min(n_ctx, trained) if trained > 0 else n_ctx  # the model's own limit may be lower
+        self.n_batch = min(DECODE_BATCH, self.n_ctx)
+        params = llama_cpp.llama_context_default_params()
+        params.n_ctx = self.n_ctx
+        params.n_batch = params.n_ubatch = self.n_batch
+        params.n_seq_max = n_seq_max
+        params.kv_unified = True  # every sequence may use any cell: one long prompt, or many short ones
+        params.n_threads = params.n_threads_batch = threads
+        params.no_perf = True
+        self.ctx = llama_cpp.llama_init_from_model(self.model, params)
+        if not self.ctx:
+            llama_cpp.llama_model_free(self.model)
+            raise TwinbotError(f"llama.cpp cannot make a {self.n_ctx}-token context for this GGUF", path)
+        self.memory = llama_cpp.llama_get_memory(self.ctx)
+        self.batch = llama_cpp.llama_batch_init(self.n_batch, 0, 1)
+        self.queued = 0  # tokens in `batch`
+        # freed when the backend is dropped; not at exit, where a daemon decode thread may still use it
+        weakref.finalize(self, _free, llama_cpp, self.model, self.ctx, self.batch).atexit = False
+
+    def add(self, token: int, position: int, sequence: int, logits: bool) -> int:
+        """Queue a token for the next decode; its index in the batch (where its logits will be)."""
+        index, batch = self.queued, self.batch
+        batch.token[index] = token
+        batch.pos[index] = position
+        batch.n_seq_id[index] = 1
+        batch.seq_id[index][0] = sequence
+        batch.logits[index] = logits
+        self.queued += 1
+        return index
+
+    def decode(self) -> None:
+        """Run the queued tokens through the model, into their sequences' KV cache."""
+        self.batch.n_tokens, self.queued = self.queued, 0
+        status = self.api.llama_decode(self.ctx, self.batch)
+        if status != 0:
+            raise TwinbotError(f"llama.cpp could not decode a batch (status {status}); try again")
+
+    def logits(self, index: int) -> torch.Tensor:
+        """The logits (1 x vocab, float32) of the token at `index` of the last decode: a view of llama.cpp's
+        buffer, valid until the next decode."""
+        pointer = self.api.llama_get_logits_ith(self.ctx, index)
+        return torch.from_numpy(np.ctypeslib.as_array(pointer, shape=(self.n_vocab,)))[None]
+
+    def forget(self, sequence: int) -> None:
+        self.api.llama_memory_seq_rm(self.memory, sequence, -1, -1)
+
+    def share(self, source: int, target: int, positions: int) -> None:
+        """Give `target` the cache of `source`'s first `positions` tokens (llama.cpp shares the cells)."""
+        self.api.llama_memory_seq_cp(self.memory, source, target, 0, positions)
+
+    def clear(self) -> None:
+        self.queued = 0
+        self.api.llama_memory_clear(self.memory, True)
+
+
+def _free(llama_cpp: Any, model: Any, ctx: Any, batch: Any) -> None:
+    llama_cpp.llama_batch_free(batch)
+    llama_cpp.llama_free(ctx)
+    llama_cpp.llama_model_free(model)
+
+
+def _quiet_llama_cpp(llama_cpp: Any) -> None:
+    """llama.cpp logs errors only (llama-cpp-python's `verbose=False`), and its backend is initialized."""
+    logging.getLogger("llama-cpp-python").setLevel(logging.ERROR)
+    llama_cpp.llama_backend_init()
+
+
+@dataclass(eq=False)
+class _Slot:
+    """A running row's place in the context: its sequence id and the tokens in its KV cache."""
+
+    sequence: int
+    cached: list[int]
+    cells: int  # KV cells reserved for it: its prompt and max_new_tokens
+
+
+class LlamaDecoder(ContinuousBatcher):
+    """Continuous batching on one llama.cpp context: each running row is a sequence of the context, and one
+    llama_decode a step feeds every decoding row its last token and the admitted rows (part of) their
+    prompts, at most `n_batch` tokens (a long prompt takes several steps; the others keep decoding).
+
+    A row is admitted when a sequence is free and the KV cells it can need (prompt and max_new_tokens) fit
+    beside the other rows'. When a row ends, its cache is kept (sequence `max_rows`) until the next one ends:
+    a request whose prompt starts the same (the next turn of a chat) evaluates only the rest."""
+
+    def __init__(self, model: PromptModel, context: LlamaContext, max_rows: int = BATCH_ROWS) -> None:
+        super().__init__(model, max_rows)
+        self.context = context
+        self._slots: dict[DecodingRow, _Slot] = {}  # running rows, in admission order
+        self._kept: list[int] = []  # the tokens in the cache of sequence `max_rows`, the last row's
+        self.reuse_prompts = True  # False: every prompt is evaluated whole (benchmarks of the first token)
+
+    def _rows(self) -> list[DecodingRow]:
+        return list(self._slots)
+
+    def _reset(self) -> None:
+        self.context.clear()
+        self._slots = {}
+        self._kept = []
+
+    def _admit(self, arrivals: deque[DecodingRow]) -> list[DecodingRow]:
+        admitted: list[DecodingRow] = []
+        reserved = sum(slot.cells for slot in self._slots.values())
+        while arrivals and len(self._slots) + len(admitted) < self.max_rows:
+            cells = len(arrivals[0].prompt) + arrivals[0].settings.max_new_tokens
+            if reserved + cells + len(self._kept) > self.context.n_ctx:
+                if not self._kept or reserved + cells > self.context.n_ctx:
+                    break  # it waits for rows to end
+                self.context.forget(self.max_rows)  # the kept cache makes room
+                self._kept = []
+            row = arrivals.popleft()
+            self._slots[row] = self._start(row, cells)
+            reserved += cells
+            admitted.append(row)
+        return admitted
+
+    def _start(self, row: DecodingRow, cells: int) -> _Slot:
+        """The row's slot: a free sequence, holding the kept cache's part that starts its prompt."""
+        taken = {slot.sequence for slot in self._slots.values()}
+        sequence = next(number for number in range(self.max_rows) if number not in taken)
+        self.context.forget(sequence)
+        reused = 0
+        limit = min(len(self._kept), len(row.prompt) - 1)  # at least one token to evaluate, for its logits
+        while reused < limit and self._kept[reused] == row.prompt[reused]:
+            reused += 1
+        if reused:
+            self.context.share(self.max_rows, sequence, reused)
+        return _Slot(sequence, row.prompt[:reused], cells)
+
+    def _step(self, admitted: list[DecodingRow]) -> None:
+        """Decode one token for every running row (and prompt tokens of the admitted ones)."""
+        for row in [row for row in self._slots if not row.wanted()]:
+            row.end()  # a reader still waiting (time limit, client gone) gets its end
+            self._leave(row)
+        fed: list[tuple[_Slot, list[int]]] = []
+        sampled: list[tuple[DecodingRow, int]] = []  # rows whose logits this decode gives, and where
+        for row, slot in self._slots.items():
+            if len(slot.cached) >= len(row.prompt):  # decoding: feed its last token
+                token = row.generated[-1]
+                sampled.append((row, self.context.add(token, len(slot.cached), slot.sequence, True)))
+                fed.append((slot, [token]))
+        room = self.context.n_batch - len(fed)
+        for row, slot in self._slots.items():
+            if room <= 0:
+                break
+            start = len(slot.cached)
+            chunk = row.prompt[start : start + room]
+            for offset, token in enumerate(chunk):
+                last = start + offset == len(row.prompt) - 1
+                index = self.context.add(token, start + offset, slot.sequence, last)
+                if last:
+                    sampled.append((row, index))
+            if chunk:
+                fed.append((slot, chunk))
+                room -= len(chunk)
+        if not fed:
+            return
+        self.context.decode()
+        for slot, tokens in fed:
+            slot.cached.extend(tokens)
+        with torch.inference_mode():
+            for row, index in sampled:
+                if not self._take(row, self._scores(row, index)):
+                    self._leave(row)
+
+    def _scores(self, row: DecodingRow, index: int) -> torch.Tensor:
+        """The row's next-token logits: the output at `index` of the last decode."""
+        return self.context.logits(index)
+
+    def _leave(self, row: DecodingRow) -> None:
+        """The row has ended: its sequence is free, its cache the kept one."""
+        slot = self._slots.pop(row)
+        if slot.cached and self.reuse_prompts:
+            self.context.forget(self.max_rows)
+            self.context.share(slot.sequence, self.max_rows, len(slot.cached))
+            self._kept = slot.cached
+        self.context.forget(slot.sequence)
+
+
 class LlamaCppBackend(TokenizerSide):
     backend = "llamacpp"
 
-    def __init__(self, model: GgufModel, device: str = "cpu") -> None:
+    def __init__(self, model: GgufModel, device: str = "cpu", max_rows: int = BATCH_ROWS) -> None:
         from twinbot.bot.loading import stop_token_ids
 
-        llama_cpp = _import_llama_cpp()
         self.model = model
         self.tokenizer = model.tokenizer
         self.name = model.name
@@ -118,34 +329,17 @@ class LlamaCppBackend(TokenizerSide):
         self.threads = torch.get_num_threads()
         limit = getattr(model.tokenizer, "model_max_length", None)
         n_ctx = min(MAX_CONTEXT, limit) if isinstance(limit, int) and limit > 0 else MAX_CONTEXT
-        self.llama = self._load(llama_cpp, n_ctx, device)
-        trained = llama_cpp.llama_model_n_ctx_train(self.llama.model)
-        if 0 < trained < n_ctx:  # the model's own limit is lower: reload (mmap: cheap) with a smaller cache
-            self.llama.close()
-            self.llama = self._load(llama_cpp, trained, device)
-        self.context_window = self.llama.n_ctx()
-        self.stop_token_ids = stop_token_ids(model.tokenizer) | {self.llama.token_eos()}
-        self._logits_at = llama_cpp.llama_get_logits_ith
-        self._lock = threading.Lock()
-
-    def _load(self, llama_cpp: Any, n_ctx: int, device: str) -> Any:
-        try:
-            return llama_cpp.Llama(
-                model_path=str(self.model.path),
-                n_ctx=n_ctx,
-                n_threads=self.threads,
-                n_threads_batch=self.threads,
-                n_gpu_layers=0 if device == "cpu" else -1,  # a CPU-only build ignores it
-                verbose=False,
-            )
-        except (ValueError, RuntimeError) as exc:
-            raise TwinbotError(f"llama.cpp cannot load this GGUF: {one_line(exc)}", self.model.path) from exc
+        # one sequence per row, and one for the kept cache of the last reply
+        self.context = LlamaContext(model.path, n_ctx, max_rows + 1, self.threads, device)
+        self.context_window = self.context.n_ctx
+        self.stop_token_ids = stop_token_ids(model.tokenizer) | {self.context.eos}
+        self.decoder = LlamaDecoder(self, self.context, max_rows)
 
     def describe(self) -> str:
         persona = "persona system prompt" if self.system_prompt else "no system prompt"
         return (
-            f"llamacpp {self.model.path}; {self.threads} threads; context {self.context_window} tokens; "
-            f"{persona}"
+            f"llamacpp {self.model.path}; {self.threads} threads; context {self.context_window} tokens "
+            f"shared by up to {self.decoder.max_rows} replies at once; {persona}"
         )
 
     def stream(
@@ -154,33 +348,16 @@ class LlamaCppBackend(TokenizerSide):
         settings: GenerationSettings,
         stop: threading.Event | None = None,
     ) -> Iterator[str]:
-        from twinbot.bot.generate import stream_reply
+        return self.decoder.stream(messages, settings, stop)
 
-        with self._lock:
-            yield from stream_reply(self, messages, settings, stop, forward=self._forward())
-
-    def _forward(self) -> Forward:
-        """One reply's forward pass on the shared Llama (the caller holds the lock)."""
-        import numpy as np
-
-        llama, vocab = self.llama, self.llama.n_vocab()
-        first = True
-
-        def forward(new_ids: list[int]) -> torch.Tensor:
-            nonlocal first
-            if first:  # keep what the last reply computed for the same prompt start; evaluate the rest
-                first = False
-                seen = llama.input_ids[: llama.n_tokens].tolist()
-                kept = 0
-                while kept < min(len(seen), len(new_ids) - 1) and seen[kept] == new_ids[kept]:
-                    kept += 1
-                llama.n_tokens = kept
-                new_ids = new_ids[kept:]
-            llama.eval(new_ids)
-            logits = np.ctypeslib.as_array(self._logits_at(llama.ctx, -1), shape=(vocab,))
-            return torch.from_numpy(logits.copy())[None]
-
-        return forward
+    def generate_many(
+        self, conversations: Sequence[Sequence[ChatTurn]], settings: Sequence[GenerationSettings]
+    ) -> list[str]:
+        """Each conversation's reply, up to `max_rows` of them decoded together."""
+        if len(conversations) != len(settings):
+            raise ValueError("one GenerationSettings per conversation")
+        with ThreadPoolExecutor(max_workers=self.decoder.max_rows) as pool:
+            return list(pool.map(self.generate, conversations, settings))
 
 
 def _import_llama_cpp() -> Any:
