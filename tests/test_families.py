@@ -159,7 +159,7 @@ def test_a_template_that_rejects_the_conversation_anyway_is_a_user_error(tokeniz
 
 @pytest.fixture(scope="module")
 def family_dir(family: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_family_model(family, tmp_path_factory.mktemp(family) / "model")
+    return make_family_model(family, tmp_path_factory.mktemp(family) / "model", small_vocabulary=True)
 
 
 def test_attention_is_what_the_model_supports(
@@ -242,7 +242,7 @@ def test_train_resume_chat_and_eval(trained: str, tmp_path: Path, monkeypatch: p
     monkeypatch.setattr(loading, "_said", set())  # said once per process: maybe already, by another test
     from twinbot.quality.evaluate import EvalOptions, run_eval
 
-    model_dir, run = make_family_model(trained, tmp_path / "model"), tmp_path / "run"
+    model_dir, run = make_family_model(trained, tmp_path / "model", small_vocabulary=True), tmp_path / "run"
     first = train(model_dir, run, "fast", 1)
     if trained == "gemma2":
         assert "attention: eager (Gemma2ForCausalLM does not support sdpa)" in first.output
@@ -271,6 +271,6 @@ def test_train_resume_chat_and_eval(trained: str, tmp_path: Path, monkeypatch: p
 @pytest.mark.parametrize("trained", ["gemma3", "phi3", "qwen3"])
 def test_a_seed_preset_trains(trained: str, tmp_path: Path) -> None:
     """baseline: one sample a row, gradient checkpointing, no 16-bit."""
-    model_dir = make_family_model(trained, tmp_path / "model")
+    model_dir = make_family_model(trained, tmp_path / "model", small_vocabulary=True)
     train(model_dir, tmp_path / "run", "baseline", 1, "--set", "GRADIENT_ACCUMULATION_STEPS=2")
     assert (tmp_path / "run" / "adapter").is_dir()
