@@ -9,9 +9,13 @@ repetition penalty 1.1), max 128 reply tokens, four prompts of different lengths
 - peak RSS: the benchmark process's peak resident memory so far (server, model and clients; each backend
   runs in a process of its own, its scenarios in order 1, 4, 8, 16).
 
+Both torch and llamacpp decode concurrent requests together (continuous batching: bot/batching.py and
+backends/llamacpp.py's LlamaDecoder), up to 16 replies at once.
+
     python bench/serve.py --json bench/out/serve.json            # embedded model: torch, and llamacpp if installed
     python bench/serve.py --model 360m                           # a random-weight SmolLM2-360M-shaped llama
     python bench/serve.py --streams 1,2 --max-tokens 8 --backends torch   # quick check
+    python bench/serve.py --model RUN --backends llamacpp --gguf-type f16 --streams 1,8   # a run's export
 
 Where other processes load the CPU, `--threads 1`: torch's threads wait for each other when one of them is
 descheduled (on 2 busy cores, 2 threads decoded 1.6 tokens/s and 1 thread 4.1).
@@ -128,6 +132,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=None,
         help="torch threads (default: torch's; 1 on a machine others load).",
     )
+    parser.add_argument(
+        "--gguf-type",
+        default=None,
+        help="llamacpp: the RUN's export to run, f32|f16|q8_0 (default: the backend's); the embedded model "
+        "is the GGUF it ships (Q4_1).",
+    )
     parser.add_argument("--json", type=Path, default=None, help="Also write the results here.")
     parser.add_argument("--only", default=None, help=argparse.SUPPRESS)  # one backend, in a child process
     args = parser.parse_args(argv)
@@ -219,7 +229,9 @@ def run_backend(args: argparse.Namespace, backend: str) -> dict[str, Any]:
     else:
         from twinbot.bot.backends import load_backend
 
-        engine = load_backend(backend, model, device=args.device).server_engine()
+        loaded = load_backend(backend, model, device=args.device, gguf_type=args.gguf_type)
+        print(loaded.describe(), file=sys.stderr)  # llamacpp: which GGUF, decoded in one batch
+        engine = loaded.server_engine()
     slots = max(args.streams)
     app = create_app(engine, max_concurrent=slots, max_queue=slots)
     print(
@@ -284,6 +296,7 @@ def main(argv: list[str] | None = None) -> int:
             "model": args.model or "embedded",
             "device": args.device,
             "max_tokens": args.max_tokens,
+            "gguf_type": args.gguf_type,
             "torch_threads": args.threads,
             "load_average": os.getloadavg(),
             "machine": {

@@ -20,6 +20,7 @@ evaluates only the part of its prompt that is new.
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import threading
 import weakref
@@ -30,7 +31,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import torch
 
 from twinbot.bot.backends.base import TokenizerSide
@@ -52,6 +52,8 @@ DEFAULT_GGUF_TYPE = "f16"
 MAX_CONTEXT = 8192
 # Tokens in one llama_decode at most: every decoding row's next token, then prompt tokens of new rows.
 DECODE_BATCH = 512
+# torch.set_num_threads sets the calling thread's count only where torch runs its ops on OpenMP
+_THREAD_LOCAL_TORCH_THREADS = "parallel backend: OpenMP" in torch.__config__.parallel_info()
 INSTALL_HINT = "pip install 'twinbot[llamacpp]' (`make setup` does), or use --backend torch"
 
 
@@ -152,6 +154,7 @@ class LlamaContext:
             raise TwinbotError(f"llama.cpp cannot make a {self.n_ctx}-token context for this GGUF", path)
         self.memory = llama_cpp.llama_get_memory(self.ctx)
         self.batch = llama_cpp.llama_batch_init(self.n_batch, 0, 1)
+        self._logits_row = ctypes.c_float * self.n_vocab
         self.queued = 0  # tokens in `batch`
         # freed when the backend is dropped; not at exit, where a daemon decode thread may still use it
         weakref.finalize(self, _free, llama_cpp, self.model, self.ctx, self.batch).atexit = False
@@ -178,7 +181,8 @@ class LlamaContext:
         """The logits (1 x vocab, float32) of the token at `index` of the last decode: a view of llama.cpp's
         buffer, valid until the next decode."""
         pointer = self.api.llama_get_logits_ith(self.ctx, index)
-        return torch.from_numpy(np.ctypeslib.as_array(pointer, shape=(self.n_vocab,)))[None]
+        row = self._logits_row.from_address(ctypes.addressof(pointer.contents))
+        return torch.frombuffer(row, dtype=torch.float32)[None]
 
     def forget(self, sequence: int) -> None:
         self.api.llama_memory_seq_rm(self.memory, sequence, -1, -1)
@@ -228,6 +232,13 @@ class LlamaDecoder(ContinuousBatcher):
         self._slots: dict[DecodingRow, _Slot] = {}  # running rows, in admission order
         self._kept: list[int] = []  # the tokens in the cache of sequence `max_rows`, the last row's
         self.reuse_prompts = True  # False: every prompt is evaluated whole (benchmarks of the first token)
+
+    def _run(self) -> None:
+        if _THREAD_LOCAL_TORCH_THREADS:
+            # The sampler's ops on a vocabulary of logits between two decodes: on one thread, they do not wait
+            # for threads that llama.cpp's (still spinning) hold the cores from (under load: ~10x slower).
+            torch.set_num_threads(1)
+        super()._run()
 
     def _rows(self) -> list[DecodingRow]:
         return list(self._slots)
