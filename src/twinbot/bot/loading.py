@@ -17,7 +17,7 @@ import torch
 
 from twinbot.errors import TwinbotError, one_line
 from twinbot.models.devices import pick_device, pick_dtype
-from twinbot.models.gguf_import import gguf_string_field
+from twinbot.models.gguf_import import gguf_reading, gguf_string_field
 from twinbot.models.loading import EMBEDDED_MODEL, load_model, load_tokenizer
 from twinbot.models.tokenizers import finish_tokenizer
 from twinbot.runs import (
@@ -35,6 +35,11 @@ from twinbot.runs import (
 if TYPE_CHECKING:
     from peft import PeftModel
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+# What to do with a .gguf file transformers cannot read as llama.cpp runs it (`gguf_import.gguf_reading`).
+TORCH_GGUF_HINT = (
+    "chat with --backend llamacpp or with the merged folder (`twinbot export RUN DIR --to merged`)"
+)
 
 ModelKind = Literal["run", "adapter", "merged", "gguf", "base"]
 
@@ -272,6 +277,9 @@ def load_for_inference(
     if text.lower().endswith(".gguf"):
         if not path.is_file():
             raise TwinbotError("model file not found; check the path", path)
+        problem = gguf_reading(path).problem  # transformers would build another model than the file's
+        if problem is not None:
+            raise TwinbotError(f"{problem}; {TORCH_GGUF_HINT}", path)
         persona = PersonaInfo(system_prompt=_gguf_persona(path), base_model=None)
         return _load_whole(str(path), target, dtype, kind="gguf", name=path.stem, persona=persona)
     if path.exists():
