@@ -1,7 +1,10 @@
 """`twinbot export`: merged folder, GGUF and Ollama targets on the tiny model, checked by reloading them.
 
 The RUN is built directly (LoRA applied with random non-zero weights), so merging really changes the model.
-Exports shared by several tests are made once per module: each GGUF reload parses the 49k-token vocabulary.
+Its tiny model has SmolLM2's tokenizer cut to 1024 tokens (support.tiny.small_embedded_tokenizer): writing,
+reloading and running a GGUF then costs a fraction of the whole 49k-token vocabulary's time. The whole
+vocabulary (its pre-tokenizer known by hash) is exported by test_embedded_model_exports. Exports shared by
+several tests are made once per module.
 """
 
 from __future__ import annotations
@@ -78,8 +81,11 @@ def is_user_only(path: Path) -> bool:
 
 
 @pytest.fixture(scope="module")
-def lora_run(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_run(tiny_model_dir, tmp_path_factory.mktemp("export-run"))
+def lora_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from support.tiny import make_tiny_model
+
+    root = tmp_path_factory.mktemp("export-run")
+    return make_run(make_tiny_model(root / "base", small_vocabulary=True), root)
 
 
 @pytest.fixture(scope="module")
@@ -148,7 +154,7 @@ def test_merged_dtype_is_stored_and_checked(lora_run: Path, capsys: pytest.Captu
 
 
 def test_gguf_has_llama_metadata_tokenizer_and_permuted_attention(
-    lora_run: Path, tiny_model_dir: Path, gguf_f32: tuple[Path, ex.ExportResult]
+    lora_run: Path, gguf_f32: tuple[Path, ex.ExportResult]
 ) -> None:
     import gguf
     from transformers import AutoTokenizer

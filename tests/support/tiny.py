@@ -65,14 +65,15 @@ def small_embedded_tokenizer() -> PreTrainedTokenizerBase:
         return finish_tokenizer(AutoTokenizer.from_pretrained(folder))
 
 
-def make_tiny_model(out_dir: Path, seed: int = 0) -> Path:
+def make_tiny_model(out_dir: Path, seed: int = 0, small_vocabulary: bool = False) -> Path:
     """A tiny randomly initialised Llama with the real SmolLM2 tokenizer, saved as an HF folder.
 
-    For fast tests and benchmarks: same vocabulary, chat template and special tokens as the embedded model.
+    For fast tests and benchmarks: same vocabulary, chat template and special tokens as the embedded model
+    (`small_vocabulary`: its first tokens only, `small_embedded_tokenizer`).
     """
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    tokenizer = embedded_tokenizer()
+    tokenizer = small_embedded_tokenizer() if small_vocabulary else embedded_tokenizer()
     config = LlamaConfig(
         vocab_size=len(tokenizer),
         hidden_size=64,
