@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 try:
     import twinbot  # noqa: F401
@@ -92,7 +94,15 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--types", nargs="+", default=["q8_0", "f16"])
     parser.add_argument("--no-torch", action="store_true", help="llama.cpp only (no torch reference).")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch's and llama.cpp's threads (1 on a machine others load).",
+    )
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)  # the llama.cpp backend takes torch's count
 
     torch_twin: Any = load_backend("torch", args.run, device="cpu")
     prompt = build_prompt_ids(
