@@ -1,13 +1,15 @@
 """What generates the persona's replies for chat, serve, discord and eval: one Backend per library.
 
 - torch: transformers + PEFT with twinbot's own token loop; every model, on CPU, CUDA or MPS.
-- llamacpp: llama.cpp (llama-cpp-python) on the run's GGUF export; several times faster on CPUs.
+- llamacpp: llama.cpp (llama-cpp-python) on the run's GGUF export; several times faster on CPUs, with
+  concurrent replies decoded together (continuous batching in one llama.cpp context).
 - vllm: vLLM with the run's LoRA adapter on CUDA; continuous batching for many users.
 - auto: vllm on CUDA where it is installed, llamacpp elsewhere where llama-cpp-python is, else torch.
 
 Every backend builds the prompt with the run's tokenizer and chat template (generate.build_prompt_ids) and
-ends replies at the same places (generate.ReplyText); torch and llamacpp also share the sampler, so greedy
-and seeded replies agree up to the precision of the weights.
+ends replies at the same places (generate.ReplyText); torch and llamacpp also share the sampler and the
+scheduling of concurrent replies (batching.ContinuousBatcher), so greedy and seeded replies agree up to the
+precision of the weights, alone or decoded with others.
 """
 
 from __future__ import annotations
