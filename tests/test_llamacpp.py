@@ -225,6 +225,8 @@ def test_rows_wait_for_room_in_the_kv_cache(gguf: Any, monkeypatch: pytest.Monke
     assert small.generate(LONGER, settings)
     with pytest.raises(TwinbotError, match="leaves no room for the prompt"):
         small.generate(QUESTIONS[0], replace(GREEDY, max_new_tokens=160))
+    with pytest.raises(TwinbotError, match="150-token prompt and 24 new tokens do not fit in the 160-token"):
+        list(small.decoder.token_ids([1] * 150, GREEDY))  # a prompt not built to fit: refused, not waiting
 
 
 def test_the_next_turn_reuses_the_cache_of_the_last_reply(gguf: Any, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -257,6 +257,15 @@ class LlamaDecoder(ContinuousBatcher):
         reserved = sum(slot.cells for slot in self._slots.values())
         while arrivals and len(self._slots) + len(admitted) < self.max_rows:
             cells = len(arrivals[0].prompt) + arrivals[0].settings.max_new_tokens
+            if cells > self.context.n_ctx:  # it would wait forever (build_prompt_ids' prompts always fit)
+                too_long = arrivals.popleft()
+                too_long.end(
+                    TwinbotError(
+                        f"a {len(too_long.prompt)}-token prompt and {too_long.settings.max_new_tokens} new "
+                        f"tokens do not fit in the {self.context.n_ctx}-token context; shorten the prompt"
+                    )
+                )
+                continue
             if reserved + cells + len(self._kept) > self.context.n_ctx:
                 if not self._kept or reserved + cells > self.context.n_ctx:
                     break  # it waits for rows to end
