@@ -11,6 +11,8 @@ SIZES of memory.py (saved once under --work).
 
     python bench/memory.py --data DIR                 # DIR: made by `twinbot prepare`
     python bench/memory.py --data DIR --sizes 135m    # fewer models
+    python bench/memory.py --data DIR --sizes "" --families gemma2,llama --no-embedded \
+        --small-vocabulary --row-tokens 2048          # long rows: eager attention's score matrices
 """
 
 from __future__ import annotations
@@ -53,7 +55,9 @@ SETTINGS: dict[str, Any] = {
 VARIANTS = (("fp32", False, False), ("fp32 ckpt", False, True), ("bf16", True, False))
 
 
-def child(model_dir: str, data_dir: str, out_dir: str, use_fp16: bool, checkpointing: bool) -> None:
+def child(
+    model_dir: str, data_dir: str, out_dir: str, use_fp16: bool, checkpointing: bool, row_tokens: int
+) -> None:
     """One training run in this fresh process; prints its baseline and peak RSS and supervised share."""
     import accelerate  # noqa: F401
     import peft  # noqa: F401
@@ -71,7 +75,7 @@ def child(model_dir: str, data_dir: str, out_dir: str, use_fp16: bool, checkpoin
     if use_fp16:
         devices.cpu_has_bf16 = lambda: True  # bf16 weights and autocast even without native bf16
     config = TrainConfig(
-        **SETTINGS,
+        **{**SETTINGS, "row_tokens": row_tokens, "max_seq_len": row_tokens},
         base_model=model_dir,
         data_dir=Path(data_dir),
         output_dir=Path(out_dir),
@@ -93,21 +97,24 @@ def peak_rss() -> int:
 
 
 def measure(
-    model_dir: Path, data_dir: Path, work: Path, use_fp16: bool, checkpointing: bool
+    model_dir: Path, data_dir: Path, work: Path, use_fp16: bool, checkpointing: bool, row_tokens: int
 ) -> dict[str, Any]:
     out = work / f"run-{model_dir.name}-{int(use_fp16)}{int(checkpointing)}"
     subprocess.run(["rm", "-rf", str(out)], check=True)
     args = [sys.executable, __file__, "--child", str(model_dir), str(data_dir), str(out)]
-    args += [str(int(use_fp16)), str(int(checkpointing))]
+    args += [str(int(use_fp16)), str(int(checkpointing)), str(row_tokens)]
     done = subprocess.run(args, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise SystemExit(f"{model_dir.name}: training failed:\n{done.stderr[-3000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def models(work: Path, sizes: list[str], families: list[str]) -> list[tuple[str, Path]]:
-    """(label, folder) of each model: tiny families, the embedded model, random-weight SIZES (with the
-    embedded tokenizer, so with its vocabulary)."""
+def models(
+    work: Path, sizes: list[str], families: list[str], small_vocabulary: bool, embedded: bool
+) -> list[tuple[str, Path]]:
+    """(label, folder) of each model: tiny families (`small_vocabulary`: 1,024 tokens, so their logits do
+    not hide the rest), the embedded model, random-weight SIZES (with the embedded tokenizer, so with its
+    vocabulary)."""
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -115,8 +122,16 @@ def models(work: Path, sizes: list[str], families: list[str]) -> list[tuple[str,
     from twinbot.finetune.plan.memory import SIZES
     from twinbot.models.loading import load_tokenizer, resolve_model
 
-    found = [(f"tiny {name}", make_family_model(name, work / f"tiny-{name}")) for name in families]
-    found.append(("SmolLM2-135M (embedded)", Path(resolve_model(None))))
+    vocabulary = "-v1024" if small_vocabulary else ""
+    found = [
+        (
+            f"tiny {name}{vocabulary}",
+            make_family_model(name, work / f"tiny-{name}{vocabulary}", 0, small_vocabulary),
+        )
+        for name in families
+    ]
+    if embedded:
+        found.append(("SmolLM2-135M (embedded)", Path(resolve_model(None))))
     for size in sizes:
         folder = work / f"random-{size}"
         if not (folder / "config.json").is_file():
@@ -150,6 +165,12 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path("/tmp/twinbot-bench-memory"))
     parser.add_argument("--sizes", default="360m,0.5b", help="SIZES of memory.py as random-weight models")
     parser.add_argument("--families", default="llama,qwen2,gemma2")
+    parser.add_argument("--embedded", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument("--small-vocabulary", action="store_true", help="tiny families with 1,024 tokens")
+    parser.add_argument("--row-tokens", type=int, default=SETTINGS["row_tokens"], help="packed row length")
+    parser.add_argument(
+        "--variants", default=",".join(v[0] for v in VARIANTS), help="of: fp32, fp32 ckpt, bf16"
+    )
     args = parser.parse_args()
 
     from twinbot.finetune.config import TrainConfig
@@ -158,18 +179,20 @@ def main() -> None:
     args.work.mkdir(parents=True, exist_ok=True)
     sizes = [s for s in args.sizes.split(",") if s]
     families = [f for f in args.families.split(",") if f]
+    variants = [v for v in VARIANTS if v[0] in args.variants.split(",")]
+    settings = {**SETTINGS, "row_tokens": args.row_tokens, "max_seq_len": args.row_tokens}
     print(
         f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {platform.processor() or platform.machine()}, "
-        f"python {platform.python_version()}; settings: {SETTINGS}"
+        f"python {platform.python_version()}; settings: {settings}"
     )
     print("| Model | Params | Variant | Baseline RSS | Predicted peak | Measured peak RSS | Error |")
     print("|---|---:|---|---:|---:|---:|---:|")
-    for label, folder in models(args.work, sizes, families):
+    for label, folder in models(args.work, sizes, families, args.small_vocabulary, args.embedded):
         shape = arch_shape(str(folder))
-        for variant, use_fp16, checkpointing in VARIANTS:
-            measured = measure(folder, args.data, args.work, use_fp16, checkpointing)
+        for variant, use_fp16, checkpointing in variants:
+            measured = measure(folder, args.data, args.work, use_fp16, checkpointing, args.row_tokens)
             config = TrainConfig(
-                **{**SETTINGS, "use_fp16": use_fp16, "gradient_checkpointing": checkpointing},
+                **{**settings, "use_fp16": use_fp16, "gradient_checkpointing": checkpointing},
                 base_model=str(folder),
             )
             predicted = predict(
@@ -191,7 +214,7 @@ def main() -> None:
 
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "--child":
-        model_dir, data_dir, out_dir, fp16, ckpt = sys.argv[2:7]
-        child(model_dir, data_dir, out_dir, fp16 == "1", ckpt == "1")
+        model_dir, data_dir, out_dir, fp16, ckpt, row_tokens = sys.argv[2:8]
+        child(model_dir, data_dir, out_dir, fp16 == "1", ckpt == "1", int(row_tokens))
     else:
         main()

@@ -140,3 +140,90 @@ def test_gpu_table_finds_cards_by_torch_names() -> None:
     for name, (expected, gib) in cases.items():
         gpu = find_gpu(name)
         assert gpu is not None and (gpu.name, gpu.memory_gib) == (expected, gib), name
+
+
+def gemma2_shape(**overrides: object) -> memory.ArchShape:
+    """A small Gemma 2 from its config alone: soft-capped attention scores, which sdpa cannot do."""
+    from transformers import Gemma2Config
+
+    sizes = dict(hidden_size=256, intermediate_size=512, num_hidden_layers=4, num_attention_heads=4)
+    sizes.update(num_key_value_heads=2, head_dim=64, vocab_size=1024, query_pre_attn_scalar=64)
+    return memory.shape_of_config(Gemma2Config(**{**sizes, **overrides}), "gemma2")
+
+
+def test_eager_attention_keeps_heads_x_width_squared_per_layer_and_row_or_one_layer_with_checkpointing() -> (
+    None
+):
+    rows, width = 2, 1024
+    config = TrainConfig(packing=True, row_tokens=width, gradient_checkpointing=False, lora_dropout=0.0)
+    llama = arch_shape("135m")  # 30 layers, 9 heads of 64, 3 key/value heads: key and value repeated 3 times
+    repeated = width * 2 * 576  # key and value repeated to the 9 query heads, per row and layer
+    for precision, per_score, activation_bytes in (("fp32", 4, 4), ("16-bit", 4 + 2, 2)):
+        for checkpointing, layers in ((False, 30), (True, 1)):
+            run = config.model_copy(update={"gradient_checkpointing": checkpointing})
+            sdpa = predict(llama, run.model_copy(update={"attn_implementation": "sdpa"}), precision, rows)
+            eager = predict(llama, run.model_copy(update={"attn_implementation": "eager"}), precision, rows)
+            assert (sdpa.attention, eager.attention) == ("sdpa", "eager")
+            per_row = 9 * width**2 * per_score + repeated * activation_bytes
+            working = 9 * width**2 * 8  # two fp32 score matrices of the layer at work
+            extra = rows * (layers * per_row + working)
+            assert eager.activations - sdpa.activations == extra, (precision, checkpointing)
+    # Gemma 2's soft-capping keeps tanh's output too: 8 bytes a score in fp32 and in 16-bit
+    gemma = gemma2_shape()
+    for precision in ("fp32", "16-bit"):
+        eager = predict(gemma, config, precision, rows, device="cpu")
+        flash = predict(gemma, config, precision, rows, flash_attn=True)
+        assert (eager.attention, flash.attention) == (
+            "eager",
+            "flash_attention_2" if precision == "16-bit" else "eager",
+        )
+        bytes_ = 4 if precision == "fp32" else 2
+        expected = 4 * width**2 * 8 + width * 2 * 256 * bytes_
+        assert memory.eager_attention_bytes(gemma, bytes_, width, "cpu") == expected
+    assert predict(gemma, config, "16-bit", rows, flash_attn=False).activations - predict(
+        gemma, config, "16-bit", rows, flash_attn=True
+    ).activations == rows * (4 * memory.eager_attention_bytes(gemma, 2, width, "cuda") + 4 * width**2 * 8)
+    # attention dropout: a bool mask per score in CUDA's fused kernel, a 16-bit scaled mask on CPU
+    dropping = gemma2_shape(attention_dropout=0.1)
+    assert memory.eager_attention_bytes(dropping, 2, width, "cuda") - expected == 4 * width**2 * 1
+    assert memory.eager_attention_bytes(dropping, 2, width, "cpu") - expected == 4 * width**2 * 2
+
+
+def test_the_plan_of_a_gemma2_says_which_attention_it_assumed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from transformers import Gemma2Config
+
+    monkeypatch.setattr("transformers.utils.is_flash_attn_2_available", lambda: False)  # as on most machines
+    Gemma2Config(
+        hidden_size=256,
+        intermediate_size=512,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=64,
+        vocab_size=1024,
+        query_pre_attn_scalar=64,
+    ).save_pretrained(tmp_path)
+    monkeypatch.setattr(
+        sys, "argv", ["twinbot", "plan", "--target-gpu", "A100 40GB", "--model", str(tmp_path)]
+    )
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main()
+    out = capsys.readouterr().out
+    assert exit_info.value.code in (0, None)
+    table = [line.split("|") for line in out.splitlines() if line.startswith("| ")]
+    assert [cells[4].strip() for cells in table] == ["Attention"] + ["eager"] * (len(table) - 1)
+    assert (
+        "attention: eager in every row (Gemma2ForCausalLM with flash-attn not installed, as here): "
+        "heads x row tokens^2 attention scores per layer and row are in Activations"
+    ) in out
+    flash = next(
+        line for line in out.splitlines() if line.startswith("with flash-attn installed on the target: ")
+    )
+    assert flash.startswith("with flash-attn installed on the target: flash_attention_2, peak GiB ")
+    assert "fast 16-bit" in flash and "fp32" not in flash  # flash-attention needs 16-bit weights
+    llama_rows = memory_rows(arch_shape("1b"), {"fast": TrainConfig(preset="fast")}, target_gpu("A100 40GB"))
+    # flash_attention_2 there, sdpa here: both keep O(width), so no note
+    assert all(row.other_flash_attn is None and row.estimate.attention == "sdpa" for row in llama_rows)
+    assert memory.attention_notes(arch_shape("1b"), llama_rows) == []

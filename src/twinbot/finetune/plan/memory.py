@@ -11,6 +11,14 @@ CUDA context and the allocator's reserve on a GPU (`torch.cuda.max_memory_alloca
 * activations per token and layer, saved for the backward pass: the layer's input and both norms (their fp32
   internals too), query/key/value before and after RoPE, the attention output, and the MLP's gate, up,
   activation and product; with gradient checkpointing, only each layer's input plus one layer recomputed;
+* eager attention, where training runs it (`estimate.training_attention`: Gemma 2 without flash-attn, whose
+  soft-capped scores sdpa cannot do; an explicit ATTN_IMPLEMENTATION=eager): per row and layer, heads x
+  width^2 scores kept by transformers' eager_attention_forward: the softmax's fp32 output, its copy in the
+  activations' dtype that multiplies the values (16-bit only), the tanh of soft-capped scores, the dropout
+  mask of attention dropout; plus key and value repeated to every query head (grouped-query attention);
+  with gradient checkpointing, one layer's worth; and per row the working set of one layer's forward or
+  backward: two fp32 score matrices alive at once (an op's input and output). sdpa, packed_sdpa and
+  flash-attention keep O(width);
 * logits: the supervised positions only (twinbot computes no others) x vocabulary, with their gradient, and
   one block of the blockwise loss in fp32.
 
@@ -19,9 +27,12 @@ CUDA context and the allocator's reserve on a GPU (`torch.cuda.max_memory_alloca
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
+from unittest import mock
 
 import torch
 
@@ -37,6 +48,9 @@ CUDA_CONTEXT_BYTES = int(0.5 * GIB)  # the CUDA context and kernels, outside the
 ALLOCATOR_RESERVE = 0.10  # reserved beyond allocated: fragmentation of the caching allocator
 LOSS_BLOCK_ELEMENTS = 1 << 24  # kernels/loss.py's ACCELERATOR_BLOCK_ELEMENTS: one fp32 block of the loss
 LARGEST_AUTO_BATCH = 64
+# Eager attention's working set: per score, the two fp32 matrices of one op's input and output (forward or
+# backward) alive at once beyond the saved ones
+EAGER_WORKING_BYTES_PER_SCORE = 8
 
 Precision = Literal["16-bit", "fp32", "4-bit"]
 
@@ -109,6 +123,11 @@ class ArchShape:
     intermediate: int
     kv_dim: int  # key/value width per layer (kv heads x head size)
     vocab: int
+    heads: int  # query heads
+    head_dim: int
+    attention_softcapping: bool  # attention scores soft-capped with tanh (Gemma 2): eager keeps the tanh
+    attention_dropout: float
+    architecture: tuple[type, Any] = field(compare=False, repr=False)  # (model class, config): its attention
 
 
 @dataclass(frozen=True)
@@ -120,6 +139,7 @@ class MemoryEstimate:
     micro_batch: int
     row_tokens: int
     gradient_checkpointing: bool
+    attention: str  # the attention training runs (`planned_attention`): eager keeps width^2 scores per head
     weights: int
     lora: int
     activations: int
@@ -143,6 +163,9 @@ class MemoryRow:
     estimate: MemoryEstimate
     fits: bool
     fix: str | None  # e.g. "QLoRA fits in 9.8 of 12 GiB"
+    # The estimate were the target's flash-attn not as this machine's (installed, or not), where that
+    # changes the peak (Gemma 2: flash_attention_2 with it, eager without)
+    other_flash_attn: MemoryEstimate | None = None
 
 
 # --- the model's shape --------------------------------------------------------------------------------------
@@ -214,6 +237,11 @@ def shape_of_config(config: Any, name: str) -> ArchShape:
         intermediate=int(getattr(text, "intermediate_size", 4 * text.hidden_size)),
         kv_dim=kv_heads * head_dim,
         vocab=int(text.vocab_size),
+        heads=heads,
+        head_dim=head_dim,
+        attention_softcapping=getattr(text, "attn_logit_softcapping", None) is not None,
+        attention_dropout=float(getattr(text, "attention_dropout", 0.0) or 0.0),
+        architecture=(type(model), config),
     )
 
 
@@ -234,11 +262,15 @@ def predict(
     device: Literal["cuda", "cpu"] = "cuda",
     supervised_share: float = 1.0,
     baseline_bytes: int = 0,
+    flash_attn: bool | None = None,
 ) -> MemoryEstimate:
     """The peak of training `config` on `shape`, `micro_batch` rows of the longest row length. On "cpu" the
     overhead is `baseline_bytes` (the process before loading: Python, torch, transformers). Only
-    `supervised_share` of the tokens get logits (1.0 when the data is not known: the worst case)."""
-    tokens = micro_batch * (config.row_tokens if config.packing else config.max_seq_len)
+    `supervised_share` of the tokens get logits (1.0 when the data is not known: the worst case).
+    `flash_attn`: whether the target has the flash-attn package (`planned_attention`)."""
+    width = config.row_tokens if config.packing else config.max_seq_len
+    tokens = micro_batch * width
+    attention = planned_attention(shape, config, precision, device, flash_attn)
     quantized = precision == "4-bit"
     activation_bytes = 4 if precision == "fp32" else 2
     if quantized:
@@ -252,6 +284,11 @@ def predict(
         activations = tokens * (shape.layers * shape.hidden * activation_bytes + per_layer)
     else:
         activations = tokens * shape.layers * per_layer
+    if attention == "eager":
+        layers_kept = 1 if config.gradient_checkpointing else shape.layers
+        per_row = eager_attention_bytes(shape, activation_bytes, width, device)
+        working = EAGER_WORKING_BYTES_PER_SCORE * shape.heads * width * width
+        activations += micro_batch * (layers_kept * per_row + working)
     supervised = int(tokens * supervised_share)
     block = min(supervised * shape.vocab, LOSS_BLOCK_ELEMENTS)
     logits = 2 * supervised * shape.vocab * activation_bytes + 4 * block
@@ -263,6 +300,7 @@ def predict(
         micro_batch=micro_batch,
         row_tokens=tokens // micro_batch,
         gradient_checkpointing=config.gradient_checkpointing,
+        attention=attention,
         weights=weights,
         lora=lora,
         activations=activations,
@@ -282,6 +320,44 @@ def layer_activation_elements(shape: ArchShape, config: TrainConfig) -> int:
     return elements
 
 
+def planned_attention(
+    shape: ArchShape, config: TrainConfig, precision: Precision, device: str, flash_attn: bool | None = None
+) -> str:
+    """The attention training runs on `shape`'s model (`estimate.training_attention`; QLoRA computes in
+    16-bit). On CUDA that depends on the flash-attn package: `flash_attn` says whether the target has it,
+    None: as this machine has it."""
+    from twinbot.finetune.plan.estimate import training_attention
+
+    dtype = "fp32" if precision == "fp32" else "bf16"
+    if flash_attn is None or device != "cuda":
+        return training_attention(config, device, dtype, shape.architecture)
+    # Another machine's flash-attn: the decision asks transformers whether it is installed; its notes
+    # about this machine would be misleading there.
+    with (
+        mock.patch("transformers.utils.is_flash_attn_2_available", lambda: flash_attn),
+        contextlib.redirect_stderr(io.StringIO()),
+    ):
+        return training_attention(config, device, dtype, shape.architecture)
+
+
+def eager_attention_bytes(shape: ArchShape, activation_bytes: int, width: int, device: str) -> int:
+    """What transformers' eager_attention_forward keeps for the backward pass in one layer for one row of
+    `width` tokens, beyond the query, key, value and output every attention keeps: per head and pair of
+    positions the softmax's output (fp32: it upcasts), the matrix multiplied with the values (its copy in
+    16-bit, or dropout's output), tanh's output where scores are soft-capped, dropout's mask (bool in CUDA's
+    fused kernel, a scaled float mask on CPU); and key and value repeated to every query head."""
+    per_score = 4
+    if activation_bytes != 4 or shape.attention_dropout > 0:
+        per_score += activation_bytes
+    if shape.attention_softcapping:
+        per_score += activation_bytes
+    if shape.attention_dropout > 0:
+        per_score += 1 if device == "cuda" else activation_bytes
+    query_width = shape.heads * shape.head_dim
+    repeated = 2 * query_width * activation_bytes if shape.kv_dim < query_width else 0
+    return shape.heads * width * width * per_score + width * repeated
+
+
 # --- the table ----------------------------------------------------------------------------------------------
 
 
@@ -292,26 +368,43 @@ def precisions_of(config: TrainConfig) -> list[Precision]:
     return ["16-bit" if config.use_fp16 else "fp32", "4-bit"]
 
 
-def fitting(shape: ArchShape, config: TrainConfig, precision: Precision, budget: int) -> MemoryEstimate:
+def fitting(
+    shape: ArchShape, config: TrainConfig, precision: Precision, budget: int, flash_attn: bool | None = None
+) -> MemoryEstimate:
     """The estimate at the micro-batch `train` would use: BATCH_SIZE, or for 'auto' the largest power of two
     that fits in `budget` (as the GPU probe finds it), at least 1."""
+
+    def at(size: int) -> MemoryEstimate:
+        return predict(shape, config, precision, size, flash_attn=flash_attn)
+
     if config.batch_size != "auto":
-        return predict(shape, config, precision, config.batch_size)
+        return at(config.batch_size)
     size = 1
-    while size < LARGEST_AUTO_BATCH and predict(shape, config, precision, size * 2).peak <= budget:
+    while size < LARGEST_AUTO_BATCH and at(size * 2).peak <= budget:
         size *= 2
-    return predict(shape, config, precision, size)
+    return at(size)
 
 
 def memory_rows(shape: ArchShape, configs: dict[str, TrainConfig], gpu: GpuSpec) -> list[MemoryRow]:
+    """Each preset at each of its precisions, with the attention training would run with this machine's
+    flash-attn (installed or not), and the estimate with the other where its peak differs."""
     budget = int(gpu.memory_gib * GIB)
+    flash_here = flash_attn_installed()
     rows = []
     for config in configs.values():
         for precision in precisions_of(config):
             estimate = fitting(shape, config, precision, budget)
+            other = fitting(shape, config, precision, budget, flash_attn=not flash_here)
             fits = estimate.peak <= budget
-            rows.append(MemoryRow(estimate, fits, None if fits else find_fix(shape, config, precision, gpu)))
+            fix = None if fits else find_fix(shape, config, precision, gpu)
+            rows.append(MemoryRow(estimate, fits, fix, other if other.peak != estimate.peak else None))
     return rows
+
+
+def flash_attn_installed() -> bool:
+    from transformers.utils import is_flash_attn_2_available
+
+    return bool(is_flash_attn_2_available())
 
 
 def find_fix(shape: ArchShape, config: TrainConfig, precision: Precision, gpu: GpuSpec) -> str:
@@ -342,6 +435,7 @@ def render_memory(shape: ArchShape, rows: list[MemoryRow], gpu: GpuSpec) -> str:
         "Preset",
         "Precision",
         "Micro-batch",
+        "Attention",
         "Weights",
         "LoRA+AdamW",
         "Activations",
@@ -358,6 +452,7 @@ def render_memory(shape: ArchShape, rows: list[MemoryRow], gpu: GpuSpec) -> str:
                 e.preset,
                 e.precision,
                 batch,
+                e.attention,
                 *(f"{value / GIB:.2f}" for value in (e.weights, e.lora, e.activations, e.logits, e.peak)),
                 "yes" if row.fits else "NO",
             ]
@@ -369,8 +464,40 @@ def render_memory(shape: ArchShape, rows: list[MemoryRow], gpu: GpuSpec) -> str:
         "",
         render_table(table),
     ]
+    lines += attention_notes(shape, rows)
     lines += [f"{r.estimate.preset} {r.estimate.precision}: {r.fix}" for r in rows if r.fix]
     return "\n".join(lines)
+
+
+def attention_notes(shape: ArchShape, rows: list[MemoryRow]) -> list[str]:
+    """Where eager attention is assumed, or flash-attn on the target would change the attention: which
+    attention, why, and the peaks with the target's flash-attn the other way."""
+    flash_here = flash_attn_installed()
+    notes = []
+    eager = [f"{r.estimate.preset} {r.estimate.precision}" for r in rows if r.estimate.attention == "eager"]
+    if eager:
+        where = "every row" if len(eager) == len(rows) else ", ".join(eager)
+        notes.append(
+            f"attention: eager in {where} ({shape.architecture[0].__name__} with flash-attn "
+            f"{'installed' if flash_here else 'not installed'}, as here): heads x row tokens^2 attention "
+            "scores per layer and row are in Activations"
+        )
+    by_attention: dict[str, list[str]] = {}
+    for row in rows:
+        e = row.other_flash_attn
+        if e is not None:
+            batch = (
+                "" if e.micro_batch == row.estimate.micro_batch else f" ({e.micro_batch} x {e.row_tokens})"
+            )
+            by_attention.setdefault(e.attention, []).append(
+                f"{e.preset} {e.precision} {e.peak / GIB:.2f}{batch}"
+            )
+    for attention, peaks in by_attention.items():
+        notes.append(
+            f"with flash-attn {'not installed' if flash_here else 'installed'} on the target: {attention}, "
+            f"peak GiB {', '.join(peaks)}"
+        )
+    return notes
 
 
 def memory_plan(
@@ -384,11 +511,24 @@ def memory_plan(
     rows = memory_rows(shape, configs, gpu)
     if as_json:
         records = [
-            {**asdict(r.estimate), "peak": r.estimate.peak, "fits": r.fits, "fix": r.fix} for r in rows
+            {
+                **asdict(r.estimate),
+                "peak": r.estimate.peak,
+                "fits": r.fits,
+                "fix": r.fix,
+                "peak_with_other_flash_attn": r.other_flash_attn.peak if r.other_flash_attn else None,
+            }
+            for r in rows
         ]
         print(
             json.dumps(
-                {"model": shape.name, "gpu": gpu.name, "memory_gib": gpu.memory_gib, "rows": records},
+                {
+                    "model": shape.name,
+                    "gpu": gpu.name,
+                    "memory_gib": gpu.memory_gib,
+                    "flash_attn_here": flash_attn_installed(),
+                    "rows": records,
+                },
                 indent=2,
             )
         )
