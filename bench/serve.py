@@ -18,7 +18,8 @@ backends/llamacpp.py's LlamaDecoder), up to 16 replies at once.
     python bench/serve.py --model RUN --backends llamacpp --gguf-type f16 --streams 1,8   # a run's export
 
 Where other processes load the CPU, `--threads 1`: torch's threads wait for each other when one of them is
-descheduled (on 2 busy cores, 2 threads decoded 1.6 tokens/s and 1 thread 4.1).
+descheduled (on 2 busy cores, 2 threads decoded 1.6 tokens/s and 1 thread 4.1), and so do llama.cpp's, which
+take torch's count (load 10.8: one stream 0.4 tokens/s with 2 threads, 17.6 with 1).
 
 `--model 360m` builds the random model once in bench/out/random-360m (the embedded model's tokenizer and chat
 template). Random weights rarely sample an end of turn, so its replies run to max tokens: fine for speed.
@@ -130,7 +131,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--threads",
         type=int,
         default=None,
-        help="torch threads (default: torch's; 1 on a machine others load).",
+        help="torch's threads, also llama.cpp's (default: torch's; 1 on a machine others load).",
     )
     parser.add_argument(
         "--gguf-type",
