@@ -166,16 +166,19 @@ def target_modules(setting: str) -> str | list[str]:
     return [name.strip() for name in setting.split(",") if name.strip()]
 
 
-def pick_attention(setting: str, device_type: str, dtype: torch.dtype, packing: bool) -> str:
-    """auto = flash_attention_2 on CUDA with 16-bit weights when flash-attn is installed; packed_sdpa for
-    packed rows on CPU (measured: docs/training.md, "The fast preset"); else sdpa. What the run asks for:
-    loading falls back to what the model supports (`twinbot.models.loading.supported_attention`)."""
+def pick_attention(
+    setting: str, device_type: str, dtype: torch.dtype, packing: bool, flash_attn: bool | None = None
+) -> str:
+    """auto = flash_attention_2 on CUDA with 16-bit weights when flash-attn is installed (`flash_attn`: on
+    the machine the run is planned for; None: here); packed_sdpa for packed rows on CPU (measured:
+    docs/training.md, "The fast preset"); else sdpa. What the run asks for: loading falls back to what the
+    model supports (`twinbot.models.loading.supported_attention`)."""
     if setting != "auto":
         return setting
-    from transformers.utils import is_flash_attn_2_available
+    from twinbot.models.loading import flash_attn_available
 
     half = dtype in (torch.float16, torch.bfloat16)
-    if device_type == "cuda" and half and is_flash_attn_2_available():
+    if device_type == "cuda" and half and flash_attn_available(flash_attn):
         return "flash_attention_2"
     return PACKED_SDPA if packing and device_type == "cpu" else "sdpa"
 

@@ -136,12 +136,19 @@ def _say_once(line: str) -> None:
         print(line, file=sys.stderr)
 
 
-def _flash_problem(dtype: torch.dtype, device: torch.device) -> str | None:
+def flash_attn_available(target_has_it: bool | None = None) -> bool:
+    """Whether flash-attn is there: on a planned target as given, else (None) on this machine."""
+    if target_has_it is not None:
+        return target_has_it
     from transformers.utils import is_flash_attn_2_available
 
+    return bool(is_flash_attn_2_available())
+
+
+def _flash_problem(dtype: torch.dtype, device: torch.device, flash_attn: bool | None) -> str | None:
     if device.type != "cuda":
         return f"it needs a CUDA device (got {device.type})"
-    if not is_flash_attn_2_available():
+    if not flash_attn_available(flash_attn):
         return "the flash-attn package is not installed"
     if dtype not in (torch.float16, torch.bfloat16):
         return f"it needs float16 or bfloat16 weights (got {str(dtype).removeprefix('torch.')})"
@@ -157,20 +164,28 @@ def _sliding_window_matters(config: Any) -> bool:
 
 
 def supported_attention(
-    requested: str, dtype: torch.dtype, device: torch.device, model: tuple[type, Any] | None = None
+    requested: str,
+    dtype: torch.dtype,
+    device: torch.device,
+    model: tuple[type, Any] | None = None,
+    flash_attn: bool | None = None,
 ) -> str:
     """`requested` where the machine and the model (`causal_lm_class`) support it, else the next best:
     flash_attention_2 -> sdpa, packed_sdpa -> sdpa (for attention it does not do: soft-capped scores,
     sliding windows), sdpa -> eager. A fallback is said once, e.g. "attention: eager (Gemma2ForCausalLM
     does not support sdpa)". Packed rows stay exact with any of them: transformers keeps the samples of a
-    row apart from their position ids (the layout is `twinbot.finetune.batches.batch_layout`'s)."""
+    row apart from their position ids (the layout is `twinbot.finetune.batches.batch_layout`'s).
+    `flash_attn`: whether the machine a plan is for has flash-attn; then nothing is said, as it is not this
+    machine. None: this machine's."""
     attention, reason = requested, None
+    say = flash_attn is None
     model_class, config = model if model is not None else (None, None)
     class_name = getattr(model_class, "__name__", "the model")
     if attention == "flash_attention_2":
-        problem = _flash_problem(dtype, device)
+        problem = _flash_problem(dtype, device, flash_attn)
         if problem is not None:
-            print(f"note: not using flash_attention_2 ({problem}); using sdpa attention", file=sys.stderr)
+            if say:
+                print(f"note: not using flash_attention_2 ({problem}); using sdpa attention", file=sys.stderr)
             attention = "sdpa"
         elif model_class is not None and not getattr(model_class, "_supports_flash_attn", False):
             attention, reason = "sdpa", f"{class_name} does not support flash_attention_2"
@@ -184,7 +199,7 @@ def supported_attention(
             attention, reason = "sdpa", f"{PACKED_SDPA} has no sliding window as {class_name} has"
     if attention in ("sdpa", PACKED_SDPA) and model_class is not None and not model_class._supports_sdpa:
         attention, reason = "eager", f"{class_name} does not support sdpa"
-    if reason is not None:
+    if reason is not None and say:
         _say_once(f"attention: {attention} ({reason})")
     return attention
 

@@ -105,14 +105,19 @@ def analytic_estimate(
 
 
 def training_attention(
-    config: TrainConfig, device: str, precision: str, architecture: tuple[type, Any] | None
+    config: TrainConfig,
+    device: str,
+    precision: str,
+    architecture: tuple[type, Any] | None,
+    flash_attn: bool | None = None,
 ) -> str:
     """The attention training runs: what the run asks for (`pick_attention`) where the model of
     `architecture` (`twinbot.models.loading.causal_lm_class`: its class and config) supports it, else the
-    fallback loading takes (`supported_attention`), e.g. whole-row sdpa for Gemma 3's sliding window."""
+    fallback loading takes (`supported_attention`), e.g. whole-row sdpa for Gemma 3's sliding window.
+    `flash_attn`: whether the machine planned for has flash-attn (None: this machine)."""
     dtype, target = DTYPES[precision], torch.device(device)
-    requested = pick_attention(config.attn_implementation, target.type, dtype, config.packing)
-    return supported_attention(requested, dtype, target, architecture)
+    requested = pick_attention(config.attn_implementation, target.type, dtype, config.packing, flash_attn)
+    return supported_attention(requested, dtype, target, architecture, flash_attn)
 
 
 def split_between_processes(estimate: Estimate, processes: int) -> Estimate:

@@ -27,12 +27,9 @@ CUDA context and the allocator's reserve on a GPU (`torch.cuda.max_memory_alloca
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
-from unittest import mock
 
 import torch
 
@@ -40,6 +37,7 @@ from twinbot.errors import TwinbotError, one_line
 from twinbot.finetune.config import TrainConfig
 from twinbot.finetune.lora import target_modules
 from twinbot.finetune.plan.gpus import GpuSpec
+from twinbot.models.loading import flash_attn_available
 
 GIB = 1 << 30
 NF4_BYTES_PER_WEIGHT = 0.5 + 1 / 64 + 4 / (64 * 256)
@@ -329,15 +327,7 @@ def planned_attention(
     from twinbot.finetune.plan.estimate import training_attention
 
     dtype = "fp32" if precision == "fp32" else "bf16"
-    if flash_attn is None or device != "cuda":
-        return training_attention(config, device, dtype, shape.architecture)
-    # Another machine's flash-attn: the decision asks transformers whether it is installed; its notes
-    # about this machine would be misleading there.
-    with (
-        mock.patch("transformers.utils.is_flash_attn_2_available", lambda: flash_attn),
-        contextlib.redirect_stderr(io.StringIO()),
-    ):
-        return training_attention(config, device, dtype, shape.architecture)
+    return training_attention(config, device, dtype, shape.architecture, flash_attn)
 
 
 def eager_attention_bytes(shape: ArchShape, activation_bytes: int, width: int, device: str) -> int:
@@ -389,7 +379,7 @@ def memory_rows(shape: ArchShape, configs: dict[str, TrainConfig], gpu: GpuSpec)
     """Each preset at each of its precisions, with the attention training would run with this machine's
     flash-attn (installed or not), and the estimate with the other where its peak differs."""
     budget = int(gpu.memory_gib * GIB)
-    flash_here = flash_attn_installed()
+    flash_here = flash_attn_available()
     rows = []
     for config in configs.values():
         for precision in precisions_of(config):
@@ -399,12 +389,6 @@ def memory_rows(shape: ArchShape, configs: dict[str, TrainConfig], gpu: GpuSpec)
             fix = None if fits else find_fix(shape, config, precision, gpu)
             rows.append(MemoryRow(estimate, fits, fix, other if other.peak != estimate.peak else None))
     return rows
-
-
-def flash_attn_installed() -> bool:
-    from transformers.utils import is_flash_attn_2_available
-
-    return bool(is_flash_attn_2_available())
 
 
 def find_fix(shape: ArchShape, config: TrainConfig, precision: Precision, gpu: GpuSpec) -> str:
@@ -472,7 +456,7 @@ def render_memory(shape: ArchShape, rows: list[MemoryRow], gpu: GpuSpec) -> str:
 def attention_notes(shape: ArchShape, rows: list[MemoryRow]) -> list[str]:
     """Where eager attention is assumed, or flash-attn on the target would change the attention: which
     attention, why, and the peaks with the target's flash-attn the other way."""
-    flash_here = flash_attn_installed()
+    flash_here = flash_attn_available()
     notes = []
     eager = [f"{r.estimate.preset} {r.estimate.precision}" for r in rows if r.estimate.attention == "eager"]
     if eager:
@@ -526,7 +510,7 @@ def memory_plan(
                     "model": shape.name,
                     "gpu": gpu.name,
                     "memory_gib": gpu.memory_gib,
-                    "flash_attn_here": flash_attn_installed(),
+                    "flash_attn_here": flash_attn_available(),
                     "rows": records,
                 },
                 indent=2,
