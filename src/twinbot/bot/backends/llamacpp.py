@@ -47,10 +47,11 @@ if TYPE_CHECKING:
 GGUF_DIR = "export"  # in the RUN folder
 # f16, not q8_0: in llama.cpp f16 keeps 100% of the adapter model's top-1 tokens on the embedded twin, q8_0
 # (weights and activations in 8 bits) 96.2-99.2% (docs/export.md): the twin should reply as it was trained.
-# The price is speed: one stream of the 135M twin decodes 1.3x faster in q8_0 (llama_decode 41 vs 54 ms a
-# token on one thread of the loaded 2-core machine; 85.8 vs 62.4 tok/s quiet, before batching), and issue
-# 19's 73.5 tok/s for one stream is met by q8_0, not shown for f16 (BENCHMARKS.md). For speed over
-# fidelity: `twinbot export RUN --to gguf twin-q8.gguf --type q8_0` and chat/serve that file.
+# The price is speed: one stream of the 135M twin decodes 1.3-1.5x faster in q8_0 (llama_decode 15.3 vs
+# 23.4 ms a token on one thread of the 2-core machine at load 5; 85.8 vs 62.4 tok/s quiet, before batching).
+# Python's share of a token (logits, sampler, hand-over) is ~1 ms, 4-6%, so no overhead cut brings f16 to
+# issue 19's 73.5 tok/s for one stream: q8_0 meets it, f16 does not (BENCHMARKS.md); we keep the fidelity.
+# For speed instead: `twinbot export RUN --to gguf twin-q8.gguf --type q8_0` and chat/serve that file.
 DEFAULT_GGUF_TYPE = "f16"
 # llama.cpp allocates the KV cache for the whole context up front: at most this many tokens.
 MAX_CONTEXT = 8192
