@@ -359,19 +359,16 @@ def stream_reply(
     messages: Sequence[ChatTurn],
     settings: GenerationSettings,
     stop: threading.Event | None = None,
-    forward: Forward | None = None,
 ) -> Iterator[str]:
     """Text pieces of the reply as they are generated; together they are exactly `generate_reply`'s text.
 
     Ends at an end-of-turn/special token, when the model starts another turn (a turn marker, a "user:" or
     another speaker's "Name:" line), at max_new_tokens, or when `stop` is set from another thread.
-    `forward` replaces the torch model's forward pass (the llama.cpp backend): prompt, sampling and reply
-    ends stay the same.
     """
     _check_settings(settings)
     prompt_ids = build_prompt_ids(lm, messages, settings.max_new_tokens)
     text = ReplyText([*speakers_in(messages), *settings.other_speakers])
-    forward = forward or torch_forward(lm.model)  # type: ignore[attr-defined]
+    forward = torch_forward(lm.model)  # type: ignore[attr-defined]
     tokens = sampled_tokens(forward, prompt_ids, settings, lm.stop_token_ids, stop)
     yield from _reply_pieces(lm, text, tokens)
 
