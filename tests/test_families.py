@@ -126,9 +126,13 @@ def test_the_system_prompt_goes_where_the_family_expects_it(family: str, tokeniz
             )
 
 
-def test_generation_stops_at_the_end_of_turn_token(family: str, tokenizer: Any) -> None:
+def test_generation_stops_at_the_end_of_turn_token(
+    family: str, tokenizer: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A forward pass that makes "ok", " then" and then the family's end-of-turn token the likeliest: the reply
     is the two words, and the model is not asked for another token after the end of turn."""
+    from twinbot.bot import generate
+
     script = [*tokenizer("ok then", add_special_tokens=False)["input_ids"], tokenizer.eos_token_id, 5, 6]
     calls = []
 
@@ -140,7 +144,9 @@ def test_generation_stops_at_the_end_of_turn_token(family: str, tokenizer: Any) 
 
     settings = GenerationSettings(temperature=0, max_new_tokens=10, repetition_penalty=1.0)
     turns = [ChatTurn("system", "You are Sam."), ChatTurn("user", "hey")]
-    reply = "".join(stream_reply(prompt_model(tokenizer), turns, settings, forward=forward))
+    monkeypatch.setattr(generate, "torch_forward", lambda model: forward)  # the model's forward pass
+    lm = SimpleNamespace(**vars(prompt_model(tokenizer)), model=None)
+    reply = "".join(stream_reply(lm, turns, settings))
     assert reply == "ok then"
     assert len(calls) == len(script) - 2
 
