@@ -15,6 +15,7 @@ import openai
 import pytest
 import torch
 
+from support.llamacpp import pick_a_word_slowly
 from support.runs import TrainedRun, copy_run
 from test_serve import client, plain_and_streamed
 from twinbot.bot import backends
@@ -212,21 +213,8 @@ def test_chat_replies_through_the_backend(
 
 @pytest.fixture()
 def slow_llama(llama_twin: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, int]]:
-    """llama.cpp's logits at ~50 tokens a second that always pick a word (the random model could end early):
-    long replies to stop midway. Counts the logits it gave."""
-    counted = {"calls": 0}
-    word = llama_twin.tokenizer.encode(" la", add_special_tokens=False)[0]
-    original = llama_twin.decoder._scores
-
-    def slowed(row: Any, index: int) -> torch.Tensor:
-        counted["calls"] += 1
-        time.sleep(0.02)
-        logits = original(row, index).clone()
-        logits[0, word] += 1000.0
-        return logits
-
-    monkeypatch.setattr(llama_twin.decoder, "_scores", slowed)
-    yield counted
+    """The llama.cpp twin picking a word every 20 ms; counts the logits it gave."""
+    yield pick_a_word_slowly(llama_twin, monkeypatch)
 
 
 @needs_llama_cpp
@@ -264,10 +252,10 @@ def test_server_key_429_and_disconnect(llama_twin: Any, slow_llama: dict[str, in
             assert next(line for line in lines if '"content":"la' in line)
             refused = httpx.post(server.base_url + "/v1/chat/completions", json=body, headers=headers)
             assert refused.status_code == 429  # one slot, no queue
-            assert slow_llama["calls"] < 100
-        stopped_at = slow_llama["calls"]
+            assert slow_llama["scores"] < 100
+        stopped_at = slow_llama["scores"]
         time.sleep(0.5)
-        assert slow_llama["calls"] - stopped_at <= 2 and slow_llama["calls"] < 100
+        assert slow_llama["scores"] - stopped_at <= 2 and slow_llama["scores"] < 100
         assert not llama_twin.decoder._slots  # the generation let go of its sequence
         reply = client(server, api_key="k-1").chat.completions.create(model="x", messages=hi, max_tokens=3)
     assert reply.choices[0].message.content == "la la la"

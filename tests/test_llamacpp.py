@@ -12,8 +12,8 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 import pytest
-import torch
 
+from support.llamacpp import pick_a_word_slowly
 from support.runs import TrainedRun, copy_run
 from twinbot.bot import backends
 from twinbot.bot.generate import GenerationSettings, _token_stream, build_prompt_ids
@@ -266,22 +266,9 @@ def test_a_failing_decode_reaches_every_reader_and_the_decoder_goes_on(
 
 @pytest.fixture()
 def word_twin(gguf: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Any, dict[str, int]]]:
-    """A backend whose rows always pick the word " la" (the random model could end early), a step at most
-    every 20 ms: long replies to stop midway. Counts the logits it gave."""
+    """A backend picking a word every 20 ms (support.llamacpp.pick_a_word_slowly); counts its logits."""
     backend = twin(gguf, max_rows=8)
-    word = backend.tokenizer.encode(" la", add_special_tokens=False)[0]
-    counted = {"scores": 0}
-    real = backend.decoder._scores
-
-    def scores(row: Any, index: int) -> torch.Tensor:
-        counted["scores"] += 1
-        time.sleep(0.02)
-        logits = real(row, index).clone()
-        logits[0, word] += 1000.0
-        return logits
-
-    monkeypatch.setattr(backend.decoder, "_scores", scores)
-    yield backend, counted
+    yield backend, pick_a_word_slowly(backend, monkeypatch)
 
 
 def test_the_server_batches_requests_and_still_refuses_beyond_its_queue(
