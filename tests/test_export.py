@@ -21,7 +21,7 @@ from support.runs import TrainedRun
 from twinbot.errors import TwinbotError
 from twinbot.export import exporter as ex
 from twinbot.export import gguf as gguf_export
-from twinbot.export import modelfile, verify
+from twinbot.export import verify
 from twinbot.fileio import OUTPUT_MARKER
 from twinbot.runs import PERSONA_FILE
 
@@ -236,14 +236,6 @@ def test_ollama_folder_with_q8_0_gguf_and_modelfile(
     assert "<|im_start|>user\n{{ .Prompt }}<|im_end|>" in modelfile
     assert "<|im_start|>assistant\n{{ .Response }}<|im_end|>" in modelfile
     assert "verify:" in capsys.readouterr().err
-
-
-def test_modelfile_quotes_and_rejects_non_chatml() -> None:
-    text = modelfile.modelfile_text("<|im_start|>{{ x }}", 'say """hi"""')
-    assert 'SYSTEM "say \\"\\"\\"hi\\"\\"\\""' in text
-    assert "SYSTEM" not in modelfile.modelfile_text("<|im_start|>", None)
-    with pytest.raises(TwinbotError, match="not ChatML"):
-        modelfile.modelfile_text("[INST] {{ messages }} [/INST]", None)
 
 
 # --- failures ---------------------------------------------------------------------------------------------

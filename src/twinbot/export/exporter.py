@@ -21,7 +21,7 @@ import torch
 from twinbot.console import say
 from twinbot.errors import TwinbotError, one_line
 from twinbot.export.gguf import GGUF_TYPES, GgufType, check_gguf_support, write_gguf
-from twinbot.export.modelfile import OLLAMA_MODEL_FILE, OLLAMA_MODELFILE, modelfile_text
+from twinbot.export.modelfile import OLLAMA_MODEL_FILE, OLLAMA_MODELFILE, ollama_modelfile
 from twinbot.export.verify import (
     Reference,
     Verification,
@@ -107,17 +107,15 @@ def export(
 
         say("loading the base model and the adapter...")
         model, tokenizer = load_adapter_model(info)
-        if target == "ollama":
-            modelfile_text(
-                tokenizer.chat_template, info.system_prompt
-            )  # fails early on a non-ChatML template
+        # before the merge and the GGUF: a model without a chat template fails here
+        modelfile = ollama_modelfile(tokenizer, info.system_prompt) if target == "ollama" else ""
         reference = reference_logits(model, tokenizer, info.system_prompt)
         merged = _Merged(merge(model), tokenizer, info, reference)
         if target == "merged":
             return _export_merged(merged, out_path, dtype, overwrite)
         if target == "gguf":
             return _export_gguf(merged, out_path, gguf_type or DEFAULT_GGUF_TYPE, overwrite)
-        return _export_ollama(merged, out_path, gguf_type or DEFAULT_GGUF_TYPE, overwrite)
+        return _export_ollama(merged, out_path, gguf_type or DEFAULT_GGUF_TYPE, overwrite, modelfile)
 
 
 @contextlib.contextmanager
@@ -275,16 +273,16 @@ def _export_gguf(merged: _Merged, out: Path, precision: GgufType, overwrite: boo
     return ExportResult("gguf", out, precision, verification)
 
 
-def _export_ollama(merged: _Merged, out: Path, precision: GgufType, overwrite: bool) -> ExportResult:
+def _export_ollama(
+    merged: _Merged, out: Path, precision: GgufType, overwrite: bool, modelfile: str
+) -> ExportResult:
     system_prompt = merged.info.system_prompt
     with atomic_dir(out, overwrite=overwrite, marked=True) as tmp:
         say(f"writing GGUF ({precision}) and Modelfile ...")
         model_file = tmp / OLLAMA_MODEL_FILE
         write_gguf(merged.model, merged.tokenizer, model_file, precision, out.name, system_prompt)
         make_user_only(model_file)
-        (tmp / OLLAMA_MODELFILE).write_text(
-            modelfile_text(merged.tokenizer.chat_template, system_prompt), encoding="utf-8"
-        )
+        (tmp / OLLAMA_MODELFILE).write_text(modelfile, encoding="utf-8")
         verification = verify_gguf(model_file, merged.reference, merged.model.config, precision, out)
     say(f"Ollama model written to {out}; run: ollama create NAME -f {out / OLLAMA_MODELFILE}")
     return ExportResult("ollama", out, precision, verification)
