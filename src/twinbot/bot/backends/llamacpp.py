@@ -45,14 +45,13 @@ if TYPE_CHECKING:
     from twinbot.data.records import ChatTurn
 
 GGUF_DIR = "export"  # in the RUN folder
-# f16, not q8_0: in llama.cpp f16 keeps 100% of the adapter model's top-1 tokens on the embedded twin, q8_0
-# (weights and activations in 8 bits) 96.2-99.2% (docs/export.md): the twin should reply as it was trained.
-# The price is speed: one stream of the 135M twin decodes 1.3-1.5x faster in q8_0 (llama_decode 15.3 vs
-# 23.4 ms a token on one thread of the 2-core machine at load 5; 85.8 vs 62.4 tok/s quiet, before batching).
-# Python's share of a token (logits, sampler, hand-over) is ~1 ms, 4-6%, so no overhead cut brings f16 to
-# issue 19's 73.5 tok/s for one stream: q8_0 meets it, f16 does not (BENCHMARKS.md); we keep the fidelity.
-# For speed instead: `twinbot export RUN --to gguf twin-q8.gguf --type q8_0` and chat/serve that file.
-DEFAULT_GGUF_TYPE = "f16"
+# q8_0, llama.cpp's usual choice: one stream of the 135M twin decodes 1.5x faster than in f16 on the quiet
+# 2-core machine (79.2 vs 52.6 tok/s; serve 79.1 vs 46.7: BENCHMARKS.md, 2026-12-03 21:12 UTC), which is what
+# meets issue 19's 73.5 tok/s; Python's share of a token is ~1 ms, so no overhead cut gets f16 there. The
+# price: q8_0 (weights and activations in 8 bits) keeps 96.2-99.2% of the adapter model's greedy top-1
+# tokens (the export's llama.cpp check enforces >= 93%; docs/export.md), f16 100%. For the trained model's
+# exact greedy tokens: `twinbot export RUN --to gguf twin-f16.gguf --type f16` and chat/serve that file.
+DEFAULT_GGUF_TYPE = "q8_0"
 # llama.cpp allocates the KV cache for the whole context up front: at most this many tokens.
 MAX_CONTEXT = 8192
 # Tokens in one llama_decode at most: every decoding row's next token, then prompt tokens of new rows.
