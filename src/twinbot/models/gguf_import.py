@@ -304,7 +304,7 @@ def transformers_reading(header: GgufHeader) -> TransformersReading:
 def _llama3_rope(header: GgufHeader, theta: float) -> dict[str, Any] | None:
     """Llama 3.x's RoPE settings when the file's `rope_freqs` divisors are theirs (the largest divisor is
     the scaling factor), else None."""
-    from twinbot.export.gguf.writer import llama3_rope_factors
+    from twinbot.export.gguf.families import llama3_rope_factors
 
     divisors = header.vector("rope_freqs.weight")
     rope_dims = header.model_field("rope.dimension_count")

@@ -9,8 +9,11 @@ before any work starts.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+
+import torch
 
 from twinbot.errors import TwinbotError
 
@@ -157,3 +160,29 @@ def sliding_window_layers(config: PretrainedConfig, family: GgufFamily) -> bool 
         return False
     assumed = [layer % pattern < pattern - 1 for layer in range(n_layers)]  # llama_hparams::set_swa_pattern
     return True if sliding == assumed and getattr(config, "sliding_window", None) else None
+
+
+def llama3_rope_factors(config: PretrainedConfig) -> torch.Tensor:
+    """Llama 3.1's per-frequency RoPE divisors, which llama.cpp reads from `rope_freqs.weight`
+    (convert_hf_to_gguf's LlamaModel.generate_extra_tensors)."""
+    rope = rope_parameters(config)
+    dim = head_dim(config)
+    freqs = 1.0 / (
+        float(rope.get("rope_theta", 10000.0)) ** (torch.arange(0, dim, 2, dtype=torch.float32) / dim)
+    )
+    factor = float(rope.get("factor", 8.0))
+    low_freq_factor = float(rope.get("low_freq_factor", 1.0))
+    high_freq_factor = float(rope.get("high_freq_factor", 4.0))
+    old_context = float(rope.get("original_max_position_embeddings", 8192))
+    low_freq_wavelen, high_freq_wavelen = old_context / low_freq_factor, old_context / high_freq_factor
+    factors = []
+    for freq in freqs.tolist():
+        wavelen = 2 * math.pi / freq
+        if wavelen < high_freq_wavelen:
+            factors.append(1.0)
+        elif wavelen > low_freq_wavelen:
+            factors.append(factor)
+        else:
+            smooth = (old_context / wavelen - low_freq_factor) / (high_freq_factor - low_freq_factor)
+            factors.append(1 / ((1 - smooth) / factor + smooth))
+    return torch.tensor(factors, dtype=torch.float32)

@@ -19,6 +19,7 @@ from twinbot.export.gguf.families import (
     GgufFamily,
     check_gguf_support,
     head_dim,
+    llama3_rope_factors,
     rope_parameters,
     rope_theta,
     rotary_dims,
@@ -143,32 +144,6 @@ def llama_permute(weights: torch.Tensor, n_head: int, n_head_kv: int) -> torch.T
         .swapaxes(1, 2)
         .reshape(weights.shape)
     )
-
-
-def llama3_rope_factors(config: PretrainedConfig) -> torch.Tensor:
-    """Llama 3.1's per-frequency RoPE divisors, which llama.cpp reads from `rope_freqs.weight`
-    (convert_hf_to_gguf's LlamaModel.generate_extra_tensors)."""
-    rope = rope_parameters(config)
-    dim = head_dim(config)
-    freqs = 1.0 / (
-        float(rope.get("rope_theta", 10000.0)) ** (torch.arange(0, dim, 2, dtype=torch.float32) / dim)
-    )
-    factor = float(rope.get("factor", 8.0))
-    low_freq_factor = float(rope.get("low_freq_factor", 1.0))
-    high_freq_factor = float(rope.get("high_freq_factor", 4.0))
-    old_context = float(rope.get("original_max_position_embeddings", 8192))
-    low_freq_wavelen, high_freq_wavelen = old_context / low_freq_factor, old_context / high_freq_factor
-    factors = []
-    for freq in freqs.tolist():
-        wavelen = 2 * math.pi / freq
-        if wavelen < high_freq_wavelen:
-            factors.append(1.0)
-        elif wavelen > low_freq_wavelen:
-            factors.append(factor)
-        else:
-            smooth = (old_context / wavelen - low_freq_factor) / (high_freq_factor - low_freq_factor)
-            factors.append(1 / ((1 - smooth) / factor + smooth))
-    return torch.tensor(factors, dtype=torch.float32)
 
 
 def longrope_attention_factor(config: PretrainedConfig) -> float:
