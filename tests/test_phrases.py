@@ -89,6 +89,28 @@ def test_person_text_that_mentions_a_phrase_stays_text(tmp_path: Path) -> None:
         assert (message.kind, message.subkind) == ("text", None), body
 
 
+# A poll as the app writes it, in the row's language: the header in capitals on its own line (after U+200E on
+# iOS), the question, then each option with its votes. test_whatsapp_body_rows checks every poll row with
+# English options; a new non-English poll row gets its own wording here, with a person's text that starts
+# like the header but is no poll.
+LOCALIZED_POLLS = {  # row text -> (the poll's body, a person's text)
+    "ANKET:": (
+        "\u200eANKET:\nCuma akşamı nerede buluşalım?\n\u200eSEÇENEK: Kadıköy (2 oy)\n\u200eSEÇENEK: Beşiktaş (1 oy)",
+        "Anket: cuma mı cumartesi mi?",
+    ),
+}
+
+
+@pytest.mark.parametrize(("text", "bodies"), LOCALIZED_POLLS.items(), ids=list(LOCALIZED_POLLS))
+def test_whatsapp_localized_poll_lines(tmp_path: Path, text: str, bodies: tuple[str, str]) -> None:
+    row = _row(WHATSAPP_BODIES, text)
+    poll, person = bodies
+    message = _whatsapp(tmp_path, f"Burak Demir: {poll}")
+    assert (message.kind, message.subkind, message.text) == (row.kind, row.subkind, "")
+    message = _whatsapp(tmp_path, f"Burak Demir: {person}")
+    assert (message.kind, message.subkind, message.text) == ("text", None, person)
+
+
 @pytest.mark.parametrize("row", META_NOTICES, ids=lambda row: f"{row.language}:{row.text}")
 def test_meta_rows(tmp_path: Path, row: Phrase) -> None:
     data = {

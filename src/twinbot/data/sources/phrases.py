@@ -80,11 +80,16 @@ the index (read it with `read_file id=...`), not by repository:
                'grubunun konusunu "…" olarak değiştirdi', 'Grup adını "…" olarak değiştirdi/değiştirdiniz')
                and a Turkish parser's group-title history (id 65846710462: 'grubun konusunu "…" olarak
                değiştirdi', 'grubun adını "…"', 'grup adını "…"')
+    [cs-tr-poll] Turkish WhatsApp polls: an analyzer of a Turkish iOS export (id 67255189561) that keeps a poll
+               by its "ANKET:" header (after U+200E), with "SEÇENEK:" options and "(N oy)" vote counts
 Gaps (no source found yet, so no rows): WhatsApp group lines in pl (the lists found were guesses, not
-export wording; pl has the encryption and security-code lines only) and the invite-link join in ru; WhatsApp polls in ru, tr, pl and id; Meta notices in it, nl, ru, tr and id, and in
-de all but the attachment notice; Meta reactions, unsent messages, calls and polls in es and fr; reactions,
-attachments and added members in pl (an app's own UI strings and notification texts are not the download's
-wording).
+export wording, and a synthetic fixture's gendered "dodała" is not taken for it; pl has the encryption
+and security-code lines only) and the invite-link join in ru; WhatsApp polls in ru, pl and id; Meta notices in it,
+nl, ru, tr and id, and in de all but the attachment notice; Meta reactions, unsent messages, calls and polls in
+es and fr; reactions, attachments and added members in pl (an app's own UI strings and notification texts are
+not the download's wording, nor are Instagram inbox look-alikes: ru "Вы отправили вложение.", id "Anda
+mengirim lampiran." and an es one that writes "Tú enviaste un archivo adjunto" where real downloads write
+"Enviaste un archivo adjunto.").
 """
 
 from __future__ import annotations
@@ -235,6 +240,7 @@ WHATSAPP_BODIES: tuple[Phrase, ...] = tuple(
         *_rows(W, "pt", "media", "poll", "prefix", "prior", "ENQUETE:"),
         *_rows(W, "it", "media", "poll", "prefix", "prior", "SONDAGGIO:"),
         *_rows(W, "nl", "media", "poll", "prefix", "prior", "PEILING:"),
+        *_rows(W, "tr", "media", "poll", "prefix", "cs-tr-poll", "ANKET:"),
         # deleted messages
         *_rows(W, "en", "system", "deleted", "exact", "formats",
                "This message was deleted", "You deleted this message", "This message was deleted by admin"),
