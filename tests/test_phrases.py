@@ -391,6 +391,20 @@ META_EXAMPLES: dict[str, tuple[str, str]] = {  # (sender_name, content)
     "Nadałeś(aś) grupie nazwę{name}": ("Kasia Nowak", "Nadałeś(aś) grupie nazwę Wyjazd w góry ⛰️."),
     "{actor} zmienił motyw": ("Piotr Wiśniewski", "Piotr zmienił motyw."),
     "{actor} hat einen Anhang gesendet": ("Hans Müller", "Hans hat einen Anhang gesendet."),
+    "{actor} wysłał załącznik": ("Piotr Wiśniewski", "Piotr wysłał załącznik."),
+    "Wysłałeś(aś) załącznik": ("Kasia Nowak", "Wysłałeś(aś) załącznik."),
+    "{actor} wysłał link": ("Piotr Wiśniewski", "Piotr wysłał link."),
+    "Wysłałeś(aś) link": ("Kasia Nowak", "Wysłałeś(aś) link."),
+    "{actor} wysłała załącznik": ("Kasia Nowak", "Kasia wysłała załącznik."),
+    "{actor} przesyła załącznik": ("Ola Zielińska", "Ola przesyła załącznik."),
+    "{actor} dodał {name} do grupy": ("Piotr Wiśniewski", "Piotr Wiśniewski dodał Ola Zielińska do grupy."),
+    "{actor} usunął członka grupy": ("Piotr Wiśniewski", "Piotr Wiśniewski usunął członka grupy."),
+    "{actor} usunął(ęła) Ciebie z grupy": ("Kasia Nowak", "Kasia Nowak usunął(ęła) Ciebie z grupy."),
+    "Opuściłeś(aś) grupę": ("Ola Zielińska", "Opuściłeś(aś) grupę."),
+    "{actor} nadał(a) nazwę grupy {name}": (
+        "Piotr Wiśniewski",
+        "Piotr Wiśniewski nadał(a) nazwę grupy Wyjazd w góry ⛰️.",
+    ),
 }
 
 
@@ -491,6 +505,9 @@ def test_whatsapp_notice_templates_are_anchored(tmp_path: Path, line: str) -> No
         ("Kasia Nowak", "Rozmowa zakończyła się szybko, bo nie było zasięgu"),
         ("Ann Lee", "Hans hat einen Anhang gesendet."),
         ("Hans Müller", "Hans hat einen Anhang gesendet, aber ich sehe nichts"),
+        ("Kasia Nowak", "Piotr wysłał załącznik."),
+        ("Piotr Wiśniewski", "Piotr wysłał załącznik, ale nic nie widzę"),
+        ("Kasia Nowak", "Piotr dodał Olę do grupy."),
     ],
 )
 def test_meta_person_text_mentioning_a_notice_stays_text(tmp_path: Path, sender: str, content: str) -> None:

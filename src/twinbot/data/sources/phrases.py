@@ -82,14 +82,19 @@ the index (read it with `read_file id=...`), not by repository:
                değiştirdi', 'grubun adını "…"', 'grup adını "…"')
     [cs-tr-poll] Turkish WhatsApp polls: an analyzer of a Turkish iOS export (id 67255189561) that keeps a poll
                by its "ANKET:" header (after U+200E), with "SEÇENEK:" options and "(N oy)" vote counts
-Gaps (no source found yet, so no rows): WhatsApp group lines in pl (the lists found were guesses, not
-export wording, and a synthetic fixture's gendered "dodała" is not taken for it; pl has the encryption
-and security-code lines only) and the invite-link join in ru; WhatsApp polls in ru, pl and id; Meta notices in it,
-nl, ru, tr and id, and in de all but the attachment notice; Meta reactions, unsent messages, calls and polls in
-es and fr; reactions, attachments and added members in pl (an app's own UI strings and notification texts are
-not the download's wording, nor are Instagram inbox look-alikes: ru "Вы отправили вложение.", id "Anda
-mengirim lampiran." and an es one that writes "Tú enviaste un archivo adjunto" where real downloads write
-"Enviaste un archivo adjunto.").
+    [cs-pl-fb-html] a Polish Messenger HTML download's analyzer, its anchored regexes of notices (id 44559427222,
+               tested with export lines in id 45035007829): "… wysłał załącznik.", "Wysłałeś(aś) załącznik.",
+               "… wysłał link.", "Wysłałeś(aś) link.", "… dodał … do grupy.", "… usunął członka grupy.",
+               "… usunął(ęła) Ciebie z grupy.", "Opuściłeś(aś) grupę.", "… nadał(a) nazwę grupy …."
+    [cs-pl-fb-json] a cleaner of a Polish Facebook download's message_*.json (id 60580689216), its "standard
+               Messenger system messages": "wysłał załącznik.", "wysłała załącznik.", "przesyła załącznik."
+Gaps (no source found yet, so no rows): WhatsApp group lines in pl (the lists found were guesses, not export
+wording, and a synthetic fixture's gendered "dodała" is not taken for it; pl has the encryption and
+security-code lines only) and the invite-link join in ru; WhatsApp polls in ru, pl and id; Meta notices in it,
+nl, ru, tr and id, and in de all but the attachment notice; Meta reactions, unsent messages, calls and polls
+in es and fr; reactions in pl (an app's own UI strings and notification texts are not the download's wording,
+nor are Instagram inbox look-alikes: ru "Вы отправили вложение.", id "Anda mengirim lampiran." and an es one
+that writes "Tú enviaste un archivo adjunto" where real downloads write "Enviaste un archivo adjunto.").
 """
 
 from __future__ import annotations
@@ -485,6 +490,14 @@ META_NOTICES: tuple[Phrase, ...] = tuple(
         *_rows(M, "pl", "system", "rename", "template", "cs-pl-meta",
                "{actor} ustawił nick użytkownika{name}", "Nadałeś(aś) grupie nazwę{name}"),
         *_rows(M, "pl", "system", "settings", "template", "cs-pl-meta", "{actor} zmienił motyw"),
+        *_rows(M, "pl", "media", "attachment", "template", "cs-pl-fb-html",
+               "{actor} wysłał załącznik", "Wysłałeś(aś) załącznik", "{actor} wysłał link", "Wysłałeś(aś) link"),
+        *_rows(M, "pl", "media", "attachment", "template", "cs-pl-fb-json",
+               "{actor} wysłała załącznik", "{actor} przesyła załącznik"),
+        *_rows(M, "pl", "system", "member_join", "template", "cs-pl-fb-html", "{actor} dodał {name} do grupy"),
+        *_rows(M, "pl", "system", "member_leave", "template", "cs-pl-fb-html",
+               "{actor} usunął członka grupy", "{actor} usunął(ęła) Ciebie z grupy", "Opuściłeś(aś) grupę"),
+        *_rows(M, "pl", "system", "rename", "template", "cs-pl-fb-html", "{actor} nadał(a) nazwę grupy {name}"),
         *_rows(M, "en", "system", "deleted", "template", "meta-en", "{actor} unsent a message"),
         *_rows(M, "en", "system", "member_leave", "template", "meta-en",
                "{actor} left the group", "{actor} removed {name} from the group"),
