@@ -15,7 +15,7 @@ from twinbot.errors import TwinbotError
 from twinbot.finetune import workers
 from twinbot.finetune.batches import max_tokens_for, rows_for
 from twinbot.finetune.config import PRESETS, TrainConfig, resolve_train_config
-from twinbot.finetune.lora import CPU_AUTO_BATCH_SIZE, target_modules
+from twinbot.finetune.lora import CPU_AUTO_BATCH_SIZE, compile_wanted, target_modules
 from twinbot.finetune.plan.calibration import calibrate
 from twinbot.finetune.plan.estimate import analytic_estimate, extrapolate, split_between_processes
 from twinbot.finetune.plan.flops import ModelShape, shape_of_spec
@@ -310,7 +310,11 @@ def _calibrate(
     """A short real run; several processes are calibrated in the processes (their all-reduce and waiting
     are part of it)."""
     count, budget = processes.count, options.calibrate_seconds
-    options.progress(f"calibrating {plan.preset}: up to {budget:g} s of real training on this machine...")
+    compiling = compile_wanted(config, pick_device(config.device).split(":")[0])
+    first = "compiling the model first (torch.compile: minutes the first time), then " if compiling else ""
+    options.progress(
+        f"calibrating {plan.preset}: {first}up to {budget:g} s of real training on this machine..."
+    )
     arguments = (config, rows.rows, rows.eval_rows, rows.pad_id, budget)
     calibration = workers.run(calibrate, arguments, processes) if count > 1 else calibrate(*arguments)
     plan.calibration = calibration
