@@ -231,7 +231,7 @@ def plan_preset(preset: str, config: TrainConfig, inputs: SharedInputs, options:
     if options.analytic:
         _estimate_analytically(plan, config, rows, device, processes.count, inputs, options.progress)
     else:
-        _calibrate(plan, config, rows, processes, options)
+        _calibrate(plan, config, rows, device, processes, options)
     if options.gpu is not None and plan.estimate is not None:
         speed, _ = here_tflops(device, plan.settings.precision)
         there = "bf16" if config.use_fp16 else "fp32"
@@ -304,13 +304,14 @@ def _calibrate(
     plan: PresetPlan,
     config: TrainConfig,
     rows: PresetRows,
+    device: str,
     processes: workers.ProcessPlan,
     options: PlanOptions,
 ) -> None:
-    """A short real run; several processes are calibrated in the processes (their all-reduce and waiting
+    """A short real run on `device`; several processes are calibrated in the processes (their all-reduce and waiting
     are part of it)."""
     count, budget = processes.count, options.calibrate_seconds
-    compiling = compile_wanted(config, pick_device(config.device).split(":")[0])
+    compiling = compile_wanted(config, device.split(":")[0])
     first = "compiling the model first (torch.compile: minutes the first time), then " if compiling else ""
     options.progress(
         f"calibrating {plan.preset}: {first}up to {budget:g} s of real training on this machine..."
