@@ -103,9 +103,14 @@ def test_4bit_loading_asks_for_nf4_and_prepares_for_kbit_training(
     )
     trainable = {name for name, p in model.named_parameters() if p.requires_grad}
     assert trainable and all("lora_" in name for name in trainable)
-    # k-bit preparation: the base's unquantized weights in fp32; the LoRA weights fp32 too
-    assert {p.dtype for p in model.parameters()} == {torch.float32}
-    assert model.get_base_model().is_activation_checkpointing
+    # k-bit preparation: the norms (and here the unquantized linear layers) in fp32, the LoRA weights fp32;
+    # the embeddings and output layer stay in the bf16 compute dtype (tied here: one weight)
+    base = model.get_base_model()
+    assert base.get_input_embeddings().weight.dtype == torch.bfloat16
+    assert base.get_output_embeddings().weight.dtype == torch.bfloat16
+    embedding = base.get_input_embeddings().weight
+    assert {p.dtype for p in model.parameters() if p is not embedding} == {torch.float32}
+    assert base.is_activation_checkpointing
     # fused LoRA reads the base layer's weight, which bitsandbytes packs: 4-bit layers keep peft's forward
     assert not any(hasattr(module, "_twinbot_peft_forward") for module in model.modules())
 

@@ -81,7 +81,7 @@ def load_training_model(
         dtype = four_bit_compute_dtype()
         attention = pick_attention(config.attn_implementation, device.type, dtype, config.packing)
         model = load_model(config.base_model, dtype, attention, device, quantization=four_bit_config(dtype))
-        model = prepare_for_4bit_training(model)
+        model = prepare_for_4bit_training(model, dtype)
     else:
         attention = pick_attention(
             config.attn_implementation, device.type, precision.base_dtype, config.packing

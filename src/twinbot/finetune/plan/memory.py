@@ -6,11 +6,14 @@ CUDA context and the allocator's reserve on a GPU (`torch.cuda.max_memory_alloca
 
 * weights: parameters x 2 bytes (16-bit presets) or 4 (fp32); QLoRA: the decoder's linear layers in NF4 with
   double quantization (0.5 byte + 1/64 byte of 8-bit block scales + their fp32 scales: ~0.516 byte per
-  weight), embeddings, norms and the output layer unquantized and, after peft's k-bit preparation, fp32;
+  weight), embeddings and the output layer unquantized in bf16, the norms in fp32 (k-bit preparation,
+  models/quantization.py), plus one linear layer dequantized at a time;
 * LoRA: r x (in + out) per adapted linear layer, 16 bytes each (fp32 weight, gradient, two AdamW moments);
 * activations per token and layer, saved for the backward pass: the layer's input and both norms (their fp32
   internals too), query/key/value before and after RoPE, the attention output, and the MLP's gate, up,
-  activation and product; with gradient checkpointing, only each layer's input plus one layer recomputed;
+  activation and product; with gradient checkpointing, only each layer's input plus one layer recomputed.
+  QLoRA saves them in fp32 (fp32 norms, and bitsandbytes' layers answer in their input's dtype): measured on
+  an H200, its activations are ~1.6x those of 16-bit LoRA, and 4 bytes a value over-counts them ~10-25%;
 * eager attention, where training runs it (`estimate.training_attention`: Gemma 2 without flash-attn, whose
   soft-capped scores sdpa cannot do; an explicit ATTN_IMPLEMENTATION=eager): per row and layer, heads x
   width^2 scores kept by transformers' eager_attention_forward: the softmax's fp32 output, its copy in the
@@ -272,14 +275,23 @@ def predict(
     quantized = precision == "4-bit"
     activation_bytes = 4 if precision == "fp32" else 2
     if quantized:
-        unquantized = shape.params - shape.linear_params
-        weights = int(shape.linear_params * NF4_BYTES_PER_WEIGHT) + 4 * unquantized + 2 * shape.largest_linear
+        embeddings = shape.embedding_params + shape.head_params
+        norms = shape.params - shape.linear_params - embeddings
+        weights = (
+            int(shape.linear_params * NF4_BYTES_PER_WEIGHT)
+            + 2 * embeddings
+            + 4 * norms
+            + 2 * shape.largest_linear
+        )
     else:
         weights = shape.params * activation_bytes
     lora = lora_params(shape, config) * LORA_BYTES_PER_PARAM
-    per_layer = activation_bytes * layer_activation_elements(shape, config) + 16 * shape.hidden  # fp32 norms
+    # QLoRA: the norms' weights are fp32 (k-bit preparation) and bitsandbytes returns each layer's output in
+    # its input's dtype, so the hidden states a layer saves are fp32 from the first norm on
+    saved_bytes = 4 if quantized else activation_bytes
+    per_layer = saved_bytes * layer_activation_elements(shape, config) + 16 * shape.hidden  # fp32 norms
     if config.gradient_checkpointing:
-        activations = tokens * (shape.layers * shape.hidden * activation_bytes + per_layer)
+        activations = tokens * (shape.layers * shape.hidden * saved_bytes + per_layer)
     else:
         activations = tokens * shape.layers * per_layer
     if attention == "eager":
