@@ -678,3 +678,34 @@ def test_keep_freed_memory_tunes_glibc_malloc_on_linux() -> None:
 
     expected = sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc"
     assert lora.keep_freed_memory() is expected
+
+
+def test_out_of_memory_is_one_line_with_the_next_step_and_the_checkpoint_intact(
+    tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An allocation that fails at step 3 (a CUDA OutOfMemoryError raised where the forward pass runs) ends
+    the run with one line: where, what is intact, what needs less memory; checkpointing turned on resumes."""
+    run, data = tmp_path / "run", train_only_data(tmp_path)
+    config = make_config(tiny_model_dir, run, data, max_steps=4, save_every=2)
+    real_forward_loss, calls = train.forward_loss, []
+
+    def failing_at_step_3(model: Any, batch: Any) -> torch.Tensor:
+        calls.append(1)
+        if len(calls) == 3:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real_forward_loss(model, batch)
+
+    monkeypatch.setattr(train, "forward_loss", failing_at_step_3)
+    with pytest.raises(TwinbotError) as raised:
+        train.main(config)
+    message = str(raised.value)
+    assert "\n" not in message
+    assert "training ran out of memory at step 3 of 4 (micro-batch 2 x " in message
+    assert "the checkpoint of step 2 is intact" in message
+    assert "GRADIENT_CHECKPOINTING=true (resumable: --set GRADIENT_CHECKPOINTING=true --resume)" in message
+    assert "BATCH_SIZE=1" in message and "qlora" not in message  # 4-bit needs CUDA: not offered on a CPU
+    assert read_state(latest_checkpoint(run)).step == 2 and not (run / "adapter").exists()
+
+    monkeypatch.setattr(train, "forward_loss", real_forward_loss)
+    resumed = train.main(config.model_copy(update={"gradient_checkpointing": True}), resume=True)
+    assert resumed.steps == 4 and (run / "adapter").is_dir()

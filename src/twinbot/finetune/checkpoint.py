@@ -69,6 +69,7 @@ RESUMABLE_CHANGES = frozenset(
         "log_every",
         "fused_lora",  # the same computation either way
         "torch_compile",
+        "gradient_checkpointing",  # recomputes what it frees: the same values, less memory
     }
 )
 

@@ -88,7 +88,7 @@ from twinbot.finetune.runtime import (
 )
 from twinbot.finetune.status import RunStatus, StatusFile
 from twinbot.finetune.steps import evaluate, forward_loss, perplexity
-from twinbot.models.devices import Precision, pick_device
+from twinbot.models.devices import Precision, is_out_of_memory, pick_device
 from twinbot.models.quantization import check_4bit_support
 from twinbot.runs import (
     ADAPTER_DIR,
@@ -228,8 +228,48 @@ def main(
         run = setup(config, resume, overwrite, sources or {})
         try:
             return fit(run, stop, record)
+        except Exception as exc:
+            if is_out_of_memory(exc):
+                raise out_of_memory_error(run) from exc
+            raise
         finally:
             run.accelerator.end_training()
+
+
+def out_of_memory_error(run: Run) -> TwinbotError:
+    """Training ran out of memory after all: what ran, the checkpoint that is intact (checkpoints are written
+    whole or not at all), and the changes that need less memory, cheapest first."""
+    config, device = run.config, run.accelerator.device
+    width = config.row_tokens if config.packing else config.max_seq_len
+    what = (
+        f"training ran out of {'GPU ' if device.type == 'cuda' else ''}memory at step "
+        f"{run.state.step + 1} of {run.total_steps} (micro-batch {run.data.micro_batch} x {width} tokens, "
+        f"{run.precision.name}{', 4-bit base' if config.load_in_4bit else ''})"
+    )
+    saved = latest_checkpoint(run.run_dir)
+    kept = (
+        f"the checkpoint of step {read_state(saved).step} is intact"
+        if saved is not None
+        else "no checkpoint was written yet"
+    )
+    fixes = []
+    if not config.gradient_checkpointing:
+        fixes.append("GRADIENT_CHECKPOINTING=true (resumable: --set GRADIENT_CHECKPOINTING=true --resume)")
+    if device.type == "cuda" and not config.load_in_4bit:
+        fixes.append("--preset qlora (LOAD_IN_4BIT=true)")
+    if run.data.micro_batch > 1:
+        fixes.append(f"BATCH_SIZE={run.data.micro_batch // 2}")
+    if width > 256:
+        fixes.append(f"{'ROW_TOKENS' if config.packing else 'MAX_SEQ_LEN'}={width // 2}")
+    if not fixes:
+        return TwinbotError(
+            f"{what}; {kept}; pick a smaller base model (`twinbot plan --target-gpu` says what fits)"
+        )
+    return TwinbotError(
+        f"{what}; {kept}; set one of: {', '.join(fixes)} (all but checkpointing start again with "
+        f"--overwrite); `twinbot plan --target-gpu GPU --model MODEL` says what fits",
+        run.run_dir,
+    )
 
 
 def decide_resume(

@@ -80,3 +80,11 @@ def pick_precision(use_fp16: bool, device_type: str) -> Precision:
             "bf16", torch.bfloat16, "bf16", "precision: bf16 autocast on cpu (native bf16 support)"
         )
     return Precision("no", torch.float32, "fp32", "precision: fp32 on cpu (this CPU has no native bf16)")
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """A CUDA or CPU allocation that failed, as torch and the C library report it."""
+    if isinstance(exc, torch.OutOfMemoryError | MemoryError):
+        return True
+    text = str(exc).lower()
+    return isinstance(exc, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)

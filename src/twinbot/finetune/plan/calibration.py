@@ -31,6 +31,7 @@ from twinbot.finetune.plan.records import Calibration
 from twinbot.finetune.rows import Row
 from twinbot.finetune.runtime import any_process, make_accelerator
 from twinbot.finetune.steps import evaluate, forward_loss
+from twinbot.models.devices import is_out_of_memory
 
 if TYPE_CHECKING:
     from accelerate import Accelerator
@@ -145,13 +146,6 @@ def run_micro_batch(
     loss = forward_loss(model, batch)
     accelerator.backward(loss / max(batch.num_supervised, 1))
     return batch.num_tokens
-
-
-def is_out_of_memory(exc: BaseException) -> bool:
-    if isinstance(exc, torch.OutOfMemoryError | MemoryError):
-        return True
-    text = str(exc).lower()
-    return isinstance(exc, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)
 
 
 def _measure(
