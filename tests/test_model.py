@@ -241,7 +241,10 @@ def test_unknown_hub_id_is_a_one_line_user_error() -> None:
         load_tokenizer("twinbot-tests/no-such-model")
     message = str(info.value)
     assert message.startswith("cannot load model twinbot-tests/no-such-model: ")
-    assert message.endswith("pass --model with a local folder or .gguf file")
+    assert message.endswith(
+        "on a machine with network run `huggingface-cli download twinbot-tests/no-such-model` (then copy "
+        "its HF cache folder here), or pass --model with a local folder or .gguf file"
+    )
     assert "\n" not in message
     with pytest.raises(TwinbotError, match="cannot load model"):
         load_model("twinbot-tests/no-such-model")

@@ -64,7 +64,13 @@ def resolve_model(spec: str | None) -> str:
 
 def _load_error(spec: str | None, exc: BaseException) -> TwinbotError:
     name = spec if spec is not None else EMBEDDED_MODEL
-    return TwinbotError(f"cannot load model {name}: {one_line(exc)}; {LOAD_HINT}")
+    hint = LOAD_HINT
+    if spec is not None and not Path(spec).exists():  # a hub id this machine has not cached
+        hint = (
+            f"on a machine with network run `huggingface-cli download {spec}` (then copy its HF cache "
+            f"folder here), or {LOAD_HINT}"
+        )
+    return TwinbotError(f"cannot load model {name}: {one_line(exc)}; {hint}")
 
 
 def _hub_offline() -> bool:
