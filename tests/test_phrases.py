@@ -405,6 +405,25 @@ META_EXAMPLES: dict[str, tuple[str, str]] = {  # (sender_name, content)
         "Piotr Wiśniewski",
         "Piotr Wiśniewski nadał(a) nazwę grupy Wyjazd w góry ⛰️.",
     ),
+    "{actor} utworzył plan": ("Piotr Wiśniewski", "Piotr Wiśniewski utworzył plan."),
+    "{actor} zmienił godzinę planu na {name}": (
+        "Piotr Wiśniewski",
+        "Piotr zmienił godzinę planu na pt., 28 lut o 18:22.",
+    ),
+    "{actor} zmienił lokalizację planu na {name}": (
+        "Piotr Wiśniewski",
+        "Piotr zmienił lokalizację planu na Rynek 1.",
+    ),
+    "{actor} nazwał plan: {name}": ("Piotr Wiśniewski", "Piotr nazwał plan: Kręgle w piątek."),
+    "Utworzyłeś przypomnienie: {name}": ("Kasia Nowak", "Utworzyłeś przypomnienie: Kręgle w piątek."),
+    "Twoja odpowiedź na wydarzenie {name}": (
+        "Kasia Nowak",
+        "Twoja odpowiedź na wydarzenie Kręgle w piątek: Wezmę udział",
+    ),
+    "Odpowiedź {name} na wydarzenie {name}": (
+        "Ola Zielińska",
+        "Odpowiedź Ola Zielińska na wydarzenie Kręgle w piątek: Nie mogę wziąć udziału",
+    ),
 }
 
 
@@ -508,6 +527,8 @@ def test_whatsapp_notice_templates_are_anchored(tmp_path: Path, line: str) -> No
         ("Kasia Nowak", "Piotr wysłał załącznik."),
         ("Piotr Wiśniewski", "Piotr wysłał załącznik, ale nic nie widzę"),
         ("Kasia Nowak", "Piotr dodał Olę do grupy."),
+        ("Kasia Nowak", "Piotr utworzył plan."),
+        ("Piotr Wiśniewski", "Piotr utworzył plan, ale nikt nie przyszedł"),
     ],
 )
 def test_meta_person_text_mentioning_a_notice_stays_text(tmp_path: Path, sender: str, content: str) -> None:

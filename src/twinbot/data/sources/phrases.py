@@ -85,7 +85,10 @@ the index (read it with `read_file id=...`), not by repository:
     [cs-pl-fb-html] a Polish Messenger HTML download's analyzer, its anchored regexes of notices (id 44559427222,
                tested with export lines in id 45035007829): "… wysłał załącznik.", "Wysłałeś(aś) załącznik.",
                "… wysłał link.", "Wysłałeś(aś) link.", "… dodał … do grupy.", "… usunął członka grupy.",
-               "… usunął(ęła) Ciebie z grupy.", "Opuściłeś(aś) grupę.", "… nadał(a) nazwę grupy …."
+               "… usunął(ęła) Ciebie z grupy.", "Opuściłeś(aś) grupę.", "… nadał(a) nazwę grupy ….", and a
+               Messenger plan's notices: "… utworzył plan.", "… zmienił godzinę/lokalizację planu na ….", "… nazwał
+               plan: ….", "Utworzyłeś przypomnienie: ….", "Twoja odpowiedź na wydarzenie …", "Odpowiedź … na
+               wydarzenie …"
     [cs-pl-fb-json] a cleaner of a Polish Facebook download's message_*.json (id 60580689216), its "standard
                Messenger system messages": "wysłał załącznik.", "wysłała załącznik.", "przesyła załącznik."
 Gaps (no source found yet, so no rows): WhatsApp group lines in pl (the lists found were guesses, not export
@@ -498,6 +501,11 @@ META_NOTICES: tuple[Phrase, ...] = tuple(
         *_rows(M, "pl", "system", "member_leave", "template", "cs-pl-fb-html",
                "{actor} usunął członka grupy", "{actor} usunął(ęła) Ciebie z grupy", "Opuściłeś(aś) grupę"),
         *_rows(M, "pl", "system", "rename", "template", "cs-pl-fb-html", "{actor} nadał(a) nazwę grupy {name}"),
+        *_rows(M, "pl", "system", "other", "template", "cs-pl-fb-html",
+               "{actor} utworzył plan", "{actor} zmienił godzinę planu na {name}",
+               "{actor} zmienił lokalizację planu na {name}", "{actor} nazwał plan: {name}",
+               "Utworzyłeś przypomnienie: {name}", "Twoja odpowiedź na wydarzenie {name}",
+               "Odpowiedź {name} na wydarzenie {name}"),
         *_rows(M, "en", "system", "deleted", "template", "meta-en", "{actor} unsent a message"),
         *_rows(M, "en", "system", "member_leave", "template", "meta-en",
                "{actor} left the group", "{actor} removed {name} from the group"),
