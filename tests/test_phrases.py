@@ -390,6 +390,22 @@ META_EXAMPLES: dict[str, tuple[str, str]] = {  # (sender_name, content)
     ),
     "Nadałeś(aś) grupie nazwę{name}": ("Kasia Nowak", "Nadałeś(aś) grupie nazwę Wyjazd w góry ⛰️."),
     "{actor} zmienił motyw": ("Piotr Wiśniewski", "Piotr zmienił motyw."),
+    "{actor} {name} szybką reakcję jako {name}": (
+        "Piotr Wiśniewski",
+        "Piotr ustawił szybką reakcję jako 👍.",
+    ),
+    "Masz nieodebrane połączenie{name}": (
+        "Piotr Wiśniewski",
+        "Masz nieodebrane połączenie od Piotr Wiśniewski.",
+    ),
+    "{actor} {name} jako administratora grupy": (
+        "Piotr Wiśniewski",
+        "Piotr Wiśniewski ustawił Kasia Nowak jako administratora grupy.",
+    ),
+    "{name} innych użytkowników jesteście teraz administratorami": (
+        "Kasia Nowak",
+        "Ty i 2 innych użytkowników jesteście teraz administratorami.",
+    ),
     "{actor} hat einen Anhang gesendet": ("Hans Müller", "Hans hat einen Anhang gesendet."),
     "{actor} wysłał załącznik": ("Piotr Wiśniewski", "Piotr wysłał załącznik."),
     "Wysłałeś(aś) załącznik": ("Kasia Nowak", "Wysłałeś(aś) załącznik."),
@@ -529,6 +545,8 @@ def test_whatsapp_notice_templates_are_anchored(tmp_path: Path, line: str) -> No
         ("Kasia Nowak", "Piotr dodał Olę do grupy."),
         ("Kasia Nowak", "Piotr utworzył plan."),
         ("Piotr Wiśniewski", "Piotr utworzył plan, ale nikt nie przyszedł"),
+        ("Kasia Nowak", "Piotr ustawił szybką reakcję jako 👍."),
+        ("Kasia Nowak", "Piotr Wiśniewski ustawił Kasia Nowak jako administratora grupy."),
     ],
 )
 def test_meta_person_text_mentioning_a_notice_stays_text(tmp_path: Path, sender: str, content: str) -> None:

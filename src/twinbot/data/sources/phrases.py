@@ -52,7 +52,9 @@ the index (read it with `read_file id=...`), not by repository:
                65892071560, 68720087826)
     [cs-pl-meta] a Polish Facebook download's parser, its list of notices to skip (id 46731092054): "Rozmowa
                zakończyła się.", "dołączył(a) do rozmowy.", "rozpoczął(ęła) rozmowę.", "opuścił(a) grupę.",
-               "zmienił motyw.", "ustawił nick użytkownika", "usunął(ęła) użytkownika", "Nadałeś(aś) grupie nazwę"
+               "zmienił motyw.", "ustawił nick użytkownika", "usunął(ęła) użytkownika", "Nadałeś(aś) grupie nazwę",
+               "Masz nieodebrane połączenie", "szybką reakcję jako", "jako administratora grupy.", "innych
+               użytkowników jesteście teraz administratorami."
     [cs-fr-meta] a French Messenger download's notices in a metadata test (id 36453681027): "a envoyé une
                pièce jointe", "Vous avez envoyé une pièce jointe", "a ajouté .* au groupe", "a nommé le
                groupe", "a quitté le groupe"
@@ -492,7 +494,12 @@ META_NOTICES: tuple[Phrase, ...] = tuple(
                "{actor} opuścił(a) grupę", "{actor} usunął użytkownika{name}", "{actor} usunęła użytkownika{name}"),
         *_rows(M, "pl", "system", "rename", "template", "cs-pl-meta",
                "{actor} ustawił nick użytkownika{name}", "Nadałeś(aś) grupie nazwę{name}"),
-        *_rows(M, "pl", "system", "settings", "template", "cs-pl-meta", "{actor} zmienił motyw"),
+        *_rows(M, "pl", "system", "settings", "template", "cs-pl-meta",
+               "{actor} zmienił motyw", "{actor} {name} szybką reakcję jako {name}"),
+        *_rows(M, "pl", "call", "call", "template", "cs-pl-meta",
+               "Masz nieodebrane połączenie{name}"),
+        *_rows(M, "pl", "system", "other", "template", "cs-pl-meta",
+               "{actor} {name} jako administratora grupy", "{name} innych użytkowników jesteście teraz administratorami"),
         *_rows(M, "pl", "media", "attachment", "template", "cs-pl-fb-html",
                "{actor} wysłał załącznik", "Wysłałeś(aś) załącznik", "{actor} wysłał link", "Wysłałeś(aś) link"),
         *_rows(M, "pl", "media", "attachment", "template", "cs-pl-fb-json",
