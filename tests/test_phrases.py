@@ -413,6 +413,15 @@ META_EXAMPLES: dict[str, tuple[str, str]] = {  # (sender_name, content)
     "Wysłałeś(aś) link": ("Kasia Nowak", "Wysłałeś(aś) link."),
     "{actor} wysłała załącznik": ("Kasia Nowak", "Kasia wysłała załącznik."),
     "{actor} przesyła załącznik": ("Ola Zielińska", "Ola przesyła załącznik."),
+    "{actor} ustawił pseudonim{name}": ("Piotr Wiśniewski", "Piotr ustawił pseudonim Kasia Nowak: Kasiula."),
+    "{actor} ustawiła pseudonim{name}": (
+        "Kasia Nowak",
+        "Kasia ustawiła pseudonim Piotr Wiśniewski: Piotruś.",
+    ),
+    "{actor} zmienił kolor czatu": ("Piotr Wiśniewski", "Piotr zmienił kolor czatu."),
+    "{actor} zmieniła kolor czatu": ("Kasia Nowak", "Kasia zmieniła kolor czatu."),
+    "{actor} zmienił kolor czatu{name}": ("Piotr Wiśniewski", "Piotr zmienił kolor czatu na niebieski."),
+    "{actor} zmieniła kolor czatu{name}": ("Kasia Nowak", "Kasia zmieniła kolor czatu na różowy."),
     "{actor} dodał {name} do grupy": ("Piotr Wiśniewski", "Piotr Wiśniewski dodał Ola Zielińska do grupy."),
     "{actor} usunął członka grupy": ("Piotr Wiśniewski", "Piotr Wiśniewski usunął członka grupy."),
     "{actor} usunął(ęła) Ciebie z grupy": ("Kasia Nowak", "Kasia Nowak usunął(ęła) Ciebie z grupy."),
@@ -546,6 +555,7 @@ def test_whatsapp_notice_templates_are_anchored(tmp_path: Path, line: str) -> No
         ("Kasia Nowak", "Piotr utworzył plan."),
         ("Piotr Wiśniewski", "Piotr utworzył plan, ale nikt nie przyszedł"),
         ("Kasia Nowak", "Piotr ustawił szybką reakcję jako 👍."),
+        ("Kasia Nowak", "Piotr zmienił kolor czatu."),
         ("Kasia Nowak", "Piotr Wiśniewski ustawił Kasia Nowak jako administratora grupy."),
     ],
 )

@@ -92,7 +92,8 @@ the index (read it with `read_file id=...`), not by repository:
                plan: ….", "Utworzyłeś przypomnienie: ….", "Twoja odpowiedź na wydarzenie …", "Odpowiedź … na
                wydarzenie …"
     [cs-pl-fb-json] a cleaner of a Polish Facebook download's message_*.json (id 60580689216), its "standard
-               Messenger system messages": "wysłał załącznik.", "wysłała załącznik.", "przesyła załącznik."
+               Messenger system messages": "wysłał załącznik.", "wysłała załącznik.", "przesyła załącznik.",
+               "ustawił pseudonim", "ustawiła pseudonim", "zmienił kolor czatu", "zmieniła kolor czatu"
 Gaps (no source found yet, so no rows): WhatsApp group lines in pl (the lists found were guesses, not export
 wording, and a synthetic fixture's gendered "dodała" is not taken for it; pl has the encryption and
 security-code lines only) and the invite-link join in ru; WhatsApp polls in ru, pl and id; Meta notices in it,
@@ -504,6 +505,11 @@ META_NOTICES: tuple[Phrase, ...] = tuple(
                "{actor} wysłał załącznik", "Wysłałeś(aś) załącznik", "{actor} wysłał link", "Wysłałeś(aś) link"),
         *_rows(M, "pl", "media", "attachment", "template", "cs-pl-fb-json",
                "{actor} wysłała załącznik", "{actor} przesyła załącznik"),
+        *_rows(M, "pl", "system", "rename", "template", "cs-pl-fb-json",
+               "{actor} ustawił pseudonim{name}", "{actor} ustawiła pseudonim{name}"),
+        *_rows(M, "pl", "system", "settings", "template", "cs-pl-fb-json",
+               "{actor} zmienił kolor czatu", "{actor} zmieniła kolor czatu", "{actor} zmienił kolor czatu{name}",
+               "{actor} zmieniła kolor czatu{name}"),
         *_rows(M, "pl", "system", "member_join", "template", "cs-pl-fb-html", "{actor} dodał {name} do grupy"),
         *_rows(M, "pl", "system", "member_leave", "template", "cs-pl-fb-html",
                "{actor} usunął członka grupy", "{actor} usunął(ęła) Ciebie z grupy", "Opuściłeś(aś) grupę"),
