@@ -100,7 +100,11 @@ security-code lines only) and the invite-link join in ru; WhatsApp polls in ru, 
 nl, ru, tr and id, and in de all but the attachment notice; Meta reactions, unsent messages, calls and polls
 in es and fr; reactions in pl (an app's own UI strings and notification texts are not the download's wording,
 nor are Instagram inbox look-alikes: ru "Вы отправили вложение.", id "Anda mengirim lampiran." and an es one
-that writes "Tú enviaste un archivo adjunto" where real downloads write "Enviaste un archivo adjunto.").
+that writes "Tú enviaste un archivo adjunto" where real downloads write "Enviaste un archivo adjunto."; nor
+a notification reader's multilingual "unsent"/"a annulé l'envoi d'un message" patterns (id 69405771869), nor
+the unconfirmed entries of an Instagram es fallback list, "enviaste una encuesta." among them (id 68720087826),
+nor an es cleaner's "Te reaccionó a tu mensaje" (id 65892071560), nor other chat apps' own Polish and Russian
+group notices).
 """
 
 from __future__ import annotations
