@@ -137,6 +137,11 @@ class TrainConfig(BaseModel):
     def _lowercase_choice(cls, value: Any) -> Any:
         return value.strip().lower() if isinstance(value, str) else value
 
+    @property
+    def row_width(self) -> int:
+        """The longest row a micro-batch holds: ROW_TOKENS when packing, else MAX_SEQ_LEN."""
+        return self.row_tokens if self.packing else self.max_seq_len
+
     @field_validator("batch_size", "processes", mode="before")
     @classmethod
     def _count_or_auto(cls, value: Any) -> int | str:

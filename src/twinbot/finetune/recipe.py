@@ -240,7 +240,7 @@ def out_of_memory_error(run: Run) -> TwinbotError:
     """Training ran out of memory after all: what ran, the checkpoint that is intact (checkpoints are written
     whole or not at all), and the changes that need less memory, cheapest first."""
     config, device = run.config, run.accelerator.device
-    width = config.row_tokens if config.packing else config.max_seq_len
+    width = config.row_width
     what = (
         f"training ran out of {'GPU ' if device.type == 'cuda' else ''}memory at step "
         f"{run.state.step + 1} of {run.total_steps} (micro-batch {run.data.micro_batch} x {width} tokens, "
@@ -263,11 +263,13 @@ def out_of_memory_error(run: Run) -> TwinbotError:
         fixes.append(f"{'ROW_TOKENS' if config.packing else 'MAX_SEQ_LEN'}={width // 2}")
     if not fixes:
         return TwinbotError(
-            f"{what}; {kept}; pick a smaller base model (`twinbot plan --target-gpu` says what fits)"
+            f"{what}; {kept}; pick a smaller base model (`twinbot plan --target-gpu` says what fits)",
+            run.run_dir,
         )
+    restart = "all but checkpointing start" if not config.gradient_checkpointing else "they start"
     return TwinbotError(
-        f"{what}; {kept}; set one of: {', '.join(fixes)} (all but checkpointing start again with "
-        f"--overwrite); `twinbot plan --target-gpu GPU --model MODEL` says what fits",
+        f"{what}; {kept}; set one of: {', '.join(fixes)} ({restart} again with --overwrite); "
+        f"`twinbot plan --target-gpu GPU --model MODEL` says what fits",
         run.run_dir,
     )
 

@@ -269,7 +269,7 @@ def predict(
     overhead is `baseline_bytes` (the process before loading: Python, torch, transformers). Only
     `supervised_share` of the tokens get logits (1.0 when the data is not known: the worst case).
     `flash_attn`: whether the target has the flash-attn package (`planned_attention`)."""
-    width = config.row_tokens if config.packing else config.max_seq_len
+    width = config.row_width
     tokens = micro_batch * width
     attention = planned_attention(shape, config, precision, device, flash_attn)
     quantized = precision == "4-bit"
