@@ -301,3 +301,11 @@ def test_the_server_batches_requests_and_still_refuses_beyond_its_queue(
     assert queued[0].json()["choices"][0]["message"]["content"] == "la la la"
     assert not backend.decoder._slots
     assert counted["scores"] < 200  # the streams stopped soon after their clients left, not at 300 tokens
+
+
+def test_the_embedded_quantized_gguf_answers_a_long_prompt() -> None:
+    """The embedded GGUF is Q4_1 with a q8_0 embedding: on CPUs with AMX, llama.cpp's repack of such weights
+    crashed the process at the first prompt of a few dozen tokens (models/llama_context.py)."""
+    backend = backends.load_backend("llamacpp", None, device="cpu")
+    reply = backend.generate(LONG, GenerationSettings(temperature=0, max_new_tokens=8))
+    assert reply.strip()

@@ -20,8 +20,6 @@ from twinbot.models.tokenizers import render_chat
 if TYPE_CHECKING:
     from transformers import PretrainedConfig, PreTrainedTokenizerBase
 
-LLAMA_CPP_F32 = 0  # ggml_type GGML_TYPE_F32
-
 # Verification thresholds. Logits are compared at every position of the check prompts, with the exported
 # weights computed in fp32 on CPU, so the differences measure only the precision the weights were stored in.
 # f32 differs from the adapter model only by float reassociation of the merge; 16-bit weights round each
@@ -127,6 +125,10 @@ def reference_logits(model: Any, tokenizer: PreTrainedTokenizerBase, system_prom
         (text, list(tokenizer(text, add_special_tokens=False)["input_ids"]))
         for text in [*texts, PRE_TOKENIZER_CHECK_TEXT]
     ]
+    # A process's first fp32 forward pass is sometimes off: on a 2-core AMX Xeon (torch 2.13 CPU) it was
+    # 0.0066 logits from every later pass in 2 of 5 processes, later passes agreeing with each other and with
+    # llama.cpp to 5e-05, which would fail a correct f32 export. The reference comes after one warm-up pass.
+    prompt_logits(model, prompts[:1])
     return Reference(prompts, prompt_logits(model, prompts), token_checks)
 
 
@@ -178,34 +180,18 @@ def _say_once(message: str) -> None:
 def llama_cpp_logits(path: Path, reference: Reference) -> tuple[list[torch.Tensor], int]:
     """The GGUF file run by llama.cpp on CPU: the logits at every position of each check prompt (the same
     token ids as the reference), and how many check texts llama.cpp's own tokenizer splits differently."""
-    import llama_cpp
+    from twinbot.models.llama_context import LlamaContext
 
     longest = max(len(ids) for ids in reference.prompts)
-    model = llama_cpp.Llama(
-        model_path=str(path),
-        n_ctx=longest,
-        n_batch=longest,
-        n_ubatch=longest,
-        logits_all=True,
-        n_threads=torch.get_num_threads(),
-        n_gpu_layers=0,
-        type_k=LLAMA_CPP_F32,  # the cache in f32: only the stored weights' precision differs
-        type_v=LLAMA_CPP_F32,
-        verbose=False,
-    )
-    try:
-        mismatches = sum(
-            model.tokenize(text.encode("utf-8"), add_bos=False, special=True) != ids
-            for text, ids in reference.token_checks
-        )
-        logits = []
-        for ids in reference.prompts:
-            model.reset()
-            model.eval(ids)
-            logits.append(torch.from_numpy(model.scores[: len(ids)].copy()).float())
-        return logits, mismatches
-    finally:
-        model.close()
+    context = LlamaContext(path, longest, 1, torch.get_num_threads(), "cpu", n_batch=longest, exact=True)
+    mismatches = sum(context.tokenize(text) != ids for text, ids in reference.token_checks)
+    logits = []
+    for ids in reference.prompts:
+        context.clear()
+        indices = [context.add(token, position, 0, True) for position, token in enumerate(ids)]
+        context.decode()
+        logits.append(torch.cat([context.logits(index) for index in indices]).clone())
+    return logits, mismatches
 
 
 def _reloaded_logits(prompts: list[list[int]], folder: Path, **source: Any) -> list[torch.Tensor]:

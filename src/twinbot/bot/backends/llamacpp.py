@@ -20,10 +20,7 @@ evaluates only the part of its prompt that is new.
 
 from __future__ import annotations
 
-import ctypes
-import logging
 import threading
-import weakref
 from collections import deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -37,7 +34,8 @@ from twinbot.bot.backends.base import TokenizerSide
 from twinbot.bot.batching import ContinuousBatcher, DecodingRow
 from twinbot.bot.generate import BATCH_ROWS
 from twinbot.console import say
-from twinbot.errors import TwinbotError, one_line
+from twinbot.errors import TwinbotError
+from twinbot.models.llama_context import LlamaContext, amx_repack_avoided, import_llama_cpp
 from twinbot.models.loading import EMBEDDED_MODEL
 
 if TYPE_CHECKING:
@@ -58,7 +56,6 @@ MAX_CONTEXT = 8192
 DECODE_BATCH = 512
 # torch.set_num_threads sets the calling thread's count only where torch runs its ops on OpenMP
 _THREAD_LOCAL_TORCH_THREADS = "parallel backend: OpenMP" in torch.__config__.parallel_info()
-INSTALL_HINT = "pip install 'twinbot[llamacpp]' (`make setup` does), or use --backend torch"
 
 
 @dataclass(frozen=True)
@@ -124,92 +121,6 @@ def find_gguf(spec: str | Path | None, gguf_type: str) -> GgufModel:
     tokenizer = _tokenizer_from_folder(adapter_dir, base)
     gguf = run_gguf(folder, adapter_dir, gguf_type)
     return GgufModel(gguf, tokenizer, info.system_prompt, folder.resolve().name)
-
-
-class LlamaContext:
-    """A GGUF model loaded in llama.cpp with one context of `n_ctx` KV cells shared by up to `n_seq_max`
-    sequences (llama.cpp's unified KV cache), and a token batch of `n_batch` tokens to decode."""
-
-    def __init__(self, path: Path, n_ctx: int, n_seq_max: int, threads: int, device: str) -> None:
-        llama_cpp = _import_llama_cpp()
-        _quiet_llama_cpp(llama_cpp)
-        self.api = llama_cpp
-        model_params = llama_cpp.llama_model_default_params()
-        model_params.n_gpu_layers = 0 if device == "cpu" else -1  # a CPU-only build ignores it
-        self.model = llama_cpp.llama_model_load_from_file(str(path).encode(), model_params)
-        if not self.model:
-            raise TwinbotError("llama.cpp cannot load this GGUF (see above); re-export it", path)
-        vocab = llama_cpp.llama_model_get_vocab(self.model)
-        self.n_vocab = llama_cpp.llama_vocab_n_tokens(vocab)
-        self.eos = llama_cpp.llama_vocab_eos(vocab)
-        trained = llama_cpp.llama_model_n_ctx_train(self.model)
-        self.n_ctx = min(n_ctx, trained) if trained > 0 else n_ctx  # the model's own limit may be lower
-        self.n_batch = min(DECODE_BATCH, self.n_ctx)
-        params = llama_cpp.llama_context_default_params()
-        params.n_ctx = self.n_ctx
-        params.n_batch = params.n_ubatch = self.n_batch
-        params.n_seq_max = n_seq_max
-        params.kv_unified = True  # every sequence may use any cell: one long prompt, or many short ones
-        params.n_threads = params.n_threads_batch = threads
-        params.no_perf = True
-        self.ctx = llama_cpp.llama_init_from_model(self.model, params)
-        if not self.ctx:
-            llama_cpp.llama_model_free(self.model)
-            raise TwinbotError(f"llama.cpp cannot make a {self.n_ctx}-token context for this GGUF", path)
-        self.memory = llama_cpp.llama_get_memory(self.ctx)
-        self.batch = llama_cpp.llama_batch_init(self.n_batch, 0, 1)
-        self._logits_row = ctypes.c_float * self.n_vocab
-        self.queued = 0  # tokens in `batch`
-        # freed when the backend is dropped; not at exit, where a daemon decode thread may still use it
-        weakref.finalize(self, _free, llama_cpp, self.model, self.ctx, self.batch).atexit = False
-
-    def add(self, token: int, position: int, sequence: int, logits: bool) -> int:
-        """Queue a token for the next decode; its index in the batch (where its logits will be)."""
-        index, batch = self.queued, self.batch
-        batch.token[index] = token
-        batch.pos[index] = position
-        batch.n_seq_id[index] = 1
-        batch.seq_id[index][0] = sequence
-        batch.logits[index] = logits
-        self.queued += 1
-        return index
-
-    def decode(self) -> None:
-        """Run the queued tokens through the model, into their sequences' KV cache."""
-        self.batch.n_tokens, self.queued = self.queued, 0
-        status = self.api.llama_decode(self.ctx, self.batch)
-        if status != 0:
-            raise TwinbotError(f"llama.cpp could not decode a batch (status {status}); try again")
-
-    def logits(self, index: int) -> torch.Tensor:
-        """The logits (1 x vocab, float32) of the token at `index` of the last decode: a view of llama.cpp's
-        buffer, valid until the next decode."""
-        pointer = self.api.llama_get_logits_ith(self.ctx, index)
-        row = self._logits_row.from_address(ctypes.addressof(pointer.contents))
-        return torch.frombuffer(row, dtype=torch.float32)[None]
-
-    def forget(self, sequence: int) -> None:
-        self.api.llama_memory_seq_rm(self.memory, sequence, -1, -1)
-
-    def share(self, source: int, target: int, positions: int) -> None:
-        """Give `target` the cache of `source`'s first `positions` tokens (llama.cpp shares the cells)."""
-        self.api.llama_memory_seq_cp(self.memory, source, target, 0, positions)
-
-    def clear(self) -> None:
-        self.queued = 0
-        self.api.llama_memory_clear(self.memory, True)
-
-
-def _free(llama_cpp: Any, model: Any, ctx: Any, batch: Any) -> None:
-    llama_cpp.llama_batch_free(batch)
-    llama_cpp.llama_free(ctx)
-    llama_cpp.llama_model_free(model)
-
-
-def _quiet_llama_cpp(llama_cpp: Any) -> None:
-    """llama.cpp logs errors only (llama-cpp-python's `verbose=False`), and its backend is initialized."""
-    logging.getLogger("llama-cpp-python").setLevel(logging.ERROR)
-    llama_cpp.llama_backend_init()
 
 
 @dataclass(eq=False)
@@ -354,16 +265,19 @@ class LlamaCppBackend(TokenizerSide):
         limit = getattr(model.tokenizer, "model_max_length", None)
         n_ctx = min(MAX_CONTEXT, limit) if isinstance(limit, int) and limit > 0 else MAX_CONTEXT
         # one sequence per row, and one for the kept cache of the last reply
-        self.context = LlamaContext(model.path, n_ctx, max_rows + 1, self.threads, device)
+        self.context = LlamaContext(
+            model.path, n_ctx, max_rows + 1, self.threads, device, n_batch=DECODE_BATCH
+        )
         self.context_window = self.context.n_ctx
         self.stop_token_ids = stop_token_ids(model.tokenizer) | {self.context.eos}
         self.decoder = LlamaDecoder(self, self.context, max_rows)
 
     def describe(self) -> str:
         persona = "persona system prompt" if self.system_prompt else "no system prompt"
+        amx = "; AMX weight repack off (it crashes: llama.cpp #20824)" if amx_repack_avoided() else ""
         return (
             f"llamacpp {self.model.path}; {self.threads} threads; context {self.context_window} tokens "
-            f"shared by up to {self.decoder.max_rows} replies at once; {persona}"
+            f"shared by up to {self.decoder.max_rows} replies at once; {persona}{amx}"
         )
 
     def stream(
@@ -384,20 +298,10 @@ class LlamaCppBackend(TokenizerSide):
             return list(pool.map(self.generate, conversations, settings))
 
 
-def _import_llama_cpp() -> Any:
-    try:
-        import llama_cpp
-    except ImportError as exc:
-        raise TwinbotError(f"llama-cpp-python is not installed ({one_line(exc)}); {INSTALL_HINT}") from exc
-    except OSError as exc:  # the package is there but its compiled library does not load
-        raise TwinbotError(f"llama-cpp-python does not load ({one_line(exc)}); {INSTALL_HINT}") from exc
-    return llama_cpp
-
-
 def load_llamacpp(
     spec: str | Path | None, device: str = "auto", gguf_type: str | None = None
 ) -> LlamaCppBackend:
     """`spec` on llama.cpp (on the CPU unless --device names a GPU); a RUN is exported on first use."""
-    _import_llama_cpp()  # fails before a slow export
+    import_llama_cpp()  # fails before a slow export
     model = find_gguf(spec, gguf_type or DEFAULT_GGUF_TYPE)
     return LlamaCppBackend(model, device="cpu" if device in ("auto", "cpu") else device)
