@@ -541,6 +541,42 @@ def test_meta_reactions_are_counted_and_system_types_have_subkinds(tmp_path: Pat
     ]
 
 
+def _reacted(actor: str, emoji: str, time: int) -> dict[str, Any]:
+    """A message of Carl's that `actor` reacted to with `emoji`, as the export lists it."""
+    return {"sender_name": "Carl", "timestamp_ms": time, "content": "ok", "reactions": [
+        {"reaction": emoji, "actor": actor}]}  # fmt: skip
+
+
+def test_reaction_notices_in_an_unlisted_wording_are_told_by_the_threads_reactions(tmp_path: Path) -> None:
+    """A wording no phrase-table row has (written here for the test, not a real export's): two senders'
+    notices of the reactions the export lists on Carl's messages are reactions; the same person's sentence
+    with an emoji it has no words after, or a sentence only one (sender, emoji) pair writes, stays text."""
+    messages = parse(
+        _thread(
+            tmp_path,
+            [
+                {"sender_name": "Ann Lee", "timestamp_ms": 9, "content": "Ann zareagował(a) ❤️ na wiadomość"},
+                {"sender_name": "Bob", "timestamp_ms": 8, "content": "Bob zareagował(a) 😆 na wiadomość"},
+                {"sender_name": "Bob", "timestamp_ms": 7, "content": "kocham was wszystkich 😆"},
+                {"sender_name": "Ann Lee", "timestamp_ms": 6, "content": "dobranoc ❤ śpijcie dobrze"},
+                {"sender_name": "Ann Lee", "timestamp_ms": 5, "content": "dobranoc ❤ śpijcie dobrze"},
+                {"sender_name": "Bob", "timestamp_ms": 4, "content": "Bob zareagował(a) 👍 na wiadomość"},
+                _reacted("Ann Lee", "❤", 3),
+                _reacted("Bob", "😆", 2),
+            ],
+        )
+    )
+    kinds = [(m.text, m.kind, m.subkind) for m in messages if m.author != "Carl"]
+    assert kinds == [
+        ("Bob zareagował(a) 👍 na wiadomość", "text", None),  # Bob never reacted 👍 in this thread
+        ("dobranoc ❤ śpijcie dobrze", "text", None),
+        ("dobranoc ❤ śpijcie dobrze", "text", None),  # one (sender, emoji) pair: a person repeating it
+        ("kocham was wszystkich 😆", "text", None),  # nothing after the emoji
+        ("Bob zareagował(a) 😆 na wiadomość", "system", "reaction"),
+        ("Ann zareagował(a) ❤️ na wiadomość", "system", "reaction"),
+    ]
+
+
 def test_label_follows_the_evidence_not_the_format(tmp_path: Path) -> None:
     plain = [{"sender_name": "Ann Lee", "timestamp_ms": 1, "content": "hi"}]
     assert {m.platform for m in parse(_thread(tmp_path, plain, "a"))} == {"meta"}

@@ -33,6 +33,7 @@ import json
 import os
 import re
 import zipfile
+from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -349,10 +350,75 @@ class _Draft:
     subkind: Subkind | None
     attachments: int
     reactions: int
+    reacted: frozenset[tuple[str, str]]  # (actor, emoji) of each reaction the export lists on it
 
 
 def _count(value: Any) -> int:
     return len(value) if isinstance(value, list) else 0
+
+
+def _reactions(value: Any, repair: bool) -> frozenset[tuple[str, str]]:
+    pairs = set()
+    for reaction in value if isinstance(value, list) else ():
+        if isinstance(reaction, dict):
+            actor = _string(reaction.get("actor"), repair)
+            emoji = _string(reaction.get("reaction"), repair).replace(_EMOJI_STYLE, "").strip()
+            if actor and emoji:
+                pairs.add((actor, emoji))
+    return frozenset(pairs)
+
+
+# Reaction notices in a wording the phrase table lacks (its languages are data, and most have no reaction
+# row): a text is taken for one by the thread's own evidence. Its sender reacted with an emoji, per the
+# reactions the export lists on messages; the text holds that emoji with words both before and after it
+# ("Ann reacted ❤ to your message", "Reagiu com 👍 à sua mensagem"); and the same wording, once the emoji and
+# the sender's name are taken out, comes with at least two different (sender, emoji) pairs in the thread.
+# A person's "love you ❤" (nothing after the emoji) or a sentence one person repeats with one emoji is not.
+_EMOJI_STYLE = "\ufe0f"  # the emoji-presentation selector some exports add to a reaction and others do not
+_NOTICE_MAX_CHARS = 200
+_NOTICE_MIN_WORDS = 3
+_NOTICE_MIN_PAIRS = 2
+
+
+def _notice_wording(text: str, sender: str, emoji: str) -> str | None:
+    """`text` with `emoji` and the sender's names taken out, when it is shaped like a reaction notice."""
+    if len(text) > _NOTICE_MAX_CHARS:
+        return None
+    plain = text.replace(_EMOJI_STYLE, "").casefold()
+    at = plain.find(emoji.casefold())
+    if at < 0:
+        return None
+    before, after = plain[:at], plain[at + len(emoji) :]
+    if not any(c.isalpha() for c in before) or not any(c.isalpha() for c in after):
+        return None
+    if len(before.split()) + len(after.split()) < _NOTICE_MIN_WORDS:
+        return None
+    for name in sorted(_actors(sender) - {"you"}, key=len, reverse=True):
+        before = before.replace(name.casefold(), " ")
+    return " ".join(before.split()) + " {emoji} " + " ".join(after.split())
+
+
+def _mark_unlisted_reaction_notices(drafts: list[_Draft]) -> None:
+    """Re-kind as system/reaction the texts that are reaction notices by the thread's evidence (above)."""
+    emojis: defaultdict[str, set[str]] = defaultdict(set)
+    for draft in drafts:
+        for actor, emoji in draft.reacted:
+            emojis[actor].add(emoji)
+    if not emojis:
+        return
+    found: defaultdict[str, list[tuple[_Draft, str]]] = defaultdict(list)
+    for draft in drafts:
+        if draft.kind != "text":
+            continue
+        for emoji in sorted(emojis.get(draft.sender, ()), key=len, reverse=True):
+            wording = _notice_wording(draft.text, draft.sender, emoji)
+            if wording is not None:
+                found[wording].append((draft, emoji))
+                break
+    for notices in found.values():
+        if len({(draft.sender, emoji) for draft, emoji in notices}) >= _NOTICE_MIN_PAIRS:
+            for draft, _ in notices:
+                draft.kind, draft.subkind = "system", "reaction"
 
 
 def _classify(
@@ -392,7 +458,10 @@ def _classic_draft(raw: Any, where: Path, index: int) -> _Draft:
         given = ("call", "call")
     kind, subkind, attachments = _classify(text, sender, attachments, given)
     time = _timestamp_ms(raw.get("timestamp_ms"))
-    return _Draft(time, sender, text, kind, subkind, attachments, _count(raw.get("reactions")))
+    reactions = raw.get("reactions")
+    return _Draft(
+        time, sender, text, kind, subkind, attachments, _count(reactions), _reactions(reactions, repair=True)
+    )
 
 
 def _e2ee_draft(raw: Any, where: Path, index: int) -> _Draft:
@@ -409,7 +478,10 @@ def _e2ee_draft(raw: Any, where: Path, index: int) -> _Draft:
         given = ("call", "call")
     kind, subkind, attachments = _classify(text, sender, attachments, given)
     time = _e2ee_timestamp(raw.get("timestamp"))
-    return _Draft(time, sender, text, kind, subkind, attachments, _count(raw.get("reactions")))
+    reactions = raw.get("reactions")
+    return _Draft(
+        time, sender, text, kind, subkind, attachments, _count(reactions), _reactions(reactions, repair=False)
+    )
 
 
 def _thread_chat_id(first_file: Path, data: dict[str, Any], e2ee: bool) -> str:
@@ -468,6 +540,7 @@ def _thread_messages(tree: _Tree, thread: _Thread, root_platform: Platform | Non
         # Classic parts are newest first and message_1 is the newest part: the reversed concatenation
         # is oldest first, with equal times in their true order.
         drafts.reverse()
+    _mark_unlisted_reaction_notices(drafts)
     return _finish(drafts, chat_id, platform or "meta")
 
 
