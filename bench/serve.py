@@ -16,6 +16,7 @@ backends/llamacpp.py's LlamaDecoder), up to 16 replies at once.
     python bench/serve.py --model 360m                           # a random-weight SmolLM2-360M-shaped llama
     python bench/serve.py --streams 1,2 --max-tokens 8 --backends torch   # quick check
     python bench/serve.py --model RUN --backends llamacpp --gguf-type f16 --streams 1,8   # a run's export
+    python bench/serve.py --backends llamacpp --gguf-type q8_0   # the embedded base weights as q8_0
 
 Where other processes load the CPU, `--threads 1`: torch's threads wait for each other when one of them is
 descheduled (on 2 busy cores, 2 threads decoded 1.6 tokens/s and 1 thread 4.1), and so do llama.cpp's, which
@@ -136,8 +137,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--gguf-type",
         default=None,
-        help="llamacpp: the RUN's export to run, f32|f16|q8_0 (default: the backend's); the embedded model "
-        "is the GGUF it ships (Q4_1).",
+        help="llamacpp: the RUN's export to run, f32|f16|q8_0 (default: the backend's); for the embedded "
+        "model (default: the GGUF it ships, Q4_1) and 360m, their weights written as a GGUF of this type.",
     )
     parser.add_argument("--json", type=Path, default=None, help="Also write the results here.")
     parser.add_argument("--only", default=None, help=argparse.SUPPRESS)  # one backend, in a child process
@@ -167,6 +168,25 @@ def random_model(size: str) -> str:
             if (embedded / name).is_file():
                 (folder / name).write_bytes((embedded / name).read_bytes())
     return str(folder)
+
+
+def base_gguf(model: str | None, gguf_type: str) -> Path:
+    """A model folder (None: the embedded model's import) written once as a GGUF of `gguf_type`, in
+    bench/out: its base weights on llama.cpp, whose replies run long (a twin's end after a few tokens)."""
+    from twinbot.models.llama_context import torch_work_apart
+    from twinbot.models.loading import load_model, load_tokenizer
+
+    name = Path(model).name if model else "embedded"
+    path = REPO_ROOT / "bench" / "out" / f"{name}-{gguf_type}.gguf"
+    if not path.is_file():
+        from twinbot.export.gguf import write_gguf
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_suffix(".partial")
+        # torch_work_apart: torch's OpenMP threads left in this process would slow llama.cpp 2x
+        torch_work_apart(lambda: write_gguf(load_model(model), load_tokenizer(model), partial, gguf_type))  # type: ignore[arg-type]
+        partial.replace(path)
+    return path
 
 
 # ---- one backend (in a process of its own) ----
@@ -229,8 +249,13 @@ def run_backend(args: argparse.Namespace, backend: str) -> dict[str, Any]:
         engine: Any = load_for_inference(model, device=args.device)  # create_app batches it (ModelEngine)
     else:
         from twinbot.bot.backends import load_backend
+        from twinbot.runs import find_adapter
 
-        loaded = load_backend(backend, model, device=args.device, gguf_type=args.gguf_type)
+        spec = model
+        is_run = model is not None and Path(model).is_dir() and find_adapter(Path(model)) is not None
+        if backend == "llamacpp" and args.gguf_type and not is_run:
+            spec = str(base_gguf(model, args.gguf_type))
+        loaded = load_backend(backend, spec, device=args.device, gguf_type=args.gguf_type)
         print(loaded.describe(), file=sys.stderr)  # llamacpp: which GGUF, decoded in one batch
         engine = loaded.server_engine()
     slots = max(args.streams)

@@ -309,3 +309,22 @@ def test_the_embedded_quantized_gguf_answers_a_long_prompt() -> None:
     backend = backends.load_backend("llamacpp", None, device="cpu")
     reply = backend.generate(LONG, GenerationSettings(temperature=0, max_new_tokens=8))
     assert reply.strip()
+
+
+def test_torch_work_apart_runs_in_a_thread_that_ends_and_gives_back_its_result_or_error() -> None:
+    from twinbot.models.llama_context import torch_work_apart
+
+    where: list[threading.Thread] = []
+
+    def work() -> int:
+        where.append(threading.current_thread())
+        return 7
+
+    assert torch_work_apart(work) == 7
+    assert where[0] is not threading.current_thread() and not where[0].is_alive()
+
+    def fail() -> None:
+        raise TwinbotError("export failed")
+
+    with pytest.raises(TwinbotError, match="export failed"):
+        torch_work_apart(fail)

@@ -35,7 +35,12 @@ from twinbot.bot.batching import ContinuousBatcher, DecodingRow
 from twinbot.bot.generate import BATCH_ROWS
 from twinbot.console import say
 from twinbot.errors import TwinbotError
-from twinbot.models.llama_context import LlamaContext, amx_repack_avoided, import_llama_cpp
+from twinbot.models.llama_context import (
+    LlamaContext,
+    amx_repack_avoided,
+    import_llama_cpp,
+    torch_work_apart,
+)
 from twinbot.models.loading import EMBEDDED_MODEL
 
 if TYPE_CHECKING:
@@ -90,7 +95,7 @@ def run_gguf(folder: Path, adapter_dir: Path, gguf_type: str) -> Path:
         return cached
     say(f"llama.cpp: exporting the run to {cached} ({gguf_type}, once; reused until the adapter changes)")
     cached.parent.mkdir(exist_ok=True)
-    export(folder, "gguf", cached, gguf_type=gguf_type, overwrite=True)  # type: ignore[arg-type]
+    torch_work_apart(lambda: export(folder, "gguf", cached, gguf_type=gguf_type, overwrite=True))  # type: ignore[arg-type]
     return cached
 
 
