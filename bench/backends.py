@@ -9,6 +9,11 @@ splits between llama_decode and the rest (logits to the sampler, sampling, handi
 
     python bench/backends.py RUN                      # torch, llamacpp q8_0 and f16 exports
     python bench/backends.py RUN --tokens 128 --repeats 5 --types q8_0 f16 f32
+    python bench/backends.py RUN --no-torch --rows 8   # also 8 rows at once through the decoder
+
+`--rows N` also starts N streams of the same prompt together on each llama.cpp type (the decoder batches
+them: one llama_decode a step) and prints their aggregate tokens/s, prompts included, against one row's:
+how the engine scales without the server's HTTP and SSE work beside it (bench/serve.py has that).
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import statistics
 import sys
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -72,6 +78,15 @@ def timed(tokens_of: Tokens, prompt: list[int], tokens: int, decode_time: list[f
     )
 
 
+def together(tokens_of: Tokens, prompt: list[int], tokens: int, rows: int) -> float:
+    """Aggregate tokens/s of `rows` streams started at once, from the first start to the last token."""
+    settings = GenerationSettings(temperature=0, max_new_tokens=tokens)
+    started = time.perf_counter()
+    with ThreadPoolExecutor(rows) as pool:
+        counts = list(pool.map(lambda _: sum(1 for _ in tokens_of(prompt, settings)), range(rows)))
+    return sum(counts) / (time.perf_counter() - started)
+
+
 def llama_tokens(twin: Any, decode_time: list[float]) -> Tokens:
     """The llama.cpp backend's token ids without stop tokens or a reused prompt, its decodes timed."""
     twin.stop_token_ids = frozenset()  # every run decodes --tokens
@@ -94,6 +109,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--types", nargs="+", default=["q8_0", "f16"])
     parser.add_argument("--no-torch", action="store_true", help="llama.cpp only (no torch reference).")
+    parser.add_argument("--rows", type=int, default=1, help="Also this many llama.cpp streams at once.")
     parser.add_argument(
         "--threads",
         type=int,
@@ -131,6 +147,15 @@ def main() -> None:
             split = f"   per token: llama_decode {decoding:.2f} ms, the rest {1000 / speed - decoding:.2f} ms"
         ttft = statistics.median(run.first_token_s for run in runs)
         print(f"{name:16} first token {ttft:6.3f} s   decode {speed:6.1f} tok/s   {same}{split}")
+        if args.rows > 1 and name.startswith("llamacpp"):
+            one = statistics.median(together(tokens_of, prompt, args.tokens, 1) for _ in range(args.repeats))
+            many = statistics.median(
+                together(tokens_of, prompt, args.tokens, args.rows) for _ in range(args.repeats)
+            )
+            print(
+                f"{'':16} prompt included: 1 row {one:6.1f} tok/s, {args.rows} rows together {many:6.1f} tok/s"
+                f" ({many / one:.2f}x)"
+            )
     print(load())
 
 
