@@ -76,6 +76,12 @@ the index (read it with `read_file id=...`), not by repository:
                om ...", "Visitekaartje weggelaten", "Berichten en gesprekken worden end-to-end versleuteld"
     [cs-id-wa] Indonesian markers in a Go WhatsApp importer (id 60365336519): "mengubah subjek", "mengubah
                ikon grup ini", "anda menghapus pesan ini", "panggilan suara/video tak terjawab"
+    [cs-fr-meta2] a Messenger/Instagram download parser (comments in French) whose list of notices Meta
+               writes as message content (id 62004585980): fr "a réagi … à votre message", "a aimé un message",
+               "a créé un sondage", "a voté pour", "a démarré un appel", "appel vidéo terminé", "a manqué votre
+               appel", "vous avez manqué un appel", "a épinglé un message", "a modifié le nom du groupe", "vous
+               êtes maintenant connecté(s) sur messenger"; en "you are now connected on messenger"; nl "heeft
+               een bijlage verstuurd"
     [cs-de-meta] a German Messenger download's message_1.json quoted in a chat-history viewer's README (id
                61375989371): "Hans hat einen Anhang gesendet."
     [cs-tr-subj] Turkish WhatsApp group-name changes: an analyzer of a Turkish iOS export (id 67132241119:
@@ -97,8 +103,8 @@ the index (read it with `read_file id=...`), not by repository:
 Gaps (no source found yet, so no rows): WhatsApp group lines in pl (the lists found were guesses, not export
 wording, and a synthetic fixture's gendered "dodała" is not taken for it; pl has the encryption and
 security-code lines only) and the invite-link join in ru; WhatsApp polls in ru, pl and id; Meta notices in it,
-nl, ru, tr and id, and in de all but the attachment notice; Meta reactions, unsent messages, calls and polls
-in es and fr; reactions in pl (an app's own UI strings and notification texts are not the download's wording,
+ru, tr and id, in nl and de all but the attachment notice; Meta reactions, unsent messages, calls and polls
+in es, unsent messages in fr; reactions in pl (an app's own UI strings and notification texts are not the download's wording,
 nor are Instagram inbox look-alikes: ru "Вы отправили вложение.", id "Anda mengirim lampiran." and an es one
 that writes "Tú enviaste un archivo adjunto" where real downloads write "Enviaste un archivo adjunto."; nor
 a notification reader's multilingual "unsent"/"a annulé l'envoi d'un message" patterns (id 69405771869), nor
@@ -492,6 +498,20 @@ META_NOTICES: tuple[Phrase, ...] = tuple(
         *_rows(M, "fr", "system", "member_join", "template", "cs-fr-meta", "{actor} a ajouté {name} au groupe"),
         *_rows(M, "fr", "system", "member_leave", "template", "cs-fr-meta", "{actor} a quitté le groupe"),
         *_rows(M, "fr", "system", "rename", "template", "cs-fr-meta", "{actor} a nommé le groupe {name}"),
+        *_rows(M, "fr", "system", "reaction", "template", "cs-fr-meta2",
+               "{actor} a réagi {name} à votre message", "{actor} a aimé un message"),
+        *_rows(M, "fr", "system", "poll", "template", "cs-fr-meta2",
+               "{actor} a créé un sondage", "{actor} a créé un sondage{name}", "{actor} a voté pour {name}"),
+        *_rows(M, "fr", "call", "call", "template", "cs-fr-meta2",
+               "{actor} a démarré un appel", "{actor} a démarré un appel vidéo", "Appel vidéo terminé",
+               "{actor} a manqué votre appel", "{actor} a manqué votre appel vidéo", "Vous avez manqué un appel",
+               "Vous avez manqué un appel de {name}"),
+        *_rows(M, "fr", "system", "pin", "template", "cs-fr-meta2", "{actor} a épinglé un message"),
+        *_rows(M, "fr", "system", "rename", "template", "cs-fr-meta2", "{actor} a modifié le nom du groupe{name}"),
+        *_rows(M, "fr", "system", "other", "template", "cs-fr-meta2",
+               "Vous êtes maintenant connecté sur Messenger", "Vous êtes maintenant connectés sur Messenger"),
+        *_rows(M, "en", "system", "other", "template", "cs-fr-meta2", "You are now connected on Messenger"),
+        *_rows(M, "nl", "media", "attachment", "template", "cs-fr-meta2", "{actor} heeft een bijlage verstuurd"),
         *_rows(M, "pl", "call", "call", "template", "cs-pl-meta",
                "Rozmowa zakończyła się", "{actor} dołączył do rozmowy", "{actor} dołączyła do rozmowy",
                "{actor} rozpoczął rozmowę", "{actor} rozpoczęła rozmowę"),
