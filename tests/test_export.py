@@ -23,7 +23,7 @@ from twinbot.export import exporter as ex
 from twinbot.export import gguf as gguf_export
 from twinbot.export import verify
 from twinbot.fileio import OUTPUT_MARKER
-from twinbot.runs import PERSONA_FILE
+from twinbot.runs import GGUF_SYSTEM_PROMPT_KEY, PERSONA_FILE
 
 SYSTEM_PROMPT = "You are Sam. Reply the way Sam does."
 
@@ -251,6 +251,17 @@ def test_failed_verification_is_an_error_and_leaves_no_output(
     assert not out.exists() and list(out.parent.iterdir()) == []
 
 
+def test_a_quantized_export_under_its_bound_names_larger_types(
+    lora_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(verify.MIN_TOP1, "q8_0", 1.01)  # nothing can pass
+    out = tmp_path / "out" / "twin.gguf"
+    out.parent.mkdir()
+    with pytest.raises(TwinbotError, match=r"the q8_0 export keeps too few.*use a larger --type \(f16\)$"):
+        ex.export(lora_run, "gguf", out, gguf_type="q8_0")
+    assert list(out.parent.iterdir()) == []
+
+
 def test_a_write_failure_is_one_line_and_leaves_no_temp_file(
     lora_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -300,6 +311,58 @@ def test_bad_paths_and_options_are_one_line_errors(lora_run: Path, tmp_path: Pat
         ex.export(lora_run, "gguf", tmp_path / "m.gguf", gguf_type="q4_k")  # type: ignore[arg-type]
     with pytest.raises(TwinbotError, match="unknown --dtype"):
         ex.export(lora_run, "merged", tmp_path / "m", dtype="int8")  # type: ignore[arg-type]
+
+
+@pytest.mark.skipif(
+    verify.gguf_verifier() == "transformers",
+    reason="the k-quants are made by llama.cpp's quantizer: llama-cpp-python is not installed",
+)
+def test_k_quant_gguf_is_made_by_llama_cpp_and_checked_there(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import gguf
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from support.tiny import save_model_folder, small_embedded_tokenizer
+
+    # rows of 256 and 512 weights: llama.cpp's q4_K and q6_K blocks fit (the 64-wide tiny model's fall back)
+    tokenizer = small_embedded_tokenizer()
+    config = LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=256, intermediate_size=512, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=True,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    run = make_run(save_model_folder(LlamaForCausalLM(config), tokenizer, tmp_path / "base"), tmp_path)
+    # A random model's logits are nearly flat, so 4-bit rounding flips many near ties: the agreement bound is
+    # checked on the real embedded model (test_embedded_model_exports); this checks what is written and run.
+    monkeypatch.setitem(verify.MIN_TOP1, "q4_k_m", 0.0)
+    out = tmp_path / "exports" / "twin.gguf"
+    out.parent.mkdir()
+    result = ex.export(run, "gguf", out, gguf_type="q4_k_m")
+    assert result.precision == "q4_k_m" and result.verification.verifier == verify.gguf_verifier()
+    assert result.verification.max_abs_delta < 1.0  # the same model, 4-bit: not another one
+    reader = gguf.GGUFReader(out)
+    assert reader.fields["general.file_type"].parts[-1][0] == 15  # LLAMA_FTYPE_MOSTLY_Q4_K_M
+    types = {tensor.name: tensor.tensor_type for tensor in reader.tensors}
+    assert types["blk.0.attn_q.weight"] == gguf.GGMLQuantizationType.Q4_K
+    assert gguf.GGMLQuantizationType.Q6_K in set(types.values())  # the "_m" mix keeps some tensors larger
+    assert types["blk.0.attn_norm.weight"] == gguf.GGMLQuantizationType.F32
+    assert reader.fields[GGUF_SYSTEM_PROMPT_KEY].contents() == SYSTEM_PROMPT
+    assert sorted(path.name for path in out.parent.iterdir()) == ["twin.gguf"]  # the f16 step removed
+    assert is_user_only(out)
+
+
+def test_k_quant_without_llama_cpp_is_a_one_line_error(
+    lora_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def missing() -> None:
+        raise TwinbotError("llama-cpp-python is not installed")
+
+    monkeypatch.setattr(ex, "import_llama_cpp", missing)
+    with pytest.raises(TwinbotError, match=r"--type q4_k_m is made by llama.cpp's quantizer.*--type q8_0"):
+        ex.export(lora_run, "gguf", tmp_path / "twin.gguf", gguf_type="q4_k_m")
+    assert not (tmp_path / "twin.gguf").exists()
 
 
 def test_persona_prompt_from_the_stored_file_or_the_training_data(lora_run: Path, tmp_path: Path) -> None:
@@ -371,8 +434,8 @@ def test_load_for_inference_accepts_merged_folder_and_gguf(
 
 @pytest.mark.slow
 def test_embedded_model_exports(embedded_run: TrainedRun, tmp_path: Path) -> None:
-    """The real SmolLM2-135M with its trained LoRA (conftest.embedded_run): q8_0 GGUF keeps its top-1 bound
-    (in llama.cpp when llama-cpp-python is installed), bf16 merged within its bound."""
+    """The real SmolLM2-135M with its trained LoRA (conftest.embedded_run): q8_0 and q6_k GGUFs keep their
+    top-1 bounds (in llama.cpp when llama-cpp-python is installed), bf16 merged within its bound."""
     run = embedded_run.path
     gguf_result = ex.export(run, "gguf", tmp_path / "twin.gguf", gguf_type="q8_0")
     assert (
@@ -380,5 +443,8 @@ def test_embedded_model_exports(embedded_run: TrainedRun, tmp_path: Path) -> Non
     )
     assert gguf_result.verification.verifier == verify.gguf_verifier()
     assert gguf_result.verification.tokenization_mismatches == 0
+    if verify.gguf_verifier() != "transformers":  # llama.cpp's k-quant, its 576-wide rows falling back to q8_0
+        k_quant = ex.export(run, "gguf", tmp_path / "twin-q6_k.gguf", gguf_type="q6_k").verification
+        assert k_quant.passed and k_quant.top1_agreement >= verify.MIN_TOP1["q6_k"]
     merged_result = ex.export(run, "merged", tmp_path / "merged", dtype="bf16")
     assert merged_result.verification.passed

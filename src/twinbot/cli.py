@@ -413,7 +413,11 @@ def export(
     to: Annotated[str, typer.Option("--to", help="merged | gguf | ollama", show_default=False)],
     dtype: Annotated[str, typer.Option("--dtype", help="Merged weights: bf16 | fp16 | fp32.")] = "bf16",
     gguf_type: Annotated[
-        str | None, typer.Option("--type", help="GGUF weights: f32 | f16 | q8_0 (default f16).")
+        str | None,
+        typer.Option(
+            "--type",
+            help="GGUF weights: f32 | f16 | q8_0 | q6_k | q5_k_m | q4_k_m (k-quants need llama-cpp-python; default f16).",
+        ),
     ] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing output.")] = False,
 ) -> None:

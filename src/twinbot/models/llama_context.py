@@ -70,7 +70,7 @@ def torch_work_apart(work: Callable[[], Result]) -> Result:
     return outcome[0]
 
 
-def _quiet_llama_cpp(llama_cpp: Any) -> None:
+def quiet_llama_cpp(llama_cpp: Any) -> None:
     """llama.cpp logs errors only (llama-cpp-python's `verbose=False`), and its backend is initialized."""
     logging.getLogger("llama-cpp-python").setLevel(logging.ERROR)
     llama_cpp.llama_backend_init()
@@ -99,7 +99,7 @@ class LlamaContext:
         exact: bool = False,
     ) -> None:
         llama_cpp = import_llama_cpp()
-        _quiet_llama_cpp(llama_cpp)
+        quiet_llama_cpp(llama_cpp)
         self.api = llama_cpp
         model_params = llama_cpp.llama_model_default_params()
         model_params.n_gpu_layers = 0 if device == "cpu" else -1  # a CPU-only build ignores it

@@ -2,11 +2,12 @@
 each family's layout (`families`) and the tokenizer llama.cpp needs (`tokenizer`)."""
 
 from twinbot.export.gguf.families import FAMILIES, check_gguf_support, supported_families
-from twinbot.export.gguf.writer import GGUF_TYPES, GgufType, llama_permute, write_gguf
+from twinbot.export.gguf.writer import GGUF_TYPES, LLAMA_QUANTIZED, GgufType, llama_permute, write_gguf
 
 __all__ = [
     "FAMILIES",
     "GGUF_TYPES",
+    "LLAMA_QUANTIZED",
     "GgufType",
     "check_gguf_support",
     "llama_permute",

@@ -26,15 +26,24 @@ from twinbot.export.gguf.families import (
     sliding_window_layers,
 )
 from twinbot.export.gguf.tokenizer import add_tokenizer
+from twinbot.models.llama_context import import_llama_cpp, quiet_llama_cpp
 from twinbot.runs import GGUF_SYSTEM_PROMPT_KEY
 
 if TYPE_CHECKING:
     import gguf
     from transformers import PretrainedConfig, PreTrainedModel, PreTrainedTokenizerBase
 
-GgufType = Literal["f32", "f16", "q8_0"]
-GGUF_TYPES: tuple[GgufType, ...] = ("f32", "f16", "q8_0")
+GgufType = Literal["f32", "f16", "q8_0", "q6_k", "q5_k_m", "q4_k_m"]
+GGUF_TYPES: tuple[GgufType, ...] = ("f32", "f16", "q8_0", "q6_k", "q5_k_m", "q4_k_m")
 _FILE_TYPES = {"f32": 0, "f16": 1, "q8_0": 7}  # gguf.LlamaFileType ALL_F32 / MOSTLY_F16 / MOSTLY_Q8_0
+# The k-quants are made by llama.cpp's own quantizer (llama-quantize's code, through llama-cpp-python) from
+# an f16 GGUF, with its per-tensor mix ("_m" keeps some attention and feed-forward tensors in a larger
+# type) and its fallbacks (q5_0, q8_0) for tensors whose rows are not a multiple of 256 weights.
+LLAMA_QUANTIZED: dict[str, str] = {
+    "q6_k": "LLAMA_FTYPE_MOSTLY_Q6_K",
+    "q5_k_m": "LLAMA_FTYPE_MOSTLY_Q5_K_M",
+    "q4_k_m": "LLAMA_FTYPE_MOSTLY_Q4_K_M",
+}
 
 
 def write_gguf(
@@ -46,9 +55,18 @@ def write_gguf(
     system_prompt: str | None = None,
 ) -> None:
     """Write `merged` (a transformers model of a supported family) as a GGUF file at `path` (not atomic by
-    itself)."""
+    itself). The k-quant types need llama-cpp-python (LLAMA_QUANTIZED)."""
     import gguf
 
+    if gguf_type in LLAMA_QUANTIZED:
+        import_llama_cpp()  # fails before the f16 file is written
+        f16_path = path.with_name(path.name + ".f16")
+        try:
+            write_gguf(merged, tokenizer, f16_path, "f16", name, system_prompt)
+            quantize_gguf(f16_path, path, gguf_type)
+        finally:
+            f16_path.unlink(missing_ok=True)
+        return
     family = check_gguf_support(merged.config)
     arch = getattr(gguf.MODEL_ARCH, family.arch)
     writer = gguf.GGUFWriter(str(path), gguf.MODEL_ARCH_NAMES[arch])
@@ -181,3 +199,16 @@ def _tensor_type(name: str, data: np.ndarray, gguf_type: GgufType) -> gguf.GGMLQ
     if gguf_type == "q8_0":
         return gguf.GGMLQuantizationType.F16  # rows not a multiple of the 32-weight block
     return gguf.GGMLQuantizationType.F32
+
+
+def quantize_gguf(source: Path, path: Path, gguf_type: str) -> None:
+    """`source` (an f16 or f32 GGUF) quantized by llama.cpp to `gguf_type` (one of LLAMA_QUANTIZED) at `path`."""
+    import ctypes
+
+    llama_cpp = import_llama_cpp()
+    quiet_llama_cpp(llama_cpp)  # its fallback warnings name tensors, not problems
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype = getattr(llama_cpp, LLAMA_QUANTIZED[gguf_type])
+    params.nthread = torch.get_num_threads()
+    if llama_cpp.llama_model_quantize(str(source).encode(), str(path).encode(), ctypes.byref(params)) != 0:
+        raise TwinbotError(f"llama.cpp could not quantize the model to {gguf_type}; try --type q8_0", path)
