@@ -137,7 +137,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--gguf-type",
         default=None,
-        help="llamacpp: the RUN's export to run, f32|f16|q8_0 (default: the backend's); for the embedded "
+        help="llamacpp: the RUN's export to run, f32|f16|q8_0|q6_k|q5_k_m|q4_k_m (default: the backend's); for the embedded "
         "model (default: the GGUF it ships, Q4_1) and 360m, their weights written as a GGUF of this type.",
     )
     parser.add_argument("--json", type=Path, default=None, help="Also write the results here.")
