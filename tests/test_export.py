@@ -443,7 +443,9 @@ def test_embedded_model_exports(embedded_run: TrainedRun, tmp_path: Path) -> Non
     )
     assert gguf_result.verification.verifier == verify.gguf_verifier()
     assert gguf_result.verification.tokenization_mismatches == 0
-    if verify.gguf_verifier() != "transformers":  # llama.cpp's k-quant, its 576-wide rows falling back to q8_0
+    if (
+        verify.gguf_verifier() != "transformers"
+    ):  # llama.cpp's k-quant, its 576-wide rows falling back to q8_0
         k_quant = ex.export(run, "gguf", tmp_path / "twin-q6_k.gguf", gguf_type="q6_k").verification
         assert k_quant.passed and k_quant.top1_agreement >= verify.MIN_TOP1["q6_k"]
     merged_result = ex.export(run, "merged", tmp_path / "merged", dtype="bf16")

@@ -146,6 +146,17 @@ def test_client_system_prompt_replaces_the_runs_and_max_tokens_gives_length() ->
     assert engine.calls[0][0] == [ChatTurn("system", "Be brief."), ChatTurn("user", "hi you")]
 
 
+def test_pieces_further_apart_than_the_flush_interval_are_chunks_of_their_own() -> None:
+    from twinbot.bot.engine import FLUSH_S
+
+    with serve(FakeEngine(delay=FLUSH_S + 0.02)) as server:
+        stream = client(server).chat.completions.create(
+            model="x", messages=[{"role": "user", "content": "hi"}], stream=True
+        )
+        contents = [chunk.choices[0].delta.content for chunk in stream if chunk.choices]
+    assert [text for text in contents if text] == ["hey", " there,", " how", " are", " you"]
+
+
 def test_stream_chunks_usage_and_done() -> None:
     engine = FakeEngine()
     with serve(engine) as server:
@@ -167,7 +178,12 @@ def test_stream_chunks_usage_and_done() -> None:
     assert chunks[0].choices[0].delta.role == "assistant"
     text = "".join(chunk.choices[0].delta.content or "" for chunk in chunks if chunk.choices)
     assert text == "hey there, how are you"
-    assert len([chunk for chunk in chunks if chunk.choices and chunk.choices[0].delta.content]) == 5
+    contents = [
+        chunk.choices[0].delta.content for chunk in chunks if chunk.choices and chunk.choices[0].delta.content
+    ]
+    assert (
+        contents[0] == "hey" and len(contents) <= 5
+    )  # the first piece at once, the rest within FLUSH_S together
     finishing = [chunk.choices[0].finish_reason for chunk in chunks if chunk.choices]
     assert finishing[-1] == "stop" and set(finishing[:-1]) == {None}
     assert chunks[-1].choices == [] and chunks[-1].usage is not None
