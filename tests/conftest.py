@@ -20,6 +20,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 # Training in tests (and in the `twinbot train` processes they start) never keeps the machine awake, shows
 # desktop notifications or posts to a webhook of the developer's (twinbot.finetune.overnight).
 os.environ.update(ALLOW_SLEEP="true", DESKTOP_NOTIFY="false")
+# rich wraps tables and summaries at the terminal width (80 in a pipe): a long checkout path must not split
+# the words the tests look for
+os.environ["COLUMNS"] = "240"
 os.environ.pop("NOTIFY_URL", None)
 
 # `make test` runs two pytest-xdist workers, each test module on one of them (`--dist loadfile`), so that its
