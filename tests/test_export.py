@@ -359,7 +359,7 @@ def test_k_quant_without_llama_cpp_is_a_one_line_error(
     def missing() -> None:
         raise TwinbotError("llama-cpp-python is not installed")
 
-    monkeypatch.setattr(ex, "import_llama_cpp", missing)
+    monkeypatch.setattr(gguf_export.writer, "import_llama_cpp", missing)
     with pytest.raises(TwinbotError, match=r"--type q4_k_m is made by llama.cpp's quantizer.*--type q8_0"):
         ex.export(lora_run, "gguf", tmp_path / "twin.gguf", gguf_type="q4_k_m")
     assert not (tmp_path / "twin.gguf").exists()

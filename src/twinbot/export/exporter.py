@@ -20,7 +20,7 @@ import torch
 
 from twinbot.console import say
 from twinbot.errors import TwinbotError, one_line
-from twinbot.export.gguf import GGUF_TYPES, LLAMA_QUANTIZED, GgufType, check_gguf_support, write_gguf
+from twinbot.export.gguf import GGUF_TYPES, GgufType, check_gguf_support, require_quantizer, write_gguf
 from twinbot.export.modelfile import OLLAMA_MODEL_FILE, OLLAMA_MODELFILE, ollama_modelfile
 from twinbot.export.verify import (
     Reference,
@@ -31,7 +31,6 @@ from twinbot.export.verify import (
     verify_gguf,
 )
 from twinbot.fileio import atomic_dir, atomic_path, check_output_dir, make_user_only, write_json
-from twinbot.models.llama_context import import_llama_cpp
 from twinbot.runs import PERSONA_FILE, adapter_persona, find_adapter
 
 if TYPE_CHECKING:
@@ -141,14 +140,8 @@ def _check_options(target: str, dtype: str, gguf_type: str | None) -> None:
         raise TwinbotError(f"unknown --type '{gguf_type}'; use one of: {', '.join(GGUF_TYPES)}")
     if gguf_type is not None and target == "merged":
         raise TwinbotError("--type applies to --to gguf / ollama; use --dtype for a merged folder")
-    if gguf_type in LLAMA_QUANTIZED:
-        try:
-            import_llama_cpp()
-        except TwinbotError:
-            raise TwinbotError(
-                f"--type {gguf_type} is made by llama.cpp's quantizer, and llama-cpp-python is not available; "
-                "pip install 'twinbot[llamacpp]' (`make setup` does), or use --type q8_0"
-            ) from None
+    if gguf_type is not None:
+        require_quantizer(gguf_type)
 
 
 def _check_output(target: ExportTarget, out: Path, run: Path, overwrite: bool) -> None:

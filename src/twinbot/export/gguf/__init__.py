@@ -2,7 +2,14 @@
 each family's layout (`families`) and the tokenizer llama.cpp needs (`tokenizer`)."""
 
 from twinbot.export.gguf.families import FAMILIES, check_gguf_support, supported_families
-from twinbot.export.gguf.writer import GGUF_TYPES, LLAMA_QUANTIZED, GgufType, llama_permute, write_gguf
+from twinbot.export.gguf.writer import (
+    GGUF_TYPES,
+    LLAMA_QUANTIZED,
+    GgufType,
+    llama_permute,
+    require_quantizer,
+    write_gguf,
+)
 
 __all__ = [
     "FAMILIES",
@@ -11,6 +18,7 @@ __all__ = [
     "GgufType",
     "check_gguf_support",
     "llama_permute",
+    "require_quantizer",
     "supported_families",
     "write_gguf",
 ]

@@ -59,7 +59,7 @@ def write_gguf(
     import gguf
 
     if gguf_type in LLAMA_QUANTIZED:
-        import_llama_cpp()  # fails before the f16 file is written
+        require_quantizer(gguf_type)  # fails before the f16 file is written
         f16_path = path.with_name(path.name + ".f16")
         try:
             write_gguf(merged, tokenizer, f16_path, "f16", name, system_prompt)
@@ -199,6 +199,19 @@ def _tensor_type(name: str, data: np.ndarray, gguf_type: GgufType) -> gguf.GGMLQ
     if gguf_type == "q8_0":
         return gguf.GGMLQuantizationType.F16  # rows not a multiple of the 32-weight block
     return gguf.GGMLQuantizationType.F32
+
+
+def require_quantizer(gguf_type: str) -> None:
+    """A one-line error unless `gguf_type` can be made here: the k-quants need llama.cpp's quantizer."""
+    if gguf_type not in LLAMA_QUANTIZED:
+        return
+    try:
+        import_llama_cpp()
+    except TwinbotError:
+        raise TwinbotError(
+            f"--type {gguf_type} is made by llama.cpp's quantizer, and llama-cpp-python is not available; "
+            "pip install 'twinbot[llamacpp]' (`make setup` does), or use --type q8_0"
+        ) from None
 
 
 def quantize_gguf(source: Path, path: Path, gguf_type: str) -> None:
