@@ -255,7 +255,8 @@ def run_backend(args: argparse.Namespace, backend: str) -> dict[str, Any]:
         is_run = model is not None and Path(model).is_dir() and find_adapter(Path(model)) is not None
         if backend == "llamacpp" and args.gguf_type and not is_run:
             spec = str(base_gguf(model, args.gguf_type))
-        loaded = load_backend(backend, spec, device=args.device, gguf_type=args.gguf_type)
+        gguf_type = args.gguf_type if is_run else None  # a .gguf file runs as it is
+        loaded = load_backend(backend, spec, device=args.device, gguf_type=gguf_type)
         print(loaded.describe(), file=sys.stderr)  # llamacpp: which GGUF, decoded in one batch
         engine = loaded.server_engine()
     slots = max(args.streams)

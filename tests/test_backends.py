@@ -4,7 +4,6 @@ installed; vllm's where there is no CUDA GPU with vllm."""
 
 from __future__ import annotations
 
-import io
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -192,20 +191,33 @@ def test_replies_end_at_the_end_of_turn_and_at_another_speakers_line(llama_twin:
 
 
 @needs_llama_cpp
-def test_chat_replies_through_the_backend(
-    run_copy: Path, llama_twin: Any, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from twinbot.bot.backends import llamacpp
-    from twinbot.bot.chat import REPLY_PREFIX, run_chat
+def test_chat_replies_through_the_backend(run_copy: Path, llama_twin: Any) -> None:
+    from typer.testing import CliRunner
 
-    monkeypatch.setattr(llamacpp, "DEFAULT_GGUF_TYPE", "f32")  # llama_twin's export
+    from twinbot.bot.chat import REPLY_PREFIX
+    from twinbot.cli import app
 
-    out = io.StringIO()
-    run_chat(
-        str(run_copy), SEEDED, device="cpu", stdin=io.StringIO("hello there\n"), out=out, backend="llamacpp"
-    )
-    assert out.getvalue().startswith(REPLY_PREFIX) and "hello there" not in out.getvalue()
-    assert "backend: llamacpp (--backend)" in capsys.readouterr().err
+    exported = run_copy / "export" / "twin-f32.gguf"  # llama_twin's export: --gguf-type f32 reuses it
+    written = exported.stat().st_mtime_ns
+    arguments = ["chat", str(run_copy), "--backend", "llamacpp", "--gguf-type", "f32", "--seed", "7"]
+    result = CliRunner().invoke(app, arguments, input="hello there\n/quit\n")
+    assert result.exit_code == 0, result.output
+    assert REPLY_PREFIX in result.output and "hello there" not in result.output
+    assert "backend: llamacpp (--backend)" in result.output and str(exported) in result.output
+    assert exported.stat().st_mtime_ns == written
+
+
+def test_gguf_type_is_checked_before_loading(tiny_run: TrainedRun, tmp_path: Path) -> None:
+    with pytest.raises(TwinbotError, match="unknown --gguf-type 'q4_k'; use one of: f32, f16, q8_0"):
+        load_backend("llamacpp", tiny_run.path, gguf_type="q4_k")
+    with pytest.raises(TwinbotError, match="--gguf-type is for the llamacpp backend, and this runs on torch"):
+        load_backend("torch", tiny_run.path, gguf_type="q8_0")
+    model_file = tmp_path / "twin.gguf"
+    model_file.write_bytes(b"GGUF")
+    for spec in (model_file, None):  # a .gguf file and the embedded model run as they are
+        with pytest.raises(TwinbotError, match="--gguf-type picks the type of a RUN folder's") as caught:
+            load_backend("llamacpp", spec, gguf_type="q8_0")
+        assert "\n" not in str(caught.value)
 
 
 # --- the server on llama.cpp ----------------------------------------------------------------------------------
@@ -280,16 +292,13 @@ def test_web_page_on_llama_cpp(llama_twin: Any, slow_llama: dict[str, int], tmp_
 
 
 @needs_llama_cpp
-def test_eval_generates_the_adapters_replies_through_the_backend(
-    run_copy: Path, llama_twin: Any, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from twinbot.bot.backends import llamacpp
+def test_eval_generates_the_adapters_replies_through_the_backend(run_copy: Path, llama_twin: Any) -> None:
     from twinbot.quality.evaluate import EvalOptions, run_eval
 
-    monkeypatch.setattr(llamacpp, "DEFAULT_GGUF_TYPE", "f32")  # the export the other tests made
     options = EvalOptions(run_dir=run_copy, samples=2, max_new_tokens=6, loss_samples=2, detector_resamples=5)
-    result = run_eval(EvalOptions(**{**options.__dict__, "backend": "llamacpp"}), quiet=True)
-    assert result.generation["backend"] == "llamacpp"
+    on_llama = {**options.__dict__, "backend": "llamacpp", "gguf_type": "f32"}  # the export the others made
+    result = run_eval(EvalOptions(**on_llama), quiet=True)
+    assert (result.generation["backend"], result.generation["gguf_type"]) == ("llamacpp", "f32")
     torch_result = run_eval(options, quiet=True)
-    assert torch_result.generation["backend"] == "torch"
+    assert (torch_result.generation["backend"], torch_result.generation["gguf_type"]) == ("torch", None)
     assert [row.adapter for row in result.rows] == [row.adapter for row in torch_result.rows]

@@ -519,12 +519,20 @@ def test_cli_passes_the_access_and_limit_options(monkeypatch: pytest.MonkeyPatch
     from twinbot.cli import app
 
     seen: list[DiscordOptions] = []
-    monkeypatch.setattr(
-        discord_bot, "run_discord", lambda run, options, device, backend: seen.append(options)
-    )
+    gguf_types: list[str | None] = []
+
+    def fake_run_discord(
+        run: str, options: DiscordOptions, device: str, backend: str, gguf_type: str | None
+    ) -> None:
+        seen.append(options)
+        gguf_types.append(gguf_type)
+
+    monkeypatch.setattr(discord_bot, "run_discord", fake_run_discord)
     runner = CliRunner()
     result = runner.invoke(app, ["discord", "some-run"])
     assert result.exit_code == 0, result.output
+    assert runner.invoke(app, ["discord", "some-run", "--gguf-type", "q4_k_m"]).exit_code == 0
+    assert gguf_types == [None, "q4_k_m"]
     defaults = seen[-1]
     assert not defaults.dms and not defaults.allowed_users and not defaults.allowed_guilds
     assert defaults.max_pending == 8 and defaults.max_messages_per_reply == 5
@@ -536,7 +544,7 @@ def test_cli_passes_the_access_and_limit_options(monkeypatch: pytest.MonkeyPatch
     assert given.allowed_users == {11, 12} and given.allowed_guilds == {21} and given.dms
     assert given.max_pending == 3 and given.max_messages_per_reply == 2
     result = runner.invoke(app, ["discord", "some-run", "--max-pending", "0"])
-    assert isinstance(result.exception, TwinbotError) and len(seen) == 2
+    assert isinstance(result.exception, TwinbotError) and len(seen) == 3
 
 
 class FakeLoaded:

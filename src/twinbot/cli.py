@@ -440,6 +440,15 @@ _Backend = Annotated[
     str,
     typer.Option("--backend", help="auto | torch | llamacpp | vllm (auto: llama.cpp on CPU, vllm on CUDA)."),
 ]
+_GgufType = Annotated[
+    str | None,
+    typer.Option(
+        "--gguf-type",
+        help="llamacpp: the type of the RUN's GGUF export, f32 | f16 | q8_0 | q6_k | q5_k_m | q4_k_m "
+        "(default q8_0; exported once into RUN/export/).",
+        show_default=False,
+    ),
+]
 
 
 def _generation_settings(
@@ -469,12 +478,13 @@ def chat(
     ] = None,
     device: _Device = "auto",
     backend: _Backend = "auto",
+    gguf_type: _GgufType = None,
 ) -> None:
     """Chat with the trained persona in the terminal (/reset, /system TEXT, /quit)."""
     from twinbot.bot.chat import run_chat
 
     settings = _generation_settings(temperature, top_p, max_new_tokens, seed, repetition_penalty)
-    run_chat(run, settings, device=device, system=system, backend=backend)
+    run_chat(run, settings, device=device, system=system, backend=backend, gguf_type=gguf_type)
 
 
 @app.command()
@@ -526,6 +536,7 @@ def discord(
     repetition_penalty: _RepetitionPenalty = sampling_defaults.REPETITION_PENALTY,
     device: _Device = "auto",
     backend: _Backend = "auto",
+    gguf_type: _GgufType = None,
 ) -> None:
     """Run the persona as a Discord bot (token from the DISCORD_TOKEN environment variable)."""
     from twinbot.bot.discord_bot import DiscordOptions, run_discord
@@ -542,7 +553,7 @@ def discord(
         max_pending=max_pending,
         max_messages_per_reply=max_messages_per_reply,
     )
-    run_discord(run, options, device=device, backend=backend)
+    run_discord(run, options, device=device, backend=backend, gguf_type=gguf_type)
 
 
 _EvalCommand = _with_optional_value("--blind", "pair", ("pair", "single"))
@@ -570,6 +581,7 @@ def eval_(
     ] = None,
     device: _Device = "auto",
     backend: _Backend = "torch",
+    gguf_type: _GgufType = None,
     blind: Annotated[
         str | None,
         typer.Option(
@@ -613,6 +625,7 @@ def eval_(
             canaries=tuple(canary or ()),
             device=device,
             backend=backend,
+            gguf_type=gguf_type,
         )
     )
     typer.echo("\n".join(summary_lines(result)))
@@ -677,6 +690,7 @@ def serve(
     ] = 16,
     device: _Device = "auto",
     backend: _Backend = "auto",
+    gguf_type: _GgufType = None,
     allow_host: Annotated[
         list[str] | None,
         typer.Option(
@@ -725,6 +739,7 @@ def serve(
         max_queue=max_queue,
         device=device,
         backend=backend,
+        gguf_type=gguf_type,
         allow_hosts=allow_host or [],
         insecure_no_auth=insecure_no_auth,
         limits=ServeLimits(

@@ -168,6 +168,7 @@ def run_chat(
     out: TextIO | None = None,
     err: TextIO | None = None,
     backend: str = "auto",
+    gguf_type: str | None = None,
 ) -> None:
     from twinbot.bot.backends import load_backend
 
@@ -180,7 +181,7 @@ def run_chat(
         err.flush()
 
     quiet_transformers()
-    model = load_backend(backend, spec, device=device)
+    model = load_backend(backend, spec, device=device, gguf_type=gguf_type)
     session = ChatSession(backend=model, settings=settings, system_override=system)
     note(f"loaded {model.describe()}")
     interactive = _is_tty(stdin)

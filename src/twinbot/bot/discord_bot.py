@@ -328,7 +328,11 @@ def make_client(bot: TwinDiscordBot) -> Any:
 
 
 def run_discord(
-    spec: str | None, options: DiscordOptions, device: str = "auto", backend: str = "auto"
+    spec: str | None,
+    options: DiscordOptions,
+    device: str = "auto",
+    backend: str = "auto",
+    gguf_type: str | None = None,
 ) -> None:
     from twinbot.bot.backends import load_backend
     from twinbot.console import quiet_transformers
@@ -340,7 +344,7 @@ def run_discord(
     except ImportError as exc:
         raise TwinbotError("discord.py is not installed; run `pip install 'discord.py>=2.3'`") from exc
     quiet_transformers()
-    model = load_backend(backend, spec, device=device)
+    model = load_backend(backend, spec, device=device, gguf_type=gguf_type)
     print(f"loaded {model.describe()}", flush=True)
     warning = access_warning(options)
     if warning is not None:

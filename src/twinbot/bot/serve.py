@@ -473,6 +473,7 @@ def run_serve(
     api_key_file: Path | None = None,
     limits: ServeLimits | None = None,
     backend: str = "auto",
+    gguf_type: str | None = None,
 ) -> None:
     """`twinbot serve`: load RUN (or any spec load_for_inference accepts) on `backend` and serve it until
     Ctrl-C. The API key comes from `api_key` (--api-key), `api_key_file` or TWINBOT_API_KEY: one of them at
@@ -489,7 +490,7 @@ def run_serve(
     Admission(max_concurrent, max_queue)  # validate the limits before the slow model load
     listener = _listen(host, port)  # a taken port fails at once, not after loading the model
     try:
-        model = load_backend(backend, run, device=device)
+        model = load_backend(backend, run, device=device, gguf_type=gguf_type)
         app = create_app(
             model.server_engine(),
             api_key=api_key,

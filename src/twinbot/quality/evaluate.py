@@ -73,6 +73,7 @@ class EvalOptions:
     device: str = "auto"
     detector_resamples: int = BOOTSTRAP  # bootstrap resamples behind the detector's confidence interval
     backend: str = "torch"  # what generates the adapter's replies (the base model's: always torch)
+    gguf_type: str | None = None  # llamacpp: the type of the run's GGUF export (None: the backend's default)
 
 
 # --- run / data ---------------------------------------------------------------------------------------------
@@ -171,7 +172,9 @@ def run_eval(options: EvalOptions, quiet: bool = False) -> EvalResult:
     lm = load_for_inference(run_dir, device=options.device)
     # llama.cpp and vllm run the merged twin only: the base model's replies come from torch, the adapter's
     # from --backend.
-    twin = load_backend(options.backend, run_dir, device=options.device, loaded=lm)
+    twin = load_backend(
+        options.backend, run_dir, device=options.device, gguf_type=options.gguf_type, loaded=lm
+    )
     loss_pool = eval_samples if options.loss_samples <= 0 else eval_samples[: options.loss_samples]
     rows = one_sample_rows(tokenize_samples(loss_pool, lm.tokenizer, max_seq_len))
     base, adapter = _measure_both(lm, twin, rows, [s.messages[:-1] for s in contexts], options, quiet)
@@ -250,9 +253,12 @@ def _measure_both(
 
 
 def _generation_record(options: EvalOptions, contexts: int, backend: str) -> dict[str, Any]:
+    from twinbot.bot.backends.llamacpp import DEFAULT_GGUF_TYPE
+
     return {
         "contexts": contexts,
         "backend": backend,
+        "gguf_type": (options.gguf_type or DEFAULT_GGUF_TYPE) if backend == "llamacpp" else None,
         "seed": options.seed,
         "temperature": options.temperature,
         "top_p": options.top_p,

@@ -119,6 +119,26 @@ def choose(requested: str, spec: str | Path | None, device: str) -> tuple[str, s
     return "llamacpp", "auto: llama-cpp-python is installed"
 
 
+def check_gguf_type(gguf_type: str, chosen: str, why: str, spec: str | Path | None) -> None:
+    """--gguf-type names the type of a RUN's (or adapter's) llama.cpp export, so it needs that backend
+    and such a folder: a .gguf file and the embedded model run as they are."""
+    from twinbot.export.gguf import GGUF_TYPES
+
+    if gguf_type not in GGUF_TYPES:
+        raise TwinbotError(f"unknown --gguf-type '{gguf_type}'; use one of: {', '.join(GGUF_TYPES)}")
+    if chosen != "llamacpp":
+        raise TwinbotError(
+            f"--gguf-type is for the llamacpp backend, and this runs on {chosen} ({why}); "
+            "pass --backend llamacpp, or drop --gguf-type"
+        )
+    path = Path(str(spec)).expanduser() if spec is not None else None
+    if path is None or not path.is_dir():
+        raise TwinbotError(
+            "--gguf-type picks the type of a RUN folder's llama.cpp export; a .gguf file and the embedded "
+            "model run as they are: drop --gguf-type (or `twinbot export --type` a run)"
+        )
+
+
 def load_backend(
     requested: str,
     spec: str | Path | None,
@@ -128,15 +148,18 @@ def load_backend(
 ) -> Backend:
     """The model `spec` (what load_for_inference accepts) on the chosen backend; says which, once.
     Under `auto`, a model llama.cpp cannot run (its export fails) falls back to torch, saying why. `loaded`:
-    `spec` already loaded for torch (eval), used when torch is chosen."""
+    `spec` already loaded for torch (eval), used when torch is chosen. `gguf_type` (--gguf-type): the type
+    of the RUN's llama.cpp export; with it llama.cpp must run the model, so there is no fallback."""
     chosen, why = choose(requested, spec, device)
+    if gguf_type is not None:
+        check_gguf_type(gguf_type, chosen, why, spec)
     if chosen == "llamacpp":
         from twinbot.bot.backends.llamacpp import load_llamacpp
 
         try:
             backend: Backend = load_llamacpp(spec, device=device, gguf_type=gguf_type)
         except TwinbotError as exc:
-            if requested != "auto":
+            if requested != "auto" or gguf_type is not None:
                 raise
             chosen, why = "torch", f"auto: llama.cpp cannot run it ({exc.message})"
         else:
