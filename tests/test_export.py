@@ -353,6 +353,22 @@ def test_k_quant_gguf_is_made_by_llama_cpp_and_checked_there(
     assert is_user_only(out)
 
 
+@pytest.mark.skipif(verify.gguf_verifier() == "transformers", reason="llama-cpp-python is not installed")
+def test_llama_cpp_prints_its_errors_not_its_warnings(
+    gguf_f32: tuple[Path, ex.ExportResult], tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    from twinbot.export.gguf.writer import quantize_gguf
+
+    f32, _ = gguf_f32
+    quantize_gguf(
+        f32, tmp_path / "q4.gguf", "q4_k_m"
+    )  # 64-wide rows: every matrix falls back, with a warning
+    assert "not divisible" not in capfd.readouterr().err
+    with pytest.raises(TwinbotError, match="could not quantize the model to q6_k"):
+        quantize_gguf(tmp_path / "q4.gguf", tmp_path / "q6.gguf", "q6_k")
+    assert "requantizing from type" in capfd.readouterr().err  # llama.cpp's reason, an error
+
+
 def test_k_quant_without_llama_cpp_is_a_one_line_error(
     lora_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

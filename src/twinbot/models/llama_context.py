@@ -13,6 +13,7 @@ from __future__ import annotations
 import ctypes
 import functools
 import logging
+import sys
 import threading
 import weakref
 from collections.abc import Callable
@@ -70,9 +71,34 @@ def torch_work_apart(work: Callable[[], Result]) -> Result:
     return outcome[0]
 
 
+# ggml_log_level in ggml.h: NONE 0, DEBUG 1, INFO 2, WARN 3, ERROR 4, CONT 5 (continues the previous line).
+# llama-cpp-python 0.3.36's own log callback still maps the older numbering (no DEBUG), so with
+# `verbose=False` it prints llama.cpp's warnings (a k-quant export: one line per tensor) and drops its errors.
+GGML_LOG_ERROR, GGML_LOG_CONT = 4, 5
+
+
+class _ErrorsOnly:
+    """A llama.cpp log callback that writes errors (and their continuations) to stderr, nothing else."""
+
+    def __init__(self) -> None:
+        self.printing = False
+
+    def __call__(self, level: int, text: bytes, user_data: Any) -> None:
+        self.printing = level == GGML_LOG_ERROR or (level == GGML_LOG_CONT and self.printing)
+        if self.printing:
+            sys.stderr.write(text.decode("utf-8", errors="replace"))
+            sys.stderr.flush()
+
+
+@functools.cache
+def _log_callback(llama_cpp: Any) -> Any:
+    return llama_cpp.llama_log_callback(_ErrorsOnly())  # cached: llama.cpp keeps the pointer
+
+
 def quiet_llama_cpp(llama_cpp: Any) -> None:
-    """llama.cpp logs errors only (llama-cpp-python's `verbose=False`), and its backend is initialized."""
-    logging.getLogger("llama-cpp-python").setLevel(logging.ERROR)
+    """llama.cpp logs errors only, and its backend is initialized."""
+    logging.getLogger("llama-cpp-python").setLevel(logging.ERROR)  # what verbose=False sets; kept for Llama()
+    llama_cpp.llama_log_set(_log_callback(llama_cpp), ctypes.c_void_p(0))
     llama_cpp.llama_backend_init()
 
 
