@@ -577,6 +577,40 @@ def test_reaction_notices_in_an_unlisted_wording_are_told_by_the_threads_reactio
     ]
 
 
+def test_notices_in_an_unlisted_wording_are_told_by_two_senders_writing_them(tmp_path: Path) -> None:
+    """A wording no phrase-table row has (written here for the test, not a real export's): the same words
+    after the sender's own name from two senders are a notice of an unknown kind; the same words from one
+    sender only, a name followed by one word, another person's name, or a long message stay text."""
+    messages = parse(
+        _thread(
+            tmp_path,
+            [
+                {"sender_name": "Ayşe Yılmaz", "timestamp_ms": 9, "content": "Ayşe Yılmaz bir ek gönderdi."},
+                {"sender_name": "Bob", "timestamp_ms": 8, "content": "Bob  bir ek gönderdi."},
+                {"sender_name": "Ayşe Yılmaz", "timestamp_ms": 7, "content": "Ayşe bir ek gönderdi."},
+                {"sender_name": "Carl", "timestamp_ms": 6, "content": "Carl yarın geliyor musun?"},
+                {"sender_name": "Carl", "timestamp_ms": 5, "content": "Bob bir ek gönderdi."},
+                {"sender_name": "Bob", "timestamp_ms": 4, "content": "Bob burada"},
+                {"sender_name": "Carl", "timestamp_ms": 3, "content": "Carl burada"},
+                {"sender_name": "Bob", "timestamp_ms": 2, "content": "Bob " + "çok " * 12 + "güzel"},
+                {"sender_name": "Carl", "timestamp_ms": 1, "content": "Carl " + "çok " * 12 + "güzel"},
+            ],
+        )
+    )
+    kinds = [(m.author, m.kind, m.subkind) for m in messages]
+    assert kinds == [
+        ("Carl", "text", None),  # more than ten words after the name
+        ("Bob", "text", None),
+        ("Carl", "text", None),  # a name and one word: a roll call, not a notice
+        ("Bob", "text", None),
+        ("Carl", "text", None),  # Bob's notice in Carl's message: not Carl's name
+        ("Carl", "text", None),  # words no one else writes after their name
+        ("Ayşe Yılmaz", "system", "other"),  # the first name, as Meta writes it too
+        ("Bob", "system", "other"),
+        ("Ayşe Yılmaz", "system", "other"),
+    ]
+
+
 def test_label_follows_the_evidence_not_the_format(tmp_path: Path) -> None:
     plain = [{"sender_name": "Ann Lee", "timestamp_ms": 1, "content": "hi"}]
     assert {m.platform for m in parse(_thread(tmp_path, plain, "a"))} == {"meta"}

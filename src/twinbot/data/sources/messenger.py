@@ -24,7 +24,8 @@ reacted ❤ to your message", "Ann left the group.", call summaries, nickname ch
 phrase table (phrases.py) and become media/system/call records with their subkind; unsent messages are
 system/deleted, `subscribe`/`unsubscribe` member_join/member_leave, calls call, attachments without text
 media/attachment, and a message with nothing at all system/placeholder. A message's `reactions` list is
-counted into `Message.reactions`.
+counted into `Message.reactions`. Notices in a wording the table lacks are told by the thread's evidence:
+reaction notices by the reactions the export lists, others by the same words after two senders' own names.
 """
 
 from __future__ import annotations
@@ -421,6 +422,43 @@ def _mark_unlisted_reaction_notices(drafts: list[_Draft]) -> None:
                 draft.kind, draft.subkind = "system", "reaction"
 
 
+# Other notices in a wording the phrase table lacks ("Marco Rossi ha inviato un allegato.", "Ayşe bir ek
+# gönderdi."): Meta writes them with the sender's name first, the same words after it for everyone. So a short
+# text that starts with its sender's name (or first name) is a notice when the words after the name are the
+# same in texts of at least two different senders of the thread. Its kind is unknown: system/other. A person
+# rarely starts a message with their own name, and two people doing it with the same words is rarer still.
+_TEMPLATE_MIN_WORDS = 2
+_TEMPLATE_MAX_WORDS = 10
+_TEMPLATE_MIN_SENDERS = 2
+
+
+def _words_after_name(text: str, sender: str) -> str | None:
+    """The words after the sender's name at the start of `text`, when it is shaped like a Meta notice."""
+    if len(text) > _NOTICE_MAX_CHARS:
+        return None
+    plain = " ".join(text.lower().split())  # lower(), as _actors
+    for name in sorted(_actors(sender) - {"you"}, key=len, reverse=True):
+        if plain.startswith(name + " "):
+            rest = plain[len(name) + 1 :]
+            words = len(rest.split())
+            if _TEMPLATE_MIN_WORDS <= words <= _TEMPLATE_MAX_WORDS and any(c.isalpha() for c in rest):
+                return rest
+            return None
+    return None
+
+
+def _mark_unlisted_notices(drafts: list[_Draft]) -> None:
+    """Re-kind as system/other the texts that are notices by the thread's evidence (above)."""
+    found: defaultdict[str, list[_Draft]] = defaultdict(list)
+    for draft in drafts:
+        if draft.kind == "text" and (rest := _words_after_name(draft.text, draft.sender)) is not None:
+            found[rest].append(draft)
+    for notices in found.values():
+        if len({draft.sender for draft in notices}) >= _TEMPLATE_MIN_SENDERS:
+            for draft in notices:
+                draft.kind, draft.subkind = "system", "other"
+
+
 def _classify(
     text: str, sender: str, attachments: int, given: tuple[MessageKind, Subkind] | None
 ) -> tuple[MessageKind, Subkind | None, int]:
@@ -541,6 +579,7 @@ def _thread_messages(tree: _Tree, thread: _Thread, root_platform: Platform | Non
         # is oldest first, with equal times in their true order.
         drafts.reverse()
     _mark_unlisted_reaction_notices(drafts)
+    _mark_unlisted_notices(drafts)
     return _finish(drafts, chat_id, platform or "meta")
 
 
