@@ -171,6 +171,9 @@ def print_summary(console: Console, summary: FileSummary) -> None:
     authors.add_column("author id", style="dim")
     authors.add_column("messages", justify="right")
     for (author_id, author), count in summary.authors.most_common(TOP_AUTHORS):
+        if not author and not author_id:  # the chat's own notices (a WhatsApp group line, a Telegram service)
+            authors.add_row(Text("(no author: notices)", style="dim"), Text(""), f"{count:,}")
+            continue
         authors.add_row(Text(_clean(author)), Text(_clean(author_id)), f"{count:,}")
     others = len(summary.authors) - TOP_AUTHORS
     if others > 0:
