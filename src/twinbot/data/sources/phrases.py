@@ -110,7 +110,9 @@ that writes "Tú enviaste un archivo adjunto" where real downloads write "Envias
 a notification reader's multilingual "unsent"/"a annulé l'envoi d'un message" patterns (id 69405771869), nor
 the unconfirmed entries of an Instagram es fallback list, "enviaste una encuesta." among them (id 68720087826),
 nor an es cleaner's "Te reaccionó a tu mensaje" (id 65892071560), nor other chat apps' own Polish and Russian
-group notices).
+group notices). Without rows, messenger.py still tells Meta notices apart by a thread's own evidence: reaction
+notices by the reactions the export lists, and others' notices by the same words after two senders' names
+(system/other); the download owner's own notices ("You ...") in those languages are not caught that way.
 """
 
 from __future__ import annotations
