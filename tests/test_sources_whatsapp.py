@@ -483,3 +483,41 @@ def test_fuzz_mutated_fixtures(fixture: Path, edits: list[tuple[int, int, bytes]
             check_parse_of(archive.read_bytes()[: len(archive.read_bytes()) - (len(edits) * 7)], "x.zip")
     else:
         check_parse_of(bytes(data))
+
+
+def test_polls_in_an_unlisted_language_are_told_by_their_shape(tmp_path: Path) -> None:
+    """Labels the phrase table has no row for (written here for the test, not a real export's): a capital
+    label alone, the question, and options under one capital label with vote counts are a poll, iOS's U+200E
+    marks or not; texts that are only partly shaped so stay text."""
+    lines = [
+        "12.03.2024, 10:00 - Anna: ОПРОС:",
+        "Где встретимся?",
+        "ВАРИАНТ: кафе (2 голоса)",
+        "ВАРИАНТ: парк (0 голосов)",
+        "12.03.2024, 10:01 - Bartek: \u200eJAJAK PENDAPAT:",
+        "Makan di mana?",
+        "\u200eOPSI: bakso (3 suara)",
+        "\u200eOPSI: sate (0 suara)",
+        "12.03.2024, 10:02 - Anna: TODO:",
+        "zakupy",
+        "A: jajka (2 szt)",
+        "B: chleb (1 szt)",
+        "12.03.2024, 10:03 - Bartek: NOTE:",
+        "only one option",
+        "OPTION: x (2 votes)",
+        "12.03.2024, 10:04 - Anna: so where:",
+        "tonight?",
+        "OPTION: a (1 vote)",
+        "OPTION: b (2 votes)",
+        "12.03.2024, 10:05 - Bartek: LISTA:",
+        "plan",
+        "PUNKT: kino (wieczorem)",
+        "PUNKT: pizza (potem)",
+    ]
+    messages = parse(write(tmp_path, lines))
+    assert [(m.author, m.kind, m.subkind, m.text) for m in messages[:2]] == [
+        ("Anna", "media", "poll", ""),
+        ("Bartek", "media", "poll", ""),
+    ]
+    # two option labels; one option; a label not in capitals; options without vote counts
+    assert [(m.kind, m.subkind) for m in messages[2:]] == [("text", None)] * 4

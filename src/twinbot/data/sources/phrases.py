@@ -113,6 +113,8 @@ nor an es cleaner's "Te reaccionó a tu mensaje" (id 65892071560), nor other cha
 group notices). Without rows, messenger.py still tells Meta notices apart by a thread's own evidence: reaction
 notices by the reactions the export lists, and others' notices by the same words after two senders' names
 (system/other); the download owner's own notices ("You ...") in those languages are not caught that way.
+WhatsApp polls without a row are told by their shape (whatsapp.is_poll_block), and WhatsApp group lines
+without rows are system/other anyway (no "Name: ").
 """
 
 from __future__ import annotations

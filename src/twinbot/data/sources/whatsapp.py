@@ -28,8 +28,8 @@ every notice and placeholder, per language, is the table in phrases.py):
             (author ""); deleted messages ("This message was deleted": subkind deleted, the author is
             kept); a body that is empty or only `<This message was edited>` (placeholder)
     media   `<Media omitted>`, `image omitted`, "null" (subkind placeholder), `<attached: ...>`,
-            `x.jpg (file attached)` (attachment), polls (poll), locations (location), contact cards
-            (contact): text "", attachments=1
+            `x.jpg (file attached)` (attachment), polls (poll; by their shape in languages without a
+            row), locations (location), contact cards (contact): text "", attachments=1
     call    "Missed voice call" / "Missed video call" (text "", subkind call)
 A trailing `<This message was edited>` is removed from the text.
 """
@@ -696,6 +696,43 @@ def _system(chat_id: str, line_no: int, when: datetime, rest: str, continuation:
     return Message(PLATFORM, chat_id, str(line_no), when, "", "", text, "system", subkind=subkind)
 
 
+# A poll in a language the phrase table has no "POLL:" row for is told by its shape, the same in every
+# language: a label in capitals alone on the first line ("POLL:", "UMFRAGE:", "ANKET:"), the question, then
+# two or more option lines under one label in capitals, each ending in its vote count ("OPTION: pizza (2
+# votes)", "SEÇENEK: Kadıköy (2 oy)"). Typed by hand, a message is hardly ever shaped like that.
+_POLL_LABEL_MAX = 30
+
+
+def _is_capital_label(label: str) -> bool:
+    label = label.strip()
+    return (
+        0 < len(label) <= _POLL_LABEL_MAX
+        and any(c.isalpha() for c in label)
+        and all(c.isupper() or c == " " for c in label)
+    )
+
+
+def _ends_in_vote_count(option: str) -> bool:
+    if not option.endswith(")"):
+        return False
+    count, space, word = option[option.rfind("(") + 1 : -1].partition(" ")
+    return count.isdigit() and bool(space) and word.isalpha()
+
+
+def is_poll_block(text: str) -> bool:
+    """Whether `text` (a message's body) is a WhatsApp poll by its shape (above)."""
+    lines = [_MARKS.sub("", line).strip() for line in text.split("\n")]
+    if len(lines) < 4 or not lines[0].endswith(":") or not _is_capital_label(lines[0][:-1]):
+        return False
+    labels = set()
+    for line in lines[2:]:
+        label, colon, option = line.partition(":")
+        if not colon or not _is_capital_label(label) or not _ends_in_vote_count(option.strip()):
+            return False
+        labels.add(label.strip())
+    return len(labels) == 1
+
+
 def _classify(text: str) -> tuple[MessageKind, Subkind | None, str]:
     """The kind and subkind of a non-empty, stripped message text, and the text to keep."""
     if text[-1] == ">":
@@ -714,6 +751,8 @@ def _classify(text: str) -> tuple[MessageKind, Subkind | None, str]:
         return "text", None, text  # the common case: no placeholder or notice can start or end like this
     first_line, newline, _ = text.partition("\n")
     phrase = WHATSAPP_BODY_MATCHER.find(first_line)
+    if phrase is None and newline and is_poll_block(text):
+        return "media", "poll", ""
     if phrase is None or (newline and phrase.rule == "exact"):
         return "text", None, text
     if phrase.subkind == "poll" and not (newline and first_line.startswith(phrase.text)):
