@@ -46,19 +46,6 @@ def test_summary_shows_counts_authors_and_dates_but_no_text(monkeypatch, capsys)
             assert message.text.splitlines()[0] not in out
 
 
-def test_notices_without_an_author_are_a_row_of_their_own(monkeypatch, capsys, tmp_path: Path) -> None:
-    chat = tmp_path / "chat.txt"
-    chat.write_text(
-        "12.03.2024, 10:00 - Anna: hi all\n12.03.2024, 10:01 - Messages and calls are end-to-end encrypted. "
-        "No one outside of this chat can read them.\n12.03.2024, 10:02 - Bartek: hey\n",
-        encoding="utf-8",
-    )
-    code, out, _ = run_cli(monkeypatch, capsys, "parse", str(chat))
-    assert code == 0
-    assert re.search(r"^\s*\(no author: notices\)\s+1\s*$", out, re.MULTILINE)
-    assert re.search(r"^\s*Anna\s+Anna\s+1\s*$", out, re.MULTILINE)
-
-
 def test_summary_for_several_paths_and_given_format(monkeypatch, capsys) -> None:
     code, out, _ = run_cli(monkeypatch, capsys, "parse", "--format", "jsonl", str(JSONL), str(JSONL))
     assert code == 0

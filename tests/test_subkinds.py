@@ -4,6 +4,7 @@ test_phrases.py and test_sources_meta.py; Slack: test_sources_slack.py)."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 from twinbot.data.sources import ParseOptions, discord_csv, discord_json, generic_jsonl, telegram
@@ -164,3 +165,5 @@ def test_parse_summary_shows_subkinds(monkeypatch, capsys, tmp_path: Path) -> No
     assert info.value.code in (0, None)
     assert "placeholder 2, member_join 1" in out
     assert "Alex" in out and "Sam" in out
+    # the group line has no author: a row of its own, not an empty name beside the ones to pick --me from
+    assert re.search(r"^\s*\(no author: notices\)\s+1\s*$", out, re.MULTILINE)
