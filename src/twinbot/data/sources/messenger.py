@@ -30,6 +30,7 @@ reaction notices by the reactions the export lists, others by the same words aft
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -307,6 +308,12 @@ def _actors(sender: str) -> frozenset[str]:
     return frozenset(name for name in names if name)
 
 
+@functools.lru_cache(maxsize=4096)  # per sender, not per message; bounded: names come from the file
+def _names_longest_first(sender: str) -> tuple[str, ...]:
+    """The sender's names a notice may start with (full, first), longest first: "You" left out."""
+    return tuple(sorted(_actors(sender) - {"you"}, key=len, reverse=True))
+
+
 def generated_notice(text: str, sender: str) -> tuple[MessageKind, Subkind] | None:
     """The kind and subkind of a text Meta wrote itself ("You sent an attachment.", "Ann reacted ❤ to your
     message"), None for text a person wrote. Only texts whose subject is the sender (or "You") count."""
@@ -394,7 +401,7 @@ def _notice_wording(text: str, sender: str, emoji: str) -> str | None:
         return None
     if len(before.split()) + len(after.split()) < _NOTICE_MIN_WORDS:
         return None
-    for name in sorted(_actors(sender) - {"you"}, key=len, reverse=True):
+    for name in _names_longest_first(sender):
         before = before.replace(name.casefold(), " ")
     return " ".join(before.split()) + " {emoji} " + " ".join(after.split())
 
@@ -437,7 +444,7 @@ def _words_after_name(text: str, sender: str) -> str | None:
     if len(text) > _NOTICE_MAX_CHARS:
         return None
     plain = " ".join(text.lower().split())  # lower(), as _actors
-    for name in sorted(_actors(sender) - {"you"}, key=len, reverse=True):
+    for name in _names_longest_first(sender):
         if plain.startswith(name + " "):
             rest = plain[len(name) + 1 :]
             words = len(rest.split())
